@@ -1,0 +1,335 @@
+"""The ``dataworkflows`` command line. Built by :func:`build_cli`, never at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dataworkflows import __version__
+from dataworkflows.errors import ApiError
+from dataworkflows.settings import Settings, SettingsError
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings.from_env(**overrides)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _read_json(source: str, what: str) -> Any:
+    """JSON text, or ``@path`` / a path to a file holding it."""
+    text = source
+    path = Path(source[1:] if source.startswith("@") else source)
+    if source.startswith("@") or (not source.lstrip().startswith(("{", "[")) and path.is_file()):
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise click.ClickException(f"cannot read {what} file {path}: {exc}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise click.ClickException(f"{what} is not valid JSON: {exc}") from None
+
+
+def _fail(exc: ApiError) -> click.ClickException:
+    message = f"{exc.message} [{exc.code}]"
+    if exc.details:
+        problems = exc.details.get("problems") if isinstance(exc.details, dict) else None
+        if problems:
+            message += "".join(f"\n  {p['path']}: {p['message']}" for p in problems)
+        else:
+            message += f"\n  details: {json.dumps(exc.details)}"
+    return click.ClickException(message)
+
+
+def build_cli() -> click.Group:
+    """The CLI group with the kernel's commands and every plugin's ``register_commands``."""
+
+    @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(__version__, prog_name="dataworkflows")
+    def cli() -> None:
+        """DataWorkflows: run JSON-defined workflows made of plugin actions."""
+
+    @cli.command()
+    @click.option("--host", default=None, help="Interface to bind (default 127.0.0.1).")
+    @click.option("--port", type=int, default=None, help="Port (default 8080).")
+    @click.option("--no-worker", is_flag=True, help="Serve the API only; run no embedded worker.")
+    def serve(host: str | None, port: int | None, no_worker: bool) -> None:
+        """Serve the HTTP API with an embedded worker (database: DATAWORKFLOWS_DATABASE_URL)."""
+        from aiohttp import web
+
+        from dataworkflows.kernel import SchemaOutOfDate
+        from dataworkflows.web import create_app
+
+        settings = _settings(host=host, port=port)
+        _configure_logging(settings)
+        kernel = _make_kernel(settings)
+        app = create_app(kernel, run_worker=not no_worker)
+        click.echo(
+            f"DataWorkflows {__version__} on http://{settings.host}:{settings.port} "
+            f"(database {kernel.db.engine.url.render_as_string()}, "
+            f"{len(kernel.plugins.actions)} action types)"
+        )
+        try:
+            web.run_app(app, host=settings.host, port=settings.port, print=None)
+        except SchemaOutOfDate as exc:
+            raise click.ClickException(str(exc)) from None
+
+    @cli.command()
+    @click.option("--concurrency", type=int, default=None, help="Runs executed at once.")
+    def worker(concurrency: int | None) -> None:
+        """Run a worker that executes queued runs from the database."""
+        settings = _settings(worker_concurrency=concurrency)
+        _configure_logging(settings)
+
+        async def main() -> None:
+            kernel = _make_kernel(settings)
+            await _start(kernel)
+            click.echo(f"worker started (concurrency {settings.worker_concurrency})")
+            try:
+                await kernel.worker.run()
+            finally:
+                await kernel.close()
+
+        asyncio.run(main())
+
+    @cli.group()
+    def db() -> None:
+        """Database schema commands."""
+
+    @db.command("upgrade")
+    @click.option("--revision", default="heads", show_default=True)
+    def db_upgrade(revision: str) -> None:
+        """Migrate the database to the latest schema."""
+        from dataworkflows.db import migrate
+
+        settings = _settings()
+        migrate.upgrade(settings.database_url, revision)
+        click.echo(
+            f"database at {', '.join(sorted(migrate.current_revisions(settings.database_url)))}"
+        )
+
+    @db.command("downgrade")
+    @click.argument("revision")
+    def db_downgrade(revision: str) -> None:
+        """Migrate the database down to REVISION (``base`` removes every table)."""
+        from dataworkflows.db import migrate
+
+        migrate.downgrade(_settings().database_url, revision)
+        click.echo(f"database downgraded to {revision}")
+
+    @db.command("current")
+    def db_current() -> None:
+        """Show the database's schema revision and whether it is up to date."""
+        from dataworkflows.db import migrate
+
+        url = _settings().database_url
+        current = migrate.current_revisions(url)
+        state = "up to date" if current == migrate.head_revisions() else "NOT up to date"
+        click.echo(f"{', '.join(sorted(current)) or '(empty)'} ({state})")
+
+    @cli.command("plugins")
+    @click.option("--all", "show_all", is_flag=True, help="Include the kernel's default plugins.")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON (with parameter schemas).")
+    def plugins_cmd(show_all: bool, as_json: bool) -> None:
+        """List installed plugins with their action and trigger types."""
+        from dataworkflows.plugins import PluginError, load_plugins
+
+        settings = _settings()
+        try:
+            plugin_set = load_plugins(allow=settings.load_plugins)
+        except PluginError as exc:
+            raise click.ClickException(str(exc)) from None
+        described = plugin_set.describe(include_defaults=show_all)
+        if as_json:
+            click.echo(json.dumps(described, indent=2))
+            return
+        if not described:
+            click.echo("No plugins installed: no action types are available.")
+            return
+        for plugin in described:
+            origin = f"{plugin['distribution'] or '-'} {plugin['version'] or ''}".rstrip()
+            click.echo(f"{plugin['name']}  ({origin})")
+            for action in plugin["actions"]:
+                click.echo(f"    action   {action['type']:<28} {action['title']}")
+            for trigger in plugin["triggers"]:
+                click.echo(f"    trigger  {trigger['type']:<28} {trigger['title']}")
+
+    @cli.command()
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    def apply(file: Path) -> None:
+        """Create the workflow in FILE, or add it as a new version, and publish it."""
+        definition = _read_json(f"@{file}", "workflow file")
+        settings = _settings()
+
+        async def main() -> dict[str, Any]:
+            kernel = _make_kernel(settings)
+            await _start(kernel)
+            try:
+                return await kernel.service.apply(definition)
+            finally:
+                await kernel.close()
+
+        try:
+            view = asyncio.run(main())
+        except ApiError as exc:
+            raise _fail(exc) from None
+        click.echo(f"{view['id']}: version {view['currentVersion']} is {view['status']}")
+
+    @cli.command()
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option("--trigger", "trigger_src", help="Trigger JSON, or @FILE.")
+    @click.option(
+        "--request", "request_src", help="An execute request ({trigger, requestId}) JSON, or @FILE."
+    )
+    @click.option(
+        "--timeout", type=float, default=300.0, show_default=True, help="Seconds to wait."
+    )
+    def run(file: Path, trigger_src: str | None, request_src: str | None, timeout: float) -> None:
+        """Apply FILE, run it here with a progress display, and print the run's ledger.
+
+        Exits 1 if the run does not succeed.
+        """
+        definition = _read_json(f"@{file}", "workflow file")
+        request: dict[str, Any] = {}
+        if request_src:
+            request = _read_json(request_src, "request")
+            if not isinstance(request, dict):
+                raise click.ClickException("the request must be a JSON object")
+        if trigger_src:
+            request["trigger"] = _read_json(trigger_src, "trigger")
+        settings = _settings()
+        try:
+            status, execution = asyncio.run(_run(settings, definition, request, timeout))
+        except ApiError as exc:
+            raise _fail(exc) from None
+        except TimeoutError as exc:
+            raise click.ClickException(f"gave up waiting: {exc}") from None
+        _print_ledger(execution)
+        if status != "Succeeded":
+            sys.exit(1)
+
+    from dataworkflows.plugins import PluginError, load_plugins
+
+    try:
+        plugin_set = load_plugins(allow=_settings().load_plugins)
+    except (PluginError, click.ClickException) as exc:
+        click.echo(f"warning: plugins not loaded: {exc}", err=True)
+    else:
+        plugin_set.hook.register_commands(cli=cli)
+    return cli
+
+
+async def _start(kernel: Any) -> None:
+    from dataworkflows.kernel import SchemaOutOfDate
+
+    try:
+        await kernel.start()
+    except SchemaOutOfDate as exc:
+        await kernel.close()
+        raise click.ClickException(str(exc)) from None
+
+
+def _make_kernel(settings: Settings, **kwargs: Any) -> Any:
+    from dataworkflows.kernel import Kernel
+    from dataworkflows.plugins import PluginError
+
+    try:
+        return Kernel(settings, **kwargs)
+    except PluginError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+class _Progress:
+    """An ``on_run_event`` observer that prints the run's events as they happen."""
+
+    def __init__(self) -> None:
+        from dataworkflows.hookspecs import hookimpl
+
+        self.execution_id: str | None = None
+
+        @hookimpl
+        def on_run_event(event: Any) -> None:
+            if self.execution_id is not None and event.execution_id != self.execution_id:
+                return
+            where = f" {event.node_id}" if event.node_id else ""
+            extra = ""
+            if "attempt" in event.payload:
+                extra = f" (attempt {event.payload['attempt']})"
+            if event.payload.get("error"):
+                extra += f": {event.payload['error'].get('message', '')}"
+            click.echo(f"  [{event.sequence:>3}] {event.type}{where}{extra}", err=True)
+
+        self.on_run_event = on_run_event
+
+
+async def _run(
+    settings: Settings, definition: Any, request: dict[str, Any], timeout: float
+) -> tuple[str, dict[str, Any]]:
+    progress = _Progress()
+    kernel = _make_kernel(settings, extra_plugins=[progress])
+    await _start(kernel)
+    try:
+        view = await kernel.service.apply(definition)
+        click.echo(f"{view['id']}: version {view['currentVersion']} is {view['status']}", err=True)
+        summary, created = await kernel.service.execute(
+            view["id"], trigger=request.get("trigger"), request_id=request.get("requestId")
+        )
+        progress.execution_id = summary["executionId"]
+        click.echo(
+            f"run {summary['executionId']} {'queued' if created else 'already exists'}", err=True
+        )
+        kernel.start_worker()
+        import uuid
+
+        status = await kernel.ledger.wait_until_final(uuid.UUID(summary["executionId"]), timeout)
+        return status, await kernel.service.get_execution(summary["executionId"])
+    finally:
+        await kernel.close()
+
+
+def _print_ledger(execution: dict[str, Any]) -> None:
+    click.echo(
+        f"\nrun {execution['id']}  {execution['workflowId']} v{execution['workflowVersion']}  "
+        f"{execution['status']}"
+    )
+    header = ("node", "action", "attempt", "status", "ms", "outputs / error")
+    rows = []
+    for a in execution["actions"]:
+        from datetime import datetime
+
+        ms = ""
+        if a["startedAt"] and a["endedAt"]:
+            delta = datetime.fromisoformat(a["endedAt"]) - datetime.fromisoformat(a["startedAt"])
+            ms = f"{delta.total_seconds() * 1000:.0f}"
+        detail = json.dumps(a["outputs"]) if a["status"] == "Succeeded" else json.dumps(a["error"])
+        rows.append((a["nodeId"], a["actionType"], str(a["attempt"]), a["status"], ms, detail))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    for row in [header, *rows]:
+        click.echo(
+            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5]
+        )
+    if execution["error"]:
+        click.echo(f"error: {json.dumps(execution['error'])}")
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main() -> None:
+    build_cli()(prog_name="dataworkflows")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""The kernel's tables. Alembic owns the schema: every change here needs a migration
+(``tests/test_migrations.py`` fails on drift).
+
+Table names are snake_case plurals of the seed plan's tables (Workflows → ``workflows``,
+ActionExecutions → ``action_executions``) so that PostgreSQL needs no quoting.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from dataworkflows.db.types import BigIntKey, JSONType, UTCDateTime
+
+NAMING_CONVENTION = {
+    "pk": "pk_%(table_name)s",
+    "ix": "ix_%(table_name)s__%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s__%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s__%(constraint_name)s",
+    "fk": "fk_%(table_name)s__%(column_0_name)s__%(referred_table_name)s",
+}
+
+WORKFLOW_STATUSES = ("Draft", "Active", "Archived")
+RUN_STATUSES = ("Pending", "Running", "Succeeded", "Failed", "Cancelled")
+FINAL_RUN_STATUSES = ("Succeeded", "Failed", "Cancelled")
+STEP_STATUSES = (
+    "Running",
+    "Succeeded",
+    "Failed",
+    "RetriableFailure",
+    "TimedOut",
+    "Skipped",
+    "Cancelled",
+)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSONType, datetime: UTCDateTime()}
+
+
+class Workflow(Base):
+    """A workflow: its identity and lifecycle state. Definitions are versioned apart."""
+
+    __tablename__ = "workflows"
+    __table_args__ = (
+        CheckConstraint(_in("status", WORKFLOW_STATUSES), name="status"),
+        Index(None, "tenant_id", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(200), default="default")
+    display_name: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="Draft")
+    #: the published version runs start from (None until first publish)
+    current_version: Mapped[int | None] = mapped_column(Integer)
+    latest_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class WorkflowDefinition(Base):
+    """One immutable version of a workflow's definition JSON."""
+
+    __tablename__ = "workflow_definitions"
+    __table_args__ = (UniqueConstraint("workflow_id", "checksum"),)
+
+    workflow_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    definition: Mapped[dict[str, Any]]
+    checksum: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class WorkflowExecution(Base):
+    """One run of a workflow, pinned to the version it started with."""
+
+    __tablename__ = "workflow_executions"
+    __table_args__ = (
+        CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+        ForeignKeyConstraint(
+            ["workflow_id", "workflow_version"],
+            ["workflow_definitions.workflow_id", "workflow_definitions.version"],
+            ondelete="RESTRICT",
+        ),
+        UniqueConstraint("workflow_id", "request_id"),
+        Index("ix_workflow_executions__workflow_newest", "workflow_id", "created_at"),
+        Index(None, "status", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(200))
+    workflow_version: Mapped[int] = mapped_column(Integer)
+    request_id: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[dict[str, Any]]
+    error: Mapped[dict[str, Any] | None]
+    tenant_id: Mapped[str] = mapped_column(String(200), default="default")
+    principal: Mapped[str | None] = mapped_column(String(200))
+    correlation_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+
+
+class ActionExecution(Base):
+    """One attempt of one node in one run."""
+
+    __tablename__ = "action_executions"
+    __table_args__ = (
+        CheckConstraint(_in("status", STEP_STATUSES), name="status"),
+        CheckConstraint("attempt >= 1", name="attempt_positive"),
+        Index(None, "execution_id", "node_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    execution_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("workflow_executions.id", ondelete="CASCADE")
+    )
+    node_id: Mapped[str] = mapped_column(String(200))
+    action_type: Mapped[str] = mapped_column(String(200))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(20))
+    parameters: Mapped[dict[str, Any] | None]
+    outputs: Mapped[dict[str, Any] | None]
+    error: Mapped[dict[str, Any] | None]
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+
+
+class ExecutionEvent(Base):
+    """Append-only history of a run; ``sequence`` increases by one per run."""
+
+    __tablename__ = "execution_events"
+    __table_args__ = (UniqueConstraint("execution_id", "sequence"),)
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    execution_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("workflow_executions.id", ondelete="CASCADE")
+    )
+    sequence: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(40))
+    node_id: Mapped[str | None] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+workflows = Workflow.__table__
+workflow_definitions = WorkflowDefinition.__table__
+workflow_executions = WorkflowExecution.__table__
+action_executions = ActionExecution.__table__
+execution_events = ExecutionEvent.__table__

@@ -1,0 +1,44 @@
+"""Run events: the append-only history of every run, and what observers receive."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class EventType(enum.StrEnum):
+    """Kinds of rows in the ExecutionEvents table."""
+
+    RUN_QUEUED = "RunQueued"
+    RUN_STARTED = "RunStarted"
+    RUN_SUCCEEDED = "RunSucceeded"
+    RUN_FAILED = "RunFailed"
+    RUN_CANCELLED = "RunCancelled"
+    STEP_SUCCEEDED = "StepSucceeded"
+    STEP_FAILED = "StepFailed"
+    STEP_RETRYING = "StepRetrying"
+    STEP_SKIPPED = "StepSkipped"
+    STEP_CANCELLED = "StepCancelled"
+
+
+TERMINAL_RUN_EVENTS = frozenset(
+    {EventType.RUN_SUCCEEDED, EventType.RUN_FAILED, EventType.RUN_CANCELLED}
+)
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """One recorded change in a run, as passed to ``on_run_event`` observers.
+
+    ``sequence`` increases by one per event within a run, starting at 1.
+    """
+
+    execution_id: str
+    workflow_id: str
+    sequence: int
+    type: EventType
+    created_at: datetime
+    node_id: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)

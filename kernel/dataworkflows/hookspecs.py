@@ -1,0 +1,124 @@
+"""The plugin contract: every hook a DataWorkflows plugin can implement.
+
+Plugins are modules (or objects) with functions decorated by :data:`hookimpl` whose names
+match the specs below; they are found through the ``dataworkflows`` entry-point group::
+
+    [project.entry-points.dataworkflows]
+    hello = "dataworkflows_hello"
+
+Hooks are synchronous and registration-shaped: the kernel calls them while it starts, the
+plugin hands back classes or callables, and the runtime work happens later in async methods
+of what it registered. An implementation may accept any subset of a spec's arguments.
+
+Every spec below documents *Called when*, *Args*, *Returns* and *Since*; a test checks that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+    import jinja2
+    from aiohttp import web
+
+    from dataworkflows.actions import Action
+    from dataworkflows.events import RunEvent
+    from dataworkflows.plugin_api import PluginAPI
+    from dataworkflows.triggers import TriggerType
+
+PROJECT_NAME = "dataworkflows"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_actions(register: Callable[[type[Action]], None]) -> None:
+    """Contribute action types.
+
+    Called when: once, while the kernel builds its action registry at start-up.
+    Args: register -- call it with each :class:`~dataworkflows.Action` subclass the plugin
+        provides. A type name already registered by another plugin is a start-up error that
+        names both distributions.
+    Returns: nothing.
+    Since: 0.1.
+    """
+
+
+@hookspec
+def register_triggers(register: Callable[[type[TriggerType]], None]) -> None:
+    """Contribute trigger types (webhook, schedule, ...).
+
+    Called when: once, while the kernel builds its trigger registry at start-up.
+    Args: register -- call it with each :class:`~dataworkflows.TriggerType` subclass.
+        Duplicate type names are a start-up error, as for actions.
+    Returns: nothing.
+    Since: 0.1.
+    """
+
+
+@hookspec
+def register_routes(app: web.Application, kernel: PluginAPI) -> None:
+    """Serve HTTP endpoints from the engine's aiohttp application (e.g. ``/hooks/{id}``).
+
+    Called when: once, while ``create_app`` builds the web application, before it starts.
+    Args: app -- the :class:`aiohttp.web.Application`; add routes with ``app.router``.
+        Paths under ``/api/`` are reserved for the kernel.
+        kernel -- the :class:`~dataworkflows.plugin_api.PluginAPI` the handlers use to
+        start runs; plugins never reach the database directly.
+    Returns: nothing.
+    Since: 0.1.
+    """
+
+
+@hookspec(firstresult=True)
+def resolve_secret(name: str, tenant_id: str) -> str | None:
+    """Look up a credential by name for a tenant.
+
+    Called when: an action asks its context for a credential. Stops at first non-None result;
+        the kernel's environment-variable provider is consulted last.
+    Args: name -- the credential's name as written in the workflow.
+        tenant_id -- the tenant of the run asking; providers must not return another
+        tenant's secret.
+    Returns: the secret value, or None if this provider does not know the name.
+    Since: 0.1.
+    """
+
+
+@hookspec
+def prepare_jinja2_environment(env: jinja2.Environment) -> None:
+    """Add filters, tests or globals to the sandboxed template environment.
+
+    Called when: once, after the kernel creates its ``SandboxedEnvironment``.
+    Args: env -- the environment; mutate it in place (``env.filters["slug"] = ...``).
+    Returns: nothing.
+    Since: 0.1.
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``dataworkflows`` command line.
+
+    Called when: each time the CLI group is built (by the factory, never at import).
+    Args: cli -- the top-level :class:`click.Group`; decorate new commands with
+        ``@cli.command()``.
+    Returns: nothing.
+    Since: 0.1.
+    """
+
+
+@hookspec
+def on_run_event(event: RunEvent) -> None:
+    """Observe the life of runs: metrics, tracing, notifications.
+
+    Called when: after each ledger event (a run or step changing state) has been committed.
+        Runs in the worker's event loop: return quickly, hand slow work to a task.
+    Args: event -- the :class:`~dataworkflows.events.RunEvent` just recorded.
+    Returns: nothing; exceptions are logged and do not affect the run.
+    Since: 0.1.
+    """

@@ -1,0 +1,128 @@
+"""The kernel: one object that owns the database, the plugins and the run machinery.
+
+    kernel = Kernel(Settings.from_env())
+    await kernel.start()        # open the database (migrating SQLite), build registries
+    ...                         # kernel.service, kernel.ledger, kernel.worker
+    await kernel.close()
+
+``dataworkflows serve`` wraps one in the aiohttp app; ``dataworkflows run`` and the tests
+use it directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import aiohttp
+from jinja2 import StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+
+from dataworkflows.clock import Clock, SystemClock
+from dataworkflows.conductor import Conductor
+from dataworkflows.db import migrate
+from dataworkflows.db.database import Database
+from dataworkflows.events import RunEvent
+from dataworkflows.ledger import RunLedger
+from dataworkflows.plugin_api import PluginAPI
+from dataworkflows.plugins import PluginSet, load_plugins
+from dataworkflows.service import WorkflowService
+from dataworkflows.settings import Settings
+from dataworkflows.store import WorkflowStore
+from dataworkflows.templating import TemplateEngine
+from dataworkflows.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+class SchemaOutOfDate(RuntimeError):
+    """The database is not migrated to the kernel's schema."""
+
+
+class Kernel:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        plugins: PluginSet | None = None,
+        extra_plugins: Iterable[Any] = (),
+        entrypoints: bool = True,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.plugins = plugins or load_plugins(
+            entrypoints=entrypoints,
+            allow=self.settings.load_plugins,
+            extra=extra_plugins,
+            trace=self.settings.trace_plugins,
+        )
+        self.clock: Clock = clock or SystemClock()
+        env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+        self.plugins.hook.prepare_jinja2_environment(env=env)
+        self.templates = TemplateEngine(env)
+        self.db = Database(self.settings.database_url)
+        self.store = WorkflowStore(self.db, self.clock)
+        self.ledger = RunLedger(self.db, self.clock, observe=self._observe)
+        self._http: aiohttp.ClientSession | None = None
+        self.conductor = Conductor(
+            ledger=self.ledger,
+            store=self.store,
+            plugins=self.plugins,
+            templates=self.templates,
+            http=self.http,
+            clock=self.clock,
+            default_action_timeout=self.settings.default_action_timeout,
+        )
+        self.worker = Worker(
+            self.ledger,
+            self.conductor,
+            concurrency=self.settings.worker_concurrency,
+            poll_interval=self.settings.poll_interval,
+        )
+        self.service = WorkflowService(
+            store=self.store,
+            ledger=self.ledger,
+            plugins=self.plugins,
+            templates=self.templates,
+            on_enqueued=self.worker.wake,
+        )
+        self.plugin_api = PluginAPI(self)
+        self._worker_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Migrate (SQLite, or when asked) or check the schema, then get ready to serve."""
+        url = self.db.url
+        if self.settings.should_auto_migrate:
+            await asyncio.to_thread(migrate.upgrade, url)
+        elif not await asyncio.to_thread(migrate.is_up_to_date, url):
+            raise SchemaOutOfDate(
+                "the database schema is not up to date: run `dataworkflows db upgrade`"
+            )
+
+    def http(self) -> aiohttp.ClientSession:
+        """The shared client session actions use (created on first use)."""
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    def start_worker(self) -> asyncio.Task[None]:
+        if self._worker_task is None or self._worker_task.done():
+            self._worker_task = asyncio.create_task(self.worker.run(), name="dataworkflows-worker")
+        return self._worker_task
+
+    async def stop_worker(self, grace: float = 30.0) -> None:
+        if self._worker_task is not None:
+            await self.worker.stop(grace)
+            await self._worker_task
+            self._worker_task = None
+
+    async def close(self) -> None:
+        await self.stop_worker()
+        if self._http is not None:
+            await self._http.close()
+        await self.db.dispose()
+
+    def _observe(self, event: RunEvent) -> None:
+        self.plugins.hook.on_run_event(event=event)

@@ -1,0 +1,51 @@
+"""``core.echo``: returns its message. Also the engine's test double for failures.
+
+Parameters:
+    message: anything JSON; returned as ``{"echo": message}``.
+    failAttempts: fail attempts 1..N, then succeed (``transient-failure`` fixtures).
+    failAlways: fail every attempt.
+    failureKind: ``"retriable"`` (default) or ``"permanent"``.
+    failMessage: the error message of a failed attempt.
+    delayMs: wait this long before answering (for parallelism and timeout tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dataworkflows import Action, ActionContext, ActionResult, hookimpl
+
+
+class Echo(Action):
+    type = "core.echo"
+    title = "Echo a message (and fail on purpose, for tests)"
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+        message: Any = None
+        fail_attempts: int = Field(default=0, ge=0, alias="failAttempts")
+        fail_always: bool = Field(default=False, alias="failAlways")
+        failure_kind: Literal["retriable", "permanent"] = Field(
+            default="retriable", alias="failureKind"
+        )
+        fail_message: str = Field(default="simulated failure", alias="failMessage")
+        delay_ms: int = Field(default=0, ge=0, le=600_000, alias="delayMs")
+
+    async def run(self, ctx: ActionContext, params: Params) -> ActionResult:
+        if params.delay_ms:
+            await asyncio.sleep(params.delay_ms / 1000)
+        if params.fail_always or ctx.attempt <= params.fail_attempts:
+            message = f"{params.fail_message} (attempt {ctx.attempt})"
+            if params.failure_kind == "permanent":
+                return ActionResult.failed(message, code="simulated_failure")
+            return ActionResult.retriable(message, code="simulated_failure")
+        return ActionResult.succeeded({"echo": params.message})
+
+
+@hookimpl
+def register_actions(register):  # type: ignore[no-untyped-def]
+    register(Echo)
