@@ -11,10 +11,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from dataworkflows.db.models import Base
+from dataworkflows.db.schema import metadata as target_metadata_all
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = target_metadata_all
 
 
 def _configure(connection) -> None:  # type: ignore[no-untyped-def]

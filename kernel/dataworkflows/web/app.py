@@ -11,6 +11,9 @@ from dataworkflows.web.errors import error_middleware
 from dataworkflows.web.keys import kernel_key
 from dataworkflows.web.routes import routes
 
+#: Route tables of the kernel's feature areas; each module adds its own ``RouteTableDef``.
+ROUTE_TABLES = [routes]
+
 
 def create_app(kernel: Kernel, *, run_worker: bool = True) -> web.Application:
     """Build the web application around a (not yet started) kernel.
@@ -22,7 +25,8 @@ def create_app(kernel: Kernel, *, run_worker: bool = True) -> web.Application:
         middlewares=[error_middleware], client_max_size=kernel.settings.max_body_bytes
     )
     app[kernel_key] = kernel
-    app.add_routes(routes)
+    for table in ROUTE_TABLES:
+        app.add_routes(table)
     kernel.plugins.hook.register_routes(app=app, kernel=kernel.plugin_api)
 
     async def kernel_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -1,0 +1,11 @@
+"""Every table of the kernel, in one metadata (what Alembic compares against).
+
+Feature areas keep their models in their own module; import each one here.
+"""
+
+from dataworkflows.db import models
+from dataworkflows.db.models import Base
+
+metadata = Base.metadata
+
+__all__ = ["metadata", "models"]
