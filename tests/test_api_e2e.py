@@ -58,7 +58,11 @@ async def test_failed_node_fails_the_run_and_later_nodes_do_not_run(api, kernel)
             {
                 "id": "b",
                 "actionType": "core.echo",
-                "parameters": {"failAlways": True, "failureKind": "permanent", "failMessage": "boom"},
+                "parameters": {
+                    "failAlways": True,
+                    "failureKind": "permanent",
+                    "failMessage": "boom",
+                },
             },
             {"id": "c", "actionType": "core.echo", "parameters": {"message": "never"}},
         ],
@@ -67,7 +71,10 @@ async def test_failed_node_fails_the_run_and_later_nodes_do_not_run(api, kernel)
     accepted = await (await api.post("/api/v1/workflows/fails/execute", json={})).json()
     run = await wait_final(api, kernel, accepted["executionId"])
     assert run["status"] == "Failed"
-    assert [(a["nodeId"], a["status"]) for a in run["actions"]] == [("a", "Succeeded"), ("b", "Failed")]
+    assert [(a["nodeId"], a["status"]) for a in run["actions"]] == [
+        ("a", "Succeeded"),
+        ("b", "Failed"),
+    ]
     assert run["error"]["nodeId"] == "b"
     assert run["error"]["code"] == "simulated_failure"
     assert "boom" in run["error"]["message"]

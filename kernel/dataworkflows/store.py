@@ -196,5 +196,7 @@ class WorkflowStore:
                 )
             ).one_or_none()
         if row is None:
-            raise NotFound(f"workflow {workflow_id!r} has no version {version}")
+            raise NotFound(
+                f"workflow {workflow_id!r} has no version {version}", code="version_not_found"
+            )
         return dict(row.definition)

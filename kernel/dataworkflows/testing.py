@@ -49,7 +49,9 @@ def _backends() -> list[Any]:
             "postgresql",
             marks=[
                 pytest.mark.postgres,
-                pytest.mark.skipif(not os.environ.get(POSTGRES_ENV), reason=f"{POSTGRES_ENV} not set"),
+                pytest.mark.skipif(
+                    not os.environ.get(POSTGRES_ENV), reason=f"{POSTGRES_ENV} not set"
+                ),
             ],
         ),
     ]
@@ -103,10 +105,8 @@ class _Templates:
         with self._admin() as conn:
             conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self._pg_template}"')
         self._pg_created.append(name)
-        return (
-            base.set(drivername="postgresql+psycopg", database=name).render_as_string(
-                hide_password=False
-            )
+        return base.set(drivername="postgresql+psycopg", database=name).render_as_string(
+            hide_password=False
         )
 
     def drop(self, url: str) -> None:

@@ -1,0 +1,206 @@
+"""The ``dataworkflows`` command line, in process (click's runner) and as a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from dataworkflows.cli import build_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SIMPLE = ROOT / "fixtures/workflows/simple-echo-workflow.json"
+REQUEST = ROOT / "fixtures/requests/execute-request.json"
+
+
+@pytest.fixture
+def cli(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("DATAWORKFLOWS_DATABASE_URL", database_url)
+    monkeypatch.delenv("DATAWORKFLOWS_LOAD_PLUGINS", raising=False)
+
+    def invoke(*args: str) -> Any:
+        return CliRunner().invoke(build_cli(), list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def test_plugins_lists_echo(cli: Any) -> None:
+    result = cli("plugins")
+    assert result.exit_code == 0
+    assert "echo  (dataworkflows-echo 0.1.0)" in result.output
+    assert "core.echo" in result.output
+    schemas = json.loads(cli("plugins", "--json").output)
+    echo = next(p for p in schemas if p["name"] == "echo")
+    assert echo["actions"][0]["parametersSchema"]["properties"]["message"]
+
+
+def test_run_prints_the_ledger_and_exits_zero(cli: Any) -> None:
+    result = cli("run", str(SIMPLE), "--request", f"@{REQUEST}")
+    assert result.exit_code == 0, result.output
+    assert "Succeeded" in result.output
+    assert '{"echo": "Hello from node 1"}' in result.output
+    assert '{"echo": "Hello from node 2"}' in result.output
+    assert "RunSucceeded" in result.output  # progress lines
+
+
+def test_run_of_a_failing_workflow_exits_one(cli: Any, tmp_path: Path) -> None:
+    failing = tmp_path / "failing.json"
+    failing.write_text(
+        json.dumps(
+            {
+                "id": "failing",
+                "displayName": "Failing",
+                "nodes": [
+                    {
+                        "id": "x",
+                        "actionType": "core.echo",
+                        "parameters": {"failAlways": True, "failureKind": "permanent"},
+                    }
+                ],
+            }
+        )
+    )
+    result = cli("run", str(failing), "--trigger", '{"a": 1}')
+    assert result.exit_code == 1
+    assert "Failed" in result.output
+    assert "simulated_failure" in result.output
+
+
+def test_apply_creates_then_versions(cli: Any, tmp_path: Path) -> None:
+    assert "simple-echo: version 1 is Active" in cli("apply", str(SIMPLE)).output
+    # the same file again changes nothing
+    assert "simple-echo: version 1 is Active" in cli("apply", str(SIMPLE)).output
+    changed = json.loads(SIMPLE.read_text())
+    changed["nodes"][0]["parameters"]["message"] = "changed"
+    path = tmp_path / "changed.json"
+    path.write_text(json.dumps(changed))
+    assert "simple-echo: version 2 is Active" in cli("apply", str(path)).output
+
+
+def test_apply_reports_invalid_definitions(cli: Any, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps(
+            {"id": "bad", "displayName": "Bad", "nodes": [{"id": "a", "actionType": "nope.nope"}]}
+        )
+    )
+    result = cli("apply", str(bad))
+    assert result.exit_code == 1
+    assert "$.nodes[0].actionType: unknown action type 'nope.nope'" in result.output
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    result = cli("apply", str(broken))
+    assert result.exit_code == 1
+    assert "not valid JSON" in result.output
+
+
+def test_run_with_bad_trigger_json_exits_nonzero(cli: Any) -> None:
+    result = cli("run", str(SIMPLE), "--trigger", "{oops")
+    assert result.exit_code == 1
+    assert "trigger is not valid JSON" in result.output
+
+
+def test_db_current_and_upgrade(cli: Any) -> None:
+    assert "(up to date)" in cli("db", "current").output
+    assert cli("db", "upgrade").exit_code == 0
+
+
+def test_bad_setting_is_a_clear_error(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATAWORKFLOWS_WORKER_CONCURRENCY", "lots")
+    result = cli("apply", str(SIMPLE))
+    assert result.exit_code == 1
+    assert "DATAWORKFLOWS_WORKER_CONCURRENCY='lots'" in result.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _request(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataworkflows.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if _request(port, "GET", "/health")[0] == 200:
+                return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError(
+                    proc.stdout.read().decode() if proc.stdout else "serve died"
+                ) from None
+            time.sleep(0.1)  # waiting for a port to open, not for a result
+    proc.kill()
+    raise AssertionError("serve did not come up")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+
+
+def test_serve_keeps_workflows_and_runs_across_restarts(tmp_path: Path) -> None:
+    """The quick start's promise on SQLite: stop the server, start it again, all still there."""
+    env = {**os.environ, "DATAWORKFLOWS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'dw.db'}"}
+    port = _free_port()
+    proc = _serve(env, port)
+    try:
+        assert (
+            _request(
+                port, "POST", "/api/v1/workflows?autoActivate=true", json.loads(SIMPLE.read_text())
+            )[0]
+            == 201
+        )
+        status, accepted = _request(
+            port, "POST", "/api/v1/workflows/simple-echo/execute", json.loads(REQUEST.read_text())
+        )
+        assert status == 202
+        execution_url = accepted["statusUrl"]
+        deadline = time.monotonic() + 30
+        while _request(port, "GET", execution_url)[1]["status"] != "Succeeded":
+            assert time.monotonic() < deadline, "run did not finish"
+            time.sleep(0.05)  # polling the public API the way a client would
+    finally:
+        _stop(proc)
+
+    port = _free_port()
+    proc = _serve(env, port)
+    try:
+        status, workflow = _request(port, "GET", "/api/v1/workflows/simple-echo")
+        assert status == 200 and workflow["status"] == "Active"
+        status, run = _request(port, "GET", execution_url)
+        assert status == 200
+        assert run["status"] == "Succeeded"
+        assert [a["outputs"] for a in run["actions"]] == [
+            {"echo": "Hello from node 1"},
+            {"echo": "Hello from node 2"},
+        ]
+    finally:
+        _stop(proc)
