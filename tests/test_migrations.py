@@ -177,3 +177,8 @@ async def test_kernel_refuses_an_out_of_date_schema_unless_told_to_migrate(
         assert migrate.is_up_to_date(database_url)
     finally:
         await kernel.close()
+
+
+def test_the_history_has_one_head() -> None:
+    """Feature branches are merged: `db upgrade` and `db current` speak of one revision."""
+    assert len(migrate.head_revisions()) == 1

@@ -12,7 +12,11 @@ from dataworkflows.actions import (
     ActionContext,
     ActionError,
     ActionResult,
+    Credential,
+    CredentialError,
+    Credentials,
     ResourceLink,
+    Resources,
     StepOutcome,
 )
 from dataworkflows.hookspecs import hookimpl
@@ -25,7 +29,11 @@ __all__ = [
     "ActionContext",
     "ActionError",
     "ActionResult",
+    "Credential",
+    "CredentialError",
+    "Credentials",
     "ResourceLink",
+    "Resources",
     "StepOutcome",
     "TriggerType",
     "__version__",

@@ -44,12 +44,20 @@ class StepOutcome(enum.StrEnum):
 
 @dataclass(frozen=True)
 class ResourceLink:
-    """An external object an action created or touched (a Slack message, a Monday item)."""
+    """An external object an action created or touched (a Slack message, a Monday item).
+
+    Return links in :meth:`ActionResult.succeeded`; the kernel stores them in the same
+    transaction as the step (one row per workflow + system + type + external id) and lists
+    them at ``GET /api/v1/executions/{id}/resources``. ``key`` is an optional lookup key
+    (e.g. a hash of the input that created the object): a later run of the same workflow
+    finds the link again with ``await ctx.resources.find(system, type, key=...)``.
+    """
 
     system: str
     type: str
     external_id: str
     url: str | None = None
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +149,87 @@ class ActionError(Exception):
         return ActionResult.failed(self.message, code=self.code, details=self.details)
 
 
+@dataclass(frozen=True)
+class Credential:
+    """A credential as an action receives it. ``secret`` never appears in its repr.
+
+    ``allowed_hosts``: host names the secret may be sent to (empty: any host). Actions that
+    send a credential to a URL chosen by the workflow (``http.request``) must honour it.
+    """
+
+    name: str
+    secret: str = field(repr=False)
+    allowed_hosts: tuple[str, ...] = ()
+    source: str = "unknown"
+
+    def allows_host(self, host: str | None) -> bool:
+        """Whether the secret may be sent to ``host`` (``*.example.com`` covers subdomains)."""
+        if not self.allowed_hosts:
+            return True
+        host = (host or "").lower().rstrip(".")
+        return any(
+            host.endswith(pattern[1:]) if pattern.startswith("*.") else host == pattern
+            for pattern in self.allowed_hosts
+        )
+
+
+class CredentialError(ActionError):
+    """A credential cannot be provided: unknown name (or another tenant's), store locked.
+
+    A permanent failure: the step fails before it sends anything.
+    """
+
+    def __init__(self, message: str, *, code: str = "credential_not_found") -> None:
+        super().__init__(message, code=code)
+
+
+class Credentials:
+    """The credentials an action may use, by name, scoped to its run's tenant.
+
+    ``await ctx.credentials.get("slack-bot")`` returns the secret string; ``fetch`` returns
+    a :class:`Credential` with its metadata. Both raise :class:`CredentialError` (a
+    permanent failure) when the tenant has no credential of that name. Every secret handed
+    out is redacted from the ledger, events, API responses and logs. This base class (used
+    when an action runs outside a kernel) knows no credential.
+    """
+
+    tenant_id: str = "default"
+
+    async def fetch(self, name: str) -> Credential:
+        """The credential ``name`` of the run's tenant; raises :class:`CredentialError`."""
+        raise CredentialError(f"no credential named {name!r} is available here")
+
+    async def get(self, name: str) -> str:
+        """The secret value of credential ``name``; raises :class:`CredentialError`."""
+        return (await self.fetch(name)).secret
+
+    def mark_secret(self, value: str) -> None:
+        """Register a value derived from a secret (a signed token...) for redaction too."""
+        from dataworkflows.redaction import redactor
+
+        redactor.add(value)
+
+
+class Resources:
+    """Resource links that earlier runs of the same workflow recorded (read-only).
+
+    Use it to avoid creating an object twice when a workflow is re-run with the same input.
+    This base class (used when an action runs outside a kernel) finds nothing.
+    """
+
+    async def find(
+        self,
+        system: str,
+        type: str,
+        *,
+        key: str | None = None,
+        external_id: str | None = None,
+    ) -> ResourceLink | None:
+        """The newest link of this workflow matching ``system``, ``type`` and ``key`` or
+        ``external_id`` (at least one of them), or None."""
+        return None
+
+
 @dataclass
 class ActionContext:
     """Everything the kernel hands an action for one attempt.
@@ -157,6 +246,12 @@ class ActionContext:
         log: a logger bound to this run and node.
         cancelled: set when the run is being cancelled; long actions should watch it.
         tenant_id / principal: who the run belongs to and who started it.
+        credentials: :class:`Credentials` of the run's tenant (``await ctx.credentials
+            .get(name)``); another tenant's credentials are never reachable.
+        resources: :class:`Resources`, the links earlier runs of this workflow recorded.
+        settings: plugin settings: every ``DATAWORKFLOWS_<NAME>`` environment variable the
+            kernel does not use itself, as ``{"<name>": value}`` (lower-case, e.g.
+            ``slack_base_url``); credentials are never included.
     """
 
     execution_id: str
@@ -171,6 +266,9 @@ class ActionContext:
     cancelled: asyncio.Event
     tenant_id: str = "default"
     principal: str | None = None
+    credentials: Credentials = field(default_factory=Credentials)
+    resources: Resources = field(default_factory=Resources)
+    settings: Mapping[str, str] = field(default_factory=dict)
 
 
 class Action:

@@ -78,27 +78,30 @@ def build_cli() -> click.Group:
             f"{len(kernel.plugins.actions)} action types)"
         )
         try:
-            web.run_app(app, host=settings.host, port=settings.port, print=None)
+            web.run_app(
+                app,
+                host=settings.host,
+                port=settings.port,
+                print=None,
+                # the access log is written outside the request's context: log the echoed id
+                access_log_format='%a "%r" %s %b %Tfs cid=%{Correlation-Id}o',
+            )
         except SchemaOutOfDate as exc:
             raise click.ClickException(str(exc)) from None
 
     @cli.command()
     @click.option("--concurrency", type=int, default=None, help="Runs executed at once.")
     def worker(concurrency: int | None) -> None:
-        """Run a worker that executes queued runs from the database."""
+        """Run a worker that executes queued runs from the database.
+
+        SIGTERM or Ctrl-C: stop claiming, let runs in flight finish within
+        DATAWORKFLOWS_SHUTDOWN_GRACE seconds, release the rest to other workers, exit 0.
+        A second signal exits at once, like a kill (leases then expire and other workers
+        recover the runs).
+        """
         settings = _settings(worker_concurrency=concurrency)
         _configure_logging(settings)
-
-        async def main() -> None:
-            kernel = _make_kernel(settings)
-            await _start(kernel)
-            click.echo(f"worker started (concurrency {settings.worker_concurrency})")
-            try:
-                await kernel.worker.run()
-            finally:
-                await kernel.close()
-
-        asyncio.run(main())
+        asyncio.run(_worker_main(settings))
 
     @cli.group()
     def db() -> None:
@@ -144,7 +147,7 @@ def build_cli() -> click.Group:
 
         settings = _settings()
         try:
-            plugin_set = load_plugins(allow=settings.load_plugins)
+            plugin_set = load_plugins(allow=settings.load_plugins, modules=settings.plugin_modules)
         except PluginError as exc:
             raise click.ClickException(str(exc)) from None
         described = plugin_set.describe(include_defaults=show_all)
@@ -216,15 +219,51 @@ def build_cli() -> click.Group:
         if status != "Succeeded":
             sys.exit(1)
 
+    from dataworkflows.credentials import register_credential_commands
+
+    register_credential_commands(cli)
+
     from dataworkflows.plugins import PluginError, load_plugins
 
     try:
-        plugin_set = load_plugins(allow=_settings().load_plugins)
+        settings = _settings()
+        plugin_set = load_plugins(allow=settings.load_plugins, modules=settings.plugin_modules)
     except (PluginError, click.ClickException) as exc:
         click.echo(f"warning: plugins not loaded: {exc}", err=True)
     else:
         plugin_set.hook.register_commands(cli=cli)
     return cli
+
+
+async def _worker_main(settings: Settings) -> None:
+    import os
+    import signal
+
+    kernel = _make_kernel(settings)
+    await _start(kernel)
+    loop = asyncio.get_running_loop()
+    stopping = False
+
+    def on_signal() -> None:
+        nonlocal stopping
+        if stopping:
+            click.echo("second signal: exiting now", err=True)
+            os._exit(1)
+        stopping = True
+        click.echo("stopping: no new runs; waiting for runs in flight", err=True)
+        kernel.worker.request_stop(settings.shutdown_grace)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    click.echo(
+        f"worker {kernel.worker.owner} started (concurrency {settings.worker_concurrency})",
+        err=True,
+    )
+    try:
+        await kernel.worker.run()
+    finally:
+        await kernel.close()
+    click.echo("worker stopped", err=True)
 
 
 async def _start(kernel: Any) -> None:
@@ -321,10 +360,11 @@ def _print_ledger(execution: dict[str, Any]) -> None:
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Every log line carries the correlation id and execution id it belongs to."""
+    from dataworkflows import logcontext
+
+    logcontext.install()
+    logging.basicConfig(level=settings.log_level.upper(), format=logcontext.LOG_FORMAT)
 
 
 def main() -> None:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from dataworkflows.templating import TemplateEngine, is_template
+from dataworkflows import plan
+from dataworkflows.templating import References, TemplateEngine, is_template
 
 if TYPE_CHECKING:
     from dataworkflows.plugins import PluginSet
@@ -35,20 +36,27 @@ class _Model(BaseModel):
 
 
 class Edge(_Model):
+    """An edge to ``targetNode``: fires when the source ends with an outcome matching
+    ``when`` and ``condition`` (a sandboxed Jinja2 expression, optional) is true."""
+
     target_node: str
     when: Literal["success", "failure", "always"] = "success"
     condition: str | None = None
 
 
 class RetryPolicy(_Model):
-    max_attempts: int = Field(default=1, ge=1, le=100)
-    initial_delay: float = Field(default=1.0, ge=0)
-    backoff_multiplier: float = Field(default=2.0, ge=1)
-    max_delay: float = Field(default=60.0, ge=0)
-    jitter: bool = True
+    """A node's retry policy; a field left out takes the engine's default."""
+
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    initial_delay: float | None = Field(default=None, ge=0, le=86400)
+    backoff_multiplier: float | None = Field(default=None, ge=1, le=100)
+    max_delay: float | None = Field(default=None, ge=0, le=86400)
+    jitter: bool | None = None
 
 
 class Node(_Model):
+    """One step: an action type, its (templated) parameters, edges and policies."""
+
     id: str = Field(pattern=ID_PATTERN)
     action_type: str
     display_name: str | None = None
@@ -61,6 +69,8 @@ class Node(_Model):
 
 
 class WorkflowDefinition(_Model):
+    """A whole definition. Semantics: ``docs/semantics.md``."""
+
     id: str = Field(pattern=ID_PATTERN)
     display_name: str = Field(min_length=1)
     description: str | None = None
@@ -111,13 +121,21 @@ def json_path(loc: tuple[Any, ...], root: str = "$") -> str:
     return path
 
 
+#: names every template may read; ``error`` only in the ``onFailure`` node
+CONTEXT_NAMES = frozenset({"trigger", "nodes", "execution", "attempt"})
+CONDITION_NAMES = frozenset({"trigger", "nodes", "execution"})
+
+
 def validate_definition(
     raw: Any, plugins: PluginSet, templates: TemplateEngine
 ) -> tuple[WorkflowDefinition | None, list[Problem]]:
     """Parse ``raw`` and check it against the installed actions.
 
     Returns the parsed definition (None if its shape is wrong) and the list of problems;
-    the definition is usable only when the list is empty.
+    the definition is usable only when the list is empty. Checked: the JSON shape, unique
+    node ids, the start node, edge targets, cycles, reachability from the start node, the
+    ``onFailure`` node, action types, template and condition syntax, the names templates
+    and conditions read, and parameters against each action's schema.
     """
     if not isinstance(raw, dict):
         return None, [Problem("$", "a workflow definition must be a JSON object", "type")]
@@ -142,7 +160,43 @@ def validate_definition(
         else:
             ids[node.id] = index
 
-    if definition.start_node is not None and definition.start_node not in ids:
+    graph = _check_graph(definition, ids, problems)
+    for index, node in enumerate(definition.nodes):
+        problems.extend(_check_node(index, node, plugins, templates, definition, graph))
+    return definition, problems
+
+
+@dataclass
+class _Graph:
+    """What the graph checks learnt; ``ancestors`` is None when they cannot be trusted."""
+
+    ancestors: dict[str, frozenset[str]] | None
+
+
+def _check_graph(
+    definition: WorkflowDefinition, ids: dict[str, int], problems: list[Problem]
+) -> _Graph:
+    on_failure = definition.on_failure
+    if on_failure is not None and on_failure not in ids:
+        problems.append(
+            Problem(
+                "$.onFailure",
+                f"onFailure names {on_failure!r}, which is not one of the nodes",
+                "unknown_on_failure_node",
+            )
+        )
+        on_failure = None
+
+    start = plan.start_node(definition)
+    if definition.start_node is None and definition.has_edges:
+        problems.append(
+            Problem(
+                "$.startNode",
+                "a definition with edges must name its startNode",
+                "missing_start_node",
+            )
+        )
+    elif definition.start_node is not None and definition.start_node not in ids:
         problems.append(
             Problem(
                 "$.startNode",
@@ -150,43 +204,140 @@ def validate_definition(
                 "missing_start_node",
             )
         )
-    elif (
-        definition.start_node is not None
-        and not definition.has_edges
-        and definition.start_node != definition.nodes[0].id
-    ):
+        start = None
+    elif start is None:
         problems.append(
-            Problem(
-                "$.startNode",
-                "a definition without edges runs its nodes in array order, so startNode "
-                f"must be the first node ({definition.nodes[0].id!r})",
-                "start_node_not_first",
-            )
+            Problem("$.nodes", "there is no node to run besides onFailure", "missing_start_node")
         )
+    elif not definition.has_edges:
+        chain = [n.id for n in definition.nodes if n.id != on_failure]
+        if start != chain[0]:
+            problems.append(
+                Problem(
+                    "$.startNode",
+                    "a definition without edges runs its nodes in array order, so startNode "
+                    f"must be the first node ({chain[0]!r})",
+                    "start_node_not_first",
+                )
+            )
+            start = None
 
-    for index, node in enumerate(definition.nodes):
-        problems.extend(_check_node(index, node, plugins, templates))
-    return definition, problems
+    edges = plan.graph_edges(definition)
+    sound = start is not None
+    for _source, target, _when, _condition, path in edges:
+        if target not in ids:
+            problems.append(
+                Problem(
+                    f"{path}.targetNode",
+                    f"edge target {target!r} is not one of the nodes",
+                    "unknown_edge_target",
+                )
+            )
+        elif on_failure is not None and target == on_failure:
+            problems.append(
+                Problem(
+                    f"{path}.targetNode",
+                    f"{target!r} is the onFailure node; it runs only when the run fails and "
+                    "cannot be the target of an edge",
+                    "on_failure_node_in_graph",
+                )
+            )
+            sound = False
+    if on_failure is not None:
+        index = ids[on_failure]
+        if definition.nodes[index].edges:
+            problems.append(
+                Problem(
+                    f"$.nodes[{index}].edges",
+                    f"{on_failure!r} is the onFailure node; it runs last and has no edges",
+                    "on_failure_node_in_graph",
+                )
+            )
+        if definition.start_node == on_failure:
+            problems.append(
+                Problem(
+                    "$.startNode",
+                    f"{on_failure!r} is the onFailure node and cannot be the start node",
+                    "on_failure_node_in_graph",
+                )
+            )
+            sound = False
+
+    if len(ids) != len(definition.nodes):
+        return _Graph(None)  # with duplicate ids the graph is ambiguous; fix those first
+    graph_ids = [n for n in ids if n != on_failure]
+    succ = plan.successors(graph_ids, [(e[0], e[1]) for e in edges])
+    cycles = plan.find_cycles(graph_ids, succ)
+    for cycle in cycles:
+        source, target = cycle[-2], cycle[-1]
+        path = next(p for s, t, _w, _c, p in edges if s == source and t == target)
+        problems.append(Problem(path, "the edges form a cycle: " + " -> ".join(cycle), "cycle"))
+    if start is None:
+        return _Graph(None)
+    reach = plan.reachable(start, succ)
+    for node_id in graph_ids:
+        if node_id not in reach:
+            problems.append(
+                Problem(
+                    f"$.nodes[{ids[node_id]}]",
+                    f"node {node_id!r} cannot be reached from the start node {start!r}",
+                    "unreachable_node",
+                )
+            )
+    if cycles or not sound:
+        return _Graph(None)
+    return _Graph(plan.ancestor_sets(plan.topological_order(graph_ids, succ), succ))
 
 
 def _check_node(
-    index: int, node: Node, plugins: PluginSet, templates: TemplateEngine
+    index: int,
+    node: Node,
+    plugins: PluginSet,
+    templates: TemplateEngine,
+    definition: WorkflowDefinition,
+    graph: _Graph,
 ) -> list[Problem]:
     base = f"$.nodes[{index}]"
+    problems: list[Problem] = []
+    is_on_failure = node.id == definition.on_failure
+    globals_ = frozenset(templates.env.globals)
+
+    # What this node's templates may read: its ancestors' outputs (everything, for the
+    # onFailure node, which runs after the rest); its conditions may also read its own.
+    readable: frozenset[str] | None = None
+    if graph.ancestors is not None and not is_on_failure:
+        readable = graph.ancestors.get(node.id, frozenset())
+    names = CONTEXT_NAMES | globals_ | ({"error"} if is_on_failure else set())
+    problems.extend(
+        Problem(err.path, err.message, "template_syntax")
+        for err in templates.check(node.parameters, f"{base}.parameters")
+    )
+    for ref in templates.references(node.parameters, f"{base}.parameters"):
+        problems.extend(_check_references(ref, names, readable, definition, node.id))
+    for j, edge in enumerate(node.edges):
+        path = f"{base}.edges[{j}].condition"
+        if edge.condition is None:
+            continue
+        errors = templates.check_condition(edge.condition, path)
+        problems.extend(Problem(err.path, err.message, "condition_syntax") for err in errors)
+        ref = templates.condition_references(edge.condition, path)
+        if ref is not None:
+            own = None if readable is None else readable | {node.id}
+            problems.extend(
+                _check_references(ref, CONDITION_NAMES | globals_, own, definition, node.id)
+            )
+
     action = plugins.action(node.action_type)
     if action is None:
         known = ", ".join(sorted(plugins.actions)) or "none are installed"
-        return [
+        problems.append(
             Problem(
                 f"{base}.actionType",
                 f"unknown action type {node.action_type!r} (installed: {known})",
                 "unknown_action_type",
             )
-        ]
-    problems = [
-        Problem(err.path, err.message, "template_syntax")
-        for err in templates.check(node.parameters, f"{base}.parameters")
-    ]
+        )
+        return problems
     try:
         action.Params.model_validate(node.parameters)
     except ValidationError as exc:
@@ -196,6 +347,36 @@ def _check_node(
                 continue
             problems.append(
                 Problem(json_path(err["loc"], f"{base}.parameters"), err["msg"], "parameters")
+            )
+    return problems
+
+
+def _check_references(
+    ref: References,
+    names: frozenset[str],
+    readable: frozenset[str] | None,
+    definition: WorkflowDefinition,
+    node_id: str,
+) -> list[Problem]:
+    visible = ", ".join(sorted(n for n in names if n in CONTEXT_NAMES | {"error"}))
+    problems = [
+        Problem(ref.path, f"unknown name {name!r} (templates can read {visible})", "undefined_name")
+        for name in sorted(ref.names - names)
+    ]
+    known = {n.id for n in definition.nodes}
+    for other in sorted(ref.node_ids):
+        if other not in known:
+            problems.append(
+                Problem(ref.path, f"nodes.{other}: there is no node {other!r}", "unknown_node")
+            )
+        elif readable is not None and other not in readable:
+            problems.append(
+                Problem(
+                    ref.path,
+                    f"nodes.{other}: {node_id!r} may not read {other!r}, which is not on a path "
+                    f"from the start node to {node_id!r} (it may not have run yet)",
+                    "not_an_ancestor",
+                )
             )
     return problems
 

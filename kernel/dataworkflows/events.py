@@ -13,6 +13,7 @@ class EventType(enum.StrEnum):
 
     RUN_QUEUED = "RunQueued"
     RUN_STARTED = "RunStarted"
+    RUN_RESUMED = "RunResumed"
     RUN_SUCCEEDED = "RunSucceeded"
     RUN_FAILED = "RunFailed"
     RUN_CANCELLED = "RunCancelled"

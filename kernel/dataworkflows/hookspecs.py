@@ -55,7 +55,11 @@ def register_triggers(register: Callable[[type[TriggerType]], None]) -> None:
 
     Called when: once, while the kernel builds its trigger registry at start-up.
     Args: register -- call it with each :class:`~dataworkflows.TriggerType` subclass.
-        Duplicate type names are a start-up error, as for actions.
+        Duplicate type names are a start-up error, as for actions. An event-driven type
+        starts runs through :meth:`PluginAPI.fire_trigger
+        <dataworkflows.plugin_api.PluginAPI.fire_trigger>` (from a route it mounts with
+        ``register_routes``); a time-based type sets ``time_based = True`` and implements
+        ``next_fire_time`` so that the kernel's scheduler fires it.
     Returns: nothing.
     Since: 0.1.
     """
@@ -69,7 +73,8 @@ def register_routes(app: web.Application, kernel: PluginAPI) -> None:
     Args: app -- the :class:`aiohttp.web.Application`; add routes with ``app.router``.
         Paths under ``/api/`` are reserved for the kernel.
         kernel -- the :class:`~dataworkflows.plugin_api.PluginAPI` the handlers use to
-        start runs; plugins never reach the database directly.
+        look triggers up and start runs (``get_trigger``, ``fire_trigger``); plugins
+        never reach the database directly.
     Returns: nothing.
     Since: 0.1.
     """

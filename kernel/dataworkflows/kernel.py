@@ -22,16 +22,21 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from dataworkflows.clock import Clock, SystemClock
 from dataworkflows.conductor import Conductor
+from dataworkflows.credentials import CredentialService, CredentialStore
 from dataworkflows.db import migrate
 from dataworkflows.db.database import Database
 from dataworkflows.events import RunEvent
 from dataworkflows.ledger import RunLedger
 from dataworkflows.plugin_api import PluginAPI
 from dataworkflows.plugins import PluginSet, load_plugins
+from dataworkflows.redaction import install_log_redaction
+from dataworkflows.resources import ResourceStore
+from dataworkflows.scheduler import Scheduler
 from dataworkflows.service import WorkflowService
 from dataworkflows.settings import Settings
 from dataworkflows.store import WorkflowStore
 from dataworkflows.templating import TemplateEngine
+from dataworkflows.trigger_service import TriggerService
 from dataworkflows.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -56,6 +61,7 @@ class Kernel:
             entrypoints=entrypoints,
             allow=self.settings.load_plugins,
             extra=extra_plugins,
+            modules=self.settings.plugin_modules,
             trace=self.settings.trace_plugins,
         )
         self.clock: Clock = clock or SystemClock()
@@ -64,7 +70,21 @@ class Kernel:
         self.templates = TemplateEngine(env)
         self.db = Database(self.settings.database_url)
         self.store = WorkflowStore(self.db, self.clock)
-        self.ledger = RunLedger(self.db, self.clock, observe=self._observe)
+        # connectors: tenant-scoped credentials (secrets redacted from logs) and resource links
+        install_log_redaction()
+        self.credentials = CredentialService(
+            CredentialStore(self.db, self.clock, self.settings.secret_key), self.plugins
+        )
+        if self.settings.secret_key and self.credentials.store.key_problem:
+            log.error("credential store disabled: %s", self.credentials.store.key_problem)
+        self.resources = ResourceStore(self.db)
+        self.ledger = RunLedger(
+            self.db,
+            self.clock,
+            observe=self._observe,
+            lease_seconds=self.settings.lease_seconds,
+            max_recoveries=self.settings.max_recoveries,
+        )
         self._http: aiohttp.ClientSession | None = None
         self.conductor = Conductor(
             ledger=self.ledger,
@@ -74,12 +94,15 @@ class Kernel:
             http=self.http,
             clock=self.clock,
             default_action_timeout=self.settings.default_action_timeout,
+            settings=self.settings,
+            action_services=self.action_services,
         )
         self.worker = Worker(
             self.ledger,
             self.conductor,
             concurrency=self.settings.worker_concurrency,
             poll_interval=self.settings.poll_interval,
+            heartbeat_interval=self.settings.heartbeat_interval,
         )
         self.service = WorkflowService(
             store=self.store,
@@ -88,6 +111,21 @@ class Kernel:
             templates=self.templates,
             on_enqueued=self.worker.wake,
         )
+        self.triggers = TriggerService(
+            db=self.db,
+            clock=self.clock,
+            plugins=self.plugins,
+            templates=self.templates,
+            store=self.store,
+            service=self.service,
+        )
+        self.scheduler = Scheduler(
+            self.triggers,
+            self.clock,
+            interval=self.settings.scheduler_interval,
+            lease=self.settings.scheduler_lease,
+        )
+        self._scheduler_task: asyncio.Task[None] | None = None
         self.plugin_api = PluginAPI(self)
         self._worker_task: asyncio.Task[None] | None = None
 
@@ -101,6 +139,16 @@ class Kernel:
                 "the database schema is not up to date: run `dataworkflows db upgrade`"
             )
 
+    def action_services(self, *, tenant_id: str, workflow_id: str) -> dict[str, Any]:
+        """The :class:`~dataworkflows.ActionContext` fields of an attempt that come from
+        kernel services: ``credentials`` (the run's tenant), ``resources`` (the run's
+        workflow) and ``settings`` (plugin settings)."""
+        return {
+            "credentials": self.credentials.for_tenant(tenant_id),
+            "resources": self.resources.for_workflow(workflow_id),
+            "settings": self.settings.extra,
+        }
+
     def http(self) -> aiohttp.ClientSession:
         """The shared client session actions use (created on first use)."""
         if self._http is None or self._http.closed:
@@ -112,13 +160,31 @@ class Kernel:
             self._worker_task = asyncio.create_task(self.worker.run(), name="dataworkflows-worker")
         return self._worker_task
 
-    async def stop_worker(self, grace: float = 30.0) -> None:
+    async def stop_worker(self, grace: float | None = None) -> None:
+        if grace is None:
+            grace = self.settings.shutdown_grace
         if self._worker_task is not None:
             await self.worker.stop(grace)
             await self._worker_task
             self._worker_task = None
 
+    def start_scheduler(self) -> asyncio.Task[None]:
+        """Run the scheduler loop (time-based triggers) in the background."""
+        if self._scheduler_task is None or self._scheduler_task.done():
+            self.scheduler.rearm()
+            self._scheduler_task = asyncio.create_task(
+                self.scheduler.run(), name="dataworkflows-scheduler"
+            )
+        return self._scheduler_task
+
+    async def stop_scheduler(self) -> None:
+        if self._scheduler_task is not None:
+            self.scheduler.stop()
+            await self._scheduler_task
+            self._scheduler_task = None
+
     async def close(self) -> None:
+        await self.stop_scheduler()
         await self.stop_worker()
         if self._http is not None:
             await self._http.close()

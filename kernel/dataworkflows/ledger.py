@@ -12,22 +12,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, case, func, or_, select, text, update
 
 from dataworkflows.clock import Clock
 from dataworkflows.db.database import Database
 from dataworkflows.db.models import (
     FINAL_RUN_STATUSES,
     action_executions,
+    dead_letters,
     execution_events,
     workflow_executions,
 )
 from dataworkflows.events import EventType, RunEvent
+from dataworkflows.redaction import redactor
+from dataworkflows.resources import insert_links, link_rows
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,12 @@ class ClaimedRun:
     correlation_id: str | None
     next_sequence: int
     started_at: datetime
+    #: the claim's fencing token; every write of this run carries it
+    fencing_token: int = 1
+    #: claimed after another worker's lease expired: resume from the ledger
+    recovered: bool = False
+    #: set when a cancel was requested (by the API, from any process)
+    cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def id_str(self) -> str:
@@ -64,6 +73,9 @@ class StepRecord:
     error: dict[str, Any] | None
     started_at: datetime | None
     ended_at: datetime | None
+    #: :class:`~dataworkflows.ResourceLink` values the attempt returned; written in the same
+    #: transaction as the attempt (``workflow_resource_links``)
+    links: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,11 +116,18 @@ class RunLedger:
         db: Database,
         clock: Clock,
         observe: Callable[[RunEvent], None] | None = None,
+        *,
+        lease_seconds: float = 30.0,
+        max_recoveries: int = 3,
     ) -> None:
         self.db = db
         self.clock = clock
         self._observe = observe
+        self.lease = timedelta(seconds=lease_seconds)
+        self.max_recoveries = max_recoveries
         self._finished: dict[uuid.UUID, list[asyncio.Future[str]]] = {}
+        #: runs this process executes, so a cancel request can reach them at once
+        self.local_runs: dict[uuid.UUID, ClaimedRun] = {}
 
     # -- enqueue --------------------------------------------------------------------------
 
@@ -158,6 +177,7 @@ class RunLedger:
                 await conn.execute(
                     execution_events.insert(), [_event_row(execution_id, 1, event, now)]
                 )
+                await self._notify(conn, RUNS_CHANNEL, "")
                 return values, True
         existing = await self.get_execution_by_request(workflow_id, values["request_id"])
         if existing is None:  # pragma: no cover - would need the row deleted in between
@@ -166,23 +186,47 @@ class RunLedger:
 
     # -- claim ----------------------------------------------------------------------------
 
-    async def claim(self) -> ClaimedRun | None:
-        """Take the oldest ``Pending`` run and mark it ``Running``, or return None.
+    async def claim(self, owner: str = "local") -> ClaimedRun | None:
+        """Take the oldest claimable run and mark it ``Running`` under a lease, or return None.
 
-        Atomic on both backends: a conditional UPDATE under ``BEGIN IMMEDIATE`` on SQLite,
-        ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two workers never claim the same run.
+        Claimable: ``Pending``, or ``Running`` whose lease has expired (its worker died or
+        stalled). Atomic on both backends — a conditional UPDATE under ``BEGIN IMMEDIATE``
+        on SQLite, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL — so two workers never hold the
+        same run. Every claim increases the run's fencing token. A run recovered more than
+        ``max_recoveries`` times is moved to the dead letters and ends ``Failed``.
         """
+        while True:
+            claimed = await self._claim_one(owner)
+            if claimed is None:
+                return None
+            if isinstance(claimed, ClaimedRun):
+                return claimed
+            # a dead-lettered run: look for another one
+
+    async def _claim_one(self, owner: str) -> ClaimedRun | bool | None:
         t = workflow_executions
-        pick = select(t.c.id).where(t.c.status == "Pending").order_by(t.c.created_at).limit(1)
+        now = self.clock.now()
+        claimable = or_(
+            t.c.status == "Pending",
+            and_(t.c.status == "Running", t.c.lease_expires_at < now),
+        )
+        pick = select(t.c.id).where(claimable).order_by(t.c.created_at).limit(1)
         if not self.db.is_sqlite:
             pick = pick.with_for_update(skip_locked=True)
-        now = self.clock.now()
+        expired = and_(t.c.status == "Running", t.c.lease_owner.is_not(None))
         async with self.db.begin() as conn:
             row = (
                 await conn.execute(
                     update(t)
-                    .where(t.c.id == pick.scalar_subquery(), t.c.status == "Pending")
-                    .values(status="Running", started_at=now)
+                    .where(t.c.id == pick.scalar_subquery(), claimable)
+                    .values(
+                        status="Running",
+                        started_at=func.coalesce(t.c.started_at, now),
+                        lease_owner=owner,
+                        lease_expires_at=now + self.lease,
+                        fencing_token=t.c.fencing_token + 1,
+                        recovery_count=t.c.recovery_count + case((expired, 1), else_=0),
+                    )
                     .returning(
                         t.c.id,
                         t.c.workflow_id,
@@ -191,6 +235,10 @@ class RunLedger:
                         t.c.tenant_id,
                         t.c.principal,
                         t.c.correlation_id,
+                        t.c.started_at,
+                        t.c.fencing_token,
+                        t.c.recovery_count,
+                        t.c.cancel_requested,
                     )
                 )
             ).one_or_none()
@@ -212,11 +260,56 @@ class RunLedger:
                 principal=row.principal,
                 correlation_id=row.correlation_id,
                 next_sequence=(last or 0) + 1,
-                started_at=now,
+                started_at=row.started_at,
+                fencing_token=row.fencing_token,
+                recovered=row.fencing_token > 1,
             )
-            recorded = await self._insert_events(conn, run, [NewEvent(EventType.RUN_STARTED)], now)
+            if row.cancel_requested:
+                run.cancel_requested.set()
+            if row.recovery_count > self.max_recoveries:
+                await self._dead_letter(conn, run, row.recovery_count, now)
+                dead = True
+            else:
+                if run.recovered:
+                    event = NewEvent(
+                        EventType.RUN_RESUMED,
+                        payload={"recoveryCount": row.recovery_count, "owner": owner},
+                    )
+                else:
+                    event = NewEvent(EventType.RUN_STARTED, payload={"owner": owner})
+                recorded = await self._insert_events(conn, run, [event], now)
+                dead = False
+        if dead:
+            self._resolve(run.id, "Failed")
+            return True
         self._emit(run, recorded)
         return run
+
+    async def _dead_letter(
+        self, conn: Any, run: ClaimedRun, recoveries: int, now: datetime
+    ) -> None:
+        reason = (
+            f"the run was recovered {recoveries} times (limit {self.max_recoveries}): "
+            "a step keeps stopping its worker"
+        )
+        error = {"code": "recovery_limit", "message": reason, "recoveries": recoveries}
+        await conn.execute(
+            dead_letters.insert().values(
+                id=uuid.uuid4(),
+                execution_id=run.id,
+                workflow_id=run.workflow_id,
+                tenant_id=run.tenant_id,
+                reason=reason,
+                details={"recoveries": recoveries, "limit": self.max_recoveries},
+                created_at=now,
+            )
+        )
+        await self._insert_events(conn, run, [_finish_event(RunFinish("Failed", error))], now)
+        await conn.execute(
+            update(workflow_executions)
+            .where(workflow_executions.c.id == run.id)
+            .values(status="Failed", error=error, ended_at=now, lease_owner=None)
+        )
 
     # -- steps and the end of a run -------------------------------------------------------
 
@@ -224,6 +317,20 @@ class RunLedger:
         self, run: ClaimedRun, step: StepRecord, finish: RunFinish | None = None
     ) -> None:
         """Write one attempt (and, if given, the end of the run) in one transaction."""
+        await self.record_steps(run, [step], finish)
+
+    async def record_steps(
+        self, run: ClaimedRun, steps: Sequence[StepRecord], finish: RunFinish | None = None
+    ) -> None:
+        """Write attempts (and, if given, the end of the run) in one fenced transaction.
+
+        Raises :class:`StaleRunError`, writing nothing, when this claim no longer holds the
+        run (its lease was taken over) or the run is already final.
+        """
+        # secrets handed to actions never reach the ledger (dataworkflows.redaction)
+        steps = [_redacted(step) for step in steps]
+        if finish is not None and finish.error:
+            finish = replace(finish, error=redactor.redact(finish.error))
         now = self.clock.now()
         events = [
             NewEvent(
@@ -232,54 +339,94 @@ class RunLedger:
                 {"attempt": step.attempt, "status": step.status}
                 | ({"error": step.error} if step.error else {}),
             )
+            for step in steps
         ]
         if finish is not None:
             events.append(_finish_event(finish))
         async with self.db.begin() as conn:
-            await conn.execute(
-                action_executions.insert(),
-                [
-                    {
-                        "id": uuid.uuid4(),
-                        "execution_id": run.id,
-                        "node_id": step.node_id,
-                        "action_type": step.action_type,
-                        "attempt": step.attempt,
-                        "status": step.status,
-                        "parameters": step.parameters,
-                        "outputs": step.outputs,
-                        "error": step.error,
-                        "started_at": step.started_at,
-                        "ended_at": step.ended_at,
-                    }
-                ],
-            )
+            await self._fence(conn, run, now, finish)
+            if steps:
+                await conn.execute(
+                    action_executions.insert(),
+                    [
+                        {
+                            "id": uuid.uuid4(),
+                            "execution_id": run.id,
+                            "node_id": step.node_id,
+                            "action_type": step.action_type,
+                            "attempt": step.attempt,
+                            "status": step.status,
+                            "parameters": step.parameters,
+                            "outputs": step.outputs,
+                            "error": step.error,
+                            "started_at": step.started_at,
+                            "ended_at": step.ended_at,
+                        }
+                        for step in steps
+                    ],
+                )
+                links = [
+                    row
+                    for step in steps
+                    for row in link_rows(
+                        step.links,
+                        workflow_id=run.workflow_id,
+                        tenant_id=run.tenant_id,
+                        execution_id=run.id,
+                        node_id=step.node_id,
+                        now=now,
+                    )
+                ]
+                await insert_links(conn, self.db, links)
             recorded = await self._insert_events(conn, run, events, now)
-            if finish is not None:
-                await self._finish(conn, run, finish, now)
         self._emit(run, recorded)
         if finish is not None:
             self._resolve(run.id, finish.status)
 
     async def finish(self, run: ClaimedRun, finish: RunFinish) -> None:
         """End a run without a step (e.g. a definition that can no longer be loaded)."""
+        if finish.error:
+            finish = replace(finish, error=redactor.redact(finish.error))
         now = self.clock.now()
         async with self.db.begin() as conn:
+            await self._fence(conn, run, now, finish)
             recorded = await self._insert_events(conn, run, [_finish_event(finish)], now)
-            await self._finish(conn, run, finish, now)
         self._emit(run, recorded)
         self._resolve(run.id, finish.status)
 
-    async def _finish(self, conn: Any, run: ClaimedRun, finish: RunFinish, now: datetime) -> None:
+    async def _fence(
+        self, conn: Any, run: ClaimedRun, now: datetime, finish: RunFinish | None
+    ) -> None:
+        """First statement of every write of a claimed run: prove the lease is still ours.
+
+        Matches only while the run is ``Running`` under this claim's fencing token, so a
+        zombie worker (its lease taken over) or a write after the end changes nothing: the
+        whole transaction is rolled back. Extends the lease, or ends the run with ``finish``.
+        """
         t = workflow_executions
+        values: dict[str, Any] = {"lease_expires_at": now + self.lease}
+        if finish is not None:
+            values = {
+                "status": finish.status,
+                "error": finish.error,
+                "ended_at": now,
+                "lease_owner": None,
+                "lease_expires_at": None,
+            }
         result = await conn.execute(
             update(t)
-            .where(t.c.id == run.id, t.c.status == "Running")
-            .values(status=finish.status, error=finish.error, ended_at=now)
+            .where(
+                t.c.id == run.id,
+                t.c.status == "Running",
+                t.c.fencing_token == run.fencing_token,
+            )
+            .values(**values)
         )
         if result.rowcount != 1:
-            # A final run never changes: whoever got here second loses, with all its writes.
-            raise StaleRunError(f"run {run.id} is no longer Running; its end was not recorded")
+            raise StaleRunError(
+                f"run {run.id}: write rejected, the claim with fencing token "
+                f"{run.fencing_token} is no longer current (taken over or already final)"
+            )
 
     async def _insert_events(
         self, conn: Any, run: ClaimedRun, events: Iterable[NewEvent], now: datetime
@@ -312,6 +459,188 @@ class RunLedger:
                 self._observe(event)
             except Exception:
                 log.exception("an on_run_event observer failed (run %s)", run.id)
+
+    # -- leases ---------------------------------------------------------------------------
+
+    async def renew(self, owner: str, runs: list[ClaimedRun]) -> list[ClaimedRun]:
+        """Extend the leases of ``runs``; returns the ones whose lease was lost.
+
+        Also delivers cancel requests: a run whose ``cancel_requested`` flag is set in the
+        database gets its :attr:`ClaimedRun.cancel_requested` event set.
+        """
+        if not runs:
+            return []
+        t = workflow_executions
+        now = self.clock.now()
+        async with self.db.begin() as conn:
+            rows = (
+                await conn.execute(
+                    update(t)
+                    .where(
+                        t.c.id.in_([r.id for r in runs]),
+                        t.c.status == "Running",
+                        t.c.lease_owner == owner,
+                    )
+                    .values(lease_expires_at=now + self.lease)
+                    .returning(t.c.id, t.c.fencing_token, t.c.cancel_requested)
+                )
+            ).all()
+        held = {row.id: row for row in rows}
+        lost = []
+        for run in runs:
+            row = held.get(run.id)
+            if row is None or row.fencing_token != run.fencing_token:
+                lost.append(run)
+            elif row.cancel_requested:
+                run.cancel_requested.set()
+        return lost
+
+    async def release(self, owner: str, runs: list[ClaimedRun]) -> None:
+        """Give runs back (graceful shutdown): another worker may claim them at once."""
+        if not runs:
+            return
+        t = workflow_executions
+        async with self.db.begin() as conn:
+            for run in runs:
+                await conn.execute(
+                    update(t)
+                    .where(
+                        t.c.id == run.id,
+                        t.c.status == "Running",
+                        t.c.fencing_token == run.fencing_token,
+                    )
+                    .values(lease_owner=None, lease_expires_at=self.clock.now())
+                )
+            await self._notify(conn, RUNS_CHANNEL, "")
+
+    # -- cancellation ---------------------------------------------------------------------
+
+    async def request_cancel(self, execution_id: uuid.UUID) -> str:
+        """Cancel a run. Returns its status afterwards (``Cancelled`` or ``Running``).
+
+        A ``Pending`` run is cancelled at once and never starts. A ``Running`` run gets its
+        ``cancel_requested`` flag; the worker holding it (in this or any process) stops its
+        in-flight steps and ends it ``Cancelled``. A final run raises :class:`RunIsFinal`.
+        """
+        t = workflow_executions
+        now = self.clock.now()
+        async with self.db.begin() as conn:
+            cancelled = (
+                await conn.execute(
+                    update(t)
+                    .where(t.c.id == execution_id, t.c.status == "Pending")
+                    .values(status="Cancelled", ended_at=now, error=_CANCELLED_ERROR)
+                    .returning(t.c.workflow_id)
+                )
+            ).one_or_none()
+            if cancelled is not None:
+                last = (
+                    await conn.execute(
+                        select(func.max(execution_events.c.sequence)).where(
+                            execution_events.c.execution_id == execution_id
+                        )
+                    )
+                ).scalar_one()
+                event = NewEvent(EventType.RUN_CANCELLED, payload={"status": "Cancelled"})
+                await conn.execute(
+                    execution_events.insert(),
+                    [_event_row(execution_id, (last or 0) + 1, event, now)],
+                )
+                status = "Cancelled"
+            else:
+                row = (
+                    await conn.execute(
+                        update(t)
+                        .where(t.c.id == execution_id, t.c.status == "Running")
+                        .values(cancel_requested=True)
+                        .returning(t.c.status)
+                    )
+                ).one_or_none()
+                if row is None:
+                    current = (
+                        await conn.execute(select(t.c.status).where(t.c.id == execution_id))
+                    ).scalar_one_or_none()
+                    if current is None:
+                        raise LookupError(str(execution_id))
+                    raise RunIsFinal(current)
+                await self._notify(conn, CANCEL_CHANNEL, str(execution_id))
+                status = "Running"
+        if status == "Cancelled":
+            self._resolve(execution_id, "Cancelled")
+        else:
+            local = self.local_runs.get(execution_id)
+            if local is not None:
+                local.cancel_requested.set()
+        return status
+
+    # -- dead letters ---------------------------------------------------------------------
+
+    async def list_dead_letters(self, tenant_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        t = dead_letters
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(t)
+                .where(t.c.tenant_id == tenant_id)
+                .order_by(t.c.created_at.desc())
+                .limit(limit)
+            )
+        return [dict(r._mapping) for r in rows]
+
+    async def requeue_dead_letter(self, dead_letter_id: uuid.UUID, tenant_id: str) -> uuid.UUID:
+        """Queue a new run with the dead run's workflow version and trigger."""
+        t = dead_letters
+        now = self.clock.now()
+        async with self.db.begin() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        t,
+                        workflow_executions.c.workflow_version,
+                        workflow_executions.c.trigger,
+                        workflow_executions.c.principal,
+                        workflow_executions.c.correlation_id,
+                        workflow_executions.c.request_id,
+                    )
+                    .join(workflow_executions, workflow_executions.c.id == t.c.execution_id)
+                    .where(t.c.id == dead_letter_id, t.c.tenant_id == tenant_id)
+                )
+            ).one_or_none()
+            if row is None:
+                raise LookupError(str(dead_letter_id))
+            if row.requeued_execution_id is not None:
+                raise AlreadyRequeued(row.requeued_execution_id)
+            new_id = uuid.uuid4()
+            await conn.execute(
+                workflow_executions.insert().values(
+                    id=new_id,
+                    workflow_id=row.workflow_id,
+                    workflow_version=row.workflow_version,
+                    request_id=f"{row.request_id}:requeue:{new_id}",
+                    status="Pending",
+                    trigger=row.trigger,
+                    tenant_id=row.tenant_id,
+                    principal=row.principal,
+                    correlation_id=row.correlation_id,
+                    created_at=now,
+                )
+            )
+            event = NewEvent(
+                EventType.RUN_QUEUED,
+                payload={"version": row.workflow_version, "requeuedFrom": str(row.execution_id)},
+            )
+            await conn.execute(execution_events.insert(), [_event_row(new_id, 1, event, now)])
+            await conn.execute(
+                update(t)
+                .where(t.c.id == dead_letter_id)
+                .values(requeued_at=now, requeued_execution_id=new_id)
+            )
+            await self._notify(conn, RUNS_CHANNEL, "")
+        return new_id
+
+    async def _notify(self, conn: Any, channel: str, payload: str) -> None:
+        """PostgreSQL NOTIFY inside the writing transaction (delivered on commit)."""
+        if not self.db.is_sqlite:
+            await conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": payload})
 
     # -- waiting for runs (in this process) -----------------------------------------------
 
@@ -396,6 +725,38 @@ class RunLedger:
 
 class StaleRunError(RuntimeError):
     """A worker tried to change a run that is already final (or no longer its own)."""
+
+
+class RunIsFinal(Exception):
+    """The run has already ended; ``args[0]`` is its status."""
+
+
+class AlreadyRequeued(Exception):
+    """The dead letter was requeued before; ``args[0]`` is the new run's id."""
+
+
+RUNS_CHANNEL = "dataworkflows_runs"
+CANCEL_CHANNEL = "dataworkflows_cancel"
+_CANCELLED_ERROR = {"code": "cancelled", "message": "the run was cancelled before it started"}
+
+
+def _redacted(step: StepRecord) -> StepRecord:
+    if not redactor.active:
+        return step
+    return replace(
+        step,
+        parameters=redactor.redact(step.parameters),
+        outputs=redactor.redact(step.outputs),
+        error=redactor.redact(step.error),
+        links=tuple(
+            replace(
+                link,
+                external_id=redactor.redact_text(link.external_id),
+                url=redactor.redact_text(link.url) if link.url else link.url,
+            )
+            for link in step.links
+        ),
+    )
 
 
 def _finish_event(finish: RunFinish) -> NewEvent:

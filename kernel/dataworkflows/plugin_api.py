@@ -6,11 +6,17 @@ the database: the kernel keeps its tables to itself.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from dataworkflows.trigger_service import request_id_for
+from dataworkflows.triggers import FireResult, TriggerHandle
 
 if TYPE_CHECKING:
     from dataworkflows.clock import Clock
     from dataworkflows.kernel import Kernel
+    from dataworkflows.settings import Settings
 
 
 class PluginAPI:
@@ -24,6 +30,11 @@ class PluginAPI:
         """The kernel's clock; tests replace it with a :class:`~dataworkflows.clock.FakeClock`."""
         return self._kernel.clock
 
+    @property
+    def settings(self) -> Settings:
+        """The engine's settings (read-only), e.g. ``max_body_bytes``."""
+        return self._kernel.settings
+
     async def start_execution(
         self,
         workflow_id: str,
@@ -33,14 +44,21 @@ class PluginAPI:
         tenant_id: str = "default",
         principal: str | None = None,
         correlation_id: str | None = None,
+        trigger_id: str | None = None,
     ) -> tuple[str, bool]:
         """Queue a run of an Active workflow; returns (execution id, created).
 
         The same ``request_id`` twice returns the first run's id with ``created`` False, so
-        a redelivered event never starts a second run. Raises
-        :class:`~dataworkflows.errors.ApiError` subclasses (404 unknown workflow, 409 not
-        Active) that a route can render as they are.
+        a redelivered event never starts a second run. With ``trigger_id`` the run is
+        counted as that trigger's: the payload gets ``triggerId`` and the request id is
+        namespaced as ``trg:<triggerId>:<request_id>``. This bypasses the trigger's
+        enabled flag and activation condition; a trigger plugin normally calls
+        :meth:`fire_trigger` instead. Raises :class:`~dataworkflows.errors.ApiError`
+        subclasses (404 unknown workflow, 409 not Active) that a route can render as they are.
         """
+        if trigger_id is not None:
+            trigger = {**trigger, "triggerId": trigger_id}
+            request_id = request_id_for(trigger_id, request_id or uuid.uuid4().hex)
         summary, created = await self._kernel.service.execute(
             workflow_id,
             trigger=trigger,
@@ -50,3 +68,46 @@ class PluginAPI:
             correlation_id=correlation_id,
         )
         return summary["executionId"], created
+
+    async def get_trigger(self, trigger_id: str) -> TriggerHandle | None:
+        """Look a trigger up by id: its workflow, type, validated config, enabled flag and
+        whether its workflow is Active. None if there is no such trigger or its type's
+        plugin is not installed. Check ``handle.type`` before trusting the config."""
+        return await self._kernel.triggers.handle(trigger_id)
+
+    async def fire_trigger(
+        self,
+        trigger: TriggerHandle,
+        event: Mapping[str, Any],
+        *,
+        key: str | None = None,
+        principal: str | None = None,
+        correlation_id: str | None = None,
+    ) -> FireResult:
+        """Hand the kernel one event of an enabled trigger; it decides whether a run starts.
+
+        The payload of the run (``trigger`` in templates) is ``event`` plus ``triggerId``
+        and ``triggerType``. The trigger's ``activationCondition`` is evaluated over it
+        first; a false one starts nothing and is counted (``outcome == "notActivated"``).
+        ``key`` identifies the event (a delivery id): the same key twice returns the first
+        run (``outcome == "duplicate"``); without a key every call is a new event. Returns
+        only after the run is durably queued. Raises
+        :class:`~dataworkflows.errors.NotFound` (disabled trigger) and
+        :class:`~dataworkflows.errors.Conflict` (workflow not Active).
+        """
+        return await self._kernel.triggers.start(
+            trigger, event, key=key, principal=principal, correlation_id=correlation_id
+        )
+
+    async def get_trigger_state(self, trigger_id: str) -> dict[str, Any]:
+        """The trigger's persistent plugin state (a JSON object; ``{}`` at first)."""
+        return await self._kernel.triggers.get_state(trigger_id)
+
+    async def set_trigger_state(self, trigger_id: str, state: Mapping[str, Any]) -> None:
+        """Replace the trigger's persistent plugin state with ``state`` (JSON data only)."""
+        await self._kernel.triggers.set_state(trigger_id, state)
+
+    def resolve_secret(self, name: str, tenant_id: str = "default") -> str | None:
+        """A credential by name, from the installed credential providers (or None)."""
+        value = self._kernel.plugins.hook.resolve_secret(name=name, tenant_id=tenant_id)
+        return value if isinstance(value, str) else None

@@ -7,6 +7,7 @@ plugins they want.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import logging
 import re
@@ -104,6 +105,7 @@ def load_plugins(
     entrypoints: bool = True,
     allow: str | None = None,
     extra: Iterable[Any] = (),
+    modules: str | None = None,
     trace: bool = False,
 ) -> PluginSet:
     """Build a :class:`PluginSet`.
@@ -114,6 +116,8 @@ def load_plugins(
             comma-separated list of distribution (or entry-point) names loads only those;
             ``""`` loads none. A listed name that is not installed is an error.
         extra: plugin objects/modules registered directly (tests, embedding).
+        modules: ``DATAWORKFLOWS_PLUGIN_MODULES``: comma-separated module names to import
+            and register as plugins.
         trace: print every hook call (``DATAWORKFLOWS_TRACE_PLUGINS``).
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
@@ -128,6 +132,15 @@ def load_plugins(
 
     if entrypoints:
         _load_entrypoints(plugin_set, allow)
+
+    for module_name in [m.strip() for m in (modules or "").split(",") if m.strip()]:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise PluginError(f"cannot import plugin module {module_name!r}: {exc}") from exc
+        if not pm.is_registered(module):
+            pm.register(module, name=module_name)
+            plugin_set.plugins[module_name] = PluginInfo(module_name, None, None)
 
     for index, plugin in enumerate(extra):
         name = getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{index}"

@@ -11,11 +11,16 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from dataworkflows.audit import AuditContext, audit_view
 from dataworkflows.definitions import WorkflowDefinition, checksum, validate_definition
 from dataworkflows.errors import Conflict, NotFound, Unprocessable
-from dataworkflows.ledger import RunLedger
+from dataworkflows.ledger import AlreadyRequeued, RunIsFinal, RunLedger
+from dataworkflows.logcontext import current_correlation_id
+from dataworkflows.pagination import DEFAULT_LIMIT, MAX_INT, PageRequest
+from dataworkflows.pagination import page as paged
 from dataworkflows.plugins import PluginSet
-from dataworkflows.store import WorkflowStore
+from dataworkflows.run_queries import RunQueries
+from dataworkflows.store import WorkflowStore, version_not_found
 from dataworkflows.templating import TemplateEngine
 
 
@@ -33,6 +38,7 @@ class WorkflowService:
         self.ledger = ledger
         self.plugins = plugins
         self.templates = templates
+        self.runs = RunQueries(store.db)
         self._on_enqueued = on_enqueued
 
     # -- definitions ----------------------------------------------------------------------
@@ -55,7 +61,9 @@ class WorkflowService:
         auto_activate: bool = False,
         tenant_id: str = "default",
         actor: str | None = None,
+        note: str | None = None,
     ) -> dict[str, Any]:
+        """Create a workflow at version 1 (Draft, or Active with ``auto_activate``)."""
         definition = self.validate(raw)
         row = await self.store.create(
             workflow_id=definition.id,
@@ -66,12 +74,20 @@ class WorkflowService:
             tenant_id=tenant_id,
             actor=actor,
             publish=auto_activate,
+            audit=_audit(actor, note),
         )
         return workflow_view(row, raw)
 
     async def add_version(
-        self, workflow_id: str, raw: Any, *, tenant_id: str = "default", actor: str | None = None
+        self,
+        workflow_id: str,
+        raw: Any,
+        *,
+        tenant_id: str = "default",
+        actor: str | None = None,
+        note: str | None = None,
     ) -> dict[str, Any]:
+        """Append version n+1 (Draft and Active workflows); 409 if identical to one."""
         definition = self.validate(raw)
         if definition.id != workflow_id:
             raise Unprocessable(
@@ -95,17 +111,104 @@ class WorkflowService:
             definition=raw,
             checksum=checksum(raw),
             actor=actor,
+            audit=_audit(actor, note),
         )
         return {"workflowId": workflow_id, "version": version}
 
     async def publish(
-        self, workflow_id: str, *, version: int | None = None, tenant_id: str = "default"
+        self,
+        workflow_id: str,
+        *,
+        version: int | None = None,
+        tenant_id: str = "default",
+        actor: str | None = None,
+        note: str | None = None,
     ) -> dict[str, Any]:
+        """Make a version (default: the latest) current; Draft/Active → Active."""
         row = await self.store.get(workflow_id, tenant_id)
         target = version or row["latest_version"]
+        if target > MAX_INT:
+            raise version_not_found(workflow_id, target)
         # Re-check at publish time: plugins may have been removed since the version was saved.
         self.validate(await self.store.definition(workflow_id, target))
-        await self.store.publish(workflow_id, tenant_id, target)
+        await self.store.publish(workflow_id, tenant_id, target, audit=_audit(actor, note))
+        return await self.get_workflow(workflow_id, tenant_id=tenant_id)
+
+    async def rollback(
+        self,
+        workflow_id: str,
+        *,
+        version: int | None = None,
+        tenant_id: str = "default",
+        actor: str | None = None,
+        note: str | None = None,
+    ) -> dict[str, Any]:
+        """Publish an earlier version of an Active workflow (default: the one published
+        before the current one)."""
+        if version is None:
+            version = await self.store.rollback_target(workflow_id, tenant_id)
+        else:
+            await self.store.get(workflow_id, tenant_id)  # 404 before anything else
+            if version > MAX_INT:
+                raise version_not_found(workflow_id, version)
+        self.validate(await self.store.definition(workflow_id, version))
+        await self.store.rollback(workflow_id, tenant_id, version, audit=_audit(actor, note))
+        return await self.get_workflow(workflow_id, tenant_id=tenant_id)
+
+    async def archive(
+        self,
+        workflow_id: str,
+        *,
+        tenant_id: str = "default",
+        actor: str | None = None,
+        note: str | None = None,
+    ) -> dict[str, Any]:
+        """Archive a Draft or Active workflow: no new runs; runs in flight go on."""
+        await self.store.archive(workflow_id, tenant_id, audit=_audit(actor, note))
+        return await self.get_workflow(workflow_id, tenant_id=tenant_id)
+
+    async def update_workflow(
+        self,
+        workflow_id: str,
+        patch: dict[str, Any],
+        *,
+        tenant_id: str = "default",
+        actor: str | None = None,
+        note: str | None = None,
+    ) -> dict[str, Any]:
+        """Change metadata (``displayName``, ``description``) without a new version."""
+        unknown = sorted(set(patch) - {"displayName", "description", "note"})
+        if unknown:
+            raise Unprocessable(
+                f"unknown fields: {', '.join(unknown)} (only displayName and description "
+                "change here; publish, archive and rollback change the status, a new "
+                "version changes the definition)",
+                code="invalid_request",
+                details={"fields": unknown},
+            )
+        changes: dict[str, Any] = {}
+        if "displayName" in patch:
+            name = patch["displayName"]
+            if not isinstance(name, str) or not name.strip() or len(name) > 1000:
+                raise Unprocessable(
+                    "displayName must be a non-empty string of at most 1000 characters",
+                    code="invalid_request",
+                    details={"path": "$.displayName"},
+                )
+            changes["display_name"] = name
+        if "description" in patch:
+            text = patch["description"]
+            if text is not None and (not isinstance(text, str) or len(text) > 10000):
+                raise Unprocessable(
+                    "description must be a string of at most 10000 characters, or null",
+                    code="invalid_request",
+                    details={"path": "$.description"},
+                )
+            changes["description"] = text
+        if changes:
+            await self.store.update_metadata(
+                workflow_id, tenant_id, changes, audit=_audit(actor, note)
+            )
         return await self.get_workflow(workflow_id, tenant_id=tenant_id)
 
     async def apply(
@@ -128,7 +231,7 @@ class WorkflowService:
                 raise
             version = exc.details["version"]
         if existing["status"] != "Active" or existing["current_version"] != version:
-            await self.store.publish(definition.id, tenant_id, version)
+            await self.store.publish(definition.id, tenant_id, version, audit=_audit(actor))
         return await self.get_workflow(definition.id, tenant_id=tenant_id)
 
     async def get_workflow(self, workflow_id: str, *, tenant_id: str = "default") -> dict[str, Any]:
@@ -136,8 +239,62 @@ class WorkflowService:
         version = row["current_version"] or row["latest_version"]
         return workflow_view(row, await self.store.definition(workflow_id, version))
 
-    async def list_workflows(self, *, tenant_id: str = "default") -> list[dict[str, Any]]:
-        return [workflow_view(row) for row in await self.store.list(tenant_id)]
+    async def list_workflows(
+        self,
+        *,
+        tenant_id: str = "default",
+        page: PageRequest | None = None,
+        status: str | None = None,
+        text: str | None = None,
+    ) -> dict[str, Any]:
+        """A page of the tenant's workflows, ordered by id: ``{items, nextCursor}``."""
+        page = page or PageRequest(DEFAULT_LIMIT, None)
+        rows = await self.store.list(
+            tenant_id,
+            page.limit + 1,
+            after=page.after[0] if page.after else None,
+            status=status,
+            text=text,
+        )
+        return paged("workflows", rows, page, lambda r: [r["id"]], workflow_view)
+
+    async def list_versions(
+        self, workflow_id: str, *, tenant_id: str = "default", page: PageRequest | None = None
+    ) -> dict[str, Any]:
+        """A page of the workflow's versions, oldest first (no definitions)."""
+        page = page or PageRequest(DEFAULT_LIMIT, None)
+        row, versions = await self.store.versions(
+            workflow_id,
+            tenant_id,
+            after=page.after[0] if page.after else None,
+            limit=page.limit + 1,
+        )
+        return paged(
+            "versions", versions, page, lambda v: [v["version"]], lambda v: version_view(row, v)
+        )
+
+    async def get_version(
+        self, workflow_id: str, version: int, *, tenant_id: str = "default"
+    ) -> dict[str, Any]:
+        """One version with its definition."""
+        if not 1 <= version <= MAX_INT:
+            await self.store.get(workflow_id, tenant_id)
+            raise version_not_found(workflow_id, version)
+        row, found = await self.store.version(workflow_id, tenant_id, version)
+        return version_view(row, found) | {"definition": found["definition"]}
+
+    async def get_audit(
+        self, workflow_id: str, *, tenant_id: str = "default", page: PageRequest | None = None
+    ) -> dict[str, Any]:
+        """A page of the workflow's audit trail, newest first."""
+        page = page or PageRequest(DEFAULT_LIMIT, None)
+        rows = await self.store.audit_log(
+            workflow_id,
+            tenant_id,
+            before=page.after[0] if page.after else None,
+            limit=page.limit + 1,
+        )
+        return paged("audit", rows, page, lambda r: [r["id"]], audit_view)
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -151,7 +308,12 @@ class WorkflowService:
         principal: str | None = None,
         correlation_id: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
-        """Enqueue a run of the workflow's published version. Returns (run summary, created)."""
+        """Enqueue a run of the workflow's published version. Returns (run summary, created).
+
+        The run pins that version: publishing later never changes it. Without an explicit
+        ``correlation_id`` the run takes the one bound to the current request
+        (:mod:`dataworkflows.logcontext`), so webhook-started runs carry theirs too.
+        """
         if trigger is not None and not isinstance(trigger, dict):
             raise Unprocessable(
                 "trigger must be a JSON object",
@@ -180,25 +342,135 @@ class WorkflowService:
             request_id=request_id,
             tenant_id=tenant_id,
             principal=principal,
-            correlation_id=correlation_id,
+            correlation_id=correlation_id or current_correlation_id(),
         )
         if created:
             self._on_enqueued()
         return run_summary(execution), created
 
-    async def get_execution(self, execution_id: str) -> dict[str, Any]:
+    async def _execution(self, execution_id: str, tenant_id: str | None) -> dict[str, Any]:
+        """The run's row; another tenant's run is "not found" like a missing one."""
         key = _uuid(execution_id)
         row = await self.ledger.get_execution(key)
-        if row is None:
+        if row is None or (tenant_id is not None and row["tenant_id"] != tenant_id):
             raise NotFound(f"no execution {execution_id!r}", code="execution_not_found")
-        actions = await self.ledger.list_actions(key)
+        return row
+
+    async def get_execution(
+        self, execution_id: str, *, tenant_id: str | None = None
+    ) -> dict[str, Any]:
+        """The run with every attempt. ``tenant_id`` None: any tenant (internal callers)."""
+        row = await self._execution(execution_id, tenant_id)
+        actions = await self.ledger.list_actions(row["id"])
         return execution_view(row, actions)
 
-    async def get_events(self, execution_id: str, *, after: int = 0) -> list[dict[str, Any]]:
-        key = _uuid(execution_id)
-        if await self.ledger.get_execution(key) is None:
-            raise NotFound(f"no execution {execution_id!r}", code="execution_not_found")
-        return [event_view(e) for e in await self.ledger.list_events(key, after=after)]
+    async def list_executions(
+        self,
+        *,
+        tenant_id: str = "default",
+        page: PageRequest | None = None,
+        workflow_id: str | None = None,
+        status: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+    ) -> dict[str, Any]:
+        """A page of the tenant's runs, newest first, without their attempts."""
+        page = page or PageRequest(DEFAULT_LIMIT, None)
+        rows = await self.runs.executions(
+            tenant_id,
+            workflow_id=workflow_id,
+            status=status,
+            created_from=created_from,
+            created_to=created_to,
+            after=page.after,  # type: ignore[arg-type]
+            limit=page.limit + 1,
+        )
+        return paged(
+            "executions", rows, page, lambda r: [r["created_at"], r["id"]], execution_summary
+        )
+
+    async def cancel(self, execution_id: str, *, tenant_id: str | None = None) -> dict[str, Any]:
+        """Cancel a run: a Pending run never starts, a Running one is stopped by its worker."""
+        key = (await self._execution(execution_id, tenant_id))["id"]
+        try:
+            status = await self.ledger.request_cancel(key)
+        except LookupError:
+            raise NotFound(f"no execution {execution_id!r}", code="execution_not_found") from None
+        except RunIsFinal as exc:
+            raise Conflict(
+                f"execution {execution_id} already ended {exc.args[0]}; it cannot be cancelled",
+                code="execution_finished",
+                details={"status": exc.args[0]},
+            ) from None
+        return {
+            "executionId": str(key),
+            "status": status,
+            "cancelRequested": True,
+            "statusUrl": f"/api/v1/executions/{key}",
+        }
+
+    async def list_dead_letters(
+        self, *, tenant_id: str = "default", page: PageRequest | None = None
+    ) -> dict[str, Any]:
+        """A page of the tenant's dead letters, newest first."""
+        page = page or PageRequest(DEFAULT_LIMIT, None)
+        rows = await self.runs.dead_letters(
+            tenant_id,
+            after=page.after,  # type: ignore[arg-type]
+            limit=page.limit + 1,
+        )
+        return paged(
+            "deadLetters", rows, page, lambda r: [r["created_at"], r["id"]], dead_letter_view
+        )
+
+    async def requeue_dead_letter(
+        self, dead_letter_id: str, *, tenant_id: str = "default"
+    ) -> dict[str, Any]:
+        try:
+            key = uuid.UUID(dead_letter_id)
+            new_id = await self.ledger.requeue_dead_letter(key, tenant_id)
+        except (ValueError, LookupError):
+            raise NotFound(
+                f"no dead letter {dead_letter_id!r}", code="dead_letter_not_found"
+            ) from None
+        except AlreadyRequeued as exc:
+            raise Conflict(
+                f"dead letter {dead_letter_id} was already requeued as {exc.args[0]}",
+                code="already_requeued",
+                details={"executionId": str(exc.args[0])},
+            ) from None
+        self._on_enqueued()
+        return {
+            "executionId": str(new_id),
+            "status": "Pending",
+            "statusUrl": f"/api/v1/executions/{new_id}",
+        }
+
+    async def get_events(
+        self, execution_id: str, *, after: int = 0, tenant_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The run's events after sequence ``after`` (at most 1000)."""
+        row = await self._execution(execution_id, tenant_id)
+        return [event_view(e) for e in await self.ledger.list_events(row["id"], after=after)]
+
+    async def events_page(
+        self,
+        execution_id: str,
+        *,
+        after: int = 0,
+        tenant_id: str | None = None,
+        page: PageRequest | None = None,
+    ) -> dict[str, Any]:
+        """A page of the run's events in sequence order, after ``after`` and the cursor."""
+        page = page or PageRequest(DEFAULT_LIMIT, None)
+        row = await self._execution(execution_id, tenant_id)
+        start = max(after, page.after[0] if page.after else 0)
+        rows = await self.ledger.list_events(row["id"], after=start, limit=page.limit + 1)
+        return paged("events", rows, page, lambda e: [e["sequence"]], event_view)
+
+
+def _audit(actor: str | None, note: str | None = None) -> AuditContext:
+    return AuditContext(actor=actor, note=note, correlation_id=current_correlation_id())
 
 
 def _uuid(value: str) -> uuid.UUID:
@@ -228,6 +500,18 @@ def workflow_view(row: dict[str, Any], definition: dict[str, Any] | None = None)
     return view
 
 
+def version_view(workflow: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "workflowId": workflow["id"],
+        "version": row["version"],
+        "checksum": row["checksum"],
+        "createdAt": _ts(row["created_at"]),
+        "createdBy": row["created_by"],
+        "current": workflow["current_version"] == row["version"],
+        "latest": workflow["latest_version"] == row["version"],
+    }
+
+
 def run_summary(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "executionId": str(row["id"]),
@@ -254,6 +538,24 @@ def execution_view(row: dict[str, Any], actions: list[dict[str, Any]]) -> dict[s
     }
 
 
+def execution_summary(row: dict[str, Any]) -> dict[str, Any]:
+    """A run in a list: no trigger payload and no attempts (GET the run for those)."""
+    return {
+        "id": str(row["id"]),
+        "workflowId": row["workflow_id"],
+        "workflowVersion": row["workflow_version"],
+        "requestId": row["request_id"],
+        "status": row["status"],
+        "error": row["error"],
+        "principal": row["principal"],
+        "correlationId": row["correlation_id"],
+        "createdAt": _ts(row["created_at"]),
+        "startedAt": _ts(row["started_at"]),
+        "endedAt": _ts(row["ended_at"]),
+        "statusUrl": f"/api/v1/executions/{row['id']}",
+    }
+
+
 def action_view(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": str(row["id"]),
@@ -266,6 +568,21 @@ def action_view(row: dict[str, Any]) -> dict[str, Any]:
         "error": row["error"],
         "startedAt": _ts(row["started_at"]),
         "endedAt": _ts(row["ended_at"]),
+    }
+
+
+def dead_letter_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "executionId": str(row["execution_id"]),
+        "workflowId": row["workflow_id"],
+        "reason": row["reason"],
+        "details": row["details"],
+        "createdAt": _ts(row["created_at"]),
+        "requeuedAt": _ts(row["requeued_at"]),
+        "requeuedExecutionId": (
+            str(row["requeued_execution_id"]) if row["requeued_execution_id"] else None
+        ),
     }
 
 

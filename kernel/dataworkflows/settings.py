@@ -25,17 +25,50 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 1024 * 1024
+    #: seconds an Idempotency-Key's stored response is replayed (docs/api.md)
+    idempotency_ttl_seconds: float = 86400.0
+    #: seconds a request holds its Idempotency-Key before another process may take it over
+    idempotency_lock_seconds: float = 60.0
     #: None: SQLite databases upgrade themselves on start, PostgreSQL ones must be
     #: upgraded with ``dataworkflows db upgrade``. True/False forces either way.
     auto_migrate: bool | None = None
     #: Comma-separated distribution names to load; None loads every installed plugin,
     #: an empty string loads none.
     load_plugins: str | None = None
+    #: Comma-separated importable module names registered as plugins without packaging
+    #: (like ``pytest -p``): handy for a local plugin and for tests' worker processes.
+    plugin_modules: str | None = None
     trace_plugins: bool = False
     worker_concurrency: int = 4
     poll_interval: float = 1.0
+    #: seconds a claimed run stays leased without a write or heartbeat
+    lease_seconds: float = 30.0
+    #: seconds between lease renewals of a worker's runs (keep well under lease_seconds)
+    heartbeat_interval: float = 10.0
+    #: recoveries (claims after an expired lease) before a run goes to the dead letters
+    max_recoveries: int = 3
+    #: seconds a stopping worker lets in-flight runs finish before releasing them
+    shutdown_grace: float = 30.0
     default_action_timeout: float = 300.0
+    #: Conductor defaults (docs/semantics.md); a definition's own values win.
+    default_max_parallel_actions: int = 10
+    #: seconds a run may take from the moment a worker starts it; 0 means no limit
+    default_workflow_timeout: float = 86400.0
+    default_retry_max_attempts: int = 3
+    default_retry_initial_delay: float = 1.0
+    default_retry_backoff_multiplier: float = 2.0
+    default_retry_max_delay: float = 60.0
+    default_retry_jitter: bool = True
+    #: seconds between two scheduler ticks (time-based triggers, docs/triggers.md)
+    scheduler_interval: float = 1.0
+    #: seconds a scheduler holds a due trigger before another process may take it over
+    scheduler_lease: float = 60.0
     log_level: str = "INFO"
+    #: Key(s) of the encrypted credential store: comma-separated url-safe base64 32-byte
+    #: keys, the one to encrypt with first ("new,old" while rotating). Never printed.
+    secret_key: str | None = field(default=None, repr=False)
+    #: Plugin settings: every other ``DATAWORKFLOWS_<NAME>`` variable as ``{"<name>": value}``
+    #: (``DATAWORKFLOWS_CREDENTIAL_*`` excluded); actions read them as ``ctx.settings``.
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -48,6 +81,7 @@ class Settings:
             key = "DATAWORKFLOWS_" + f.name.upper()
             if key in env:
                 values[f.name] = _parse(key, env[key], f.type)
+        values["extra"] = _plugin_settings(env, {f.name for f in fields(cls)})
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -61,6 +95,21 @@ class Settings:
     @property
     def should_auto_migrate(self) -> bool:
         return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+
+_NOT_PLUGIN_SETTINGS = ("DATAWORKFLOWS_CREDENTIAL_", "DATAWORKFLOWS_TEST_")
+
+
+def _plugin_settings(env: Mapping[str, str], known: set[str]) -> dict[str, str]:
+    """``DATAWORKFLOWS_*`` variables that are not kernel settings nor credentials."""
+    out = {}
+    for key, value in env.items():
+        if not key.startswith("DATAWORKFLOWS_") or key.startswith(_NOT_PLUGIN_SETTINGS):
+            continue
+        name = key[len("DATAWORKFLOWS_") :].lower()
+        if name and name not in known:
+            out[name] = value
+    return out
 
 
 def _parse(key: str, raw: str, type_: Any) -> Any:

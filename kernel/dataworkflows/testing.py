@@ -62,6 +62,11 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+#: Run a test on PostgreSQL only (e.g. multi-process tests):
+#: ``@postgres_only`` above a test that uses ``database_url``.
+postgres_only = pytest.mark.parametrize("backend", _backends()[1:], indirect=True)
+
+
 class _Templates:
     """Databases migrated once per session; each test gets a copy."""
 
@@ -126,10 +131,9 @@ class _Templates:
 
 
 def _plain_pg_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
+    from dataworkflows.db.database import libpq_url
 
-    parsed = make_url(url)
-    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    return libpq_url(url)
 
 
 @pytest.fixture(scope="session")
@@ -175,7 +179,11 @@ if pytest_asyncio is not None:
             clock: Any = None,
             **settings: Any,
         ) -> Any:
-            values: dict[str, Any] = {"database_url": database_url, "poll_interval": 0.2}
+            values: dict[str, Any] = {
+                "database_url": database_url,
+                "poll_interval": 0.2,
+                "shutdown_grace": 1.0,
+            }
             values.update(settings)
             kernel = Kernel(
                 Settings(**values), extra_plugins=plugins, entrypoints=entrypoints, clock=clock

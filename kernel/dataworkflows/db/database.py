@@ -42,6 +42,11 @@ def sync_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def libpq_url(url: str) -> str:
+    """The URL as plain libpq/psycopg understands it (``postgresql://...``)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 class Database:
     """An async engine plus the few dialect differences the kernel cares about.
 

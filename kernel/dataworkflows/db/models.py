@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     ForeignKey,
     ForeignKeyConstraint,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -109,6 +111,7 @@ class WorkflowExecution(Base):
         UniqueConstraint("workflow_id", "request_id"),
         Index("ix_workflow_executions__workflow_newest", "workflow_id", "created_at"),
         Index(None, "status", "created_at"),
+        Index(None, "status", "lease_expires_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -124,6 +127,14 @@ class WorkflowExecution(Base):
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
+    # -- the queue: who holds the run, until when, and under which fencing token ---------
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None]
+    #: increases on every claim; a write carrying an older token is rejected
+    fencing_token: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: claims of a run whose previous owner's lease had expired
+    recovery_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ActionExecution(Base):
@@ -168,8 +179,27 @@ class ExecutionEvent(Base):
     created_at: Mapped[datetime]
 
 
+class DeadLetter(Base):
+    """A run the engine gave up on (recovered too often); it can be requeued as a new run."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    execution_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("workflow_executions.id", ondelete="CASCADE"), unique=True
+    )
+    workflow_id: Mapped[str] = mapped_column(String(200))
+    tenant_id: Mapped[str] = mapped_column(String(200), default="default")
+    reason: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+    requeued_at: Mapped[datetime | None]
+    requeued_execution_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+
 workflows = Workflow.__table__
 workflow_definitions = WorkflowDefinition.__table__
 workflow_executions = WorkflowExecution.__table__
 action_executions = ActionExecution.__table__
 execution_events = ExecutionEvent.__table__
+dead_letters = DeadLetter.__table__

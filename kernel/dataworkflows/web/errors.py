@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dataworkflows.errors import ApiError
+from dataworkflows.errors import ApiError, Unprocessable
 from dataworkflows.web.keys import kernel_key
 
 log = logging.getLogger(__name__)
@@ -50,14 +50,22 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
-        return error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"), message)
+        response = error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"), message)
+        if "Allow" in exc.headers:  # 405: which methods the path does take
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal_error", "the server failed to handle the request")
 
 
 async def read_json_object(request: web.Request, *, required: bool = True) -> dict[str, Any]:
-    """The request body as a JSON object; 400 for malformed JSON, 422 for a non-object."""
+    """The request body as a JSON object.
+
+    400 ``empty_body`` / ``malformed_json`` (also ``NaN``/``Infinity``, which are not JSON,
+    and nesting too deep to parse); 422 ``invalid_request`` for a value that is not an
+    object, and for strings no database can store (NUL characters, lone surrogates).
+    """
     raw = await request.read()
     if not raw.strip():
         if required:
@@ -66,16 +74,56 @@ async def read_json_object(request: web.Request, *, required: bool = True) -> di
             )
         return {}
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(
             f"the request body is not valid JSON: {exc}", code="malformed_json"
         ) from None
+    except RecursionError:
+        raise ApiError(
+            "the request body is nested too deeply to parse", code="malformed_json"
+        ) from None
     if not isinstance(data, dict):
-        err = ApiError(
+        raise Unprocessable(
             f"the request body must be a JSON object, not {type(data).__name__}",
             code="invalid_request",
         )
-        err.status = 422
-        raise err
+    bad = _unstorable_string(data)
+    if bad is not None:
+        raise Unprocessable(
+            "strings in the request body must not contain NUL characters or lone surrogates",
+            code="invalid_request",
+            details={"path": bad},
+        )
     return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _unstorable_string(data: Any) -> str | None:
+    """The JSON path of the first key or string value the database cannot store, or None."""
+    stack: list[tuple[str, Any]] = [("$", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not _storable(key):
+                    return path
+                stack.append((f"{path}.{key}", item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+        elif isinstance(value, str) and not _storable(value):
+            return path
+    return None
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

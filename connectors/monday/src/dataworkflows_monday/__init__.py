@@ -1,0 +1,457 @@
+"""monday.com connector: ``monday.get-items`` and ``monday.create-item`` (GraphQL API v2).
+
+``monday.get-items`` parameters (JSON, camelCase):
+    boardId: the board's id.
+    filters: simple column filters, translated into ``items_page``'s ``query_params.rules``:
+        a list of ``{"column", "operator", "value"}`` or a shorthand object
+        ``{"status": "Done", "owner": ["Ada", "Grace"]}`` (each entry: ``any_of``). Operators
+        are monday's (``any_of``, ``not_any_of``, ``is_empty``, ``is_not_empty``,
+        ``greater_than``, ``greater_than_or_equals``, ``lower_than``,
+        ``lower_than_or_equal``, ``between``, ``contains_text``, ``not_contains_text``,
+        ``contains_terms``, ``starts_with``, ``ends_with``, ``within_the_next``,
+        ``within_the_last``) or short forms (``eq``, ``ne``, ``in``, ``not_in``, ``gt``,
+        ``gte``, ``lt``, ``lte``, ``contains``, ``empty``, ``not_empty``).
+    match: ``and`` (default) or ``or`` between filters.
+    orderBy: ``[{"column": "date4", "direction": "asc" | "desc"}]``.
+    columns: column ids to return (default all).
+    limit: items to return at most (default 100); pages are fetched with ``items_page``
+        then ``next_items_page`` cursors until the limit or the end.
+    pageSize: items per request (1-500, default 100).
+    credential: credential holding the API token (default ``monday``).
+
+    Outputs: ``{"boardId", "items": [{"id", "name", "url", "group": {"id", "title"},
+    "columns": {id: {"text", "value"}}}], "count", "hasMore", "cursor"}``.
+
+``monday.create-item`` parameters: ``boardId``, ``groupId`` (optional), ``itemName``,
+``columnValues`` (an object, sent as the JSON string monday expects),
+``createLabelsIfMissing``, ``dedupeKey`` (default: a hash of board, group, name and column
+values), ``verifyExisting`` (default true), ``credential``.
+
+    Before creating, it looks up the resource links of earlier runs of the same workflow
+    for that key: if an item was created for the same input (and, with ``verifyExisting``,
+    still exists on monday.com), it is returned with ``"created": false`` instead of being
+    created twice. Outputs: ``{"id", "name", "url", "boardId", "groupId", "created",
+    "dedupeKey"}``, and a resource link ``monday/item/<id>``.
+
+Errors: authentication and validation errors are permanent; complexity-budget, rate and
+concurrency limits and server errors are retriable after the wait the API asks for
+(``retry_in_seconds`` / ``Retry-After``).
+
+Settings: ``DATAWORKFLOWS_MONDAY_API_URL`` (default ``https://api.monday.com/v2``) and
+``DATAWORKFLOWS_MONDAY_API_VERSION`` (default ``2025-04``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dataworkflows import (
+    Action,
+    ActionContext,
+    ActionResult,
+    Credential,
+    ResourceLink,
+    hookimpl,
+)
+from dataworkflows_monday.client import MondayError, graphql
+
+__all__ = ["CreateItem", "GetItems", "MondayError", "translate_filters"]
+
+SYSTEM = "monday"
+OPERATORS = (
+    "any_of",
+    "not_any_of",
+    "is_empty",
+    "is_not_empty",
+    "greater_than",
+    "greater_than_or_equals",
+    "lower_than",
+    "lower_than_or_equal",
+    "between",
+    "contains_text",
+    "not_contains_text",
+    "contains_terms",
+    "starts_with",
+    "ends_with",
+    "within_the_next",
+    "within_the_last",
+)
+ALIASES = {
+    "eq": "any_of",
+    "=": "any_of",
+    "in": "any_of",
+    "ne": "not_any_of",
+    "!=": "not_any_of",
+    "not_in": "not_any_of",
+    "gt": "greater_than",
+    "gte": "greater_than_or_equals",
+    "lt": "lower_than",
+    "lte": "lower_than_or_equal",
+    "contains": "contains_text",
+    "not_contains": "not_contains_text",
+    "empty": "is_empty",
+    "not_empty": "is_not_empty",
+}
+LIST_OPERATORS = {"any_of", "not_any_of"}
+NO_VALUE_OPERATORS = {"is_empty", "is_not_empty"}
+
+ITEM_FIELDS = """
+fragment ItemFields on Item {
+  id
+  name
+  url
+  group { id title }
+  column_values(ids: $columnIds) { id text value }
+}
+"""
+GET_ITEMS = (
+    """
+query GetItems($boardId: ID!, $limit: Int!, $queryParams: ItemsQuery, $columnIds: [String!]) {
+  boards(ids: [$boardId]) {
+    id
+    name
+    items_page(limit: $limit, query_params: $queryParams) {
+      cursor
+      items { ...ItemFields }
+    }
+  }
+}
+"""
+    + ITEM_FIELDS
+)
+NEXT_ITEMS = (
+    """
+query NextItems($cursor: String!, $limit: Int!, $columnIds: [String!]) {
+  next_items_page(cursor: $cursor, limit: $limit) {
+    cursor
+    items { ...ItemFields }
+  }
+}
+"""
+    + ITEM_FIELDS
+)
+CREATE_ITEM = """
+mutation CreateItem($boardId: ID!, $groupId: String, $itemName: String!, $columnValues: JSON,
+                    $createLabels: Boolean) {
+  create_item(board_id: $boardId, group_id: $groupId, item_name: $itemName,
+              column_values: $columnValues, create_labels_if_missing: $createLabels) {
+    id
+    name
+    url
+    board { id }
+    group { id }
+  }
+}
+"""
+ITEM_STATE = """
+query ItemState($ids: [ID!]) {
+  items(ids: $ids) { id name url state board { id } group { id } }
+}
+"""
+
+BoardId = str | int
+
+
+def _board_id(value: BoardId) -> str:
+    text = str(value).strip()
+    if not text.isdigit():
+        raise ValueError("boardId must be a monday.com board id (digits)")
+    return text
+
+
+class Filter(BaseModel):
+    """One column filter; ``operator`` is monday's name or a short form."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    column: str = Field(min_length=1, max_length=200)
+    operator: str = "any_of"
+    value: Any = None
+    compare_attribute: str | None = Field(default=None, alias="compareAttribute")
+
+    @field_validator("operator")
+    @classmethod
+    def _known(cls, operator: str) -> str:
+        if "{{" in operator:
+            return operator
+        name = ALIASES.get(operator.lower(), operator.lower())
+        if name not in OPERATORS:
+            raise ValueError(f"unknown operator {operator!r} (use one of {', '.join(OPERATORS)})")
+        return name
+
+
+class OrderBy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    column: str = Field(min_length=1, max_length=200)
+    direction: Literal["asc", "desc"] = "asc"
+
+
+def translate_filters(
+    filters: list[Filter] | dict[str, Any] | None,
+    match: str = "and",
+    order_by: list[OrderBy] | None = None,
+) -> dict[str, Any] | None:
+    """Simple filters → an ``ItemsQuery`` (``query_params``) for ``items_page``."""
+    if isinstance(filters, dict):
+        filters = [Filter(column=column, value=value) for column, value in filters.items()]
+    rules = []
+    for f in filters or []:
+        operator = ALIASES.get(f.operator, f.operator)
+        if operator in NO_VALUE_OPERATORS:
+            value: Any = []
+        elif operator in LIST_OPERATORS:
+            value = f.value if isinstance(f.value, list) else [f.value]
+        elif isinstance(f.value, str) and "{{" in f.value:
+            value = f.value  # a template: checked again once rendered
+        elif operator == "between":
+            if not (isinstance(f.value, list) and len(f.value) == 2):
+                raise ValueError(f"filter on {f.column!r}: between needs [from, to]")
+            value = f.value
+        else:
+            if f.value is None:
+                raise ValueError(f"filter on {f.column!r}: {operator} needs a value")
+            value = f.value
+        rule: dict[str, Any] = {"column_id": f.column, "compare_value": value, "operator": operator}
+        if f.compare_attribute:
+            rule["compare_attribute"] = f.compare_attribute
+        rules.append(rule)
+    if not rules and not order_by:
+        return None
+    query: dict[str, Any] = {}
+    if rules:
+        query["rules"] = rules
+        query["operator"] = match
+    if order_by:
+        query["order_by"] = [{"column_id": o.column, "direction": o.direction} for o in order_by]
+    return query
+
+
+def _item_view(item: dict[str, Any]) -> dict[str, Any]:
+    columns = {}
+    for cv in item.get("column_values") or []:
+        raw = cv.get("value")
+        try:
+            value = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            value = raw
+        columns[cv.get("id")] = {"text": cv.get("text"), "value": value}
+    return {
+        "id": str(item.get("id")),
+        "name": item.get("name"),
+        "url": item.get("url"),
+        "group": item.get("group"),
+        "columns": columns,
+    }
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    board_id: BoardId = Field(alias="boardId")
+    credential: str = Field(default="monday", min_length=1, max_length=128)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=300, alias="timeoutSeconds")
+
+    @field_validator("board_id")
+    @classmethod
+    def _digits(cls, value: BoardId) -> BoardId:
+        if isinstance(value, str) and "{{" in value:
+            return value
+        return _board_id(value)
+
+
+class GetItems(Action):
+    """Read a board's items, filtered, following ``next_items_page`` cursors."""
+
+    type = "monday.get-items"
+    title = "Get items from a monday.com board"
+
+    class Params(_Common):
+        filters: list[Filter] | dict[str, Any] | None = None
+        match: Literal["and", "or"] = "and"
+        order_by: list[OrderBy] | None = Field(default=None, alias="orderBy")
+        columns: list[str] | None = None
+        limit: int = Field(default=100, ge=1, le=10000)
+        page_size: int = Field(default=100, ge=1, le=500, alias="pageSize")
+
+        @model_validator(mode="after")
+        def _translatable(self) -> GetItems.Params:
+            translate_filters(self.filters, self.match, self.order_by)
+            return self
+
+    async def run(self, ctx: ActionContext, params: Params) -> ActionResult:
+        credential = await ctx.credentials.fetch(params.credential)
+        board_id = _board_id(params.board_id)
+        query_params = translate_filters(params.filters, params.match, params.order_by)
+        items: list[dict[str, Any]] = []
+        data = await graphql(
+            ctx,
+            credential,
+            GET_ITEMS,
+            {
+                "boardId": board_id,
+                "limit": min(params.page_size, params.limit),
+                "queryParams": query_params,
+                "columnIds": params.columns,
+            },
+            timeout=params.timeout_seconds,
+        )
+        boards = data.get("boards") or []
+        if not boards:
+            return ActionResult.failed(
+                f"board {board_id} does not exist or the token cannot see it",
+                code="monday_board_not_found",
+                details={"boardId": board_id},
+            )
+        page = boards[0].get("items_page") or {}
+        items.extend(page.get("items") or [])
+        cursor = page.get("cursor")
+        pages = 1
+        while cursor and len(items) < params.limit:
+            if ctx.cancelled.is_set():
+                break
+            data = await graphql(
+                ctx,
+                credential,
+                NEXT_ITEMS,
+                {
+                    "cursor": cursor,
+                    "limit": min(params.page_size, params.limit - len(items)),
+                    "columnIds": params.columns,
+                },
+                timeout=params.timeout_seconds,
+            )
+            page = data.get("next_items_page") or {}
+            items.extend(page.get("items") or [])
+            cursor = page.get("cursor")
+            pages += 1
+        items = items[: params.limit]
+        ctx.log.info(
+            "monday.get-items: %d items from board %s in %d pages", len(items), board_id, pages
+        )
+        return ActionResult.succeeded(
+            {
+                "boardId": board_id,
+                "items": [_item_view(i) for i in items],
+                "count": len(items),
+                "hasMore": bool(cursor),
+                "cursor": cursor,
+                "pages": pages,
+            }
+        )
+
+
+def dedupe_key(
+    board_id: str, group_id: str | None, name: str, values: dict[str, Any] | None
+) -> str:
+    """The default lookup key of an item: a hash of what would be sent to create it."""
+    canonical = json.dumps(
+        {"board": board_id, "group": group_id, "name": name, "columns": values or {}},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return "v1:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class CreateItem(Action):
+    """Create an item, unless an earlier run of the workflow created it for the same input."""
+
+    type = "monday.create-item"
+    title = "Create an item on a monday.com board"
+
+    class Params(_Common):
+        group_id: str | None = Field(default=None, alias="groupId", max_length=200)
+        item_name: str = Field(alias="itemName", min_length=1, max_length=255)
+        column_values: dict[str, Any] | None = Field(default=None, alias="columnValues")
+        create_labels_if_missing: bool = Field(default=False, alias="createLabelsIfMissing")
+        dedupe_key: str | None = Field(
+            default=None, alias="dedupeKey", min_length=1, max_length=200
+        )
+        verify_existing: bool = Field(default=True, alias="verifyExisting")
+
+    async def run(self, ctx: ActionContext, params: Params) -> ActionResult:
+        credential = await ctx.credentials.fetch(params.credential)
+        board_id = _board_id(params.board_id)
+        key = params.dedupe_key or dedupe_key(
+            board_id, params.group_id, params.item_name, params.column_values
+        )
+        existing = await ctx.resources.find(SYSTEM, "item", key=key)
+        if existing is not None:
+            item = (
+                await self._still_there(ctx, credential, existing, params)
+                if params.verify_existing
+                else {}
+            )
+            if item is not None:
+                ctx.log.info(
+                    "monday.create-item: item %s exists already (key %s)", existing.external_id, key
+                )
+                return ActionResult.succeeded(
+                    {
+                        "id": existing.external_id,
+                        "name": item.get("name", params.item_name),
+                        "url": item.get("url", existing.url),
+                        "boardId": board_id,
+                        "groupId": (item.get("group") or {}).get("id", params.group_id),
+                        "created": False,
+                        "dedupeKey": key,
+                    },
+                    links=(existing,),
+                )
+        data = await graphql(
+            ctx,
+            credential,
+            CREATE_ITEM,
+            {
+                "boardId": board_id,
+                "groupId": params.group_id,
+                "itemName": params.item_name,
+                "columnValues": (
+                    json.dumps(params.column_values) if params.column_values is not None else None
+                ),
+                "createLabels": params.create_labels_if_missing,
+            },
+            timeout=params.timeout_seconds,
+        )
+        created = data.get("create_item") or {}
+        item_id = str(created.get("id") or "")
+        if not item_id:
+            return ActionResult.failed(
+                "monday.com did not return the new item's id", code="monday_invalid_response"
+            )
+        url = created.get("url")
+        return ActionResult.succeeded(
+            {
+                "id": item_id,
+                "name": created.get("name", params.item_name),
+                "url": url,
+                "boardId": board_id,
+                "groupId": (created.get("group") or {}).get("id", params.group_id),
+                "created": True,
+                "dedupeKey": key,
+            },
+            links=(ResourceLink(SYSTEM, "item", item_id, url, key),),
+        )
+
+    async def _still_there(
+        self, ctx: ActionContext, credential: Credential, link: ResourceLink, params: Params
+    ) -> dict[str, Any] | None:
+        data = await graphql(
+            ctx, credential, ITEM_STATE, {"ids": [link.external_id]}, timeout=params.timeout_seconds
+        )
+        for item in data.get("items") or []:
+            if str(item.get("id")) == link.external_id and item.get("state") != "deleted":
+                return item
+        return None
+
+
+@hookimpl
+def register_actions(register: Callable[[type[Action]], None]) -> None:
+    register(GetItems)
+    register(CreateItem)

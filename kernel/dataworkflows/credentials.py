@@ -1,0 +1,655 @@
+"""Credentials: the encrypted store, tenant-scoped lookup for actions, and the CLI.
+
+Where an action's ``await ctx.credentials.get(name)`` looks, in order:
+
+1. the encrypted store in the database (``credentials`` table), for the run's tenant only;
+2. the ``resolve_secret(name, tenant_id)`` hook: plugin providers first, the kernel's
+   environment-variable provider (``DATAWORKFLOWS_CREDENTIAL_<NAME>``) last.
+
+A name nobody knows for that tenant is a permanent :class:`~dataworkflows.CredentialError`
+raised before the action sends anything; another tenant's stored credential is never
+reachable (rows are looked up by tenant, and the ciphertext is bound to its tenant and name,
+so a row copied to another tenant does not decrypt). Every secret handed out is registered
+with :data:`dataworkflows.redaction.redactor`.
+
+Encryption: AES-256-GCM (``cryptography``'s AEAD), a fresh 96-bit nonce per value, the
+tenant and name as associated data. Keys come from ``DATAWORKFLOWS_SECRET_KEY``: one or more
+comma-separated url-safe base64 32-byte keys (``dataworkflows credentials generate-key``);
+the first encrypts, all decrypt. To rotate, set ``"new,old"``, run ``dataworkflows
+credentials re-encrypt``, then drop the old key. Without a key the store refuses to write
+(it never stores plaintext) and reads fail with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import delete, select, update
+
+from dataworkflows.actions import Credential, CredentialError, Credentials
+from dataworkflows.clock import Clock
+from dataworkflows.db.connector_models import credentials as credentials_table
+from dataworkflows.db.database import Database
+from dataworkflows.errors import ApiError, Conflict, Unprocessable
+from dataworkflows.redaction import redactor
+
+if TYPE_CHECKING:
+    import click
+
+    from dataworkflows.plugins import PluginSet
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+TOKEN_VERSION = "v1"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+HOST_PATTERN = re.compile(r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+MIN_SECRET_LENGTH = 6
+MAX_SECRET_LENGTH = 65536
+
+
+class SecretKeyError(RuntimeError):
+    """``DATAWORKFLOWS_SECRET_KEY`` is missing, malformed or does not open a credential."""
+
+
+class CredentialStoreUnavailable(ApiError):
+    """The credential store cannot encrypt or decrypt (no usable secret key)."""
+
+    status = 503
+    code = "credential_store_unavailable"
+
+
+# -- keys and encryption ----------------------------------------------------------------
+
+
+def generate_key() -> str:
+    """A new random key for ``DATAWORKFLOWS_SECRET_KEY`` (url-safe base64 of 32 bytes)."""
+    return base64.urlsafe_b64encode(os.urandom(KEY_BYTES)).decode()
+
+
+def key_id(key: bytes) -> str:
+    """A short public identifier of a key (recorded beside each ciphertext)."""
+    return hashlib.sha256(b"dataworkflows-credential-key\0" + key).hexdigest()[:16]
+
+
+def _associated_data(tenant_id: str, name: str) -> bytes:
+    return b"dataworkflows-credential\0" + tenant_id.encode() + b"\0" + name.encode()
+
+
+@dataclass(frozen=True)
+class _Key:
+    id: str
+    aead: AESGCM
+
+
+class KeyRing:
+    """The keys of ``DATAWORKFLOWS_SECRET_KEY``; the first one encrypts."""
+
+    def __init__(self, keys: Iterable[bytes]) -> None:
+        self._keys: list[_Key] = []
+        for key in keys:
+            if len(key) != KEY_BYTES:
+                raise SecretKeyError(f"a credential key must be {KEY_BYTES} bytes long")
+            kid = key_id(key)
+            if all(k.id != kid for k in self._keys):
+                self._keys.append(_Key(kid, AESGCM(key)))
+        if not self._keys:
+            raise SecretKeyError("no credential key given")
+
+    @classmethod
+    def from_setting(cls, value: str) -> KeyRing:
+        """Parse ``DATAWORKFLOWS_SECRET_KEY`` (comma-separated keys, newest first)."""
+        keys = []
+        parts = [p.strip() for p in value.split(",")]
+        for index, part in enumerate(parts, start=1):
+            if not part:
+                continue
+            try:
+                raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != KEY_BYTES:
+                raise SecretKeyError(
+                    f"DATAWORKFLOWS_SECRET_KEY: key #{index} is not the url-safe base64 form "
+                    f"of {KEY_BYTES} bytes; create one with `dataworkflows credentials "
+                    "generate-key`"
+                )
+            keys.append(raw)
+        if not keys:
+            raise SecretKeyError("DATAWORKFLOWS_SECRET_KEY is empty")
+        return cls(keys)
+
+    @property
+    def primary_id(self) -> str:
+        return self._keys[0].id
+
+    @property
+    def ids(self) -> list[str]:
+        return [k.id for k in self._keys]
+
+    def encrypt(self, plaintext: str, tenant_id: str, name: str) -> str:
+        """``v1.<key id>.<base64url(nonce + ciphertext + tag)>`` under the first key."""
+        key = self._keys[0]
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = key.aead.encrypt(nonce, plaintext.encode(), _associated_data(tenant_id, name))
+        body = base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+        return f"{TOKEN_VERSION}.{key.id}.{body}"
+
+    def decrypt(self, token: str, tenant_id: str, name: str) -> str:
+        """The plaintext; :class:`SecretKeyError` if no key opens it."""
+        version, kid, body = _split_token(token)
+        if version != TOKEN_VERSION:
+            raise SecretKeyError(f"unknown credential format {version!r}")
+        key = next((k for k in self._keys if k.id == kid), None)
+        if key is None:
+            raise SecretKeyError(
+                f"it was encrypted with key {kid}, which is not in DATAWORKFLOWS_SECRET_KEY "
+                f"(keys {', '.join(self.ids)}); set the new key first and the old one after "
+                'it ("new,old") and run `dataworkflows credentials re-encrypt`'
+            )
+        try:
+            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            plain = key.aead.decrypt(
+                raw[:NONCE_BYTES], raw[NONCE_BYTES:], _associated_data(tenant_id, name)
+            )
+        except (InvalidTag, ValueError, binascii.Error):
+            raise SecretKeyError(
+                "its ciphertext failed authentication (tampered with, or copied from another "
+                "tenant or name)"
+            ) from None
+        return plain.decode()
+
+
+def _split_token(token: str) -> tuple[str, str, str]:
+    parts = token.split(".", 2)
+    if len(parts) != 3:
+        raise SecretKeyError("the stored value is not an encrypted credential")
+    return parts[0], parts[1], parts[2]
+
+
+# -- validation -------------------------------------------------------------------------
+
+
+def check_name(name: Any) -> str:
+    """A credential name: 1-128 of letters, digits, ``_ . -``, starting alphanumeric."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise Unprocessable(
+            "a credential name is 1-128 letters, digits, '_', '.' or '-', starting with a "
+            "letter or digit",
+            code="invalid_credential",
+            details={"path": "$.name"},
+        )
+    return name
+
+
+def _check_secret(secret: Any) -> str:
+    # Never echo the value in an error.
+    if not isinstance(secret, str):
+        raise Unprocessable(
+            "secret must be a string", code="invalid_credential", details={"path": "$.secret"}
+        )
+    if not MIN_SECRET_LENGTH <= len(secret) <= MAX_SECRET_LENGTH:
+        raise Unprocessable(
+            f"secret must be {MIN_SECRET_LENGTH} to {MAX_SECRET_LENGTH} characters long "
+            "(shorter values cannot be redacted reliably)",
+            code="invalid_credential",
+            details={"path": "$.secret"},
+        )
+    return secret
+
+
+def _check_hosts(hosts: Any) -> list[str]:
+    if hosts is None:
+        return []
+    if not isinstance(hosts, list) or len(hosts) > 100:
+        raise Unprocessable(
+            "allowedHosts must be a list of at most 100 host names",
+            code="invalid_credential",
+            details={"path": "$.allowedHosts"},
+        )
+    out = []
+    for index, host in enumerate(hosts):
+        if not isinstance(host, str) or not HOST_PATTERN.match(host):
+            raise Unprocessable(
+                "allowedHosts entries are host names such as 'api.example.com' or '*.example.com'",
+                code="invalid_credential",
+                details={"path": f"$.allowedHosts[{index}]"},
+            )
+        out.append(host.lower())
+    return out
+
+
+def host_allowed(host: str, allowed: Iterable[str]) -> bool:
+    """Whether ``host`` matches one of ``allowed`` (``*.example.com`` matches subdomains);
+    an empty list allows any host."""
+    return Credential("", "", tuple(allowed)).allows_host(host)
+
+
+def credential_view(row: dict[str, Any]) -> dict[str, Any]:
+    """The API shape of a stored credential: metadata only, never the secret."""
+
+    def ts(value: Any) -> str | None:
+        return value.isoformat().replace("+00:00", "Z") if value else None
+
+    return {
+        "name": row["name"],
+        "tenantId": row["tenant_id"],
+        "description": row["description"],
+        "allowedHosts": list(row["allowed_hosts"] or []),
+        "keyId": row["key_id"],
+        "createdAt": ts(row["created_at"]),
+        "updatedAt": ts(row["updated_at"]),
+        "createdBy": row["created_by"],
+        "updatedBy": row["updated_by"],
+    }
+
+
+# -- the store --------------------------------------------------------------------------
+
+
+class CredentialStore:
+    """Encrypted credentials in the database, per tenant."""
+
+    def __init__(self, db: Database, clock: Clock, secret_key: str | None) -> None:
+        self.db = db
+        self.clock = clock
+        self._keyring: KeyRing | None = None
+        self._key_error: SecretKeyError | None = None
+        if secret_key:
+            try:
+                self._keyring = KeyRing.from_setting(secret_key)
+            except SecretKeyError as exc:
+                self._key_error = exc
+        else:
+            self._key_error = SecretKeyError(
+                "DATAWORKFLOWS_SECRET_KEY is not set, so stored credentials can be neither "
+                "written nor read; create a key with `dataworkflows credentials generate-key`"
+            )
+
+    @property
+    def key_problem(self) -> str | None:
+        """Why the store cannot encrypt or decrypt, or None when it can."""
+        return str(self._key_error) if self._key_error else None
+
+    def keyring(self) -> KeyRing:
+        if self._keyring is None:
+            assert self._key_error is not None
+            raise self._key_error
+        return self._keyring
+
+    def _keyring_for_api(self) -> KeyRing:
+        try:
+            return self.keyring()
+        except SecretKeyError as exc:
+            raise CredentialStoreUnavailable(str(exc), code="secret_key_missing") from None
+
+    async def put(
+        self,
+        tenant_id: str,
+        name: str,
+        secret: Any,
+        *,
+        description: Any = None,
+        allowed_hosts: Any = None,
+        actor: str | None = None,
+        create_only: bool = False,
+    ) -> tuple[dict[str, Any], bool]:
+        """Create (or, unless ``create_only``, replace) a credential. Returns (row, created).
+
+        Validates and encrypts before writing: a rejected call changes nothing.
+        """
+        check_name(name)
+        _check_secret(secret)
+        hosts = _check_hosts(allowed_hosts)
+        if description is not None and (
+            not isinstance(description, str) or len(description) > 1000
+        ):
+            raise Unprocessable(
+                "description must be a string of at most 1000 characters",
+                code="invalid_credential",
+                details={"path": "$.description"},
+            )
+        keyring = self._keyring_for_api()
+        token = keyring.encrypt(secret, tenant_id, name)
+        now = self.clock.now()
+        new_id = uuid.uuid4()
+        t = credentials_table
+        stmt = self.db.insert(t).values(
+            id=new_id,
+            tenant_id=tenant_id,
+            name=name,
+            description=description,
+            allowed_hosts=hosts,
+            ciphertext=token,
+            key_id=keyring.primary_id,
+            created_at=now,
+            updated_at=now,
+            created_by=actor,
+            updated_by=actor,
+        )
+        if create_only:
+            stmt = stmt.on_conflict_do_nothing(index_elements=["tenant_id", "name"])
+        else:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["tenant_id", "name"],
+                set_={
+                    "description": description,
+                    "allowed_hosts": hosts,
+                    "ciphertext": token,
+                    "key_id": keyring.primary_id,
+                    "updated_at": now,
+                    "updated_by": actor,
+                },
+            )
+        async with self.db.begin() as conn:
+            row_id = (await conn.execute(stmt.returning(t.c.id))).scalar_one_or_none()
+        if row_id is None:
+            raise Conflict(
+                f"a credential named {name!r} already exists; PUT /api/v1/credentials/{name} "
+                "replaces it",
+                code="credential_exists",
+            )
+        redactor.add(secret)
+        row = await self.get(tenant_id, name)
+        assert row is not None
+        return row, row_id == new_id
+
+    async def get(self, tenant_id: str, name: str) -> dict[str, Any] | None:
+        """A credential's row (with its ciphertext), or None."""
+        t = credentials_table
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(select(t).where(t.c.tenant_id == tenant_id, t.c.name == name))
+            ).one_or_none()
+        return dict(row._mapping) if row else None
+
+    async def list(self, tenant_id: str) -> list[dict[str, Any]]:
+        t = credentials_table
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(t).where(t.c.tenant_id == tenant_id).order_by(t.c.name)
+            )
+        return [dict(r._mapping) for r in rows]
+
+    async def delete(self, tenant_id: str, name: str) -> bool:
+        t = credentials_table
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                delete(t).where(t.c.tenant_id == tenant_id, t.c.name == name)
+            )
+        return bool(result.rowcount)
+
+    async def reveal(self, tenant_id: str, name: str) -> Credential | None:
+        """The decrypted credential of this tenant, None if it has none of that name.
+
+        Raises :class:`SecretKeyError` (with the credential named) when it cannot be opened.
+        """
+        row = await self.get(tenant_id, name)
+        if row is None:
+            return None
+        try:
+            secret = self.keyring().decrypt(row["ciphertext"], tenant_id, name)
+        except SecretKeyError as exc:
+            raise SecretKeyError(
+                f"stored credential {name!r} of tenant {tenant_id!r} cannot be decrypted: {exc}"
+            ) from None
+        redactor.add(secret)
+        return Credential(name, secret, tuple(row["allowed_hosts"] or ()), source="store")
+
+    async def re_encrypt(self) -> dict[str, Any]:
+        """Re-encrypt every credential not under the first key. Returns a summary:
+        ``{"total", "reencrypted", "current", "failed": [{"tenantId", "name", "error"}]}``."""
+        keyring = self.keyring()
+        t = credentials_table
+        async with self.db.connect() as conn:
+            rows = [dict(r._mapping) for r in await conn.execute(select(t).order_by(t.c.id))]
+        summary: dict[str, Any] = {"total": len(rows), "reencrypted": 0, "current": 0, "failed": []}
+        now = self.clock.now()
+        for row in rows:
+            if row["key_id"] == keyring.primary_id:
+                summary["current"] += 1
+                continue
+            try:
+                plain = keyring.decrypt(row["ciphertext"], row["tenant_id"], row["name"])
+            except SecretKeyError as exc:
+                summary["failed"].append(
+                    {"tenantId": row["tenant_id"], "name": row["name"], "error": str(exc)}
+                )
+                continue
+            token = keyring.encrypt(plain, row["tenant_id"], row["name"])
+            async with self.db.begin() as conn:
+                result = await conn.execute(
+                    update(t)
+                    .where(t.c.id == row["id"], t.c.ciphertext == row["ciphertext"])
+                    .values(ciphertext=token, key_id=keyring.primary_id, updated_at=now)
+                )
+            if result.rowcount:
+                summary["reencrypted"] += 1
+            else:  # replaced meanwhile, by a writer that used the current key
+                summary["current"] += 1
+        return summary
+
+
+# -- what actions see -------------------------------------------------------------------
+
+
+class CredentialService:
+    """Builds each attempt's ``ctx.credentials``: the store first, then the hook."""
+
+    def __init__(self, store: CredentialStore, plugins: PluginSet) -> None:
+        self.store = store
+        self.plugins = plugins
+
+    def for_tenant(self, tenant_id: str) -> RunCredentials:
+        return RunCredentials(self, tenant_id)
+
+    async def resolve(self, tenant_id: str, name: str) -> Credential:
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise CredentialError(
+                f"{name!r} is not a valid credential name", code="invalid_credential_name"
+            )
+        try:
+            stored = await self.store.reveal(tenant_id, name)
+        except SecretKeyError as exc:
+            raise CredentialError(str(exc), code="credential_store_locked") from None
+        if stored is not None:
+            return stored
+        value = await asyncio.to_thread(
+            lambda: self.plugins.hook.resolve_secret(name=name, tenant_id=tenant_id)
+        )
+        if value is None:
+            raise CredentialError(
+                f"no credential named {name!r} is available to tenant {tenant_id!r}",
+                code="credential_not_found",
+            )
+        if not isinstance(value, str):
+            raise CredentialError(
+                f"the provider of credential {name!r} returned a {type(value).__name__}, "
+                "not a string",
+                code="credential_invalid",
+            )
+        redactor.add(value)
+        return Credential(name, value, (), source="provider")
+
+
+class RunCredentials(Credentials):
+    """``ctx.credentials`` for one attempt: bound to the run's tenant, cached by name."""
+
+    def __init__(self, service: CredentialService, tenant_id: str) -> None:
+        self._service = service
+        self.tenant_id = tenant_id
+        self._cache: dict[str, Credential] = {}
+
+    async def fetch(self, name: str) -> Credential:
+        cached = self._cache.get(name)
+        if cached is None:
+            cached = await self._service.resolve(self.tenant_id, name)
+            self._cache[name] = cached
+        return cached
+
+
+# -- the command line -------------------------------------------------------------------
+
+
+def register_credential_commands(cli: click.Group) -> None:
+    """Add ``dataworkflows credentials ...`` to the CLI (called by ``build_cli``)."""
+    import click
+
+    @cli.group("credentials")
+    def credentials_group() -> None:
+        """Encrypted credentials (key: DATAWORKFLOWS_SECRET_KEY)."""
+
+    @credentials_group.command("generate-key")
+    def generate_key_cmd() -> None:
+        """Print a new random key for DATAWORKFLOWS_SECRET_KEY."""
+        click.echo(generate_key())
+
+    @credentials_group.command("set")
+    @click.argument("name")
+    @click.option("--tenant", default="default", show_default=True)
+    @click.option("--description", default=None)
+    @click.option("--allowed-host", "allowed_hosts", multiple=True, help="Repeatable.")
+    @click.option(
+        "--from-env", "from_env", metavar="VAR", help="Read the secret from this variable."
+    )
+    def set_cmd(
+        name: str,
+        tenant: str,
+        description: str | None,
+        allowed_hosts: tuple[str, ...],
+        from_env: str | None,
+    ) -> None:
+        """Create or replace credential NAME. The secret is read from --from-env, else
+        from standard input (first line), else asked for without echo."""
+        import sys
+
+        if from_env:
+            if from_env not in os.environ:
+                raise click.ClickException(f"environment variable {from_env} is not set")
+            secret = os.environ[from_env]
+        elif not sys.stdin.isatty():
+            secret = sys.stdin.readline().rstrip("\r\n")
+        else:
+            secret = click.prompt("secret", hide_input=True, confirmation_prompt=True)
+
+        async def work(store: CredentialStore) -> tuple[dict[str, Any], bool]:
+            return await store.put(
+                tenant,
+                name,
+                secret,
+                description=description,
+                allowed_hosts=list(allowed_hosts) or None,
+                actor="cli",
+            )
+
+        row, created = _with_store(work)
+        click.echo(
+            f"{'created' if created else 'replaced'} credential {row['name']} "
+            f"(tenant {row['tenant_id']}, key {row['key_id']})"
+        )
+
+    @credentials_group.command("list")
+    @click.option("--tenant", default="default", show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    def list_cmd(tenant: str, as_json: bool) -> None:
+        """List a tenant's credentials (never their secrets)."""
+
+        async def work(store: CredentialStore) -> list[dict[str, Any]]:
+            return await store.list(tenant)
+
+        views = [credential_view(r) for r in _with_store(work)]
+        if as_json:
+            click.echo(json.dumps(views, indent=2))
+        elif not views:
+            click.echo(f"no credentials for tenant {tenant}")
+        for view in [] if as_json else views:
+            hosts = ", ".join(view["allowedHosts"]) or "any host"
+            click.echo(f"{view['name']}  (key {view['keyId']}; {hosts})")
+
+    @credentials_group.command("delete")
+    @click.argument("name")
+    @click.option("--tenant", default="default", show_default=True)
+    def delete_cmd(name: str, tenant: str) -> None:
+        """Delete credential NAME."""
+
+        async def work(store: CredentialStore) -> bool:
+            return await store.delete(tenant, name)
+
+        if not _with_store(work):
+            raise click.ClickException(f"no credential {name!r} for tenant {tenant!r}")
+        click.echo(f"deleted credential {name} (tenant {tenant})")
+
+    @credentials_group.command("re-encrypt")
+    def re_encrypt_cmd() -> None:
+        """Re-encrypt every stored credential with the first key of DATAWORKFLOWS_SECRET_KEY.
+
+        Rotation: set DATAWORKFLOWS_SECRET_KEY="new,old", run this, then remove the old key.
+        Exits 1 if some credential could not be decrypted with any key.
+        """
+
+        async def work(store: CredentialStore) -> dict[str, Any]:
+            return await store.re_encrypt()
+
+        summary = _with_store(work)
+        click.echo(
+            f"{summary['reencrypted']} re-encrypted, {summary['current']} already current, "
+            f"{len(summary['failed'])} failed (of {summary['total']})"
+        )
+        if summary["failed"]:
+            for failure in summary["failed"]:
+                click.echo(
+                    f"  {failure['tenantId']}/{failure['name']}: {failure['error']}", err=True
+                )
+            raise SystemExit(1)
+
+
+def _with_store(work: Any) -> Any:
+    """Run ``await work(store)`` against the configured database."""
+    import click
+
+    from dataworkflows.kernel import Kernel, SchemaOutOfDate
+    from dataworkflows.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    async def main() -> Any:
+        kernel = Kernel(settings, entrypoints=False)
+        try:
+            await kernel.start()
+            return await work(kernel.credentials.store)
+        finally:
+            await kernel.close()
+
+    try:
+        return asyncio.run(main())
+    except (SchemaOutOfDate, SecretKeyError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except ApiError as exc:
+        raise click.ClickException(f"{exc.message} [{exc.code}]") from None
+
+
+__all__ = [
+    "CredentialService",
+    "CredentialStore",
+    "KeyRing",
+    "RunCredentials",
+    "SecretKeyError",
+    "credential_view",
+    "generate_key",
+    "host_allowed",
+    "register_credential_commands",
+]

@@ -1,0 +1,677 @@
+"""Triggers: their management API, and the one path by which an event starts a run.
+
+Every event, whether a webhook delivery or a schedule's fire time, goes through
+:meth:`TriggerService.start`: the trigger must be enabled and its workflow Active, its
+``activationCondition`` (a sandboxed Jinja2 expression over the payload, as ``trigger``)
+must be true, and then a run is queued with a request id unique per (trigger, event key),
+so that a redelivered event or a second scheduler process never starts a second run.
+Non-activations are counted on the trigger row and shown by the API.
+
+Runs a trigger started carry its id in two places: the request id
+(``trg:<triggerId>:<key>``, which is how the API counts them) and the payload
+(``trigger.triggerId``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import jinja2
+from pydantic import ValidationError
+from sqlalchemy import func, select, update
+
+from dataworkflows.clock import Clock
+from dataworkflows.db.database import Database
+from dataworkflows.db.models import workflow_executions, workflows
+from dataworkflows.db.trigger_models import workflow_triggers
+from dataworkflows.errors import Conflict, NotFound, Unprocessable
+from dataworkflows.plugins import PluginSet
+from dataworkflows.service import WorkflowService
+from dataworkflows.store import WorkflowStore
+from dataworkflows.templating import TemplateEngine
+from dataworkflows.triggers import FireResult, TriggerHandle, TriggerType
+
+log = logging.getLogger(__name__)
+
+#: request ids of runs started by a trigger: ``trg:<triggerId>:<key>``
+REQUEST_PREFIX = "trg:"
+#: event keys longer than this are hashed so the request id stays within 200 characters
+MAX_KEY_LENGTH = 120
+
+CREATE_FIELDS = {"type", "config", "name", "enabled", "activationCondition"}
+UPDATE_FIELDS = {"config", "name", "enabled", "activationCondition"}
+
+
+def request_id_for(trigger_id: str, key: str) -> str:
+    """The request id of the run an event with ``key`` starts (stable across processes)."""
+    if len(key) > MAX_KEY_LENGTH:
+        key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    return f"{REQUEST_PREFIX}{trigger_id}:{key}"
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+def _json_path(loc: tuple[Any, ...], root: str) -> str:
+    path = root
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _problem(path: str, code: str, message: str) -> dict[str, str]:
+    return {"path": path, "code": code, "message": message}
+
+
+def _invalid(problems: list[dict[str, str]]) -> Unprocessable:
+    return Unprocessable(
+        f"the trigger has {len(problems)} problem(s)",
+        code="invalid_trigger",
+        details={"problems": problems},
+    )
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch: objects merge recursively, ``null`` removes a key."""
+    if not isinstance(patch, Mapping):
+        return patch
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+class TriggerService:
+    """Trigger CRUD for the API, and firing for plugins and the scheduler."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        clock: Clock,
+        plugins: PluginSet,
+        templates: TemplateEngine,
+        store: WorkflowStore,
+        service: WorkflowService,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.plugins = plugins
+        self.templates = templates
+        self.store = store
+        self.service = service
+        self._conditions: dict[str, Any] = {}
+
+    # -- validation -----------------------------------------------------------------------
+
+    def trigger_type(self, type_name: str) -> type[TriggerType] | None:
+        """The installed trigger type of that name, or None (its plugin is missing)."""
+        entry = self.plugins.triggers.get(type_name)
+        return entry.cls if entry else None
+
+    def _validate_config(
+        self, cls: type[TriggerType], raw: Any, problems: list[dict[str, str]]
+    ) -> Any:
+        try:
+            config = cls.Config.model_validate(raw)
+        except ValidationError as exc:
+            for err in exc.errors():
+                problems.append(
+                    _problem(
+                        _json_path(tuple(err["loc"]), "$.config"), "invalid_config", err["msg"]
+                    )
+                )
+            return None
+        if cls.time_based:
+            try:
+                cls.next_fire_time(config, self.clock.now())
+            except Exception as exc:
+                problems.append(
+                    _problem("$.config", "invalid_config", f"{type(exc).__name__}: {exc}")
+                )
+                return None
+        return config
+
+    def _validate_condition(self, source: Any, problems: list[dict[str, str]]) -> None:
+        if source is None:
+            return
+        if not isinstance(source, str) or not source.strip():
+            problems.append(
+                _problem(
+                    "$.activationCondition",
+                    "invalid_condition",
+                    "activationCondition must be a non-empty string or null",
+                )
+            )
+            return
+        try:
+            self._compile_condition(source)
+        except jinja2.TemplateSyntaxError as exc:
+            problems.append(
+                _problem(
+                    "$.activationCondition",
+                    "invalid_condition",
+                    f"condition syntax error: {exc.message}",
+                )
+            )
+
+    @staticmethod
+    def _check_fields(raw: Any, allowed: set[str], problems: list[dict[str, str]]) -> None:
+        for name in sorted(set(raw) - allowed):
+            problems.append(_problem(f"$.{name}", "unknown_field", f"unknown field {name!r}"))
+        if "name" in raw and raw["name"] is not None and not isinstance(raw["name"], str):
+            problems.append(_problem("$.name", "invalid_type", "name must be a string or null"))
+        if "enabled" in raw and not isinstance(raw["enabled"], bool):
+            problems.append(_problem("$.enabled", "invalid_type", "enabled must be true or false"))
+        if "config" in raw and not isinstance(raw["config"], dict):
+            problems.append(_problem("$.config", "invalid_type", "config must be a JSON object"))
+
+    # -- conditions -----------------------------------------------------------------------
+
+    def _compile_condition(self, source: str) -> Any:
+        compiled = self._conditions.get(source)
+        if compiled is None:
+            expr = source.strip()
+            if expr.startswith("{{") and expr.endswith("}}") and expr.count("{{") == 1:
+                expr = expr[2:-2]
+            if not expr.strip() or any(m in expr for m in ("{{", "}}", "{%", "{#")):
+                raise jinja2.TemplateSyntaxError(
+                    "a condition is one expression, optionally inside a single {{ }}", 1
+                )
+            compiled = self.templates.env.compile_expression(expr, undefined_to_none=False)
+            self._conditions[source] = compiled
+        return compiled
+
+    def evaluate_condition(self, source: str, payload: Mapping[str, Any]) -> bool:
+        """Evaluate an activation condition with the payload as ``trigger``.
+
+        Raises :class:`ValueError` with a readable message when it cannot be evaluated
+        (undefined names, sandbox refusals, errors inside the expression).
+        """
+        try:
+            value = self._compile_condition(source)(trigger=payload)
+            if isinstance(value, jinja2.Undefined):
+                value._fail_with_undefined_error()
+            return bool(value)
+        except jinja2.UndefinedError as exc:
+            raise ValueError(f"undefined: {exc.message}") from None
+        except jinja2.exceptions.SecurityError as exc:
+            raise ValueError(f"refused by the sandbox: {exc}") from None
+        except Exception as exc:
+            raise ValueError(f"{type(exc).__name__}: {exc}") from None
+
+    # -- CRUD -----------------------------------------------------------------------------
+
+    async def create(
+        self,
+        workflow_id: str,
+        raw: Any,
+        *,
+        tenant_id: str = "default",
+        actor: str | None = None,
+    ) -> dict[str, Any]:
+        """Create a trigger on a workflow; 404 unknown workflow, 422 invalid trigger."""
+        await self.store.get(workflow_id, tenant_id)  # 404 first
+        if not isinstance(raw, dict):
+            raise _invalid([_problem("$", "invalid_type", "the trigger must be a JSON object")])
+        problems: list[dict[str, str]] = []
+        self._check_fields(raw, CREATE_FIELDS, problems)
+        type_name = raw.get("type")
+        cls = self.trigger_type(type_name) if isinstance(type_name, str) else None
+        if not isinstance(type_name, str):
+            problems.append(_problem("$.type", "required", "type is required (a trigger type)"))
+        elif cls is None:
+            problems.append(
+                _problem(
+                    "$.type",
+                    "unknown_trigger_type",
+                    f"no installed plugin provides trigger type {type_name!r}; installed: "
+                    + (", ".join(sorted(self.plugins.triggers)) or "none"),
+                )
+            )
+        config_raw = raw.get("config", {})
+        config = None
+        if cls is not None and isinstance(config_raw, dict):
+            config = self._validate_config(cls, config_raw, problems)
+        self._validate_condition(raw.get("activationCondition"), problems)
+        if problems or cls is None:
+            raise _invalid(problems)
+        enabled = raw.get("enabled", True)
+        now = self.clock.now()
+        trigger_id = str(uuid.uuid4())
+        async with self.db.begin() as conn:
+            await conn.execute(
+                workflow_triggers.insert().values(
+                    id=trigger_id,
+                    workflow_id=workflow_id,
+                    tenant_id=tenant_id,
+                    type=type_name,
+                    name=raw.get("name"),
+                    config=config_raw,
+                    activation_condition=raw.get("activationCondition"),
+                    enabled=enabled,
+                    state={},
+                    next_fire_at=self._next_fire(cls, config, now) if enabled else None,
+                    lease_owner=None,
+                    lease_until=None,
+                    not_activated_count=0,
+                    condition_error_count=0,
+                    skipped_count=0,
+                    last_event_at=None,
+                    last_error=None,
+                    created_at=now,
+                    updated_at=now,
+                    created_by=actor,
+                )
+            )
+        return await self.get(workflow_id, trigger_id, tenant_id=tenant_id)
+
+    def _next_fire(self, cls: type[TriggerType], config: Any, after: datetime) -> datetime | None:
+        if not cls.time_based:
+            return None
+        when = cls.next_fire_time(config, after)
+        return when.astimezone(UTC) if when is not None else None
+
+    async def _row(self, workflow_id: str, trigger_id: str, tenant_id: str) -> dict[str, Any]:
+        t = workflow_triggers
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(t).where(
+                        t.c.id == trigger_id,
+                        t.c.workflow_id == workflow_id,
+                        t.c.tenant_id == tenant_id,
+                    )
+                )
+            ).one_or_none()
+        if row is None:
+            # tell an unknown workflow apart from an unknown trigger
+            await self.store.get(workflow_id, tenant_id)
+            raise NotFound(
+                f"workflow {workflow_id!r} has no trigger {trigger_id!r}",
+                code="trigger_not_found",
+            )
+        return dict(row._mapping)
+
+    async def get(
+        self, workflow_id: str, trigger_id: str, *, tenant_id: str = "default"
+    ) -> dict[str, Any]:
+        return await self.view(await self._row(workflow_id, trigger_id, tenant_id))
+
+    async def list(self, workflow_id: str, *, tenant_id: str = "default") -> list[dict[str, Any]]:
+        await self.store.get(workflow_id, tenant_id)
+        t = workflow_triggers
+        async with self.db.connect() as conn:
+            rows = await conn.execute(
+                select(t)
+                .where(t.c.workflow_id == workflow_id, t.c.tenant_id == tenant_id)
+                .order_by(t.c.created_at, t.c.id)
+            )
+            found = [dict(r._mapping) for r in rows]
+        return [await self.view(row) for row in found]
+
+    async def update(
+        self,
+        workflow_id: str,
+        trigger_id: str,
+        raw: Any,
+        *,
+        tenant_id: str = "default",
+        replace: bool = False,
+    ) -> dict[str, Any]:
+        """Change a trigger. ``replace`` (PUT): ``config`` is required and replaces the
+        stored one. Otherwise (PATCH) ``config`` is an RFC 7396 merge patch, so secrets
+        need not be sent again. The type cannot change (delete and create instead)."""
+        row = await self._row(workflow_id, trigger_id, tenant_id)
+        if not isinstance(raw, dict):
+            raise _invalid([_problem("$", "invalid_type", "the body must be a JSON object")])
+        problems: list[dict[str, str]] = []
+        allowed = UPDATE_FIELDS | {"type"}
+        self._check_fields(raw, allowed, problems)
+        if "type" in raw and raw["type"] != row["type"]:
+            problems.append(
+                _problem(
+                    "$.type",
+                    "immutable",
+                    "a trigger's type cannot change; delete it and create a new one",
+                )
+            )
+        if replace and "config" not in raw:
+            problems.append(_problem("$.config", "required", "PUT needs the whole config"))
+        cls = self.trigger_type(row["type"])
+        values: dict[str, Any] = {}
+        config = None
+        config_changed = "config" in raw and isinstance(raw["config"], dict)
+        if config_changed:
+            new_raw = raw["config"] if replace else merge_patch(row["config"], raw["config"])
+            if cls is None:
+                problems.append(
+                    _problem(
+                        "$.config",
+                        "plugin_missing",
+                        f"the plugin providing trigger type {row['type']!r} is not installed; "
+                        "its config cannot be validated (only enable, disable and delete work)",
+                    )
+                )
+            else:
+                config = self._validate_config(cls, new_raw, problems)
+                values["config"] = new_raw
+        if "activationCondition" in raw:
+            self._validate_condition(raw["activationCondition"], problems)
+            values["activation_condition"] = raw["activationCondition"]
+        if problems:
+            raise _invalid(problems)
+        if "name" in raw:
+            values["name"] = raw["name"]
+        enabled = raw.get("enabled", row["enabled"])
+        values["enabled"] = enabled
+        now = self.clock.now()
+        if cls is not None and cls.time_based and (config_changed or enabled != row["enabled"]):
+            if config is None:
+                config = cls.Config.model_validate(row["config"])
+            values["next_fire_at"] = self._next_fire(cls, config, now) if enabled else None
+            values["lease_owner"] = None
+            values["lease_until"] = None
+        values["updated_at"] = now
+        await self._write(trigger_id, values)
+        return await self.get(workflow_id, trigger_id, tenant_id=tenant_id)
+
+    async def set_enabled(
+        self, workflow_id: str, trigger_id: str, enabled: bool, *, tenant_id: str = "default"
+    ) -> dict[str, Any]:
+        """Enable or disable. Enabling a time-based trigger schedules it from now on:
+        fire times that passed while it was disabled are not caught up."""
+        row = await self._row(workflow_id, trigger_id, tenant_id)
+        if row["enabled"] == enabled:
+            return await self.view(row)
+        values: dict[str, Any] = {"enabled": enabled, "updated_at": self.clock.now()}
+        cls = self.trigger_type(row["type"])
+        if cls is not None and cls.time_based:
+            if enabled:
+                try:
+                    config = cls.Config.model_validate(row["config"])
+                except ValidationError as exc:
+                    raise _invalid([_problem("$.config", "invalid_config", str(exc))]) from None
+                values["next_fire_at"] = self._next_fire(cls, config, self.clock.now())
+            else:
+                values["next_fire_at"] = None
+            values["lease_owner"] = None
+            values["lease_until"] = None
+        await self._write(trigger_id, values)
+        return await self.get(workflow_id, trigger_id, tenant_id=tenant_id)
+
+    async def delete(
+        self, workflow_id: str, trigger_id: str, *, tenant_id: str = "default"
+    ) -> None:
+        await self._row(workflow_id, trigger_id, tenant_id)
+        t = workflow_triggers
+        async with self.db.begin() as conn:
+            await conn.execute(t.delete().where(t.c.id == trigger_id))
+
+    async def _write(self, trigger_id: str, values: dict[str, Any]) -> None:
+        t = workflow_triggers
+        async with self.db.begin() as conn:
+            result = await conn.execute(update(t).where(t.c.id == trigger_id).values(**values))
+        if result.rowcount != 1:
+            raise NotFound(f"no trigger {trigger_id!r}", code="trigger_not_found")
+
+    # -- views ----------------------------------------------------------------------------
+
+    async def run_stats(self, row: Mapping[str, Any]) -> tuple[int, dict[str, Any] | None]:
+        """How many runs a trigger started, and the newest one."""
+        t = workflow_executions
+        prefix = f"{REQUEST_PREFIX}{row['id']}:"
+        where = (
+            t.c.workflow_id == row["workflow_id"],
+            t.c.request_id.startswith(prefix, autoescape=True),
+        )
+        async with self.db.connect() as conn:
+            count = (await conn.execute(select(func.count()).where(*where))).scalar_one()
+            last = None
+            if count:
+                last = (
+                    await conn.execute(
+                        select(t.c.id, t.c.status, t.c.created_at)
+                        .where(*where)
+                        .order_by(t.c.created_at.desc())
+                        .limit(1)
+                    )
+                ).one_or_none()
+        if last is None:
+            return count, None
+        return count, {
+            "executionId": str(last.id),
+            "status": last.status,
+            "createdAt": _ts(last.created_at),
+        }
+
+    async def view(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """The API's JSON shape of a trigger (secrets redacted)."""
+        entry = self.plugins.triggers.get(row["type"])
+        config: dict[str, Any] | None = None
+        info: dict[str, Any] = {}
+        config_error = None
+        if entry is not None:
+            try:
+                model = entry.cls.Config.model_validate(row["config"])
+            except ValidationError as exc:
+                config_error = {
+                    "code": "invalid_config",
+                    "message": f"the stored config no longer matches the type's schema: {exc}",
+                }
+            else:
+                config = model.model_dump(mode="json", by_alias=True)
+                info = entry.cls.describe(row["id"], model)
+        if entry is None:
+            status = "pluginMissing"
+        elif config_error is not None:
+            status = "invalidConfig"
+        else:
+            status = "enabled" if row["enabled"] else "disabled"
+        runs, last_execution = await self.run_stats(row)
+        view: dict[str, Any] = {
+            "id": row["id"],
+            "workflowId": row["workflow_id"],
+            "type": row["type"],
+            "name": row["name"],
+            "enabled": row["enabled"],
+            "status": status,
+            "pluginMissing": entry is None,
+            "plugin": (
+                {
+                    "name": entry.plugin.name,
+                    "distribution": entry.plugin.distribution,
+                    "version": entry.plugin.version,
+                }
+                if entry is not None
+                else None
+            ),
+            "config": config,
+            "activationCondition": row["activation_condition"],
+            "info": info,
+            "timeBased": bool(entry and entry.cls.time_based),
+            "nextFireAt": _ts(row["next_fire_at"]) if entry is not None else None,
+            "stats": {
+                "runs": runs,
+                "notActivated": row["not_activated_count"],
+                "conditionErrors": row["condition_error_count"],
+                "skipped": row["skipped_count"],
+            },
+            "lastEventAt": _ts(row["last_event_at"]),
+            "lastExecution": last_execution,
+            "lastError": config_error or row["last_error"],
+            "createdAt": _ts(row["created_at"]),
+            "updatedAt": _ts(row["updated_at"]),
+            "createdBy": row["created_by"],
+        }
+        if entry is None:
+            view["message"] = (
+                f"the plugin providing trigger type {row['type']!r} is not installed: "
+                "this trigger does not fire; reinstall the plugin or delete the trigger"
+            )
+        return view
+
+    # -- what plugins use -----------------------------------------------------------------
+
+    async def handle(self, trigger_id: str) -> TriggerHandle | None:
+        """The trigger with that id, or None if it does not exist, its plugin is missing or
+        its stored config no longer validates."""
+        if not isinstance(trigger_id, str) or len(trigger_id) > 64:
+            return None
+        t, w = workflow_triggers, workflows
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(t, w.c.status.label("workflow_status"))
+                    .join(w, w.c.id == t.c.workflow_id)
+                    .where(t.c.id == trigger_id)
+                )
+            ).one_or_none()
+        if row is None:
+            return None
+        return self.handle_from_row(dict(row._mapping))
+
+    def handle_from_row(self, row: Mapping[str, Any]) -> TriggerHandle | None:
+        cls = self.trigger_type(row["type"])
+        if cls is None:
+            return None
+        try:
+            config = cls.Config.model_validate(row["config"])
+        except ValidationError:
+            log.warning("trigger %s: stored config no longer validates", row["id"])
+            return None
+        return TriggerHandle(
+            id=row["id"],
+            workflow_id=row["workflow_id"],
+            tenant_id=row["tenant_id"],
+            type=row["type"],
+            config=config,
+            enabled=row["enabled"],
+            workflow_active=row["workflow_status"] == "Active",
+            activation_condition=row["activation_condition"],
+        )
+
+    async def start(
+        self,
+        handle: TriggerHandle,
+        event: Mapping[str, Any],
+        *,
+        key: str | None = None,
+        principal: str | None = None,
+        correlation_id: str | None = None,
+        count: bool = True,
+    ) -> FireResult:
+        """Evaluate the activation condition and queue a run for one event.
+
+        ``key`` identifies the event (a delivery id, a fire time): the same key twice gives
+        the first run back (``outcome == "duplicate"``). Raises
+        :class:`~dataworkflows.errors.NotFound` for a disabled trigger and
+        :class:`~dataworkflows.errors.Conflict` (409) when the workflow is not Active.
+        ``count=False`` leaves counting non-activations to the caller (the scheduler
+        counts them in the write that advances the trigger).
+        """
+        if not handle.enabled:
+            raise NotFound(f"trigger {handle.id!r} is disabled", code="trigger_not_found")
+        if not isinstance(event, Mapping):
+            raise TypeError("a trigger event must be a JSON object (a mapping)")
+        if not handle.workflow_active:
+            raise Conflict(
+                f"workflow {handle.workflow_id!r} is not Active; its triggers start no runs",
+                code="workflow_not_active",
+                details={"workflowId": handle.workflow_id},
+            )
+        payload = {**event, "triggerId": handle.id, "triggerType": handle.type}
+        if handle.activation_condition:
+            result: FireResult | None = None
+            try:
+                if not self.evaluate_condition(handle.activation_condition, payload):
+                    result = FireResult("notActivated", reason="conditionFalse")
+            except ValueError as exc:
+                result = FireResult(
+                    "conditionError",
+                    reason="conditionError",
+                    error={"code": "condition_error", "message": str(exc)},
+                )
+            if result is not None:
+                if count:
+                    await self.count(handle.id, result)
+                return result
+        summary, created = await self.service.execute(
+            handle.workflow_id,
+            trigger=json.loads(json.dumps(payload)),
+            request_id=request_id_for(handle.id, key or uuid.uuid4().hex),
+            tenant_id=handle.tenant_id,
+            principal=principal or f"trigger:{handle.id}",
+            correlation_id=correlation_id,
+        )
+        return FireResult("started" if created else "duplicate", summary["executionId"])
+
+    async def count(self, trigger_id: str, *results: FireResult) -> None:
+        """Add outcomes that started no run to the trigger's counters."""
+        t = workflow_triggers
+        values = self.counter_values(results)
+        if not values:
+            return
+        values["last_event_at"] = self.clock.now()
+        async with self.db.begin() as conn:
+            await conn.execute(update(t).where(t.c.id == trigger_id).values(**values))
+
+    @staticmethod
+    def counter_values(results: Any) -> dict[str, Any]:
+        """Column updates (``x = x + n``) counting a batch of outcomes."""
+        t = workflow_triggers
+        not_activated = sum(1 for r in results if r.outcome == "notActivated")
+        errors = [r for r in results if r.outcome == "conditionError"]
+        skipped = sum(int(r.details.get("count", 1)) for r in results if r.outcome == "skipped")
+        values: dict[str, Any] = {}
+        if not_activated:
+            values["not_activated_count"] = t.c.not_activated_count + not_activated
+        if errors:
+            values["condition_error_count"] = t.c.condition_error_count + len(errors)
+            values["last_error"] = errors[-1].error
+        if skipped:
+            values["skipped_count"] = t.c.skipped_count + skipped
+        return values
+
+    async def has_active_run(self, handle: TriggerHandle) -> bool:
+        """True while a run this trigger started is Pending or Running."""
+        t = workflow_executions
+        async with self.db.connect() as conn:
+            found = (
+                await conn.execute(
+                    select(t.c.id)
+                    .where(
+                        t.c.workflow_id == handle.workflow_id,
+                        t.c.status.in_(("Pending", "Running")),
+                        t.c.request_id.startswith(f"{REQUEST_PREFIX}{handle.id}:", autoescape=True),
+                    )
+                    .limit(1)
+                )
+            ).first()
+        return found is not None
+
+    async def get_state(self, trigger_id: str) -> dict[str, Any]:
+        t = workflow_triggers
+        async with self.db.connect() as conn:
+            state = (
+                await conn.execute(select(t.c.state).where(t.c.id == trigger_id))
+            ).one_or_none()
+        if state is None:
+            raise NotFound(f"no trigger {trigger_id!r}", code="trigger_not_found")
+        return dict(state[0] or {})
+
+    async def set_state(self, trigger_id: str, state: Mapping[str, Any]) -> None:
+        if not isinstance(state, Mapping):
+            raise TypeError("trigger state must be a JSON object")
+        data = json.loads(json.dumps(dict(state)))  # JSON only; raises TypeError otherwise
+        await self._write(trigger_id, {"state": data})

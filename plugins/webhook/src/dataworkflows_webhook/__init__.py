@@ -1,0 +1,324 @@
+"""``webhook``: start runs from HTTP calls to ``POST /hooks/{triggerId}``.
+
+Each delivery is checked in this order, and the first failure answers:
+
+1. the trigger exists, is a webhook and is enabled → else **404** ``trigger_not_found``;
+2. the body fits ``maxBodyBytes`` (default: the engine's ``DATAWORKFLOWS_MAX_BODY_BYTES``)
+   → else **413** ``payload_too_large`` (from ``Content-Length`` before reading, or while
+   reading a chunked body);
+3. with ``signature`` configured: an HMAC-SHA256 of the raw body (prefixed by
+   ``"<timestamp>."`` when ``timestampHeader`` is set) matches the signature header,
+   compared in constant time, and the timestamp is within ``toleranceSeconds`` of the
+   engine's clock → else **401** (``missing_signature``, ``invalid_signature``,
+   ``stale_timestamp``);
+4. the body parses: JSON (``application/json``, ``*/*+json``), form fields
+   (``application/x-www-form-urlencoded``) or text (``text/*``) → else **415**
+   ``unsupported_media_type`` or **400** ``malformed_body``;
+5. the kernel evaluates the trigger's ``activationCondition`` and queues the run.
+
+Answers: **202** ``{"executionId", "statusUrl", "activated": true, "duplicate"}`` once
+the run is durably queued (never waiting for the run; a failed insert is a 5xx);
+**200** ``{"activated": false, "reason"}`` when the activation condition is false;
+**409** ``workflow_not_active``. The same delivery id (``deliveryIdHeader``) twice starts
+one run and both calls get 202 with the same execution id.
+
+The run's ``trigger`` (templates) is::
+
+    {"body": <parsed body or null>, "headers": {<lower-case name>: <value>},
+     "query": {<name>: <value or list>}, "method": "POST", "path": "/hooks/<id>",
+     "contentType": "application/json", "deliveryId": <header value or null>,
+     "receivedAt": "<ISO 8601 UTC>", "triggerId": "<id>", "triggerType": "webhook"}
+
+``Authorization``, ``Cookie`` and ``Proxy-Authorization`` headers are not passed on.
+Payload values are data: they are never rendered as templates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from datetime import UTC
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from aiohttp import hdrs, web
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic.alias_generators import to_camel
+
+from dataworkflows import TriggerType, hookimpl
+
+if TYPE_CHECKING:
+    from dataworkflows.plugin_api import PluginAPI
+
+__all__ = ["ROUTE", "SignatureConfig", "Webhook", "WebhookConfig", "sign"]
+
+ROUTE = "/hooks/{trigger_id}"
+#: headers that never reach the run's payload
+DROPPED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+#: the hard ceiling of a per-trigger maxBodyBytes
+MAX_BODY_CEILING = 100 * 1024 * 1024
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=to_camel)
+
+
+class SignatureConfig(_Model):
+    """HMAC-SHA256 request signing (a generic scheme most SaaS webhooks can be set up for).
+
+    The sender computes ``hex(HMAC-SHA256(secret, message))`` where ``message`` is the raw
+    body, or ``"<timestamp>." + body`` when ``timestampHeader`` is set (timestamp: Unix
+    seconds, sent in that header), and sends ``prefix + hex`` in ``header``.
+    """
+
+    #: the shared secret, stored with the trigger (shown as ``**********``)
+    secret: SecretStr | None = None
+    #: or: the name of a credential, looked up through the credential providers
+    secret_name: str | None = None
+    header: str = "X-Signature-256"
+    prefix: str = "sha256="
+    #: None: the body alone is signed and no replay window is enforced
+    timestamp_header: str | None = "X-Signature-Timestamp"
+    tolerance_seconds: int = Field(default=300, ge=1, le=86400)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> SignatureConfig:
+        if (self.secret is None) == (self.secret_name is None):
+            raise ValueError("give exactly one of secret and secretName")
+        if self.secret is not None and not self.secret.get_secret_value():
+            raise ValueError("secret must not be empty")
+        return self
+
+
+class WebhookConfig(_Model):
+    """Configuration of a ``webhook`` trigger."""
+
+    signature: SignatureConfig | None = None
+    #: the header carrying the sender's delivery id (dedup); None: every call is new
+    delivery_id_header: str | None = "X-Delivery-Id"
+    #: body size limit for this trigger; None: the engine's max_body_bytes
+    max_body_bytes: int | None = Field(default=None, ge=1, le=MAX_BODY_CEILING)
+
+
+def sign(secret: str | bytes, body: bytes, timestamp: int | str | None = None) -> str:
+    """The hex signature a sender puts after the prefix (useful in tests and clients)."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    message = body if timestamp is None else f"{timestamp}.".encode() + body
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+class Webhook(TriggerType):
+    """Runs started by HTTP deliveries to ``POST /hooks/{triggerId}``."""
+
+    type = "webhook"
+    title = "Start runs from HTTP calls to /hooks/{triggerId} (HMAC-SHA256, dedup)"
+    Config = WebhookConfig
+
+    @classmethod
+    def describe(cls, trigger_id: str, config: WebhookConfig) -> dict[str, Any]:
+        return {"path": ROUTE.format(trigger_id=trigger_id), "method": "POST"}
+
+
+def _error(status: int, code: str, message: str, details: Any = None) -> web.Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return web.json_response(body, status=status)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    """The raw body, or :class:`_TooLarge` as soon as it passes ``limit`` bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _verify(
+    config: SignatureConfig, secret: str, request: web.Request, body: bytes, now: float
+) -> web.Response | None:
+    provided = request.headers.get(config.header)
+    if not provided:
+        return _error(
+            401,
+            "missing_signature",
+            f"the {config.header} header is missing",
+            {"header": config.header},
+        )
+    timestamp: str | None = None
+    if config.timestamp_header is not None:
+        timestamp = request.headers.get(config.timestamp_header)
+        if not timestamp:
+            return _error(
+                401,
+                "missing_signature",
+                f"the {config.timestamp_header} header is missing",
+                {"header": config.timestamp_header},
+            )
+        try:
+            sent = int(timestamp)
+        except ValueError:
+            return _error(
+                401, "invalid_signature", f"{config.timestamp_header} must be Unix seconds"
+            )
+        if abs(now - sent) > config.tolerance_seconds:
+            return _error(
+                401,
+                "stale_timestamp",
+                f"the signature timestamp is more than {config.tolerance_seconds} s "
+                "away from the server's clock",
+                {"toleranceSeconds": config.tolerance_seconds},
+            )
+    expected = (config.prefix + sign(secret, body, timestamp)).encode()
+    if not hmac.compare_digest(expected, provided.strip().encode("utf-8", "replace")):
+        return _error(401, "invalid_signature", "the signature does not match the body")
+    return None
+
+
+def _headers(request: web.Request) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        key = name.lower()
+        if key in DROPPED_HEADERS:
+            continue
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return headers
+
+
+def _multi(pairs: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            out[key] = [*out[key], value] if isinstance(out[key], list) else [out[key], value]
+        else:
+            out[key] = value
+    return out
+
+
+def _parse_body(request: web.Request, body: bytes) -> Any:
+    """Parsed body, or an error response (415/400)."""
+    if not body:
+        return None
+    if hdrs.CONTENT_TYPE not in request.headers:
+        return _error(
+            415, "unsupported_media_type", "a Content-Type header is required with a body"
+        )
+    mime = request.content_type.lower()
+    try:
+        if mime == "application/json" or mime.endswith("+json"):
+            return json.loads(body.decode(request.charset or "utf-8"))
+        if mime == "application/x-www-form-urlencoded":
+            text = body.decode(request.charset or "utf-8")
+            return _multi(parse_qsl(text, keep_blank_values=True))
+        if mime.startswith("text/"):
+            return body.decode(request.charset or "utf-8")
+    except (ValueError, LookupError) as exc:
+        return _error(400, "malformed_body", f"the {mime} body cannot be parsed: {exc}")
+    return _error(
+        415,
+        "unsupported_media_type",
+        f"{mime} is not accepted; send application/json, "
+        "application/x-www-form-urlencoded or text/*",
+        {"contentType": mime},
+    )
+
+
+def make_handler(api: PluginAPI) -> Any:
+    """The ``POST /hooks/{trigger_id}`` handler bound to the kernel's plugin API."""
+
+    async def handle(request: web.Request) -> web.Response:
+        trigger_id = request.match_info["trigger_id"]
+        trigger = await api.get_trigger(trigger_id)
+        if trigger is None or trigger.type != Webhook.type or not trigger.enabled:
+            return _error(404, "trigger_not_found", "no enabled webhook trigger has this id")
+        config: WebhookConfig = trigger.config
+        limit = config.max_body_bytes or api.settings.max_body_bytes
+        try:
+            body = await _read_limited(request, limit)
+        except _TooLarge:
+            return _error(
+                413,
+                "payload_too_large",
+                f"the request body is larger than the limit of {limit} bytes",
+                {"maxBytes": limit},
+            )
+        now = api.clock.now()
+        if config.signature is not None:
+            sig = config.signature
+            secret = (
+                sig.secret.get_secret_value()
+                if sig.secret is not None
+                else api.resolve_secret(sig.secret_name or "", trigger.tenant_id)
+            )
+            if not secret:
+                return _error(
+                    500,
+                    "signature_secret_missing",
+                    f"the credential {sig.secret_name!r} this trigger verifies with is not "
+                    "available",
+                )
+            failure = _verify(sig, secret, request, body, now.timestamp())
+            if failure is not None:
+                return failure
+        parsed = _parse_body(request, body)
+        if isinstance(parsed, web.Response):
+            return parsed
+        delivery_id = (
+            request.headers.get(config.delivery_id_header) if config.delivery_id_header else None
+        ) or None
+        event = {
+            "body": parsed,
+            "headers": _headers(request),
+            "query": _multi(request.query.items()),
+            "method": request.method,
+            "path": request.path,
+            "contentType": request.content_type if body else None,
+            "deliveryId": delivery_id,
+            "receivedAt": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        }
+        result = await api.fire_trigger(
+            trigger,
+            event,
+            key=f"delivery:{delivery_id}" if delivery_id else None,
+            correlation_id=(request.headers.get("Correlation-Id") or delivery_id or "")[:200]
+            or None,
+        )
+        if not result.activated:
+            body_out: dict[str, Any] = {"activated": False, "reason": result.outcome}
+            if result.error:
+                body_out["error"] = result.error
+            return web.json_response(body_out, status=200)
+        execution_id = result.execution_id
+        return web.json_response(
+            {
+                "executionId": execution_id,
+                "statusUrl": f"/api/v1/executions/{execution_id}",
+                "activated": True,
+                "duplicate": not result.created,
+            },
+            status=202,
+            headers={"Location": f"/api/v1/executions/{execution_id}"},
+        )
+
+    return handle
+
+
+@hookimpl
+def register_triggers(register):  # type: ignore[no-untyped-def]
+    register(Webhook)
+
+
+@hookimpl
+def register_routes(app: web.Application, kernel: PluginAPI) -> None:
+    app.router.add_post(ROUTE, make_handler(kernel))
