@@ -398,3 +398,31 @@ async def test_scheduler_loop_stops_even_before_its_first_tick(kernel_factory: A
     kernel.start_scheduler()  # and it can be started again
     await kernel.scheduler.wait_for_ticks(1)
     await kernel.stop_scheduler()
+
+
+async def test_scheduled_time_reaches_templates_as_execution_scheduled_time(
+    kernel_factory: Any,
+) -> None:
+    clock = FakeClock(utc(2026, 3, 2, 8, 59, 50))
+    kernel = await kernel_factory(clock=clock)
+    await kernel.service.apply(
+        {
+            "id": "ticker",
+            "displayName": "Ticker",
+            "nodes": [
+                {
+                    "id": "say",
+                    "actionType": "core.echo",
+                    "parameters": {"message": "due {{ execution.scheduledTime }}"},
+                }
+            ],
+        }
+    )
+    await kernel.triggers.create("ticker", {"type": "schedule", "config": {"cron": "0 9 * * *"}})
+    clock.advance(20)
+    assert (await kernel.scheduler.tick()).started == 1
+    (run,) = await runs(kernel)
+    kernel.start_worker()
+    assert await kernel.ledger.wait_until_final(run["id"], timeout=30) == "Succeeded"
+    view = await kernel.service.get_execution(str(run["id"]))
+    assert view["actions"][0]["outputs"] == {"echo": "due 2026-03-02T09:00:00Z"}

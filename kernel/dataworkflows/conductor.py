@@ -208,7 +208,9 @@ class Conductor:
     async def _drive(self, state: _Run) -> str:
         plan, run = state.plan, state.run
         pending: list[StepRecord] = []  # final rows not yet written
-        self._restore(state, await self.ledger.list_actions(run.id))
+        # a first claim has nothing recorded yet: only a run with history reads it back
+        if run.has_history:
+            self._restore(state, await self.ledger.list_actions(run.id))
         for node_id in plan.order:
             if state.nodes[node_id].status is not None:
                 self._route(state, state.nodes[node_id], replay=True)
@@ -731,6 +733,8 @@ class Conductor:
                 "workflowId": run.workflow_id,
                 "version": run.workflow_version,
                 "principal": run.principal,
+                # set by time-based triggers (the schedule plugin): when the run was due
+                "scheduledTime": run.trigger.get("scheduledTime"),
             },
         }
         if attempt is not None:

@@ -55,9 +55,17 @@ class ClaimedRun:
     #: set when a cancel was requested (by the API, from any process)
     cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
 
+    #: ``next_sequence`` right after the claim (set by the ledger)
+    claimed_sequence: int = 0
+
     @property
     def id_str(self) -> str:
         return str(self.id)
+
+    @property
+    def has_history(self) -> bool:
+        """Whether the ledger may hold attempts of this run (resumed, or written since)."""
+        return self.recovered or self.next_sequence != self.claimed_sequence
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,10 @@ class RunLedger:
         self._finished: dict[uuid.UUID, list[asyncio.Future[str]]] = {}
         #: runs this process executes, so a cancel request can reach them at once
         self.local_runs: dict[uuid.UUID, ClaimedRun] = {}
+        #: group commit of step writes (see record_steps)
+        self.max_batch = 64
+        self._batch: list[_PendingWrite] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- enqueue --------------------------------------------------------------------------
 
@@ -195,30 +207,36 @@ class RunLedger:
         same run. Every claim increases the run's fencing token. A run recovered more than
         ``max_recoveries`` times is moved to the dead letters and ends ``Failed``.
         """
-        while True:
-            claimed = await self._claim_one(owner)
-            if claimed is None:
-                return None
-            if isinstance(claimed, ClaimedRun):
-                return claimed
-            # a dead-lettered run: look for another one
+        runs = await self.claim_many(owner, 1)
+        return runs[0] if runs else None
 
-    async def _claim_one(self, owner: str) -> ClaimedRun | bool | None:
+    async def claim_many(self, owner: str, limit: int) -> list[ClaimedRun]:
+        """Claim up to ``limit`` runs in one transaction (see :meth:`claim`)."""
+        while True:
+            claimed, dead = await self._claim_batch(owner, limit)
+            if claimed or not dead:
+                return claimed
+            # only dead-lettered runs came back: look for others
+
+    async def _claim_batch(self, owner: str, limit: int) -> tuple[list[ClaimedRun], int]:
         t = workflow_executions
         now = self.clock.now()
         claimable = or_(
             t.c.status == "Pending",
             and_(t.c.status == "Running", t.c.lease_expires_at < now),
         )
-        pick = select(t.c.id).where(claimable).order_by(t.c.created_at).limit(1)
+        pick = select(t.c.id).where(claimable).order_by(t.c.created_at).limit(limit)
         if not self.db.is_sqlite:
             pick = pick.with_for_update(skip_locked=True)
         expired = and_(t.c.status == "Running", t.c.lease_owner.is_not(None))
+        claimed: list[ClaimedRun] = []
+        recorded: list[tuple[ClaimedRun, list[RunEvent]]] = []
+        dead: list[ClaimedRun] = []
         async with self.db.begin() as conn:
-            row = (
+            rows = (
                 await conn.execute(
                     update(t)
-                    .where(t.c.id == pick.scalar_subquery(), claimable)
+                    .where(t.c.id.in_(pick.scalar_subquery()), claimable)
                     .values(
                         status="Running",
                         started_at=func.coalesce(t.c.started_at, now),
@@ -236,40 +254,48 @@ class RunLedger:
                         t.c.principal,
                         t.c.correlation_id,
                         t.c.started_at,
+                        t.c.created_at,
                         t.c.fencing_token,
                         t.c.recovery_count,
                         t.c.cancel_requested,
                     )
                 )
-            ).one_or_none()
-            if row is None:
-                return None
-            last = (
-                await conn.execute(
-                    select(func.max(execution_events.c.sequence)).where(
-                        execution_events.c.execution_id == row.id
+            ).all()
+            if not rows:
+                return [], 0
+            rows.sort(key=lambda r: r.created_at)
+            last_seq = dict(
+                (
+                    await conn.execute(
+                        select(
+                            execution_events.c.execution_id, func.max(execution_events.c.sequence)
+                        )
+                        .where(execution_events.c.execution_id.in_([r.id for r in rows]))
+                        .group_by(execution_events.c.execution_id)
                     )
-                )
-            ).scalar_one()
-            run = ClaimedRun(
-                id=row.id,
-                workflow_id=row.workflow_id,
-                workflow_version=row.workflow_version,
-                trigger=row.trigger,
-                tenant_id=row.tenant_id,
-                principal=row.principal,
-                correlation_id=row.correlation_id,
-                next_sequence=(last or 0) + 1,
-                started_at=row.started_at,
-                fencing_token=row.fencing_token,
-                recovered=row.fencing_token > 1,
+                ).all()
             )
-            if row.cancel_requested:
-                run.cancel_requested.set()
-            if row.recovery_count > self.max_recoveries:
-                await self._dead_letter(conn, run, row.recovery_count, now)
-                dead = True
-            else:
+            events: list[dict[str, Any]] = []
+            for row in rows:
+                run = ClaimedRun(
+                    id=row.id,
+                    workflow_id=row.workflow_id,
+                    workflow_version=row.workflow_version,
+                    trigger=row.trigger,
+                    tenant_id=row.tenant_id,
+                    principal=row.principal,
+                    correlation_id=row.correlation_id,
+                    next_sequence=(last_seq.get(row.id) or 0) + 1,
+                    started_at=row.started_at,
+                    fencing_token=row.fencing_token,
+                    recovered=row.fencing_token > 1,
+                )
+                if row.cancel_requested:
+                    run.cancel_requested.set()
+                if row.recovery_count > self.max_recoveries:
+                    await self._dead_letter(conn, run, row.recovery_count, now)
+                    dead.append(run)
+                    continue
                 if run.recovered:
                     event = NewEvent(
                         EventType.RUN_RESUMED,
@@ -277,13 +303,18 @@ class RunLedger:
                     )
                 else:
                     event = NewEvent(EventType.RUN_STARTED, payload={"owner": owner})
-                recorded = await self._insert_events(conn, run, [event], now)
-                dead = False
-        if dead:
+                numbered = self._number_events(run, [event], now)
+                run.claimed_sequence = run.next_sequence
+                events.append(_event_row(run.id, numbered[0].sequence, event, now))
+                claimed.append(run)
+                recorded.append((run, numbered))
+            if events:
+                await conn.execute(execution_events.insert(), events)
+        for run in dead:
             self._resolve(run.id, "Failed")
-            return True
-        self._emit(run, recorded)
-        return run
+        for run, numbered in recorded:
+            self._emit(run, numbered)
+        return claimed, len(dead)
 
     async def _dead_letter(
         self, conn: Any, run: ClaimedRun, recoveries: int, now: datetime
@@ -322,66 +353,118 @@ class RunLedger:
     async def record_steps(
         self, run: ClaimedRun, steps: Sequence[StepRecord], finish: RunFinish | None = None
     ) -> None:
-        """Write attempts (and, if given, the end of the run) in one fenced transaction.
+        """Write attempts (and, if given, the end of the run), durably, before returning.
 
-        Raises :class:`StaleRunError`, writing nothing, when this claim no longer holds the
-        run (its lease was taken over) or the run is already final.
+        Raises :class:`StaleRunError`, writing nothing for this run, when this claim no
+        longer holds the run (its lease was taken over) or the run is already final.
+
+        Group commit: writes that arrive while another is being committed share the next
+        transaction (steps of *different* runs; a run's own writes are sequential). Every
+        caller still returns only after its rows are committed, so nothing that depends on
+        a step starts before the step is durable.
         """
         # secrets handed to actions never reach the ledger (dataworkflows.redaction)
         steps = [_redacted(step) for step in steps]
         if finish is not None and finish.error:
             finish = replace(finish, error=redactor.redact(finish.error))
-        now = self.clock.now()
-        events = [
-            NewEvent(
-                _STEP_EVENT[step.status],
-                step.node_id,
-                {"attempt": step.attempt, "status": step.status}
-                | ({"error": step.error} if step.error else {}),
-            )
-            for step in steps
-        ]
-        if finish is not None:
-            events.append(_finish_event(finish))
-        async with self.db.begin() as conn:
-            await self._fence(conn, run, now, finish)
-            if steps:
-                await conn.execute(
-                    action_executions.insert(),
-                    [
-                        {
-                            "id": uuid.uuid4(),
-                            "execution_id": run.id,
-                            "node_id": step.node_id,
-                            "action_type": step.action_type,
-                            "attempt": step.attempt,
-                            "status": step.status,
-                            "parameters": step.parameters,
-                            "outputs": step.outputs,
-                            "error": step.error,
-                            "started_at": step.started_at,
-                            "ended_at": step.ended_at,
-                        }
-                        for step in steps
-                    ],
-                )
-                links = [
-                    row
-                    for step in steps
-                    for row in link_rows(
-                        step.links,
-                        workflow_id=run.workflow_id,
-                        tenant_id=run.tenant_id,
-                        execution_id=run.id,
-                        node_id=step.node_id,
-                        now=now,
-                    )
-                ]
-                await insert_links(conn, self.db, links)
-            recorded = await self._insert_events(conn, run, events, now)
+        future: asyncio.Future[list[RunEvent]] = asyncio.get_running_loop().create_future()
+        self._batch.append((run, steps, finish, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_batches(), name="ledger-flush")
+        recorded = await future
         self._emit(run, recorded)
         if finish is not None:
             self._resolve(run.id, finish.status)
+
+    async def _flush_batches(self) -> None:
+        while self._batch:
+            batch, self._batch = self._batch[: self.max_batch], self._batch[self.max_batch :]
+            try:
+                results = await self._write_batch(batch)
+            except BaseException as exc:
+                for *_rest, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for (*_rest, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    async def _write_batch(self, batch: list[_PendingWrite]) -> list[list[RunEvent] | Exception]:
+        """One transaction for many runs' writes; each run is fenced on its own."""
+        t = workflow_executions
+        now = self.clock.now()
+        results: list[list[RunEvent] | Exception] = [[] for _ in batch]
+        async with self.db.begin() as conn:
+            held: set[uuid.UUID] = set()
+            ongoing = [run for run, _steps, finish, _f in batch if finish is None]
+            if ongoing:
+                rows = await conn.execute(
+                    update(t)
+                    .where(
+                        t.c.status == "Running",
+                        or_(
+                            *(
+                                and_(t.c.id == run.id, t.c.fencing_token == run.fencing_token)
+                                for run in ongoing
+                            )
+                        ),
+                    )
+                    .values(lease_expires_at=now + self.lease)
+                    .returning(t.c.id)
+                )
+                held.update(row.id for row in rows)
+            for run, _steps, finish, _f in batch:
+                if finish is not None:
+                    try:
+                        await self._fence(conn, run, now, finish)
+                    except StaleRunError:
+                        continue
+                    held.add(run.id)
+            actions: list[dict[str, Any]] = []
+            links: list[dict[str, Any]] = []
+            events: list[dict[str, Any]] = []
+            for index, (run, steps, finish, _f) in enumerate(batch):
+                if run.id not in held:
+                    results[index] = StaleRunError(
+                        f"run {run.id}: write rejected, the claim with fencing token "
+                        f"{run.fencing_token} is no longer current (taken over or already final)"
+                    )
+                    continue
+                actions.extend(_action_row(run, step) for step in steps)
+                for step in steps:
+                    links.extend(
+                        link_rows(
+                            step.links,
+                            workflow_id=run.workflow_id,
+                            tenant_id=run.tenant_id,
+                            execution_id=run.id,
+                            node_id=step.node_id,
+                            now=now,
+                        )
+                    )
+                new = [_step_event(step) for step in steps]
+                if finish is not None:
+                    new.append(_finish_event(finish))
+                recorded = self._number_events(run, new, now)
+                events.extend(
+                    _event_row(run.id, e.sequence, n, now)
+                    for e, n in zip(recorded, new, strict=True)
+                )
+                results[index] = recorded
+            if actions:
+                await conn.execute(action_executions.insert(), actions)
+            if links:
+                await insert_links(conn, self.db, links)
+            if events:
+                await conn.execute(execution_events.insert(), events)
+        return results
 
     async def finish(self, run: ClaimedRun, finish: RunFinish) -> None:
         """End a run without a step (e.g. a definition that can no longer be loaded)."""
@@ -427,6 +510,25 @@ class RunLedger:
                 f"run {run.id}: write rejected, the claim with fencing token "
                 f"{run.fencing_token} is no longer current (taken over or already final)"
             )
+
+    def _number_events(
+        self, run: ClaimedRun, events: Iterable[NewEvent], now: datetime
+    ) -> list[RunEvent]:
+        recorded = []
+        for event in events:
+            recorded.append(
+                RunEvent(
+                    execution_id=run.id_str,
+                    workflow_id=run.workflow_id,
+                    sequence=run.next_sequence,
+                    type=event.type,
+                    created_at=now,
+                    node_id=event.node_id,
+                    payload=event.payload,
+                )
+            )
+            run.next_sequence += 1
+        return recorded
 
     async def _insert_events(
         self, conn: Any, run: ClaimedRun, events: Iterable[NewEvent], now: datetime
@@ -757,6 +859,36 @@ def _redacted(step: StepRecord) -> StepRecord:
             for link in step.links
         ),
     )
+
+
+_PendingWrite = tuple[
+    "ClaimedRun", list["StepRecord"], "RunFinish | None", "asyncio.Future[list[RunEvent]]"
+]
+
+
+def _step_event(step: StepRecord) -> NewEvent:
+    return NewEvent(
+        _STEP_EVENT[step.status],
+        step.node_id,
+        {"attempt": step.attempt, "status": step.status}
+        | ({"error": step.error} if step.error else {}),
+    )
+
+
+def _action_row(run: ClaimedRun, step: StepRecord) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "execution_id": run.id,
+        "node_id": step.node_id,
+        "action_type": step.action_type,
+        "attempt": step.attempt,
+        "status": step.status,
+        "parameters": step.parameters,
+        "outputs": step.outputs,
+        "error": step.error,
+        "started_at": step.started_at,
+        "ended_at": step.ended_at,
+    }
 
 
 def _finish_event(finish: RunFinish) -> NewEvent:

@@ -57,7 +57,6 @@ class Worker:
         self.heartbeat_interval = heartbeat_interval
         self.owner = owner or default_owner()
         self._wakeup = asyncio.Event()
-        self._slots = asyncio.Semaphore(concurrency)
         self._running: dict[uuid.UUID, tuple[ClaimedRun, asyncio.Task[None]]] = {}
         self._stopping = False
         self._grace = 30.0
@@ -88,24 +87,24 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
-            await self._slots.acquire()
-            if self._stopping:
-                self._slots.release()
-                break
             self._wakeup.clear()
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                await self._wakeup.wait()  # a run ended (or stop was requested)
+                continue
             try:
-                run = await self.ledger.claim(self.owner)
+                runs = await self.ledger.claim_many(self.owner, free)
             except Exception:
-                log.exception("claiming a run failed; trying again after the poll interval")
-                run = None
-            if run is None:
-                self._slots.release()
+                log.exception("claiming runs failed; trying again after the poll interval")
+                runs = []
+            if not runs:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
                 continue
-            self.ledger.local_runs[run.id] = run
-            task = asyncio.create_task(self._execute(run), name=f"run-{run.id}")
-            self._running[run.id] = (run, task)
+            for run in runs:
+                self.ledger.local_runs[run.id] = run
+                task = asyncio.create_task(self._execute(run), name=f"run-{run.id}")
+                self._running[run.id] = (run, task)
 
     async def _execute(self, run: ClaimedRun) -> None:
         try:
@@ -119,7 +118,6 @@ class Worker:
         finally:
             self._running.pop(run.id, None)
             self.ledger.local_runs.pop(run.id, None)
-            self._slots.release()
             self.wake()
 
     async def _heartbeat(self) -> None:
