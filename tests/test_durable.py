@@ -515,3 +515,30 @@ async def test_same_request_id_100_times_concurrently_creates_one_run(api, kerne
         await scalar(kernel, text("SELECT count(*) FROM execution_events WHERE type = 'RunQueued'"))
         == 1
     )
+
+
+async def test_execute_answers_while_the_workers_are_saturated(kernel_factory, api_factory):
+    """Enqueue never waits for a worker: with every worker slot busy, execute still answers
+    202 Pending while the busy run goes on (the latency itself is measured in benchmarks W3)."""
+    kernel = await kernel_factory(worker_concurrency=1)
+    api = await api_factory(kernel)
+    slow = {
+        "id": "busy",
+        "displayName": "Busy",
+        "nodes": [{"id": "wait", "actionType": "core.echo", "parameters": {"delayMs": 60000}}],
+    }
+    assert (await api.post("/api/v1/workflows?autoActivate=true", json=slow)).status == 201
+    busy = (await (await api.post("/api/v1/workflows/busy/execute", json={})).json())["executionId"]
+    await wait_for(lambda: status_is(kernel, busy, "Running"), what="the only slot to be taken")
+    for _ in range(20):
+        resp = await api.post("/api/v1/workflows/busy/execute", json={})
+        assert resp.status == 202
+        assert (await resp.json())["status"] == "Pending"
+    assert await status_of(kernel, busy) == "Running"
+    pending = await scalar(
+        kernel,
+        select(func.count())
+        .select_from(workflow_executions)
+        .where(workflow_executions.c.status == "Pending"),
+    )
+    assert pending == 20

@@ -262,6 +262,8 @@ class RunLedger:
                 )
             ).all()
             if not rows:
+                # nothing claimed: roll back rather than commit an empty transaction
+                await conn.rollback()
                 return [], 0
             rows.sort(key=lambda r: r.created_at)
             last_seq = dict(

@@ -63,7 +63,16 @@ class Database:
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            # No pool_pre_ping: on psycopg it is an autocommitted round trip (a commit in
+            # pg_stat_database) per checkout. Stale connections are recycled instead.
+            # No server-side prepared statements: psycopg DEALLOCATEs them after every
+            # rolled-back (read) transaction, which costs more than it saves here.
+            kwargs.update(
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_recycle=1800,
+                connect_args={"prepare_threshold": None},
+            )
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _tune_sqlite(self.engine)

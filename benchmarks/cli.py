@@ -1,0 +1,527 @@
+"""``python -m benchmarks run``: run the workloads, print tables, write JSON.
+
+Example (the full run recorded in RESULTS.md)::
+
+    python3 -m uv run --all-packages --extra bench python -m benchmarks run --profile py-spy
+
+Every loop is bounded in count and time, every request goes to 127.0.0.1, and every
+scratch database the run creates is dropped at the end (``--keep-databases`` keeps them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import fmt, machine_info, table
+
+WORKLOADS = ("W1", "W2", "W3", "W4", "peer", "ceiling")
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description="DataWorkflows benchmarks (issue 8)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the workloads and write a JSON report")
+    run.add_argument("--n", type=int, default=2000, help="W1 runs (and peer runs); default 2000")
+    run.add_argument(
+        "--backend",
+        choices=("sqlite", "postgresql", "both"),
+        default="both",
+        help="database(s) for W1-W3 (W4, peer and ceiling are PostgreSQL only)",
+    )
+    run.add_argument(
+        "--only",
+        default=",".join(WORKLOADS),
+        help=f"comma-separated subset of {','.join(WORKLOADS)} (default: all)",
+    )
+    run.add_argument(
+        "--pg-url",
+        default=os.environ.get("DATAWORKFLOWS_BENCH_POSTGRES_URL") or DEFAULT_PG_URL,
+        help="a PostgreSQL server URL (any database on it): scratch databases are created "
+        "next to it (env DATAWORKFLOWS_BENCH_POSTGRES_URL; default %(default)s)",
+    )
+    run.add_argument("--w2-n", type=int, default=None, help="W2 runs (default n/20, min 2)")
+    run.add_argument("--w2-fanout", type=int, default=50, help="W2 branches (default 50)")
+    run.add_argument(
+        "--w3-rate",
+        default="200,20",
+        help="W3 requests/s, comma-separated for several runs (default 200,20: the target "
+        "rate and a rate the engine sustains, for the latency floor)",
+    )
+    run.add_argument("--w3-duration", type=float, default=10.0, help="W3 seconds (default 10)")
+    run.add_argument("--w4-rows", type=int, default=1_000_000, help="W4 executions to load")
+    run.add_argument("--w4-queries", type=int, default=300, help="W4 timed requests per query")
+    run.add_argument("--w4-max-load-seconds", type=float, default=180.0)
+    run.add_argument("--ceiling-seconds", type=float, default=10.0)
+    run.add_argument(
+        "--concurrency", type=int, default=None, help="engine worker concurrency (engine default)"
+    )
+    run.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="engine processes: 1 = `dataworkflows serve`; more adds `dataworkflows worker`s",
+    )
+    run.add_argument("--inflight", type=int, default=16, help="unfinished runs kept in flight")
+    run.add_argument("--warmup", type=int, default=20, help="runs before each measurement")
+    run.add_argument("--poll", type=float, default=0.01, help="seconds between ledger polls")
+    run.add_argument("--timeout", type=float, default=900.0, help="seconds per workload, max")
+    run.add_argument(
+        "--engine-log-level", default="WARNING", help="DATAWORKFLOWS_LOG_LEVEL of the engine"
+    )
+    run.add_argument(
+        "--profile",
+        choices=("none", "py-spy"),
+        default="none",
+        help="also run W1 once more under py-spy and summarise the profile",
+    )
+    run.add_argument("--profile-n", type=int, default=None, help="runs of the profiled W1")
+    run.add_argument("--profile-backend", choices=("sqlite", "postgresql"), default="postgresql")
+    run.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    run.add_argument("--json", type=Path, default=None, help="write the report here instead")
+    run.add_argument("--keep-databases", action="store_true")
+    run.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 if any workload failed (a skipped one, e.g. peer without dbos, is not)",
+    )
+    return parser
+
+
+def _backends(choice: str) -> list[str]:
+    return ["sqlite", "postgresql"] if choice == "both" else [choice]
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks import ceiling, peers, profiling, workloads
+    from benchmarks.common import BenchmarkError
+
+    only = {w.strip() for w in args.only.split(",") if w.strip()}
+    unknown = only - set(WORKLOADS)
+    if unknown:
+        raise SystemExit(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    backends = _backends(args.backend)
+    wants_pg = "postgresql" in backends or bool(only & {"W4", "peer", "ceiling"})
+    pg_url = args.pg_url if wants_pg else None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    work_dir = Path(tempfile.mkdtemp(prefix=f"dwbench-{stamp}-"))
+    prefix_base = "dw_bench"
+    if pg_url:
+        from benchmarks import pg
+
+        prefix_base = f"{pg.admin_database(pg_url)}_bench"
+    ctx = workloads.Context(
+        run_id=stamp,
+        work_dir=work_dir,
+        pg_admin_url=pg_url,
+        db_prefix=f"{prefix_base}_{os.getpid()}",
+        keep_databases=args.keep_databases,
+        concurrency=args.concurrency,
+        processes=args.processes,
+        inflight=args.inflight,
+        poll=args.poll,
+        warmup=args.warmup,
+        timeout=args.timeout,
+        engine_log_level=args.engine_log_level,
+        log=_log,
+    )
+    report: dict[str, Any] = {
+        "run_id": stamp,
+        "command": " ".join(sys.argv),
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "machine": machine_info(pg_url),
+        "results": [],
+    }
+    results: list[dict[str, Any]] = report["results"]
+
+    def record(result: dict[str, Any]) -> None:
+        results.append(result)
+        status = "ok" if result.get("ok") else f"FAILED: {result.get('error')}"
+        if result.get("skipped"):
+            status = f"SKIPPED: {result.get('error')}"
+        _log(f"{result['workload']} [{result.get('backend', '-')}] {status}")
+
+    w2_n = args.w2_n or max(2, args.n // 20)
+    try:
+        w3_rates = [float(x) for x in str(args.w3_rate).split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"--w3-rate: not a number list: {args.w3_rate!r}") from None
+    if not w3_rates or any(r <= 0 for r in w3_rates):
+        raise SystemExit("--w3-rate: rates must be positive")
+    try:
+        if "ceiling" in only:
+            _log("ceiling: single-row INSERT commits, 1 and 4 clients")
+            try:
+                report["ceiling"] = await asyncio.to_thread(
+                    ceiling.run_ceiling,
+                    pg_url or "",
+                    f"{ctx.db_prefix}_ceiling",
+                    seconds=args.ceiling_seconds,
+                )
+            except (BenchmarkError, Exception) as exc:
+                report["ceiling"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        for backend in backends:
+            if "W1" in only:
+                _log(f"W1 [{backend}]: {args.n} runs of a 2-step echo workflow")
+                record(await workloads.run_w1(ctx, backend, args.n))
+        if "peer" in only:
+            _log(f"peer: W1 on DBOS Transact, {args.n} runs")
+            record(await peers.run_dbos_peer(ctx, args.n))
+        for backend in backends:
+            if "W2" in only:
+                _log(f"W2 [{backend}]: {w2_n} runs of 1 -> {args.w2_fanout} -> join")
+                record(await workloads.run_w2(ctx, backend, w2_n, args.w2_fanout))
+        for backend in backends:
+            for rate in w3_rates if "W3" in only else []:
+                _log(f"W3 [{backend}]: {rate:g} req/s for {args.w3_duration:g} s")
+                record(await workloads.run_w3(ctx, backend, rate=rate, duration=args.w3_duration))
+        if "W4" in only:
+            _log(f"W4 [postgresql]: ledger reads at {args.w4_rows:,} executions")
+            record(
+                await workloads.run_w4(
+                    ctx,
+                    rows=args.w4_rows,
+                    queries=args.w4_queries,
+                    max_load_seconds=args.w4_max_load_seconds,
+                )
+            )
+        if args.profile == "py-spy":
+            profile_n = args.profile_n or min(args.n, 1000)
+            _log(f"profile: W1 [{args.profile_backend}] under py-spy, {profile_n} runs")
+            args.results_dir.mkdir(parents=True, exist_ok=True)
+            raw = args.results_dir / f"{stamp}-w1-{args.profile_backend}.pyspy.txt"
+            trace = args.results_dir / f"{stamp}-w1-{args.profile_backend}.commits.json"
+            profiled = await workloads.run_w1(
+                ctx, args.profile_backend, profile_n, profile_to=raw, trace_commits_to=trace
+            )
+            if raw.exists():
+                profiled["profile"] = profiling.summarize(raw)
+                profiled["profile"]["raw_file"] = str(raw)
+            elif profiled.get("ok"):
+                profiled["ok"] = False
+                profiled["error"] = "py-spy wrote no profile"
+            if trace.exists():
+                profiled["commit_trace"] = profiling.commit_sites(
+                    json.loads(trace.read_text()), max(1, profiled.get("runs") or 1)
+                )
+            record(profiled)
+    finally:
+        if not args.keep_databases:
+            await workloads.drop_templates(ctx)
+        if args.keep_databases:
+            _log(f"kept: {work_dir}")
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    report["comparisons"] = comparisons(report)
+    report["targets"] = evaluate_targets(report)
+    return report
+
+
+def _find(
+    report: dict[str, Any], workload: str, backend: str, rate: float | None = None
+) -> dict[str, Any] | None:
+    """The successful result of a workload (for W3: the one at ``rate``, else the first)."""
+    for r in report["results"]:
+        if r.get("workload") == workload and r.get("backend") == backend and r.get("ok"):
+            if rate is None or r.get("rate") == rate:
+                return r
+    return None
+
+
+def comparisons(report: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    ours = _find(report, "W1", "postgresql")
+    dbos = _find(report, "W1-DBOS", "postgresql")
+    if ours and dbos:
+        out["w1_ours_over_dbos_runs_per_s"] = round(ours["runs_per_s"] / dbos["runs_per_s"], 2)
+        out["w1_ours_over_dbos_engine_cpu_per_run"] = round(
+            ours["engine"]["cpu_ms_per_run"] / max(dbos["engine"]["cpu_ms_per_run"], 1e-9), 2
+        )
+    ceil = report.get("ceiling") or {}
+    if ours and ceil.get("ok"):
+        out["w1_steps_per_s_over_ceiling_4_clients"] = round(
+            ours["steps_per_s"] / ceil["clients_4_commits_per_s"], 3
+        )
+        if ours.get("commits"):
+            commits_per_s = ours["commits"]["net"] / ours["ledger_span_s"]
+            out["w1_commits_per_s"] = round(commits_per_s, 1)
+            out["w1_commits_per_s_over_ceiling_4_clients"] = round(
+                commits_per_s / ceil["clients_4_commits_per_s"], 3
+            )
+    return out
+
+
+def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each with the measured value and met / missed / not measured."""
+    targets: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, limit: float, higher_is_better: bool) -> None:
+        if value is None:
+            met = None
+        else:
+            met = value >= limit if higher_is_better else value <= limit
+        targets.append(
+            {
+                "target": name,
+                "value": value,
+                "limit": limit,
+                "met": met,
+                "status": "not measured" if met is None else ("met" if met else "MISSED"),
+            }
+        )
+
+    comp = report.get("comparisons", {})
+    w1_pg = _find(report, "W1", "postgresql")
+    w1_sqlite = _find(report, "W1", "sqlite")
+    add("W1 PostgreSQL workflows/s >= 4x DBOS", comp.get("w1_ours_over_dbos_runs_per_s"), 4, True)
+    add(
+        "W1 PostgreSQL commits per 2-step workflow <= 4",
+        (w1_pg or {}).get("commits", {}).get("per_workflow"),
+        4,
+        False,
+    )
+    add(
+        "W1 steps/s >= 30% of the 4-client insert-commit ceiling",
+        comp.get("w1_steps_per_s_over_ceiling_4_clients"),
+        0.30,
+        True,
+    )
+    add("W1 SQLite >= 300 workflows/s", (w1_sqlite or {}).get("runs_per_s"), 300, True)
+    for backend in ("postgresql", "sqlite"):
+        w3 = _find(report, "W3", backend, 200.0) or _find(report, "W3", backend)
+        w3_figures = (w3 or {}).get("w3", {})
+        rate = f"{(w3 or {}).get('rate', 200):g}"
+        add(
+            f"W3 [{backend}] 202 ack p99 <= 10 ms at {rate} req/s (target at 200)",
+            (w3_figures.get("ack_202") or {}).get("p99_ms"),
+            10,
+            False,
+        )
+        add(
+            f"W3 [{backend}] POST -> run complete p50 <= 20 ms at {rate} req/s",
+            (w3_figures.get("post_to_complete") or {}).get("p50_ms"),
+            20,
+            False,
+        )
+    w4 = _find(report, "W4", "postgresql")
+    add("W4 newest-50 list p95 <= 20 ms", (w4 or {}).get("newest_50_p95_ms"), 20, False)
+    add("W4 single execution p95 <= 5 ms", (w4 or {}).get("one_p95_ms"), 5, False)
+    return targets
+
+
+def render(report: dict[str, Any]) -> str:
+    """The terminal (and RESULTS.md) view of a report."""
+    m = report["machine"]
+    lines = [
+        f"DataWorkflows benchmarks {report['run_id']}: {m['nproc']} x {m['cpu_model']}, "
+        f"PostgreSQL {m.get('postgresql')}, Python {m['python']}, load {m['loadavg_at_start']}",
+        "",
+    ]
+    rows = []
+    for r in report["results"]:
+        if r["workload"] == "W4":
+            continue
+        commits = (r.get("commits") or {}).get("per_workflow")
+        rows.append(
+            [
+                r["workload"],
+                r["backend"],
+                "ok" if r.get("ok") else ("SKIPPED" if r.get("skipped") else "FAILED"),
+                r.get("runs"),
+                r.get("runs_per_s"),
+                r.get("steps_per_s"),
+                (r.get("latency") or {}).get("p50_ms"),
+                (r.get("latency") or {}).get("p95_ms"),
+                (r.get("latency") or {}).get("p99_ms"),
+                (r.get("service_latency") or {}).get("p50_ms"),
+                commits,
+                (r.get("engine") or {}).get("cpu_s"),
+                (r.get("engine") or {}).get("peak_rss_mib"),
+                (r.get("database") or {}).get("cpu_s"),
+            ]
+        )
+    lines.append(
+        table(
+            [
+                "workload",
+                "backend",
+                "",
+                "runs",
+                "runs/s",
+                "steps/s",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "svc p50",
+                "commits/wf",
+                "eng CPU s",
+                "eng RSS MiB",
+                "db CPU s",
+            ],
+            rows,
+        )
+    )
+    w3 = [r for r in report["results"] if r["workload"] == "W3" and r.get("w3")]
+    if w3:
+        lines += ["", "W3 webhook latency (open loop):"]
+        lines.append(
+            table(
+                [
+                    "backend",
+                    "path",
+                    "req/s",
+                    "202 p50",
+                    "202 p99",
+                    "complete p50",
+                    "complete p99",
+                    "dropped",
+                    "errors",
+                ],
+                [
+                    [
+                        r["backend"],
+                        "webhook" if not r.get("path_fallback") else "execute (fallback)",
+                        r["w3"]["achieved_rate"],
+                        r["w3"]["ack_202"]["p50_ms"],
+                        r["w3"]["ack_202"]["p99_ms"],
+                        r["w3"]["post_to_complete"]["p50_ms"],
+                        r["w3"]["post_to_complete"]["p99_ms"],
+                        r["w3"]["dropped"],
+                        r["w3"]["errors"],
+                    ]
+                    for r in w3
+                ],
+            )
+        )
+    w4 = [r for r in report["results"] if r["workload"] == "W4"]
+    for r in w4:
+        state = "ok" if r.get("ok") else f"FAILED: {r.get('error')}"
+        lines += ["", f"W4 ledger reads ({state}):"]
+        if r.get("ok"):
+            load = r["load"]
+            lines.append(
+                f"  {load['executions']:,} executions, {load['action_rows']:,} attempt rows, "
+                f"{load['database_size']}, loaded in {load['load_s']} s; "
+                f"newest 50 via {r['newest_50_via']}"
+            )
+            api = r["api"]
+            sql = r["sql"]
+            lines.append(
+                table(
+                    ["query", "API p50", "API p95", "SQL p50", "SQL p95"],
+                    [
+                        [
+                            "newest 50 of a workflow",
+                            (api["newest_50"] or {}).get("p50_ms"),
+                            (api["newest_50"] or {}).get("p95_ms"),
+                            sql["newest_50"]["p50_ms"],
+                            sql["newest_50"]["p95_ms"],
+                        ],
+                        [
+                            "one execution + actions",
+                            api["one_with_actions"]["p50_ms"],
+                            api["one_with_actions"]["p95_ms"],
+                            sql["one_with_actions"]["p50_ms"],
+                            sql["one_with_actions"]["p95_ms"],
+                        ],
+                    ],
+                )
+            )
+            lines.append("  plan of the newest-50 query (EXPLAIN ANALYZE):")
+            lines.extend(f"    {row}" for row in sql["newest_50_plan"])
+    ceil = report.get("ceiling")
+    if ceil:
+        lines.append("")
+        if ceil.get("ok"):
+            lines.append(
+                f"ceiling ({ceil['tool']}, {ceil['seconds']:g} s): single-row INSERT commits/s "
+                f"1 client {fmt(ceil['clients_1_commits_per_s'])}, "
+                f"4 clients {fmt(ceil['clients_4_commits_per_s'])}"
+            )
+        else:
+            lines.append(f"ceiling: FAILED {ceil.get('error')}")
+    comp = report.get("comparisons") or {}
+    if comp:
+        lines.append("")
+        for key, value in comp.items():
+            lines.append(f"{key}: {value}")
+    for r in report["results"]:
+        if not r.get("ok"):
+            state = "SKIPPED" if r.get("skipped") else "FAILED"
+            lines.append(f"\n{r['workload']} [{r.get('backend')}] {state}: {r.get('error')}")
+    lines += ["", "targets:"]
+    lines.append(
+        table(
+            ["target", "value", "limit", "status"],
+            [[t["target"], t["value"], t["limit"], t["status"]] for t in report["targets"]],
+        )
+    )
+    for r in report["results"]:
+        if r.get("profile"):
+            from benchmarks.profiling import render as render_profile
+
+            lines += ["", f"profile of {r['workload']} [{r['backend']}] (py-spy):"]
+            lines.append(render_profile(r["profile"], top=20))
+        if r.get("commit_trace"):
+            trace = r["commit_trace"]
+            lines += [
+                "",
+                f"write transactions by call site, {r['workload']} [{r['backend']}] "
+                f"({trace['begin_per_run']} Database.begin() per run, "
+                f"{trace['sqlalchemy_commits_per_run']} SQLAlchemy commits per run):",
+            ]
+            for site in trace["sites"]:
+                lines.append(f"  {site['per_run']:7.3f}/run  {site['count']:>7}  {site['site']}")
+        mix = r.get("statement_mix")
+        if mix and mix.get("ok"):
+            lines += [
+                "",
+                f"transactions seen by PostgreSQL, {r['workload']} [{r['backend']}] "
+                f"(log_statement): {mix['explicit_commits_per_run']} explicit commits, "
+                f"{mix['implicit_transactions_per_run']} implicit transactions, "
+                f"{mix['rollbacks_per_run']} rollbacks per run:",
+            ]
+            for kind in mix["transactions"]:
+                lines.append(f"  {kind['per_run']:7.3f}/run  {kind['count']:>7}  {kind['kind']}")
+        elif mix:
+            lines.append(f"statement mix: {mix.get('error')}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.n < 1:
+        raise SystemExit("--n must be at least 1")
+    started = time.monotonic()
+    report = asyncio.run(_run(args))
+    report["elapsed_s"] = round(time.monotonic() - started, 1)
+    path = args.json
+    if path is None:
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        path = args.results_dir / f"{report['run_id']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(render(report))
+    print(f"\nreport: {path} ({report['elapsed_s']} s)")
+    failed = [r for r in report["results"] if not r.get("ok") and not r.get("skipped")]
+    ceil = report.get("ceiling")
+    if ceil is not None and not ceil.get("ok"):
+        failed.append(ceil)
+    return 1 if (args.strict and failed) else 0

@@ -1,0 +1,150 @@
+"""PostgreSQL helpers: scratch databases and the commit counter.
+
+Commits are read from ``pg_stat_database.xact_commit`` of the benchmark's own database,
+which nothing but the benchmark uses. PostgreSQL 15 keeps a backend's counters locally and
+flushes them at most about once a second while it is busy (later when idle), and always
+when the backend exits. So the harness reads the counter only when no backend of that
+database is connected: it stops the engine, waits until its backends are gone, then reads
+with a fresh connection to *another* database (after ``pg_stat_clear_snapshot()``) until
+two reads agree. The harness's own reads of the benchmark database end with ROLLBACK, so
+they add no commits; ``harness_commits`` stays 0 and is still subtracted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+
+def plain_url(url: str) -> str:
+    """``postgresql://...`` for libpq (drops a ``+psycopg`` driver suffix)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def database_url(admin_url: str, name: str, *, driver: bool = True) -> str:
+    """The URL of database ``name`` on the server of ``admin_url``."""
+    parsed = make_url(admin_url).set(database=name)
+    parsed = parsed.set(drivername="postgresql+psycopg" if driver else "postgresql")
+    return parsed.render_as_string(hide_password=False)
+
+
+def admin_database(admin_url: str) -> str:
+    return make_url(admin_url).database or "postgres"
+
+
+def connect(admin_url: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    return psycopg.connect(plain_url(admin_url), autocommit=True, connect_timeout=10, **kwargs)
+
+
+_DROP = "DROP DATABASE IF EXISTS {} WITH (FORCE)"
+
+
+def create_database(admin_url: str, name: str, template: str | None = None) -> None:
+    """(Re)create database ``name``, empty or as a copy of ``template``."""
+    with connect(admin_url) as conn:
+        conn.execute(sql.SQL(_DROP).format(sql.Identifier(name)))
+        if template is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        else:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+            )
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    with connect(admin_url) as conn:
+        conn.execute(sql.SQL(_DROP).format(sql.Identifier(name)))
+
+
+def backends(admin_url: str, name: str) -> int:
+    """Connections to database ``name`` other than the asking one."""
+    with connect(admin_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_no_backends(admin_url: str, name: str, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if backends(admin_url, name) == 0:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _read_counters(admin_url: str, name: str) -> tuple[int, int]:
+    with connect(admin_url) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(
+            "SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = %s", (name,)
+        ).fetchone()
+    if row is None:
+        raise LookupError(f"no pg_stat_database row for {name!r}")
+    return int(row[0]), int(row[1])
+
+
+def settled_counters(admin_url: str, name: str, timeout: float = 15.0) -> dict[str, Any]:
+    """``xact_commit``/``xact_rollback`` of ``name`` once no backend is connected to it
+    and two reads 0.3 s apart agree (bounded by ``timeout``)."""
+    start = time.monotonic()
+    quiet = wait_no_backends(admin_url, name, timeout)
+    previous = _read_counters(admin_url, name)
+    stable = False
+    while time.monotonic() - start < timeout:
+        time.sleep(0.3)
+        current = _read_counters(admin_url, name)
+        if current == previous:
+            stable = True
+            break
+        previous = current
+    return {
+        "commits": previous[0],
+        "rollbacks": previous[1],
+        "tables": table_counters(admin_url, name),
+        "quiet": quiet,
+        "stable": stable,
+        "settle_s": round(time.monotonic() - start, 2),
+    }
+
+
+def table_counters(admin_url: str, name: str) -> dict[str, dict[str, int]]:
+    """Rows inserted/updated/deleted so far per table of database ``name`` (read in a
+    transaction that is rolled back, so the read adds no commit)."""
+    url = database_url(admin_url, name, driver=False)
+    with psycopg.connect(url, autocommit=False, connect_timeout=10) as conn:
+        rows = conn.execute(
+            "SELECT schemaname || '.' || relname, n_tup_ins, n_tup_upd, n_tup_del"
+            " FROM pg_stat_user_tables"
+        ).fetchall()
+        conn.rollback()
+    return {r[0]: {"ins": int(r[1]), "upd": int(r[2]), "del": int(r[3])} for r in rows}
+
+
+def table_deltas(
+    before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], runs: int
+) -> dict[str, dict[str, float]]:
+    """Per-run row writes by table between two :func:`table_counters` readings."""
+    out: dict[str, dict[str, float]] = {}
+    for table, counts in sorted(after.items()):
+        base = before.get(table, {})
+        delta = {k: counts[k] - base.get(k, 0) for k in ("ins", "upd", "del")}
+        if any(delta.values()):
+            out[table.removeprefix("public.")] = {
+                f"{k}_per_run": round(v / max(1, runs), 3) for k, v in delta.items()
+            }
+    return out
+
+
+def server_version(admin_url: str) -> str:
+    with connect(admin_url) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "?"

@@ -1,0 +1,1048 @@
+"""The workloads W1-W4 against real engine processes, plus the measuring lifecycle.
+
+Every engine workload (W1, W2, W3) goes through :func:`run_engine_workload`:
+
+1. a fresh database (SQLite file, or a scratch PostgreSQL database), migrated;
+2. a *setup* engine: create and publish the workflow over HTTP (and the webhook trigger
+   for W3), run ``warmup`` runs, stop it;
+3. PostgreSQL: read the database's settled commit counter (C0), then a *null* engine
+   lifecycle (start, ``/health``, one idle second, stop) and read it again (C0'): the
+   fixed cost of starting and stopping an engine, subtracted below;
+4. the *measured* engine: start, take the CPU baseline of the engine processes and of the
+   database's backends, drive the workload over HTTP, read the CPU and peak RSS, stop it,
+   read the settled counter (C1);
+5. read every run's ledger timestamps and attempt rows.
+
+``commits per workflow = (C1 - C0' - (C0' - C0) - harness commits) / runs``; the raw
+``(C1 - C0') / runs`` is reported too. The harness's ledger reads end with ROLLBACK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import shutil
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psycopg
+
+from benchmarks import pg
+from benchmarks.common import BenchmarkError, latency_summary, loadavg
+from benchmarks.engine import EngineProcesses
+from benchmarks.probe import LedgerProbe, RunTiming
+from benchmarks.procstats import PostgresMeter, ProcessMeter
+from benchmarks.statements import StatementLog
+
+# -- definitions ------------------------------------------------------------------------
+
+
+def w1_definition(workflow_id: str = "bench-w1", source: str = "trigger.i") -> dict[str, Any]:
+    """Two ``core.echo`` steps; the second renders the first's output (templates on).
+
+    ``source`` is where the first step reads its message: ``trigger.i`` for runs started
+    with ``POST .../execute``, ``trigger.body.i`` for webhook deliveries."""
+    return {
+        "id": workflow_id,
+        "displayName": "Benchmark W1: two echo steps",
+        "nodes": [
+            {
+                "id": "first",
+                "actionType": "core.echo",
+                "parameters": {"message": "{{ " + source + " }}"},
+            },
+            {
+                "id": "second",
+                "actionType": "core.echo",
+                "parameters": {"message": "{{ nodes.first.outputs.echo }}"},
+            },
+        ],
+    }
+
+
+def w2_definition(fanout: int = 50, workflow_id: str = "bench-w2") -> dict[str, Any]:
+    """``start`` → ``fanout`` echo nodes (success edges) → ``join`` (waits for all)."""
+    branches = [f"b{k:02d}" for k in range(fanout)]
+    return {
+        "id": workflow_id,
+        "displayName": f"Benchmark W2: fan-out 1 -> {fanout} -> join",
+        "startNode": "start",
+        "maxParallelActions": fanout,
+        "nodes": [
+            {
+                "id": "start",
+                "actionType": "core.echo",
+                "parameters": {"message": "{{ trigger.i }}"},
+                "edges": [{"targetNode": b, "when": "success"} for b in branches],
+            },
+            *[
+                {
+                    "id": b,
+                    "actionType": "core.echo",
+                    "parameters": {"message": "{{ nodes.start.outputs.echo }}"},
+                    "edges": [{"targetNode": "join", "when": "success"}],
+                }
+                for b in branches
+            ],
+            {
+                "id": "join",
+                "actionType": "core.echo",
+                "parameters": {"message": "joined {{ nodes.start.outputs.echo }}"},
+            },
+        ],
+    }
+
+
+# -- context and databases --------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    """Options shared by every workload of one invocation."""
+
+    run_id: str
+    work_dir: Path
+    pg_admin_url: str | None
+    db_prefix: str
+    keep_databases: bool = False
+    concurrency: int | None = None
+    processes: int = 1
+    inflight: int = 16
+    poll: float = 0.01
+    warmup: int = 20
+    timeout: float = 900.0
+    engine_log_level: str = "WARNING"
+    log: Callable[[str], None] = print
+    #: migrated once per invocation, copied for each workload (backend -> db name / path)
+    templates: dict[str, str] = field(default_factory=dict)
+
+    def engine_settings(self) -> dict[str, str]:
+        settings = {"log_level": self.engine_log_level}
+        if self.concurrency is not None:
+            settings["worker_concurrency"] = str(self.concurrency)
+        return settings
+
+
+@dataclass
+class BenchDB:
+    backend: str
+    url: str
+    name: str | None = None
+    path: Path | None = None
+
+
+async def prepare_database(ctx: Context, backend: str, suffix: str) -> BenchDB:
+    """A fresh, migrated database for one workload (a copy of one migrated per run)."""
+    from dataworkflows.db import migrate
+
+    if backend == "sqlite":
+        template = ctx.templates.get("sqlite")
+        if template is None:
+            template = str(ctx.work_dir / "template.db")
+            await asyncio.to_thread(migrate.upgrade, f"sqlite:///{template}")
+            ctx.templates["sqlite"] = template
+        path = ctx.work_dir / f"{suffix}.db"
+        _remove_sqlite(path)
+        await asyncio.to_thread(shutil.copyfile, template, path)
+        url = f"sqlite+aiosqlite:///{path}"
+        # a no-op unless a migration landed since the template was made (shared trees)
+        await asyncio.to_thread(migrate.upgrade, url)
+        return BenchDB(backend, url, path=path)
+    if ctx.pg_admin_url is None:
+        raise BenchmarkError("no PostgreSQL URL given (--pg-url)")
+    admin = ctx.pg_admin_url
+    template = ctx.templates.get("postgresql")
+    if template is None:
+        template = f"{ctx.db_prefix}_template"[:63]
+        await asyncio.to_thread(pg.create_database, admin, template)
+        await asyncio.to_thread(migrate.upgrade, pg.database_url(admin, template))
+        ctx.templates["postgresql"] = template
+    name = f"{ctx.db_prefix}_{suffix}"[:63]
+    await asyncio.to_thread(pg.create_database, admin, name, template)
+    url = pg.database_url(admin, name)
+    await asyncio.to_thread(migrate.upgrade, url)
+    return BenchDB(backend, url, name=name)
+
+
+async def drop_templates(ctx: Context) -> None:
+    """Remove the per-invocation template databases."""
+    template = ctx.templates.pop("postgresql", None)
+    if template is not None and ctx.pg_admin_url is not None:
+        await asyncio.to_thread(pg.drop_database, ctx.pg_admin_url, template)
+    template = ctx.templates.pop("sqlite", None)
+    if template is not None:
+        _remove_sqlite(Path(template))
+
+
+async def setup_workflow(
+    db: BenchDB, definition: dict[str, Any], *, webhook: bool
+) -> dict[str, Any]:
+    """Create and publish the workflow (and a webhook trigger) through the kernel's
+    service layer, in this process: not part of any measurement, and no extra engine
+    start-up. Returns ``trigger_id`` (None if webhook triggers are unavailable) and a note."""
+    from dataworkflows.errors import ApiError
+    from dataworkflows.kernel import Kernel
+    from dataworkflows.settings import Settings
+
+    kernel = Kernel(Settings(database_url=db.url, auto_migrate=False))
+    await kernel.start()
+    setup: dict[str, Any] = {}
+    try:
+        await kernel.service.create_workflow(definition, auto_activate=True)
+        if webhook:
+            try:
+                view = await kernel.triggers.create(
+                    definition["id"], {"type": "webhook", "config": {}, "name": "benchmark"}
+                )
+                setup["trigger_id"] = str(view["id"])
+                setup["path_note"] = "webhook trigger POST /hooks/{triggerId}"
+            except ApiError as exc:
+                setup["trigger_id"] = None
+                setup["path_note"] = f"creating a webhook trigger failed: {exc.code}: {exc}"
+    except ApiError as exc:
+        raise BenchmarkError(
+            f"creating workflow {definition['id']!r} failed: {exc.code}: {exc} {exc.details}"
+        ) from None
+    finally:
+        await kernel.close()
+    return setup
+
+
+async def drop_database(ctx: Context, db: BenchDB) -> None:
+    if ctx.keep_databases:
+        return
+    if db.name is not None and ctx.pg_admin_url is not None:
+        await asyncio.to_thread(pg.drop_database, ctx.pg_admin_url, db.name)
+    if db.path is not None:
+        _remove_sqlite(db.path)
+
+
+def _remove_sqlite(path: Path) -> None:
+    for extra in ("", "-wal", "-shm"):
+        Path(f"{path}{extra}").unlink(missing_ok=True)
+
+
+# -- HTTP helpers -----------------------------------------------------------------------
+
+
+def http_session(limit: int = 100) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit),
+        timeout=aiohttp.ClientTimeout(total=60),
+    )
+
+
+async def create_workflow(http: aiohttp.ClientSession, base: str, definition: Any) -> None:
+    async with http.post(
+        f"{base}/api/v1/workflows", params={"autoActivate": "true"}, json=definition
+    ) as resp:
+        body = await resp.text()
+        if resp.status != 201:
+            raise BenchmarkError(
+                f"creating workflow {definition['id']!r} failed: {resp.status} {body[:2000]}"
+            )
+
+
+# -- drivers ----------------------------------------------------------------------------
+
+
+@dataclass
+class DriveResult:
+    ids: list[uuid.UUID]
+    errors: list[str]
+    wall_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Driver = Callable[[aiohttp.ClientSession, str, dict[str, Any], LedgerProbe], Awaitable[DriveResult]]
+
+
+async def closed_loop(
+    http: aiohttp.ClientSession,
+    base: str,
+    workflow_id: str,
+    n: int,
+    probe: LedgerProbe,
+    *,
+    inflight: int,
+    poll: float,
+    tag: str,
+    timeout: float,
+    trigger_for: Callable[[int], dict[str, Any]] | None = None,
+) -> DriveResult:
+    """Keep ``inflight`` runs unfinished at a time: enqueue over HTTP
+    (``POST /api/v1/workflows/{id}/execute``), notice final runs in the ledger, refill."""
+    slots = asyncio.Semaphore(inflight)
+    waiting: set[uuid.UUID] = set()
+    ids: list[uuid.UUID] = []
+    errors: list[str] = []
+    producing_done = asyncio.Event()
+    url = f"{base}/api/v1/workflows/{workflow_id}/execute"
+
+    async def enqueue(i: int) -> None:
+        try:
+            trigger = trigger_for(i) if trigger_for is not None else {"i": i}
+            async with http.post(url, json={"trigger": trigger, "requestId": f"{tag}-{i}"}) as resp:
+                body = await resp.json(content_type=None)
+                if resp.status != 202:
+                    raise BenchmarkError(f"execute answered {resp.status}: {body}")
+                execution_id = uuid.UUID(body["executionId"])
+        except (aiohttp.ClientError, ValueError, KeyError, BenchmarkError) as exc:
+            errors.append(str(exc))
+            slots.release()
+            if len(errors) > max(10, n // 10):
+                raise BenchmarkError(f"too many failed enqueues; first: {errors[0]}") from None
+            return
+        ids.append(execution_id)
+        waiting.add(execution_id)
+
+    async def produce() -> None:
+        async with asyncio.TaskGroup() as group:
+            for i in range(n):
+                await slots.acquire()
+                group.create_task(enqueue(i))
+        producing_done.set()
+
+    async def watch() -> None:
+        while True:
+            if waiting:
+                for execution_id in await probe.finished(list(waiting)):
+                    waiting.discard(execution_id)
+                    slots.release()
+            if producing_done.is_set() and not waiting:
+                return
+            await asyncio.sleep(poll)
+
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout), asyncio.TaskGroup() as group:
+            group.create_task(produce())
+            group.create_task(watch())
+    except TimeoutError:
+        raise BenchmarkError(
+            f"timed out after {timeout:.0f} s: {len(ids) - len(waiting)} of {n} runs final"
+        ) from None
+    except BaseExceptionGroup as group_error:
+        first = _first_leaf(group_error)
+        if isinstance(first, BenchmarkError):
+            raise first from None
+        raise
+    return DriveResult(ids, errors, time.perf_counter() - started)
+
+
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+async def fixed_rate(
+    http: aiohttp.ClientSession,
+    url: str,
+    *,
+    rate: float,
+    duration: float,
+    tag: str,
+    max_outstanding: int,
+    timeout: float,
+    headers_for: Callable[[int], dict[str, str]],
+    body_for: Callable[[int], dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Open loop: request ``i`` leaves at ``start + i / rate`` whatever the answers do.
+
+    Returns one record per request (wall-clock send time, seconds to the answer, status,
+    execution id) and counters. A request that would exceed ``max_outstanding`` is not
+    sent and counted as dropped (the engine is not keeping up).
+    """
+    total = max(1, round(rate * duration))
+    records: list[dict[str, Any]] = []
+    outstanding = 0
+    dropped = 0
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def send(i: int) -> None:
+        nonlocal outstanding
+        record: dict[str, Any] = {"i": i, "sent_wall": time.time()}
+        started = time.perf_counter()
+        try:
+            async with http.post(url, json=body_for(i), headers=headers_for(i)) as resp:
+                body = await resp.json(content_type=None)
+                record["ack_s"] = time.perf_counter() - started
+                record["status"] = resp.status
+                if resp.status == 202 and isinstance(body, dict) and "executionId" in body:
+                    record["execution_id"] = uuid.UUID(body["executionId"])
+                else:
+                    record["error"] = f"{resp.status}: {str(body)[:300]}"
+        except (aiohttp.ClientError, ValueError, TimeoutError) as exc:
+            record["error"] = repr(exc)
+        finally:
+            outstanding -= 1
+            records.append(record)
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    deadline = start + duration + timeout
+    for i in range(total):
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if loop.time() > deadline:
+            break
+        if outstanding >= max_outstanding:
+            dropped += 1
+            continue
+        outstanding += 1
+        task = asyncio.create_task(send(i))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    send_span = loop.time() - start
+    if tasks:
+        await asyncio.wait(list(tasks), timeout=max(1.0, deadline - loop.time()))
+    for task in list(tasks):
+        task.cancel()
+    sent = total - dropped
+    return records, {
+        "requests_planned": total,
+        "requests_sent": sent,
+        "dropped": dropped,
+        "send_span_s": round(send_span, 3),
+        "achieved_rate": round(sent / send_span, 1) if send_span > 0 else None,
+    }
+
+
+async def wait_final(
+    probe: LedgerProbe, ids: list[uuid.UUID], *, poll: float, timeout: float
+) -> None:
+    """Wait (bounded) until every run in ``ids`` is final."""
+    waiting = set(ids)
+    try:
+        async with asyncio.timeout(timeout):
+            while waiting:
+                waiting -= await probe.finished(list(waiting))
+                if waiting:
+                    await asyncio.sleep(poll)
+    except TimeoutError:
+        raise BenchmarkError(
+            f"timed out after {timeout:.0f} s: {len(ids) - len(waiting)} of {len(ids)} runs final"
+        ) from None
+
+
+# -- the measuring lifecycle --------------------------------------------------------------
+
+
+def summarize_runs(
+    timings: list[RunTiming], steps: dict[str, int], expected: int
+) -> dict[str, Any]:
+    final = [t for t in timings if t.ended_at is not None]
+    if not final:
+        raise BenchmarkError("no run reached a final state")
+    first = min(t.created_at for t in final)
+    last = max(t.ended_at for t in final if t.ended_at is not None)
+    span = max((last - first).total_seconds(), 1e-9)
+    step_rows = sum(steps.values())
+    latency = [(t.ended_at - t.created_at).total_seconds() for t in final if t.ended_at]
+    service = [
+        (t.ended_at - t.started_at).total_seconds() for t in final if t.ended_at and t.started_at
+    ]
+    queued = [(t.started_at - t.created_at).total_seconds() for t in final if t.started_at]
+    return {
+        "runs": len(final),
+        "runs_expected": expected,
+        "succeeded": sum(1 for t in final if t.status == "Succeeded"),
+        "failed": sum(1 for t in final if t.status != "Succeeded"),
+        "ledger_span_s": round(span, 3),
+        "runs_per_s": round(len(final) / span, 1),
+        "steps": step_rows,
+        "steps_by_status": steps,
+        "steps_per_run": round(step_rows / len(final), 2),
+        "steps_per_s": round(step_rows / span, 1),
+        "latency": latency_summary(latency),
+        "service_latency": latency_summary(service),
+        "queue_wait": latency_summary(queued),
+    }
+
+
+async def _engine(
+    ctx: Context,
+    db: BenchDB,
+    name: str,
+    *,
+    processes: int,
+    profile_to: Path | None = None,
+    trace_commits_to: Path | None = None,
+) -> EngineProcesses:
+    engine = EngineProcesses(
+        db.url,
+        log_dir=ctx.work_dir / "logs",
+        name=name,
+        processes=processes,
+        settings=ctx.engine_settings(),
+        profile_to=profile_to,
+        trace_commits_to=trace_commits_to,
+    )
+    try:
+        await engine.start()
+    except BaseException:
+        await asyncio.to_thread(engine.stop)
+        raise
+    return engine
+
+
+async def _settled(ctx: Context, db: BenchDB) -> dict[str, Any] | None:
+    if db.name is None or ctx.pg_admin_url is None:
+        return None
+    return await asyncio.to_thread(pg.settled_counters, ctx.pg_admin_url, db.name)
+
+
+async def run_engine_workload(
+    ctx: Context,
+    backend: str,
+    *,
+    name: str,
+    definition: dict[str, Any],
+    n: int,
+    drive: Driver,
+    webhook: bool = False,
+    processes: int | None = None,
+    profile_to: Path | None = None,
+    trace_commits_to: Path | None = None,
+    log_statements: bool = False,
+    measure_commits: bool = True,
+    warm_trigger: Callable[[int], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Run one engine workload through the full measuring lifecycle (module docstring)."""
+    processes = processes or ctx.processes
+    result: dict[str, Any] = {
+        "workload": name,
+        "backend": backend,
+        "ok": False,
+        "n": n,
+        "config": {
+            "engine_processes": processes,
+            "worker_concurrency": ctx.concurrency or "engine default",
+            "inflight": ctx.inflight,
+            "warmup": ctx.warmup,
+            "engine_log_level": ctx.engine_log_level,
+            "profiled": profile_to is not None,
+            "commit_trace": trace_commits_to is not None,
+        },
+    }
+    started = time.monotonic()
+    db: BenchDB | None = None
+    try:
+        db = await prepare_database(ctx, backend, f"{name.lower()}_{backend[:2]}")
+        setup = await setup_workflow(db, definition, webhook=webhook)
+        if ctx.warmup:
+            engine = await _engine(ctx, db, f"{name}-{backend}-warmup", processes=processes)
+            try:
+                async with http_session() as http:
+                    probe = await LedgerProbe(db.url).open()
+                    try:
+                        warm = await closed_loop(
+                            http,
+                            engine.base_url,
+                            definition["id"],
+                            ctx.warmup,
+                            probe,
+                            inflight=ctx.inflight,
+                            poll=ctx.poll,
+                            tag="warmup",
+                            timeout=ctx.timeout,
+                            trigger_for=warm_trigger,
+                        )
+                    finally:
+                        await probe.close()
+                    if warm.errors:
+                        raise BenchmarkError(f"warm-up enqueue failed: {warm.errors[0]}")
+            finally:
+                await asyncio.to_thread(engine.stop)
+
+        c0 = c0b = None
+        if measure_commits:
+            c0 = await _settled(ctx, db)
+            if c0 is not None:
+                null = await _engine(ctx, db, f"{name}-{backend}-null", processes=processes)
+                await asyncio.sleep(1.0)  # the idle second is part of what is measured
+                await asyncio.to_thread(null.stop)
+                c0b = await _settled(ctx, db)
+
+        statement_log = None
+        if log_statements and db.name is not None and ctx.pg_admin_url is not None:
+            statement_log = StatementLog(ctx.pg_admin_url, db.name)
+            await asyncio.to_thread(statement_log.start)
+        engine = await _engine(
+            ctx,
+            db,
+            f"{name}-{backend}-measured",
+            processes=processes,
+            profile_to=profile_to,
+            trace_commits_to=trace_commits_to,
+        )
+        probe = await LedgerProbe(db.url).open()
+        probe_pid = probe._pg.info.backend_pid if probe._pg is not None else None
+        meter = ProcessMeter(engine.pids)
+        db_meter = PostgresMeter(db.name, exclude={probe_pid}) if db.name else None
+        result["loadavg_before"] = loadavg()
+        meter.start()
+        if db_meter is not None:
+            db_meter.start()
+        try:
+            engine.start_profiler()
+            async with http_session(limit=max(100, ctx.inflight * 2)) as http:
+                driven = await drive(http, engine.base_url, setup, probe)
+        finally:
+            await asyncio.to_thread(engine.stop_profiler)
+            engine_figures = meter.stop()
+            db_figures = db_meter.stop() if db_meter is not None else None
+            await probe.close()
+            await asyncio.to_thread(engine.stop)
+        result["loadavg_after"] = loadavg()
+        c1 = await _settled(ctx, db) if measure_commits else None
+
+        probe = await LedgerProbe(db.url).open()
+        try:
+            timings = await probe.timings(driven.ids)
+            steps = await probe.step_rows(driven.ids)
+            summary = summarize_runs(timings, steps, n)
+            if summary["failed"]:
+                summary["first_run_error"] = await probe.first_error(driven.ids)
+        finally:
+            await probe.close()
+        result.update(summary)
+        result.update(driven.extra)
+        if statement_log is not None:
+            result["statement_mix"] = await asyncio.to_thread(
+                statement_log.stop, summary["runs"], {probe_pid}
+            )
+        if setup.get("path_note"):
+            result["path"] = setup["path_note"]
+        result["enqueue_errors"] = len(driven.errors)
+        if driven.errors:
+            result["first_enqueue_error"] = driven.errors[0]
+        result["client_wall_s"] = round(driven.wall_s, 3)
+        result["engine"] = engine_figures | {
+            "cpu_ms_per_run": round(1000 * engine_figures["cpu_s"] / max(1, summary["runs"]), 3),
+            "cpu_utilisation": round(engine_figures["cpu_s"] / max(driven.wall_s, 1e-9), 2),
+        }
+        if db_figures is not None:
+            result["database"] = db_figures | {
+                "cpu_ms_per_run": round(1000 * db_figures["cpu_s"] / max(1, summary["runs"]), 3)
+            }
+        if c0 is not None and c0b is not None and c1 is not None:
+            total = c1["commits"] - c0b["commits"]
+            null_cost = c0b["commits"] - c0["commits"]
+            harness = 0
+            net = total - null_cost - harness
+            runs = max(1, summary["runs"])
+            result["commits"] = {
+                "total": total,
+                "engine_start_stop": null_cost,
+                "harness": harness,
+                "net": net,
+                "per_workflow": round(net / runs, 3),
+                "per_workflow_raw": round(total / runs, 3),
+                "per_step": round(net / max(1, summary["steps"]), 3),
+                "rollbacks": c1["rollbacks"] - c0b["rollbacks"],
+                "settled": bool(c0["stable"] and c0b["stable"] and c1["stable"]),
+                "rows_by_table": pg.table_deltas(c0b["tables"], c1["tables"], runs),
+            }
+        # W3: requests the driver dropped (engine not keeping up) started no run
+        expected = int(driven.extra.get("expected_runs", n))
+        result["runs_expected"] = expected
+        result["ok"] = summary["failed"] == 0 and summary["runs"] == expected
+        if not result["ok"]:
+            result["error"] = (
+                f"{summary['failed']} run(s) did not succeed, "
+                f"{summary['runs']} of {expected} final"
+                + (f"; first error: {summary.get('first_run_error')}" if summary["failed"] else "")
+            )
+    except BenchmarkError as exc:
+        result["error"] = str(exc)
+    except Exception as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        if db is not None:
+            with contextlib.suppress(Exception):
+                await drop_database(ctx, db)
+        result["elapsed_s"] = round(time.monotonic() - started, 1)
+    return result
+
+
+# -- W1 / W2 ------------------------------------------------------------------------------
+
+
+def closed_loop_driver(ctx: Context, workflow_id: str, n: int, tag: str) -> Driver:
+    async def drive(
+        http: aiohttp.ClientSession, base: str, setup: dict[str, Any], probe: LedgerProbe
+    ) -> DriveResult:
+        return await closed_loop(
+            http,
+            base,
+            workflow_id,
+            n,
+            probe,
+            inflight=ctx.inflight,
+            poll=ctx.poll,
+            tag=tag,
+            timeout=ctx.timeout,
+        )
+
+    return drive
+
+
+async def run_w1(
+    ctx: Context,
+    backend: str,
+    n: int,
+    *,
+    profile_to: Path | None = None,
+    trace_commits_to: Path | None = None,
+) -> dict[str, Any]:
+    """W1; with ``profile_to`` (py-spy) and/or ``trace_commits_to`` it is a diagnostic run
+    (named ``W1-profile``): its figures are skewed by the instruments and not compared."""
+    definition = w1_definition()
+    diagnostic = profile_to is not None or trace_commits_to is not None
+    return await run_engine_workload(
+        ctx,
+        backend,
+        name="W1-profile" if diagnostic else "W1",
+        definition=definition,
+        n=n,
+        drive=closed_loop_driver(ctx, definition["id"], n, "w1"),
+        profile_to=profile_to,
+        trace_commits_to=trace_commits_to,
+        log_statements=diagnostic and backend == "postgresql",
+        measure_commits=True,
+    )
+
+
+async def run_w2(ctx: Context, backend: str, n: int, fanout: int = 50) -> dict[str, Any]:
+    definition = w2_definition(fanout)
+    result = await run_engine_workload(
+        ctx,
+        backend,
+        name="W2",
+        definition=definition,
+        n=n,
+        drive=closed_loop_driver(ctx, definition["id"], n, "w2"),
+    )
+    result["fanout"] = fanout
+    if result.get("steps_per_run") is not None and result["steps_per_run"] != fanout + 2:
+        result["ok"] = False
+        result["error"] = (
+            f"expected {fanout + 2} steps per run, the ledger has {result['steps_per_run']}"
+        )
+    return result
+
+
+# -- W3 -----------------------------------------------------------------------------------
+
+
+async def run_w3(
+    ctx: Context, backend: str, *, rate: float, duration: float, max_outstanding: int = 1000
+) -> dict[str, Any]:
+    definition = w1_definition("bench-w3", source="trigger.body.i")
+
+    async def drive(
+        http: aiohttp.ClientSession, base: str, setup: dict[str, Any], probe: LedgerProbe
+    ) -> DriveResult:
+        trigger_id = setup.get("trigger_id")
+        if trigger_id:
+            url = f"{base}/hooks/{trigger_id}"
+
+            def body_for(i: int) -> dict[str, Any]:
+                return {"i": i}
+
+            def headers_for(i: int) -> dict[str, str]:
+                return {"X-Delivery-Id": f"w3-{i}"}
+        else:
+            url = f"{base}/api/v1/workflows/{definition['id']}/execute"
+
+            def body_for(i: int) -> dict[str, Any]:
+                return {"trigger": {"body": {"i": i}}, "requestId": f"w3-{i}"}
+
+            def headers_for(i: int) -> dict[str, str]:
+                return {}
+
+        started = time.perf_counter()
+        records, counters = await fixed_rate(
+            http,
+            url,
+            rate=rate,
+            duration=duration,
+            tag="w3",
+            max_outstanding=max_outstanding,
+            timeout=ctx.timeout,
+            headers_for=headers_for,
+            body_for=body_for,
+        )
+        ids = [r["execution_id"] for r in records if "execution_id" in r]
+        errors = [r["error"] for r in records if "error" in r]
+        await wait_final(probe, ids, poll=max(ctx.poll, 0.02), timeout=ctx.timeout)
+        timings = {t.id: t for t in await probe.timings(ids)}
+        complete = []
+        for r in records:
+            t = timings.get(r.get("execution_id"))  # type: ignore[arg-type]
+            if t is not None and t.ended_at is not None:
+                complete.append(t.ended_at.timestamp() - r["sent_wall"])
+        acks = [r["ack_s"] for r in records if r.get("status") == 202]
+        extra = {
+            "rate": rate,
+            "duration_s": duration,
+            "expected_runs": counters["requests_sent"] - len(errors),
+            "w3": counters
+            | {
+                "ack_202": latency_summary(acks),
+                "post_to_complete": latency_summary(complete),
+                "errors": len(errors),
+                "first_error": errors[0] if errors else None,
+                "statuses": _count(str(r.get("status", "error")) for r in records),
+            },
+        }
+        if not trigger_id:
+            extra["path_fallback"] = True
+        return DriveResult(ids, errors, time.perf_counter() - started, extra)
+
+    result = await run_engine_workload(
+        ctx,
+        backend,
+        name="W3",
+        definition=definition,
+        n=max(1, round(rate * duration)),
+        drive=drive,
+        webhook=True,
+        warm_trigger=lambda i: {"body": {"i": i}},
+    )
+    if result.get("path_fallback"):
+        result["path"] = (
+            "POST /api/v1/workflows/{id}/execute (webhook trigger unavailable: "
+            f"{result.get('path', '?')})"
+        )
+    return result
+
+
+def _count(values: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for value in values:
+        out[value] = out.get(value, 0) + 1
+    return out
+
+
+# -- W4 -----------------------------------------------------------------------------------
+
+W4_WORKFLOWS = 10
+W4_BATCH = 100_000
+_W4_LOAD = """
+WITH ins AS (
+  INSERT INTO workflow_executions (
+    id, workflow_id, workflow_version, request_id, status, trigger, tenant_id,
+    created_at, started_at, ended_at, fencing_token, recovery_count, cancel_requested)
+  SELECT gen_random_uuid(),
+         'bench-w4-' || lpad((g %% %(workflows)s)::text, 2, '0'),
+         1, 'load-' || g, 'Succeeded', jsonb_build_object('i', g), 'default',
+         %(base)s::timestamptz + g * interval '1 ms',
+         %(base)s::timestamptz + g * interval '1 ms' + interval '2 ms',
+         %(base)s::timestamptz + g * interval '1 ms' + interval '9 ms',
+         1, 0, false
+  FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS g
+  RETURNING id, request_id, started_at
+)
+INSERT INTO action_executions (
+  id, execution_id, node_id, action_type, attempt, status, parameters, outputs,
+  started_at, ended_at)
+SELECT gen_random_uuid(), ins.id, n.node, 'core.echo', 1, 'Succeeded',
+       jsonb_build_object('message', ins.request_id), jsonb_build_object('echo', ins.request_id),
+       ins.started_at + n.off, ins.started_at + n.off + interval '3 ms'
+FROM ins CROSS JOIN (VALUES ('first', interval '0 ms'), ('second', interval '4 ms')) AS n(node, off)
+"""
+#: what GET /api/v1/executions?workflowId=... asks (run_queries.executions: keyset page of
+#: 50 + 1 rows, newest first, tie broken by id)
+_W4_LIST_SQL = (
+    "SELECT * FROM workflow_executions WHERE tenant_id = 'default' AND workflow_id = %s "
+    "ORDER BY created_at DESC, id DESC LIMIT 51"
+)
+_W4_ONE_SQL = "SELECT * FROM workflow_executions WHERE id = %s"
+_W4_ACTIONS_SQL = (
+    "SELECT * FROM action_executions WHERE execution_id = %s ORDER BY started_at, node_id, attempt"
+)
+
+
+def _w4_load(url: str, rows: int, max_seconds: float, log: Callable[[str], None]) -> dict[str, Any]:
+    """Bulk-load ``rows`` executions (+2 attempt rows each) server-side, in batches."""
+    started = time.monotonic()
+    loaded = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        base = conn.execute("SELECT now() - interval '40 days'").fetchone()[0]  # type: ignore[index]
+        while loaded < rows:
+            hi = min(rows, loaded + W4_BATCH)
+            conn.execute(
+                _W4_LOAD,
+                {"workflows": W4_WORKFLOWS, "base": base, "lo": loaded + 1, "hi": hi},
+            )
+            loaded = hi
+            elapsed = time.monotonic() - started
+            log(f"  W4: loaded {loaded:,} executions in {elapsed:.0f} s")
+            if elapsed > max_seconds and loaded < rows:
+                log(f"  W4: stopping the load at {loaded:,} rows (--w4-max-load-seconds)")
+                break
+        load_s = time.monotonic() - started
+        conn.execute("VACUUM (ANALYZE) workflow_executions")
+        conn.execute("VACUUM (ANALYZE) action_executions")
+        size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
+        db_size = size.fetchone()[0]  # type: ignore[index]
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM workflow_executions),"
+            " (SELECT count(*) FROM action_executions)"
+        ).fetchone()
+    return {
+        "rows_requested": rows,
+        "executions": int(counts[0]) if counts else loaded,
+        "action_rows": int(counts[1]) if counts else None,
+        "load_s": round(load_s, 1),
+        "vacuum_analyze_s": round(time.monotonic() - started - load_s, 1),
+        "database_size": db_size,
+        "partial": loaded < rows,
+    }
+
+
+def _w4_sample_ids(url: str, count: int) -> tuple[list[uuid.UUID], list[str]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM workflow_executions TABLESAMPLE SYSTEM (1) LIMIT %s", (count,)
+            ).fetchall()
+        ]
+        if len(ids) < count:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM workflow_executions ORDER BY random() LIMIT %s", (count,)
+                ).fetchall()
+            ]
+        workflows = [r[0] for r in conn.execute("SELECT id FROM workflows ORDER BY id").fetchall()]
+    random.Random(8).shuffle(ids)
+    return ids, workflows
+
+
+def _w4_sql_timings(
+    url: str, workflow_id: str, ids: list[uuid.UUID], queries: int
+) -> dict[str, Any]:
+    """The same reads straight on the database (what the API's time is made of)."""
+    list_s: list[float] = []
+    one_s: list[float] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        for _ in range(10):
+            conn.execute(_W4_LIST_SQL, (workflow_id,), prepare=True).fetchall()
+        for _ in range(queries):
+            t = time.perf_counter()
+            conn.execute(_W4_LIST_SQL, (workflow_id,), prepare=True).fetchall()
+            list_s.append(time.perf_counter() - t)
+        for i in range(queries):
+            key = ids[i % len(ids)]
+            t = time.perf_counter()
+            conn.execute(_W4_ONE_SQL, (key,), prepare=True).fetchall()
+            conn.execute(_W4_ACTIONS_SQL, (key,), prepare=True).fetchall()
+            one_s.append(time.perf_counter() - t)
+        plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + _W4_LIST_SQL, (workflow_id,)).fetchall()
+        one_plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + _W4_ACTIONS_SQL, (ids[0],))
+        one_plan_rows = one_plan.fetchall()
+    return {
+        "newest_50": latency_summary(list_s),
+        "one_with_actions": latency_summary(one_s),
+        "newest_50_plan": [r[0] for r in plan],
+        "actions_plan": [r[0] for r in one_plan_rows],
+    }
+
+
+async def run_w4(
+    ctx: Context, *, rows: int, queries: int, max_load_seconds: float
+) -> dict[str, Any]:
+    """Ledger reads at ``rows`` executions (PostgreSQL), through the HTTP API."""
+    result: dict[str, Any] = {"workload": "W4", "backend": "postgresql", "ok": False}
+    started = time.monotonic()
+    db: BenchDB | None = None
+    engine: EngineProcesses | None = None
+    try:
+        db = await prepare_database(ctx, "postgresql", "w4_pg")
+        engine = await _engine(ctx, db, "W4-postgresql", processes=1)
+        async with http_session() as http:
+            for k in range(W4_WORKFLOWS):
+                await create_workflow(http, engine.base_url, w1_definition(f"bench-w4-{k:02d}"))
+            plain = pg.database_url(ctx.pg_admin_url or "", db.name or "", driver=False)
+            result["load"] = await asyncio.to_thread(
+                _w4_load, plain, rows, max_load_seconds, ctx.log
+            )
+            ids, workflows = await asyncio.to_thread(_w4_sample_ids, plain, queries)
+            if not ids:
+                raise BenchmarkError("no executions were loaded")
+            target = "bench-w4-03" if "bench-w4-03" in workflows else workflows[0]
+            result["workflow"] = target
+
+            # newest 50 of a workflow: the API's list endpoint if there is one
+            list_url = f"{engine.base_url}/api/v1/executions"
+            list_params = {"workflowId": target, "limit": "50"}
+            async with http.get(list_url, params=list_params) as resp:
+                body = await resp.json(content_type=None) if resp.status == 200 else None
+            items = body.get("items") if isinstance(body, dict) else None
+            has_list = isinstance(items, list) and 0 < len(items) <= 50
+            if has_list:
+                wrong = [i for i in items if i.get("workflowId") not in (None, target)]
+                if wrong:
+                    has_list = False
+            result["newest_50_via"] = (
+                "GET /api/v1/executions?workflowId=...&limit=50"
+                if has_list
+                else "SQL (no list endpoint answered GET /api/v1/executions?workflowId=...)"
+            )
+
+            async def timed_get(url: str, params: dict[str, str] | None = None) -> float:
+                t = time.perf_counter()
+                async with http.get(url, params=params) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        raise BenchmarkError(f"GET {url} answered {resp.status}")
+                return time.perf_counter() - t
+
+            api_list: list[float] = []
+            if has_list:
+                for _ in range(10):
+                    await timed_get(list_url, list_params)
+                for _ in range(queries):
+                    api_list.append(await timed_get(list_url, list_params))
+            api_one: list[float] = []
+            for key in ids[:10]:
+                await timed_get(f"{engine.base_url}/api/v1/executions/{key}")
+            for i in range(queries):
+                key = ids[i % len(ids)]
+                api_one.append(await timed_get(f"{engine.base_url}/api/v1/executions/{key}"))
+        sql = await asyncio.to_thread(_w4_sql_timings, plain, target, ids, queries)
+        result["api"] = {
+            "newest_50": latency_summary(api_list) if has_list else None,
+            "one_with_actions": latency_summary(api_one),
+        }
+        result["sql"] = sql
+        result["queries"] = queries
+        headline_list = result["api"]["newest_50"] or sql["newest_50"]
+        result["newest_50_p50_ms"] = headline_list["p50_ms"]
+        result["newest_50_p95_ms"] = headline_list["p95_ms"]
+        result["one_p50_ms"] = result["api"]["one_with_actions"]["p50_ms"]
+        result["one_p95_ms"] = result["api"]["one_with_actions"]["p95_ms"]
+        result["ok"] = True
+    except BenchmarkError as exc:
+        result["error"] = str(exc)
+    except Exception as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        if engine is not None:
+            await asyncio.to_thread(engine.stop)
+        if db is not None:
+            with contextlib.suppress(Exception):
+                await drop_database(ctx, db)
+        result["elapsed_s"] = round(time.monotonic() - started, 1)
+    return result

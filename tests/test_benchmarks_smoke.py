@@ -1,0 +1,168 @@
+"""The benchmark harness (``python -m benchmarks run``) runs end to end on a tiny N.
+
+It checks that every workload goes through the real path and that the report has the
+figures the issue asks for; it asserts no timing (benchmarks are not timed tests). The
+PostgreSQL case also runs W4, the insert-commit ceiling and the DBOS peer (which reports
+"not installed" and is skipped when the ``bench`` extra is absent, as in CI).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dataworkflows.testing import POSTGRES_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_harness(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Any]:
+    report = tmp_path / "report.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAWORKFLOWS_")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "run",
+            "--json",
+            str(report),
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--strict",
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    data = json.loads(report.read_text()) if report.exists() else None
+    return proc, data
+
+
+def _result(report: dict[str, Any], workload: str, backend: str) -> dict[str, Any]:
+    found = [r for r in report["results"] if r["workload"] == workload and r["backend"] == backend]
+    assert len(found) == 1, [r["workload"] for r in report["results"]]
+    return found[0]
+
+
+def _check_engine_workload(result: dict[str, Any], runs: int, steps_per_run: float) -> None:
+    assert result["ok"], result.get("error")
+    assert result["runs"] == runs
+    assert result["succeeded"] == runs
+    assert result["steps_per_run"] == steps_per_run
+    for key in ("runs_per_s", "steps_per_s"):
+        assert result[key] > 0
+    for key in ("p50_ms", "p95_ms", "p99_ms"):
+        assert result["latency"][key] is not None
+    assert result["engine"]["processes"] == 1
+    assert result["engine"]["cpu_s"] >= 0
+    assert result["engine"]["peak_rss_mib"] > 0
+
+
+def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
+    args = [
+        "--backend",
+        backend,
+        "--n",
+        "4",
+        "--warmup",
+        "0",
+        "--w2-n",
+        "2",
+        "--w2-fanout",
+        "5",
+        "--w3-rate",
+        "20",
+        "--w3-duration",
+        "0.5",
+    ]
+    if backend == "postgresql":
+        args += [
+            "--pg-url",
+            os.environ[POSTGRES_ENV],
+            "--w4-rows",
+            "300",
+            "--w4-queries",
+            "5",
+            "--ceiling-seconds",
+            "1",
+        ]
+    else:
+        args += ["--only", "W1,W2,W3"]
+    proc, report = _run_harness(tmp_path, *args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert report is not None
+    assert report["machine"]["nproc"] >= 1
+
+    _check_engine_workload(_result(report, "W1", backend), 4, 2)
+    _check_engine_workload(_result(report, "W2", backend), 2, 7)
+    w3 = _result(report, "W3", backend)
+    _check_engine_workload(w3, 10, 2)
+    assert w3["w3"]["requests_sent"] == 10
+    assert w3["w3"]["ack_202"]["count"] == 10
+    assert w3["w3"]["post_to_complete"]["count"] == 10
+    assert "target" in proc.stdout and "W1" in proc.stdout
+
+    if backend == "sqlite":
+        assert "commits" not in _result(report, "W1", backend)
+        return
+
+    w1 = _result(report, "W1", backend)
+    commits = w1["commits"]
+    assert commits["settled"]
+    # at least enqueue + claim + one write per step, per workflow
+    assert commits["per_workflow"] >= 3
+    assert w1["database"]["backends_seen"] >= 1
+    assert commits["rows_by_table"]["action_executions"]["ins_per_run"] == 2
+
+    w4 = _result(report, "W4", backend)
+    assert w4["ok"], w4.get("error")
+    assert w4["load"]["executions"] == 300
+    assert w4["load"]["action_rows"] == 600
+    assert w4["api"]["one_with_actions"]["count"] == 5
+    assert w4["newest_50_p95_ms"] is not None
+
+    ceiling = report["ceiling"]
+    assert ceiling["ok"], ceiling.get("error")
+    assert ceiling["clients_1_commits_per_s"] > 0
+    assert ceiling["clients_4_commits_per_s"] > 0
+    assert report["comparisons"]["w1_steps_per_s_over_ceiling_4_clients"] > 0
+
+    peer = _result(report, "W1-DBOS", backend)
+    if importlib.util.find_spec("dbos") is None:
+        assert peer["skipped"]
+        assert "not installed" in peer["error"]
+    else:
+        assert peer["ok"], peer.get("error")
+        assert peer["runs"] == 4
+        assert peer["commits"]["per_workflow"] > 0
+        assert report["comparisons"]["w1_ours_over_dbos_runs_per_s"] > 0
+
+    statuses = {t["status"] for t in report["targets"]}
+    assert statuses <= {"met", "MISSED", "not measured"}
+
+
+def test_harness_rejects_an_unknown_workload(tmp_path: Path) -> None:
+    proc, report = _run_harness(tmp_path, "--backend", "sqlite", "--only", "W9")
+    assert proc.returncode != 0
+    assert "unknown workload" in proc.stderr
+    assert report is None
+
+
+@pytest.mark.parametrize("n", ["0", "-3"])
+def test_harness_rejects_a_bad_n(tmp_path: Path, n: str) -> None:
+    proc, report = _run_harness(tmp_path, "--backend", "sqlite", "--n", n)
+    assert proc.returncode != 0
+    assert "--n must be at least 1" in proc.stderr
+    assert report is None
