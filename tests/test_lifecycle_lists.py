@@ -217,3 +217,57 @@ async def test_versions_and_dead_letters_page(quiet):
     assert [d["executionId"] for d in items] == list(reversed(runs))
     assert pages == 2
     assert (await ok(await api.get("/api/v1/dead-letters?limit=5")))["nextCursor"] is None
+
+
+async def test_trigger_and_credential_lists_are_paginated(api, kernel, simple_echo):
+    """Every list endpoint pages the same way: ``limit`` + opaque ``cursor``."""
+    await api.post("/api/v1/workflows?autoActivate=true", json=simple_echo)
+    for i in range(5):
+        resp = await api.post(
+            "/api/v1/workflows/simple-echo/triggers",
+            json={"type": "webhook", "name": f"hook {i}", "config": {}},
+        )
+        assert resp.status == 201, await resp.text()
+    seen, cursor = [], None
+    while True:
+        url = "/api/v1/workflows/simple-echo/triggers?limit=2" + (
+            f"&cursor={cursor}" if cursor else ""
+        )
+        page = await (await api.get(url)).json()
+        assert len(page["items"]) <= 2
+        seen += [t["name"] for t in page["items"]]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    assert seen == [f"hook {i}" for i in range(5)]
+    bad = await api.get("/api/v1/workflows/simple-echo/triggers?cursor=nonsense")
+    assert bad.status == 422 and (await bad.json())["code"] == "invalid_cursor"
+    wrong_kind = await api.get("/api/v1/credentials?cursor=" + page_cursor_of_triggers(seen))
+    assert wrong_kind.status == 422
+    empty = await (await api.get("/api/v1/credentials?limit=1")).json()
+    assert empty == {"items": [], "nextCursor": None}
+
+
+async def test_credential_list_pages_by_name(api_factory, kernel_factory):
+    from dataworkflows.credentials import generate_key
+
+    api = await api_factory(await kernel_factory(secret_key=generate_key()))
+    for name in ("gamma", "alpha", "beta"):
+        resp = await api.post("/api/v1/credentials", json={"name": name, "secret": "s3cret-value"})
+        assert resp.status == 201, await resp.text()
+    first = await (await api.get("/api/v1/credentials?limit=2")).json()
+    assert [c["name"] for c in first["items"]] == ["alpha", "beta"]
+    second = await (
+        await api.get(f"/api/v1/credentials?limit=2&cursor={first['nextCursor']}")
+    ).json()
+    assert [c["name"] for c in second["items"]] == ["gamma"]
+    assert second["nextCursor"] is None
+    assert all("secret" not in c for c in first["items"] + second["items"])
+
+
+def page_cursor_of_triggers(_seen):
+    from datetime import UTC, datetime
+
+    from dataworkflows.pagination import encode_cursor
+
+    return encode_cursor("triggers", [datetime(2026, 1, 1, tzinfo=UTC), "x"])

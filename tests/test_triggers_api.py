@@ -345,6 +345,6 @@ async def test_missing_schedule_plugin_is_reported_not_fatal(
 
     # a kernel with no plugins at all starts and lists the triggers too
     bare = await kernel_factory(entrypoints=False)
-    assert all(t["pluginMissing"] for t in await bare.triggers.list("nightly"))
+    assert all(t["pluginMissing"] for t in (await bare.triggers.list("nightly"))["items"])
 
     assert (await api.delete(url)).status == 204

@@ -374,12 +374,19 @@ class CredentialStore:
             ).one_or_none()
         return dict(row._mapping) if row else None
 
-    async def list(self, tenant_id: str) -> list[dict[str, Any]]:
+    async def list(
+        self, tenant_id: str, *, after: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The tenant's credentials by name (``after``/``limit`` for keyset pages)."""
         t = credentials_table
+        query = select(t).where(t.c.tenant_id == tenant_id)
+        if after is not None:
+            query = query.where(t.c.name > after)
+        query = query.order_by(t.c.name)
+        if limit is not None:
+            query = query.limit(limit)
         async with self.db.connect() as conn:
-            rows = await conn.execute(
-                select(t).where(t.c.tenant_id == tenant_id).order_by(t.c.name)
-            )
+            rows = await conn.execute(query)
         return [dict(r._mapping) for r in rows]
 
     async def delete(self, tenant_id: str, name: str) -> bool:

@@ -64,6 +64,8 @@ KEYS: dict[str, tuple[Callable[[Any], Any], ...]] = {
     "executions": (_datetime, _uuid),
     "events": (_int,),
     "deadLetters": (_datetime, _uuid),
+    "triggers": (_datetime, _str),
+    "credentials": (_str,),
 }
 
 

@@ -24,13 +24,14 @@ from typing import Any
 
 import jinja2
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from dataworkflows.clock import Clock
 from dataworkflows.db.database import Database
 from dataworkflows.db.models import workflow_executions, workflows
 from dataworkflows.db.trigger_models import workflow_triggers
 from dataworkflows.errors import Conflict, NotFound, Unprocessable
+from dataworkflows.pagination import DEFAULT_LIMIT, PageRequest, encode_cursor
 from dataworkflows.plugins import PluginSet
 from dataworkflows.service import WorkflowService
 from dataworkflows.store import WorkflowStore
@@ -308,17 +309,34 @@ class TriggerService:
     ) -> dict[str, Any]:
         return await self.view(await self._row(workflow_id, trigger_id, tenant_id))
 
-    async def list(self, workflow_id: str, *, tenant_id: str = "default") -> list[dict[str, Any]]:
+    async def list(
+        self,
+        workflow_id: str,
+        *,
+        tenant_id: str = "default",
+        page: PageRequest | None = None,
+    ) -> dict[str, Any]:
+        """A page (``{items, nextCursor}``) of the workflow's triggers, oldest first."""
+        page = page or PageRequest(DEFAULT_LIMIT, None)
         await self.store.get(workflow_id, tenant_id)
         t = workflow_triggers
-        async with self.db.connect() as conn:
-            rows = await conn.execute(
-                select(t)
-                .where(t.c.workflow_id == workflow_id, t.c.tenant_id == tenant_id)
-                .order_by(t.c.created_at, t.c.id)
+        query = select(t).where(t.c.workflow_id == workflow_id, t.c.tenant_id == tenant_id)
+        if page.after is not None:
+            created, trigger_id = page.after
+            query = query.where(
+                or_(t.c.created_at > created, and_(t.c.created_at == created, t.c.id > trigger_id))
             )
+        async with self.db.connect() as conn:
+            rows = await conn.execute(query.order_by(t.c.created_at, t.c.id).limit(page.limit + 1))
             found = [dict(r._mapping) for r in rows]
-        return [await self.view(row) for row in found]
+        more = len(found) > page.limit
+        found = found[: page.limit]
+        items = [await self.view(row) for row in found]
+        last = found[-1] if found else None
+        next_cursor = (
+            encode_cursor("triggers", [last["created_at"], last["id"]]) if more and last else None
+        )
+        return {"items": items, "nextCursor": next_cursor}
 
     async def update(
         self,

@@ -18,6 +18,8 @@ from aiohttp import web
 
 from dataworkflows.credentials import credential_view
 from dataworkflows.errors import NotFound, Unprocessable
+from dataworkflows.pagination import page as paged
+from dataworkflows.pagination import parse_page
 from dataworkflows.resources import link_view
 from dataworkflows.web.errors import read_json_object
 from dataworkflows.web.keys import kernel_key
@@ -80,8 +82,14 @@ async def create_credential(request: web.Request) -> web.Response:
 @connector_routes.get("/api/v1/credentials")
 async def list_credentials(request: web.Request) -> web.Response:
     kernel = request.app[kernel_key]
-    rows = await kernel.credentials.store.list(_tenant(request))
-    return web.json_response({"items": [credential_view(r) for r in rows]})
+    request_page = parse_page(request.query, "credentials")
+    after = request_page.after[0] if request_page.after else None
+    rows = await kernel.credentials.store.list(
+        _tenant(request), after=after, limit=request_page.limit + 1
+    )
+    return web.json_response(
+        paged("credentials", rows, request_page, lambda r: [r["name"]], credential_view)
+    )
 
 
 @connector_routes.get("/api/v1/credentials/{name}")

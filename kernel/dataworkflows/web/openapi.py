@@ -315,7 +315,7 @@ def _schemas(action_types: list[str]) -> dict[str, Any]:
             },
             closed=False,
         ),
-        "TriggerList": _object({"items": {"type": "array", "items": _ref("Trigger")}}),
+        "TriggerList": _page_of("Trigger"),
         # -- credentials and resource links (web/connector_routes.py) -------------------
         "CredentialRequest": {
             **_object(
@@ -357,7 +357,7 @@ def _schemas(action_types: list[str]) -> dict[str, Any]:
             ["name", "tenantId"],
             closed=False,
         ),
-        "CredentialList": _object({"items": {"type": "array", "items": _ref("Credential")}}),
+        "CredentialList": _page_of("Credential"),
         "ResourceLink": _object(
             {
                 "system": _STR,
@@ -826,9 +826,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "listTriggers",
         "The workflow's triggers",
         tags=["triggers"],
-        params=[_WORKFLOW_ID],
-        ok={200: ("The triggers", "TriggerList")},
-        errors=(404,),
+        params=[_WORKFLOW_ID, *_PAGE],
+        ok={200: ("A page of triggers, oldest first", "TriggerList")},
+        errors=(404, 422),
     ),
     ("GET", T + "/{trigger_id}"): _operation(
         "getTrigger",
@@ -901,7 +901,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "listCredentials",
         "The tenant's credentials (never the secrets)",
         tags=["credentials"],
-        ok={200: ("The credentials", "CredentialList")},
+        params=_PAGE,
+        ok={200: ("A page of credentials, by name", "CredentialList")},
+        errors=(422,),
     ),
     ("GET", "/api/v1/credentials/{name}"): _operation(
         "getCredential",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from dataworkflows.pagination import parse_page
 from dataworkflows.web.errors import read_json_object
 from dataworkflows.web.keys import kernel_key
 
@@ -44,10 +45,12 @@ async def create_trigger(request: web.Request) -> web.Response:
 @trigger_routes.get(BASE)
 async def list_triggers(request: web.Request) -> web.Response:
     kernel = request.app[kernel_key]
-    items = await kernel.triggers.list(
-        request.match_info["workflow_id"], tenant_id=_tenant(request)
+    result = await kernel.triggers.list(
+        request.match_info["workflow_id"],
+        tenant_id=_tenant(request),
+        page=parse_page(request.query, "triggers"),
     )
-    return web.json_response({"items": items})
+    return web.json_response(result)
 
 
 @trigger_routes.get(BASE + "/{trigger_id}")
