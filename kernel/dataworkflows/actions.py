@@ -44,7 +44,7 @@ class StepOutcome(enum.StrEnum):
 
 @dataclass(frozen=True)
 class ResourceLink:
-    """An external object an action created or touched (a Slack message, a Monday item).
+    """An external object an action created or touched (a chat message, a board item).
 
     Return links in :meth:`ActionResult.succeeded`; the kernel stores them in the same
     transaction as the step (one row per workflow + system + type + external id) and lists
@@ -186,7 +186,7 @@ class CredentialError(ActionError):
 class Credentials:
     """The credentials an action may use, by name, scoped to its run's tenant.
 
-    ``await ctx.credentials.get("slack-bot")`` returns the secret string; ``fetch`` returns
+    ``await ctx.credentials.get("chat-bot")`` returns the secret string; ``fetch`` returns
     a :class:`Credential` with its metadata. Both raise :class:`CredentialError` (a
     permanent failure) when the tenant has no credential of that name. Every secret handed
     out is redacted from the ledger, events, API responses and logs. This base class (used

@@ -1,7 +1,7 @@
 """Credentials from environment variables: ``DATAWORKFLOWS_CREDENTIAL_<NAME>``.
 
 ``<NAME>`` is the credential name upper-cased with every non-alphanumeric character turned
-into ``_`` (``slack-bot`` → ``DATAWORKFLOWS_CREDENTIAL_SLACK_BOT``). Environment credentials
+into ``_`` (``chat-bot`` → ``DATAWORKFLOWS_CREDENTIAL_CHAT_BOT``). Environment credentials
 belong to the whole engine process, so they are offered to every tenant; keep per-tenant
 secrets in a tenant-aware provider.
 """

@@ -328,9 +328,9 @@ def _schemas(action_types: list[str]) -> dict[str, Any]:
                 ["name", "secret"],
             ),
             "example": {
-                "name": "slack-bot",
+                "name": "chat-bot",
                 "secret": "xoxb-...",
-                "allowedHosts": ["slack.com"],
+                "allowedHosts": ["api.example.com"],
             },
         },
         "CredentialUpdate": _object(
