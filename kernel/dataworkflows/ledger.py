@@ -434,10 +434,7 @@ class RunLedger:
             events: list[dict[str, Any]] = []
             for index, (run, steps, finish, _f) in enumerate(batch):
                 if run.id not in held:
-                    results[index] = StaleRunError(
-                        f"run {run.id}: write rejected, the claim with fencing token "
-                        f"{run.fencing_token} is no longer current (taken over or already final)"
-                    )
+                    results[index] = StaleRunError.for_claim(run)
                     continue
                 actions.extend(_action_row(run, step) for step in steps)
                 for step in steps:
@@ -508,10 +505,7 @@ class RunLedger:
             .values(**values)
         )
         if result.rowcount != 1:
-            raise StaleRunError(
-                f"run {run.id}: write rejected, the claim with fencing token "
-                f"{run.fencing_token} is no longer current (taken over or already final)"
-            )
+            raise StaleRunError.for_claim(run)
 
     def _number_events(
         self, run: ClaimedRun, events: Iterable[NewEvent], now: datetime
@@ -533,26 +527,17 @@ class RunLedger:
         return recorded
 
     async def _insert_events(
-        self, conn: Any, run: ClaimedRun, events: Iterable[NewEvent], now: datetime
+        self, conn: Any, run: ClaimedRun, events: Sequence[NewEvent], now: datetime
     ) -> list[RunEvent]:
-        rows, recorded = [], []
-        for event in events:
-            seq = run.next_sequence
-            run.next_sequence += 1
-            rows.append(_event_row(run.id, seq, event, now))
-            recorded.append(
-                RunEvent(
-                    execution_id=run.id_str,
-                    workflow_id=run.workflow_id,
-                    sequence=seq,
-                    type=event.type,
-                    created_at=now,
-                    node_id=event.node_id,
-                    payload=event.payload,
-                )
+        recorded = self._number_events(run, events, now)
+        if recorded:
+            await conn.execute(
+                execution_events.insert(),
+                [
+                    _event_row(run.id, r.sequence, event, now)
+                    for r, event in zip(recorded, events, strict=True)
+                ],
             )
-        if rows:
-            await conn.execute(execution_events.insert(), rows)
         return recorded
 
     def _emit(self, run: ClaimedRun, events: list[RunEvent]) -> None:
@@ -829,6 +814,13 @@ class RunLedger:
 
 class StaleRunError(RuntimeError):
     """A worker tried to change a run that is already final (or no longer its own)."""
+
+    @classmethod
+    def for_claim(cls, run: ClaimedRun) -> StaleRunError:
+        return cls(
+            f"run {run.id}: write rejected, the claim with fencing token "
+            f"{run.fencing_token} is no longer current (taken over or already final)"
+        )
 
 
 class RunIsFinal(Exception):

@@ -520,40 +520,34 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def execution_view(row: dict[str, Any], actions: list[dict[str, Any]]) -> dict[str, Any]:
+def _execution_fields(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": str(row["id"]),
         "workflowId": row["workflow_id"],
         "workflowVersion": row["workflow_version"],
         "requestId": row["request_id"],
         "status": row["status"],
-        "trigger": row["trigger"],
         "error": row["error"],
         "principal": row["principal"],
         "correlationId": row["correlation_id"],
         "createdAt": _ts(row["created_at"]),
         "startedAt": _ts(row["started_at"]),
         "endedAt": _ts(row["ended_at"]),
+    }
+
+
+def execution_view(row: dict[str, Any], actions: list[dict[str, Any]]) -> dict[str, Any]:
+    """A run with its trigger payload and every attempt."""
+    return {
+        **_execution_fields(row),
+        "trigger": row["trigger"],
         "actions": [action_view(a) for a in actions],
     }
 
 
 def execution_summary(row: dict[str, Any]) -> dict[str, Any]:
     """A run in a list: no trigger payload and no attempts (GET the run for those)."""
-    return {
-        "id": str(row["id"]),
-        "workflowId": row["workflow_id"],
-        "workflowVersion": row["workflow_version"],
-        "requestId": row["request_id"],
-        "status": row["status"],
-        "error": row["error"],
-        "principal": row["principal"],
-        "correlationId": row["correlation_id"],
-        "createdAt": _ts(row["created_at"]),
-        "startedAt": _ts(row["started_at"]),
-        "endedAt": _ts(row["ended_at"]),
-        "statusUrl": f"/api/v1/executions/{row['id']}",
-    }
+    return {**_execution_fields(row), "statusUrl": f"/api/v1/executions/{row['id']}"}
 
 
 def action_view(row: dict[str, Any]) -> dict[str, Any]:

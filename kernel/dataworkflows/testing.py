@@ -90,7 +90,9 @@ class _Templates:
     def _admin(self) -> Any:
         import psycopg
 
-        url = _plain_pg_url(os.environ[POSTGRES_ENV])
+        from dataworkflows.db.database import libpq_url
+
+        url = libpq_url(os.environ[POSTGRES_ENV])
         return psycopg.connect(url, autocommit=True)
 
     def postgresql(self) -> str:
@@ -128,12 +130,6 @@ class _Templates:
             with self._admin() as conn:
                 for name in [*self._pg_created, self._pg_template]:
                     conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _plain_pg_url(url: str) -> str:
-    from dataworkflows.db.database import libpq_url
-
-    return libpq_url(url)
 
 
 @pytest.fixture(scope="session")
