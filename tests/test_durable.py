@@ -493,6 +493,9 @@ async def test_sigterm_during_a_long_step_lets_the_run_finish(control, workers, 
         return "stopping" in workers.output(proc)
 
     await wait_for(stopping, what="the worker to acknowledge SIGTERM")
+    # the same signal again right away, as when it goes to a whole process group and a
+    # wrapper (uv run, a shell) forwards it too: still the one stop request, not a kill
+    proc.send_signal(signal.SIGTERM)
     held.set()
     assert (
         await control.ledger.wait_until_final(uuid.UUID(summary["executionId"]), 30) == "Succeeded"

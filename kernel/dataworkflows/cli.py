@@ -96,8 +96,9 @@ def build_cli() -> click.Group:
 
         SIGTERM or Ctrl-C: stop claiming, let runs in flight finish within
         DATAWORKFLOWS_SHUTDOWN_GRACE seconds, release the rest to other workers, exit 0.
-        A second signal exits at once, like a kill (leases then expire and other workers
-        recover the runs).
+        A second signal (more than 2 s after the first: a signal delivered to the whole
+        process group arrives twice) exits at once, like a kill (leases then expire and
+        other workers recover the runs).
         """
         settings = _settings(worker_concurrency=concurrency)
         _configure_logging(settings)
@@ -235,6 +236,10 @@ def build_cli() -> click.Group:
     return cli
 
 
+#: seconds within which a repeated SIGTERM/SIGINT counts as the same stop request
+DUPLICATE_SIGNAL_WINDOW = 2.0
+
+
 async def _worker_main(settings: Settings) -> None:
     import os
     import signal
@@ -242,14 +247,19 @@ async def _worker_main(settings: Settings) -> None:
     kernel = _make_kernel(settings)
     await _start(kernel)
     loop = asyncio.get_running_loop()
-    stopping = False
+    first_signal: float | None = None
 
     def on_signal() -> None:
-        nonlocal stopping
-        if stopping:
+        nonlocal first_signal
+        now = loop.time()
+        if first_signal is not None:
+            # A signal sent to a whole process group (systemd, a shell, `uv run` forwarding
+            # it to its child) arrives twice at once: that is still the first request.
+            if now - first_signal < DUPLICATE_SIGNAL_WINDOW:
+                return
             click.echo("second signal: exiting now", err=True)
             os._exit(1)
-        stopping = True
+        first_signal = now
         click.echo("stopping: no new runs; waiting for runs in flight", err=True)
         kernel.worker.request_stop(settings.shutdown_grace)
 
