@@ -1,15 +1,19 @@
 """The run ledger: every write a run makes goes through :class:`RunLedger`.
 
 Durable-write budget per run (see DESIGN.md, "Performance"): one transaction to enqueue
-(execution row + ``RunQueued``), one to claim and start it (``Running`` + ``RunStarted``),
-one per step attempt (attempt row + its events), and the run's end rides in the
-transaction of its last step. Keep it that way: this class is the one seam where
-batching can be added later without touching callers.
+(execution row + ``RunQueued``, the workflow's published version read in it), one to claim
+and start it (``Running`` + ``RunStarted``), one per step attempt (attempt row + its
+events), and the run's end rides in the transaction of its last step. Concurrent runs share
+these transactions (group commit, :mod:`dataworkflows.group_commit`): enqueues with
+enqueues, claims with claims, step writes with step writes — so under load a run costs
+well under one commit, while each caller still returns only after its own rows are durable.
+This class is the one seam where writes are batched; callers never see it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -17,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, text, update
+from sqlalchemy import and_, case, func, or_, select, text, tuple_, update
 
 from dataworkflows.clock import Clock
 from dataworkflows.db.database import Database
@@ -27,8 +31,10 @@ from dataworkflows.db.models import (
     dead_letters,
     execution_events,
     workflow_executions,
+    workflows,
 )
 from dataworkflows.events import EventType, RunEvent
+from dataworkflows.group_commit import GroupCommit
 from dataworkflows.redaction import redactor
 from dataworkflows.resources import insert_links, link_rows
 
@@ -136,10 +142,13 @@ class RunLedger:
         self._finished: dict[uuid.UUID, list[asyncio.Future[str]]] = {}
         #: runs this process executes, so a cancel request can reach them at once
         self.local_runs: dict[uuid.UUID, ClaimedRun] = {}
-        #: group commit of step writes (see record_steps)
-        self.max_batch = 64
-        self._batch: list[_PendingWrite] = []
-        self._flusher: asyncio.Task[None] | None = None
+        #: group commit of enqueues and of step writes (see enqueue, record_steps)
+        self._enqueues: GroupCommit[_EnqueueRequest, dict[str, Any] | None] = GroupCommit(
+            self._write_enqueues, name="ledger-enqueue"
+        )
+        self._step_writes: GroupCommit[_StepWrite, list[RunEvent]] = GroupCommit(
+            self._write_batch, name="ledger-flush"
+        )
 
     # -- enqueue --------------------------------------------------------------------------
 
@@ -147,54 +156,112 @@ class RunLedger:
         self,
         *,
         workflow_id: str,
-        workflow_version: int,
         trigger: dict[str, Any],
         request_id: str | None,
         tenant_id: str = "default",
         principal: str | None = None,
         correlation_id: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
-        """Record a ``Pending`` run. Returns (execution row, created).
+        """Record a ``Pending`` run of the workflow's published version.
 
-        The same ``request_id`` for the same workflow returns the existing run and creates
-        nothing (``created`` is False), also under concurrent calls.
+        Returns (execution row, created). The version is read in the transaction that
+        inserts the run, so a run never pins a version that was not published when it was
+        committed. Raises :class:`WorkflowNotRunnable` (nothing written) when the tenant
+        has no such workflow or it is not ``Active``. The same ``request_id`` for the same
+        workflow returns the existing run and creates nothing (``created`` is False), also
+        under concurrent calls.
+
+        Concurrent calls share one transaction (group commit); each returns only after its
+        run is committed.
         """
         execution_id = uuid.uuid4()
-        now = self.clock.now()
-        values = {
-            "id": execution_id,
-            "workflow_id": workflow_id,
-            "workflow_version": workflow_version,
-            "request_id": request_id or str(execution_id),
-            "status": "Pending",
-            "trigger": trigger,
-            "error": None,
-            "tenant_id": tenant_id,
-            "principal": principal,
-            "correlation_id": correlation_id,
-            "created_at": now,
-            "started_at": None,
-            "ended_at": None,
-        }
-        stmt = (
-            self.db.insert(workflow_executions)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=["workflow_id", "request_id"])
-            .returning(workflow_executions.c.id)
+        request = _EnqueueRequest(
+            {
+                "id": execution_id,
+                "workflow_id": workflow_id,
+                "workflow_version": None,
+                "request_id": request_id or str(execution_id),
+                "status": "Pending",
+                "trigger": trigger,
+                "error": None,
+                "tenant_id": tenant_id,
+                "principal": principal,
+                "correlation_id": correlation_id,
+                "created_at": None,
+                "started_at": None,
+                "ended_at": None,
+            }
         )
-        async with self.db.begin() as conn:
-            inserted = (await conn.execute(stmt)).scalar_one_or_none()
-            if inserted is not None:
-                event = NewEvent(EventType.RUN_QUEUED, payload={"version": workflow_version})
-                await conn.execute(
-                    execution_events.insert(), [_event_row(execution_id, 1, event, now)]
-                )
-                await self._notify(conn, RUNS_CHANNEL, "")
-                return values, True
-        existing = await self.get_execution_by_request(workflow_id, values["request_id"])
+        outcome = await self._enqueues.submit(request)
+        if outcome is not None:
+            return outcome, True
+        existing = await self.get_execution_by_request(workflow_id, request.values["request_id"])
         if existing is None:  # pragma: no cover - would need the row deleted in between
             raise RuntimeError("request id conflict but no existing execution found")
         return existing, False
+
+    async def _write_enqueues(
+        self, batch: list[_EnqueueRequest]
+    ) -> list[dict[str, Any] | Exception | None]:
+        """One transaction for many enqueues: check the workflows, insert runs and events.
+
+        Per request: the inserted row, None (its request id was taken: the caller reads the
+        existing run), or :class:`WorkflowNotRunnable`.
+        """
+        w, t = workflows, workflow_executions
+        now = self.clock.now()
+        results: list[dict[str, Any] | Exception | None] = [None] * len(batch)
+        async with self.db.begin() as conn:
+            published = {
+                row.id: row
+                for row in await conn.execute(
+                    select(w.c.id, w.c.tenant_id, w.c.status, w.c.current_version).where(
+                        w.c.id.in_({r.values["workflow_id"] for r in batch})
+                    )
+                )
+            }
+            rows: dict[tuple[str, str], dict[str, Any]] = {}
+            for index, request in enumerate(batch):
+                values = request.values
+                workflow = published.get(values["workflow_id"])
+                if workflow is None or workflow.tenant_id != values["tenant_id"]:
+                    results[index] = WorkflowNotRunnable(values["workflow_id"], None)
+                elif workflow.status != "Active" or workflow.current_version is None:
+                    results[index] = WorkflowNotRunnable(values["workflow_id"], workflow.status)
+                else:
+                    values["workflow_version"] = workflow.current_version
+                    values["created_at"] = now
+                    # a request id repeated within the batch: the first one inserts
+                    rows.setdefault((values["workflow_id"], values["request_id"]), values)
+            if not rows:
+                await conn.rollback()
+                return results
+            inserted = {
+                row.id
+                for row in await conn.execute(
+                    self.db.insert(t)
+                    .on_conflict_do_nothing(index_elements=["workflow_id", "request_id"])
+                    .returning(t.c.id),
+                    list(rows.values()),
+                )
+            }
+            events = [
+                _event_row(
+                    values["id"],
+                    1,
+                    NewEvent(EventType.RUN_QUEUED, payload={"version": values["workflow_version"]}),
+                    now,
+                )
+                for values in rows.values()
+                if values["id"] in inserted
+            ]
+            if events:
+                await conn.execute(execution_events.insert(), events)
+                await self._notify(conn, RUNS_CHANNEL, "")
+        for index, request in enumerate(batch):
+            if results[index] is None and request.values["id"] in inserted:
+                results[index] = request.values
+        return results
 
     # -- claim ----------------------------------------------------------------------------
 
@@ -369,70 +436,29 @@ class RunLedger:
         steps = [_redacted(step) for step in steps]
         if finish is not None and finish.error:
             finish = replace(finish, error=redactor.redact(finish.error))
-        future: asyncio.Future[list[RunEvent]] = asyncio.get_running_loop().create_future()
-        self._batch.append((run, steps, finish, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_batches(), name="ledger-flush")
-        recorded = await future
+        recorded = await self._step_writes.submit((run, steps, finish))
         self._emit(run, recorded)
         if finish is not None:
             self._resolve(run.id, finish.status)
 
-    async def _flush_batches(self) -> None:
-        while self._batch:
-            batch, self._batch = self._batch[: self.max_batch], self._batch[self.max_batch :]
-            try:
-                results = await self._write_batch(batch)
-            except BaseException as exc:
-                for *_rest, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            for (*_rest, future), result in zip(batch, results, strict=True):
-                if future.done():
-                    continue
-                if isinstance(result, Exception):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
-
-    async def _write_batch(self, batch: list[_PendingWrite]) -> list[list[RunEvent] | Exception]:
+    async def _write_batch(self, batch: list[_StepWrite]) -> list[list[RunEvent] | Exception]:
         """One transaction for many runs' writes; each run is fenced on its own."""
-        t = workflow_executions
         now = self.clock.now()
         results: list[list[RunEvent] | Exception] = [[] for _ in batch]
         async with self.db.begin() as conn:
+            # Fence every run of the batch: one UPDATE for the runs that go on (extend the
+            # lease), one per distinct end for the runs that end (usually all Succeeded).
+            groups: dict[str, tuple[RunFinish | None, list[ClaimedRun]]] = {}
+            for run, _steps, finish in batch:
+                key = "" if finish is None else _finish_key(finish)
+                groups.setdefault(key, (finish, []))[1].append(run)
             held: set[uuid.UUID] = set()
-            ongoing = [run for run, _steps, finish, _f in batch if finish is None]
-            if ongoing:
-                rows = await conn.execute(
-                    update(t)
-                    .where(
-                        t.c.status == "Running",
-                        or_(
-                            *(
-                                and_(t.c.id == run.id, t.c.fencing_token == run.fencing_token)
-                                for run in ongoing
-                            )
-                        ),
-                    )
-                    .values(lease_expires_at=now + self.lease)
-                    .returning(t.c.id)
-                )
-                held.update(row.id for row in rows)
-            for run, _steps, finish, _f in batch:
-                if finish is not None:
-                    try:
-                        await self._fence(conn, run, now, finish)
-                    except StaleRunError:
-                        continue
-                    held.add(run.id)
+            for finish, runs in groups.values():
+                held.update(await self._fence_many(conn, runs, now, finish))
             actions: list[dict[str, Any]] = []
             links: list[dict[str, Any]] = []
             events: list[dict[str, Any]] = []
-            for index, (run, steps, finish, _f) in enumerate(batch):
+            for index, (run, steps, finish) in enumerate(batch):
                 if run.id not in held:
                     results[index] = StaleRunError.for_claim(run)
                     continue
@@ -485,6 +511,17 @@ class RunLedger:
         zombie worker (its lease taken over) or a write after the end changes nothing: the
         whole transaction is rolled back. Extends the lease, or ends the run with ``finish``.
         """
+        if run.id not in await self._fence_many(conn, [run], now, finish):
+            raise StaleRunError.for_claim(run)
+
+    async def _fence_many(
+        self, conn: Any, runs: Sequence[ClaimedRun], now: datetime, finish: RunFinish | None
+    ) -> set[uuid.UUID]:
+        """:meth:`_fence` for several runs in one statement; returns the ids still held.
+
+        A run missing from the result must have nothing of its own written in this
+        transaction (its caller gets :class:`StaleRunError`).
+        """
         t = workflow_executions
         values: dict[str, Any] = {"lease_expires_at": now + self.lease}
         if finish is not None:
@@ -495,17 +532,16 @@ class RunLedger:
                 "lease_owner": None,
                 "lease_expires_at": None,
             }
-        result = await conn.execute(
+        rows = await conn.execute(
             update(t)
             .where(
-                t.c.id == run.id,
+                tuple_(t.c.id, t.c.fencing_token).in_([(r.id, r.fencing_token) for r in runs]),
                 t.c.status == "Running",
-                t.c.fencing_token == run.fencing_token,
             )
             .values(**values)
+            .returning(t.c.id)
         )
-        if result.rowcount != 1:
-            raise StaleRunError.for_claim(run)
+        return {row.id for row in rows}
 
     def _number_events(
         self, run: ClaimedRun, events: Iterable[NewEvent], now: datetime
@@ -823,6 +859,16 @@ class StaleRunError(RuntimeError):
         )
 
 
+class WorkflowNotRunnable(Exception):
+    """No run was enqueued: the tenant has no such workflow (``status`` None), or it is not
+    ``Active``."""
+
+    def __init__(self, workflow_id: str, status: str | None) -> None:
+        super().__init__(workflow_id, status)
+        self.workflow_id = workflow_id
+        self.status = status
+
+
 class RunIsFinal(Exception):
     """The run has already ended; ``args[0]`` is its status."""
 
@@ -855,9 +901,18 @@ def _redacted(step: StepRecord) -> StepRecord:
     )
 
 
-_PendingWrite = tuple[
-    "ClaimedRun", list["StepRecord"], "RunFinish | None", "asyncio.Future[list[RunEvent]]"
-]
+_StepWrite = tuple["ClaimedRun", list["StepRecord"], "RunFinish | None"]
+
+
+@dataclass
+class _EnqueueRequest:
+    #: the ``workflow_executions`` row; version and creation time are set in the batch
+    values: dict[str, Any]
+
+
+def _finish_key(finish: RunFinish) -> str:
+    """Runs that end the same way share one fencing UPDATE."""
+    return f"{finish.status}:{json.dumps(finish.error, sort_keys=True, default=str)}"
 
 
 def _step_event(step: StepRecord) -> NewEvent:

@@ -14,13 +14,13 @@ from typing import Any
 from dataworkflows.audit import AuditContext, audit_view
 from dataworkflows.definitions import WorkflowDefinition, checksum, validate_definition
 from dataworkflows.errors import Conflict, NotFound, Unprocessable
-from dataworkflows.ledger import AlreadyRequeued, RunIsFinal, RunLedger
+from dataworkflows.ledger import AlreadyRequeued, RunIsFinal, RunLedger, WorkflowNotRunnable
 from dataworkflows.logcontext import current_correlation_id
 from dataworkflows.pagination import DEFAULT_LIMIT, MAX_INT, PageRequest
 from dataworkflows.pagination import page as paged
 from dataworkflows.plugins import PluginSet
 from dataworkflows.run_queries import RunQueries
-from dataworkflows.store import WorkflowStore, version_not_found
+from dataworkflows.store import WorkflowStore, version_not_found, workflow_not_found
 from dataworkflows.templating import TemplateEngine
 
 
@@ -328,22 +328,23 @@ class WorkflowService:
                 code="invalid_request",
                 details={"path": "$.requestId"},
             )
-        row = await self.store.get(workflow_id, tenant_id)
-        if row["status"] != "Active" or row["current_version"] is None:
-            raise Conflict(
-                f"workflow {workflow_id!r} is {row['status']}; only Active workflows execute",
-                code="workflow_not_active",
-                details={"status": row["status"]},
+        try:
+            execution, created = await self.ledger.enqueue(
+                workflow_id=workflow_id,
+                trigger=trigger or {},
+                request_id=request_id,
+                tenant_id=tenant_id,
+                principal=principal,
+                correlation_id=correlation_id or current_correlation_id(),
             )
-        execution, created = await self.ledger.enqueue(
-            workflow_id=workflow_id,
-            workflow_version=row["current_version"],
-            trigger=trigger or {},
-            request_id=request_id,
-            tenant_id=tenant_id,
-            principal=principal,
-            correlation_id=correlation_id or current_correlation_id(),
-        )
+        except WorkflowNotRunnable as exc:
+            if exc.status is None:
+                raise workflow_not_found(workflow_id) from None
+            raise Conflict(
+                f"workflow {workflow_id!r} is {exc.status}; only Active workflows execute",
+                code="workflow_not_active",
+                details={"status": exc.status},
+            ) from None
         if created:
             self._on_enqueued()
         return run_summary(execution), created

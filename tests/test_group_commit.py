@@ -1,0 +1,165 @@
+"""Group commit: concurrent writes share transactions, and each caller gets its own answer."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select
+
+from dataworkflows.db.models import execution_events, workflow_executions
+from dataworkflows.errors import Conflict, NotFound
+from dataworkflows.group_commit import GroupCommit
+
+
+class _Recorder:
+    def __init__(self, fail_item: Any = None, fail_batch: bool = False) -> None:
+        self.batches: list[list[Any]] = []
+        self.fail_item = fail_item
+        self.fail_batch = fail_batch
+
+    async def write(self, items: list[Any]) -> list[Any]:
+        self.batches.append(list(items))
+        await asyncio.sleep(0)  # the "commit": others may queue meanwhile
+        if self.fail_batch:
+            raise RuntimeError("the whole batch failed")
+        return [
+            ValueError(f"refused {item}") if item == self.fail_item else item * 10
+            for item in items
+        ]
+
+
+async def test_concurrent_submissions_share_a_batch_and_get_their_own_results():
+    recorder = _Recorder()
+    batcher: GroupCommit[int, int] = GroupCommit(recorder.write, name="t")
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+    assert results == [i * 10 for i in range(10)]
+    assert recorder.batches == [list(range(10))]
+
+
+async def test_max_batch_splits_and_later_submissions_wait_for_the_next_batch():
+    recorder = _Recorder()
+    batcher: GroupCommit[int, int] = GroupCommit(recorder.write, max_batch=4, name="t")
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+    assert results == [i * 10 for i in range(10)]
+    assert recorder.batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert await batcher.submit(11) == 110  # an idle batcher writes a lone item at once
+    assert recorder.batches[-1] == [11]
+
+
+async def test_a_refused_item_fails_only_its_caller():
+    batcher: GroupCommit[int, int] = GroupCommit(_Recorder(fail_item=3).write, name="t")
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(5)), return_exceptions=True)
+    assert [r if not isinstance(r, Exception) else str(r) for r in results] == [
+        0,
+        10,
+        20,
+        "refused 3",
+        40,
+    ]
+
+
+async def test_a_failed_batch_fails_every_caller_in_it():
+    batcher: GroupCommit[int, int] = GroupCommit(_Recorder(fail_batch=True).write, name="t")
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
+    assert [str(r) for r in results] == ["the whole batch failed"] * 3
+
+
+def test_max_batch_must_be_positive():
+    with pytest.raises(ValueError, match="max_batch"):
+        GroupCommit(_Recorder().write, max_batch=0, name="t")
+
+
+async def test_concurrent_enqueues_share_transactions_and_keep_their_own_outcomes(
+    kernel, simple_echo
+):
+    """20 executes at once: one shared request id, an archived and an unknown workflow."""
+    await kernel.service.create_workflow(simple_echo, auto_activate=True)
+    archived = copy.deepcopy(simple_echo) | {"id": "archived-echo"}
+    await kernel.service.create_workflow(archived, auto_activate=True)
+    await kernel.service.archive("archived-echo")
+
+    commits = 0
+
+    def count(_conn: Any) -> None:
+        nonlocal commits
+        commits += 1
+
+    event.listen(kernel.db.engine.sync_engine, "commit", count)
+    try:
+        calls = (
+            [kernel.service.execute("simple-echo", trigger={"i": i}) for i in range(10)]
+            + [kernel.service.execute("simple-echo", request_id="same") for _ in range(5)]
+            + [kernel.service.execute("archived-echo") for _ in range(3)]
+            + [kernel.service.execute("no-such-workflow") for _ in range(2)]
+        )
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        event.remove(kernel.db.engine.sync_engine, "commit", count)
+
+    fresh, same, archived_results, unknown = (
+        results[:10],
+        results[10:15],
+        results[15:18],
+        results[18:],
+    )
+    assert all(created for _summary, created in fresh)
+    assert len({summary["executionId"] for summary, _ in fresh}) == 10
+    assert sorted(created for _summary, created in same) == [False] * 4 + [True]
+    assert len({summary["executionId"] for summary, _ in same}) == 1
+    assert all(isinstance(r, Conflict) and r.code == "workflow_not_active" for r in archived_results)
+    assert all(isinstance(r, NotFound) and r.code == "workflow_not_found" for r in unknown)
+    # 11 runs in one transaction, not one each (the duplicates' reads commit nothing)
+    assert commits == 1
+
+    async with kernel.db.connect() as conn:
+        runs = (
+            await conn.execute(
+                select(workflow_executions.c.workflow_id, func.count()).group_by(
+                    workflow_executions.c.workflow_id
+                )
+            )
+        ).all()
+        queued = (
+            await conn.execute(
+                select(func.count()).where(execution_events.c.type == "RunQueued")
+            )
+        ).scalar_one()
+    assert runs == [("simple-echo", 11)]
+    assert queued == 11
+
+
+async def test_runs_ending_together_are_fenced_in_one_statement(kernel, simple_echo):
+    """Ten runs that finish in the same batch all end Succeeded, each with its own events."""
+    await kernel.service.create_workflow(simple_echo, auto_activate=True)
+    summaries = await asyncio.gather(
+        *(kernel.service.execute("simple-echo", trigger={"i": i}) for i in range(10))
+    )
+    claimed = await kernel.ledger.claim_many("test-owner", 10)
+    assert len(claimed) == 10
+
+    fences: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE WORKFLOW_EXECUTIONS"):
+            fences.append(statement)
+
+    event.listen(kernel.db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        statuses = await asyncio.gather(*(kernel.conductor.execute(run) for run in claimed))
+    finally:
+        event.remove(kernel.db.engine.sync_engine, "before_cursor_execute", record)
+    assert statuses == ["Succeeded"] * 10
+    # 20 step writes and 10 ends; fenced one statement per batch and kind of end, not per run
+    assert 2 <= len(fences) <= 4, fences
+    for summary, _created in summaries:
+        events = await kernel.service.get_events(summary["executionId"])
+        assert [e["type"] for e in events] == [
+            "RunQueued",
+            "RunStarted",
+            "StepSucceeded",
+            "StepSucceeded",
+            "RunSucceeded",
+        ]
