@@ -26,8 +26,7 @@ class _Recorder:
         if self.fail_batch:
             raise RuntimeError("the whole batch failed")
         return [
-            ValueError(f"refused {item}") if item == self.fail_item else item * 10
-            for item in items
+            ValueError(f"refused {item}") if item == self.fail_item else item * 10 for item in items
         ]
 
 
@@ -77,8 +76,8 @@ async def test_concurrent_enqueues_share_transactions_and_keep_their_own_outcome
 ):
     """20 executes at once: one shared request id, an archived and an unknown workflow."""
     await kernel.service.create_workflow(simple_echo, auto_activate=True)
-    archived = copy.deepcopy(simple_echo) | {"id": "archived-echo"}
-    await kernel.service.create_workflow(archived, auto_activate=True)
+    other = copy.deepcopy(simple_echo) | {"id": "archived-echo"}
+    await kernel.service.create_workflow(other, auto_activate=True)
     await kernel.service.archive("archived-echo")
 
     commits = 0
@@ -99,7 +98,7 @@ async def test_concurrent_enqueues_share_transactions_and_keep_their_own_outcome
     finally:
         event.remove(kernel.db.engine.sync_engine, "commit", count)
 
-    fresh, same, archived_results, unknown = (
+    fresh, same, archived, unknown = (
         results[:10],
         results[10:15],
         results[15:18],
@@ -109,7 +108,7 @@ async def test_concurrent_enqueues_share_transactions_and_keep_their_own_outcome
     assert len({summary["executionId"] for summary, _ in fresh}) == 10
     assert sorted(created for _summary, created in same) == [False] * 4 + [True]
     assert len({summary["executionId"] for summary, _ in same}) == 1
-    assert all(isinstance(r, Conflict) and r.code == "workflow_not_active" for r in archived_results)
+    assert all(isinstance(r, Conflict) and r.code == "workflow_not_active" for r in archived)
     assert all(isinstance(r, NotFound) and r.code == "workflow_not_found" for r in unknown)
     # 11 runs in one transaction, not one each (the duplicates' reads commit nothing)
     assert commits == 1
@@ -123,9 +122,7 @@ async def test_concurrent_enqueues_share_transactions_and_keep_their_own_outcome
             )
         ).all()
         queued = (
-            await conn.execute(
-                select(func.count()).where(execution_events.c.type == "RunQueued")
-            )
+            await conn.execute(select(func.count()).where(execution_events.c.type == "RunQueued"))
         ).scalar_one()
     assert runs == [("simple-echo", 11)]
     assert queued == 11

@@ -20,8 +20,12 @@ class Call(Action):
         url: str
 
     async def run(self, ctx: ActionContext, params: Params) -> ActionResult:
-        body = {"node": ctx.node_id, "attempt": ctx.attempt, "execution": ctx.execution_id,
-                "pid": os.getpid()}
+        body = {
+            "node": ctx.node_id,
+            "attempt": ctx.attempt,
+            "execution": ctx.execution_id,
+            "pid": os.getpid(),
+        }
         async with ctx.http.post(
             params.url, json=body, headers={"Idempotency-Key": ctx.idempotency_key}
         ) as resp:
