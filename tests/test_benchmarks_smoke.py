@@ -121,8 +121,9 @@ def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
     w1 = _result(report, "W1", backend)
     commits = w1["commits"]
     assert commits["settled"]
-    # at least enqueue + claim + one write per step, per workflow
-    assert commits["per_workflow"] >= 3
+    # at least enqueue + claim + one write per step, shared by at most the 4 runs of the
+    # smoke test (group commit): 4 transactions / 4 runs
+    assert commits["per_workflow"] >= 1
     assert w1["database"]["backends_seen"] >= 1
     assert commits["rows_by_table"]["action_executions"]["ins_per_run"] == 2
 

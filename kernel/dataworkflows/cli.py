@@ -13,12 +13,20 @@ import click
 
 from dataworkflows import __version__
 from dataworkflows.errors import ApiError
+from dataworkflows.event_loop import loop_factory, loop_name
 from dataworkflows.settings import Settings, SettingsError
 
 
 def _settings(**overrides: Any) -> Settings:
     try:
         return Settings.from_env(**overrides)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _new_loop(settings: Settings) -> asyncio.AbstractEventLoop:
+    try:
+        return loop_factory(settings)()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -70,16 +78,19 @@ def build_cli() -> click.Group:
 
         settings = _settings(host=host, port=port)
         _configure_logging(settings)
+        loop = _new_loop(settings)
+        asyncio.set_event_loop(loop)
         kernel = _make_kernel(settings)
         app = create_app(kernel, run_worker=not no_worker)
         click.echo(
             f"DataWorkflows {__version__} on http://{settings.host}:{settings.port} "
             f"(database {kernel.db.engine.url.render_as_string()}, "
-            f"{len(kernel.plugins.actions)} action types)"
+            f"{len(kernel.plugins.actions)} action types, {loop_name(loop)} event loop)"
         )
         try:
             web.run_app(
                 app,
+                loop=loop,
                 host=settings.host,
                 port=settings.port,
                 print=None,
@@ -102,7 +113,8 @@ def build_cli() -> click.Group:
         """
         settings = _settings(worker_concurrency=concurrency)
         _configure_logging(settings)
-        asyncio.run(_worker_main(settings))
+        with asyncio.Runner(loop_factory=lambda: _new_loop(settings)) as runner:
+            runner.run(_worker_main(settings))
 
     @cli.group()
     def db() -> None:

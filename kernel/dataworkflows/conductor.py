@@ -166,7 +166,7 @@ class Conductor:
         )
         self._action_services = action_services
         self._rng = rng or random.Random()
-        self._plans: dict[tuple[str, int], ExecutionPlan] = {}
+        self._plans: dict[tuple[str, int], asyncio.Future[ExecutionPlan]] = {}
         self._abandoned: set[asyncio.Future[Any]] = set()
 
     # -- public ---------------------------------------------------------------------------
@@ -176,10 +176,18 @@ class Conductor:
         key = (workflow_id, version)
         plan = self._plans.get(key)
         if plan is None:
-            raw = await self.store.definition(workflow_id, version)
-            plan = compile_plan(WorkflowDefinition.model_validate(raw), self.defaults)
-            self._plans[key] = plan
-        return plan
+            # one load per version, however many runs of it start at once
+            plan = self._plans[key] = asyncio.ensure_future(self._load_plan(workflow_id, version))
+        try:
+            return await asyncio.shield(plan)
+        except Exception:
+            if self._plans.get(key) is plan:
+                del self._plans[key]  # a failed load is retried by the next run
+            raise
+
+    async def _load_plan(self, workflow_id: str, version: int) -> ExecutionPlan:
+        raw = await self.store.definition(workflow_id, version)
+        return compile_plan(WorkflowDefinition.model_validate(raw), self.defaults)
 
     async def execute(self, run: ClaimedRun) -> str:
         """Run (or resume) to the end; returns the final status.

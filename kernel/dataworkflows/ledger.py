@@ -21,8 +21,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, text, tuple_, update
+from sqlalchemy import func, select, text, update
 
+from dataworkflows import ledger_statements as sql
 from dataworkflows.clock import Clock
 from dataworkflows.db.database import Database
 from dataworkflows.db.models import (
@@ -31,7 +32,6 @@ from dataworkflows.db.models import (
     dead_letters,
     execution_events,
     workflow_executions,
-    workflows,
 )
 from dataworkflows.events import EventType, RunEvent
 from dataworkflows.group_commit import GroupCommit
@@ -149,6 +149,8 @@ class RunLedger:
         self._step_writes: GroupCommit[_StepWrite, list[RunEvent]] = GroupCommit(
             self._write_batch, name="ledger-flush"
         )
+        self._claim_statement = sql.claim_statement(skip_locked=not db.is_sqlite)
+        self._enqueue_statement = sql.enqueue_statement(db)
 
     # -- enqueue --------------------------------------------------------------------------
 
@@ -208,16 +210,14 @@ class RunLedger:
         Per request: the inserted row, None (its request id was taken: the caller reads the
         existing run), or :class:`WorkflowNotRunnable`.
         """
-        w, t = workflows, workflow_executions
         now = self.clock.now()
         results: list[dict[str, Any] | Exception | None] = [None] * len(batch)
         async with self.db.begin() as conn:
             published = {
                 row.id: row
                 for row in await conn.execute(
-                    select(w.c.id, w.c.tenant_id, w.c.status, w.c.current_version).where(
-                        w.c.id.in_({r.values["workflow_id"] for r in batch})
-                    )
+                    sql.PUBLISHED_WORKFLOWS,
+                    {"p_ids": sorted({r.values["workflow_id"] for r in batch})},
                 )
             }
             rows: dict[tuple[str, str], dict[str, Any]] = {}
@@ -237,13 +237,7 @@ class RunLedger:
                 await conn.rollback()
                 return results
             inserted = {
-                row.id
-                for row in await conn.execute(
-                    self.db.insert(t)
-                    .on_conflict_do_nothing(index_elements=["workflow_id", "request_id"])
-                    .returning(t.c.id),
-                    list(rows.values()),
-                )
+                row.id for row in await conn.execute(self._enqueue_statement, list(rows.values()))
             }
             events = [
                 _event_row(
@@ -256,7 +250,7 @@ class RunLedger:
                 if values["id"] in inserted
             ]
             if events:
-                await conn.execute(execution_events.insert(), events)
+                await conn.execute(sql.INSERT_EVENTS, events)
                 await self._notify(conn, RUNS_CHANNEL, "")
         for index, request in enumerate(batch):
             if results[index] is None and request.values["id"] in inserted:
@@ -286,46 +280,20 @@ class RunLedger:
             # only dead-lettered runs came back: look for others
 
     async def _claim_batch(self, owner: str, limit: int) -> tuple[list[ClaimedRun], int]:
-        t = workflow_executions
         now = self.clock.now()
-        claimable = or_(
-            t.c.status == "Pending",
-            and_(t.c.status == "Running", t.c.lease_expires_at < now),
-        )
-        pick = select(t.c.id).where(claimable).order_by(t.c.created_at).limit(limit)
-        if not self.db.is_sqlite:
-            pick = pick.with_for_update(skip_locked=True)
-        expired = and_(t.c.status == "Running", t.c.lease_owner.is_not(None))
         claimed: list[ClaimedRun] = []
         recorded: list[tuple[ClaimedRun, list[RunEvent]]] = []
         dead: list[ClaimedRun] = []
         async with self.db.begin() as conn:
             rows = (
                 await conn.execute(
-                    update(t)
-                    .where(t.c.id.in_(pick.scalar_subquery()), claimable)
-                    .values(
-                        status="Running",
-                        started_at=func.coalesce(t.c.started_at, now),
-                        lease_owner=owner,
-                        lease_expires_at=now + self.lease,
-                        fencing_token=t.c.fencing_token + 1,
-                        recovery_count=t.c.recovery_count + case((expired, 1), else_=0),
-                    )
-                    .returning(
-                        t.c.id,
-                        t.c.workflow_id,
-                        t.c.workflow_version,
-                        t.c.trigger,
-                        t.c.tenant_id,
-                        t.c.principal,
-                        t.c.correlation_id,
-                        t.c.started_at,
-                        t.c.created_at,
-                        t.c.fencing_token,
-                        t.c.recovery_count,
-                        t.c.cancel_requested,
-                    )
+                    self._claim_statement,
+                    {
+                        "p_now": now,
+                        "p_owner": owner,
+                        "p_lease_until": now + self.lease,
+                        "p_limit": limit,
+                    },
                 )
             ).all()
             if not rows:
@@ -333,17 +301,23 @@ class RunLedger:
                 await conn.rollback()
                 return [], 0
             rows.sort(key=lambda r: r.created_at)
-            last_seq = dict(
-                (
-                    await conn.execute(
-                        select(
-                            execution_events.c.execution_id, func.max(execution_events.c.sequence)
+            # A first claim (fencing token 1) follows only RunQueued (sequence 1): nothing
+            # else writes events for a run that never ran. Others read where they stopped.
+            resumed = [r.id for r in rows if r.fencing_token > 1]
+            last_seq: dict[uuid.UUID, int] = {}
+            if resumed:
+                last_seq = dict(
+                    (
+                        await conn.execute(
+                            select(
+                                execution_events.c.execution_id,
+                                func.max(execution_events.c.sequence),
+                            )
+                            .where(execution_events.c.execution_id.in_(resumed))
+                            .group_by(execution_events.c.execution_id)
                         )
-                        .where(execution_events.c.execution_id.in_([r.id for r in rows]))
-                        .group_by(execution_events.c.execution_id)
-                    )
-                ).all()
-            )
+                    ).all()
+                )
             events: list[dict[str, Any]] = []
             for row in rows:
                 run = ClaimedRun(
@@ -354,7 +328,7 @@ class RunLedger:
                     tenant_id=row.tenant_id,
                     principal=row.principal,
                     correlation_id=row.correlation_id,
-                    next_sequence=(last_seq.get(row.id) or 0) + 1,
+                    next_sequence=last_seq.get(row.id, 1) + 1,
                     started_at=row.started_at,
                     fencing_token=row.fencing_token,
                     recovered=row.fencing_token > 1,
@@ -378,7 +352,7 @@ class RunLedger:
                 claimed.append(run)
                 recorded.append((run, numbered))
             if events:
-                await conn.execute(execution_events.insert(), events)
+                await conn.execute(sql.INSERT_EVENTS, events)
         for run in dead:
             self._resolve(run.id, "Failed")
         for run, numbered in recorded:
@@ -484,11 +458,11 @@ class RunLedger:
                 )
                 results[index] = recorded
             if actions:
-                await conn.execute(action_executions.insert(), actions)
+                await conn.execute(sql.INSERT_ACTIONS, actions)
             if links:
                 await insert_links(conn, self.db, links)
             if events:
-                await conn.execute(execution_events.insert(), events)
+                await conn.execute(sql.INSERT_EVENTS, events)
         return results
 
     async def finish(self, run: ClaimedRun, finish: RunFinish) -> None:
@@ -522,26 +496,19 @@ class RunLedger:
         A run missing from the result must have nothing of its own written in this
         transaction (its caller gets :class:`StaleRunError`).
         """
-        t = workflow_executions
-        values: dict[str, Any] = {"lease_expires_at": now + self.lease}
-        if finish is not None:
-            values = {
-                "status": finish.status,
-                "error": finish.error,
-                "ended_at": now,
-                "lease_owner": None,
-                "lease_expires_at": None,
+        claims = [(run.id, run.fencing_token) for run in runs]
+        if finish is None:
+            statement = sql.FENCE_ONGOING
+            params: dict[str, Any] = {"p_claims": claims, "p_lease_until": now + self.lease}
+        else:
+            statement = sql.FENCE_FINISH
+            params = {
+                "p_claims": claims,
+                "p_status": finish.status,
+                "p_error": finish.error,
+                "p_now": now,
             }
-        rows = await conn.execute(
-            update(t)
-            .where(
-                tuple_(t.c.id, t.c.fencing_token).in_([(r.id, r.fencing_token) for r in runs]),
-                t.c.status == "Running",
-            )
-            .values(**values)
-            .returning(t.c.id)
-        )
-        return {row.id for row in rows}
+        return {row.id for row in await conn.execute(statement, params)}
 
     def _number_events(
         self, run: ClaimedRun, events: Iterable[NewEvent], now: datetime
@@ -753,7 +720,7 @@ class RunLedger:
                 EventType.RUN_QUEUED,
                 payload={"version": row.workflow_version, "requeuedFrom": str(row.execution_id)},
             )
-            await conn.execute(execution_events.insert(), [_event_row(new_id, 1, event, now)])
+            await conn.execute(sql.INSERT_EVENTS, [_event_row(new_id, 1, event, now)])
             await conn.execute(
                 update(t)
                 .where(t.c.id == dead_letter_id)

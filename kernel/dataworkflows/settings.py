@@ -13,6 +13,9 @@ from typing import Any
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./dataworkflows.db"
 
 
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+
+
 class SettingsError(ValueError):
     """A ``DATAWORKFLOWS_*`` variable has a value the engine cannot use."""
 
@@ -39,7 +42,7 @@ class Settings:
     #: (like ``pytest -p``): handy for a local plugin and for tests' worker processes.
     plugin_modules: str | None = None
     trace_plugins: bool = False
-    worker_concurrency: int = 4
+    worker_concurrency: int = 16
     poll_interval: float = 1.0
     #: seconds a claimed run stays leased without a write or heartbeat
     lease_seconds: float = 30.0
@@ -64,12 +67,22 @@ class Settings:
     #: seconds a scheduler holds a due trigger before another process may take it over
     scheduler_lease: float = 60.0
     log_level: str = "INFO"
+    #: the event loop of ``serve`` and ``worker``: ``auto`` (uvloop where it is installed,
+    #: as it is by default on Linux and macOS), ``uvloop`` or ``asyncio``
+    event_loop: str = "auto"
     #: Key(s) of the encrypted credential store: comma-separated url-safe base64 32-byte
     #: keys, the one to encrypt with first ("new,old" while rotating). Never printed.
     secret_key: str | None = field(default=None, repr=False)
     #: Plugin settings: every other ``DATAWORKFLOWS_<NAME>`` variable as ``{"<name>": value}``
     #: (``DATAWORKFLOWS_CREDENTIAL_*`` excluded); actions read them as ``ctx.settings``.
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.event_loop not in EVENT_LOOPS:
+            raise SettingsError(
+                f"DATAWORKFLOWS_EVENT_LOOP={self.event_loop!r}: expected one of "
+                + ", ".join(EVENT_LOOPS)
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -43,7 +43,7 @@ class Worker:
         ledger: RunLedger,
         conductor: Conductor,
         *,
-        concurrency: int = 4,
+        concurrency: int = 16,
         poll_interval: float = 1.0,
         heartbeat_interval: float = 10.0,
         owner: str | None = None,

@@ -1,0 +1,124 @@
+"""The ledger's hot-path statements, built once per database and reused.
+
+Building a SQLAlchemy Core statement and computing its cache key costs more than sending
+it (about 0.3 ms for the claim UPDATE here); a statement object that is reused keeps its
+cache key and its compiled form. Values travel as bound parameters (``p_*``), so each
+statement below is one compiled SQL string for the life of the process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, bindparam, case, func, or_, select, tuple_, update
+
+from dataworkflows.db.models import (
+    action_executions,
+    execution_events,
+    workflow_executions,
+    workflows,
+)
+
+_t = workflow_executions
+
+#: a run a worker may take: new, or running under a lease that has expired
+_CLAIMABLE = or_(
+    _t.c.status == "Pending",
+    and_(
+        _t.c.status == "Running",
+        _t.c.lease_expires_at < bindparam("p_now", type_=_t.c.lease_expires_at.type),
+    ),
+)
+
+#: the columns a claim returns (see RunLedger._claim_batch)
+CLAIM_COLUMNS = (
+    _t.c.id,
+    _t.c.workflow_id,
+    _t.c.workflow_version,
+    _t.c.trigger,
+    _t.c.tenant_id,
+    _t.c.principal,
+    _t.c.correlation_id,
+    _t.c.started_at,
+    _t.c.created_at,
+    _t.c.fencing_token,
+    _t.c.recovery_count,
+    _t.c.cancel_requested,
+)
+
+INSERT_EVENTS = execution_events.insert()
+INSERT_ACTIONS = action_executions.insert()
+
+#: the published versions of a batch's workflows (``p_ids``: their ids)
+PUBLISHED_WORKFLOWS = select(
+    workflows.c.id, workflows.c.tenant_id, workflows.c.status, workflows.c.current_version
+).where(workflows.c.id.in_(bindparam("p_ids", expanding=True)))
+
+_HELD = and_(
+    tuple_(_t.c.id, _t.c.fencing_token).in_(bindparam("p_claims", expanding=True)),
+    _t.c.status == "Running",
+)
+
+#: extend the leases of the runs still held under the given claims (``p_claims``: pairs of
+#: execution id and fencing token); returns their ids
+FENCE_ONGOING = (
+    update(_t)
+    .where(_HELD)
+    .values(lease_expires_at=bindparam("p_lease_until", type_=_t.c.lease_expires_at.type))
+    .returning(_t.c.id)
+)
+
+#: end the runs still held under the given claims (``p_status``, ``p_error``, ``p_now``)
+FENCE_FINISH = (
+    update(_t)
+    .where(_HELD)
+    .values(
+        status=bindparam("p_status", type_=_t.c.status.type),
+        error=bindparam("p_error", type_=_t.c.error.type),
+        ended_at=bindparam("p_now", type_=_t.c.ended_at.type),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+    .returning(_t.c.id)
+)
+
+
+def claim_statement(*, skip_locked: bool) -> Any:
+    """UPDATE … RETURNING that takes up to ``p_limit`` claimable runs, oldest first.
+
+    Parameters: ``p_now``, ``p_owner``, ``p_lease_until``, ``p_limit``. ``skip_locked``
+    (PostgreSQL): concurrent claimers pass over each other's rows instead of waiting.
+    """
+    pick = (
+        select(_t.c.id)
+        .where(_CLAIMABLE)
+        .order_by(_t.c.created_at)
+        .limit(bindparam("p_limit", type_=_t.c.fencing_token.type))
+    )
+    if skip_locked:
+        pick = pick.with_for_update(skip_locked=True)
+    expired = and_(_t.c.status == "Running", _t.c.lease_owner.is_not(None))
+    return (
+        update(_t)
+        .where(_t.c.id.in_(pick.scalar_subquery()), _CLAIMABLE)
+        .values(
+            status="Running",
+            started_at=func.coalesce(
+                _t.c.started_at, bindparam("p_now", type_=_t.c.started_at.type)
+            ),
+            lease_owner=bindparam("p_owner", type_=_t.c.lease_owner.type),
+            lease_expires_at=bindparam("p_lease_until", type_=_t.c.lease_expires_at.type),
+            fencing_token=_t.c.fencing_token + 1,
+            recovery_count=_t.c.recovery_count + case((expired, 1), else_=0),
+        )
+        .returning(*CLAIM_COLUMNS)
+    )
+
+
+def enqueue_statement(db: Any) -> Any:
+    """INSERT of new runs that skips a (workflow, request id) already taken; returns ids."""
+    return (
+        db.insert(_t)
+        .on_conflict_do_nothing(index_elements=["workflow_id", "request_id"])
+        .returning(_t.c.id)
+    )
