@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency", type=int, default=None, help="engine worker concurrency (engine default)"
     )
     run.add_argument(
+        "--event-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default=None,
+        help="the engine's DATAWORKFLOWS_EVENT_LOOP (engine default: auto)",
+    )
+    run.add_argument(
         "--processes",
         type=int,
         default=1,
@@ -134,6 +140,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         db_prefix=f"{prefix_base}_{os.getpid()}",
         keep_databases=args.keep_databases,
         concurrency=args.concurrency,
+        event_loop=args.event_loop,
         processes=args.processes,
         inflight=args.inflight,
         poll=args.poll,

@@ -112,6 +112,7 @@ class Context:
     db_prefix: str
     keep_databases: bool = False
     concurrency: int | None = None
+    event_loop: str | None = None
     processes: int = 1
     inflight: int = 16
     poll: float = 0.01
@@ -126,6 +127,8 @@ class Context:
         settings = {"log_level": self.engine_log_level}
         if self.concurrency is not None:
             settings["worker_concurrency"] = str(self.concurrency)
+        if self.event_loop is not None:
+            settings["event_loop"] = self.event_loop
         return settings
 
 
@@ -525,6 +528,7 @@ async def run_engine_workload(
         "config": {
             "engine_processes": processes,
             "worker_concurrency": ctx.concurrency or "engine default",
+            "event_loop": ctx.event_loop or "engine default",
             "inflight": ctx.inflight,
             "warmup": ctx.warmup,
             "engine_log_level": ctx.engine_log_level,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import uuid
 from typing import Any
 
 import pytest
@@ -165,3 +166,71 @@ async def test_runs_ending_together_are_fenced_in_one_statement(kernel, simple_e
             "StepSucceeded",
             "RunSucceeded",
         ]
+
+
+# -- runs started in the enqueue transaction ---------------------------------------------
+
+
+async def test_a_free_worker_slot_takes_the_run_in_the_enqueue_transaction(kernel, simple_echo):
+    await kernel.service.create_workflow(simple_echo, auto_activate=True)
+    kernel.start_worker()
+    await asyncio.sleep(0)  # the worker loop is running
+    summary, created = await kernel.service.execute("simple-echo", trigger={"x": 1})
+    # the answer comes from the inserted row: it was written Running, not claimed later
+    assert created and summary["status"] == "Running"
+    run_id = uuid.UUID(summary["executionId"])
+    status = await kernel.ledger.wait_until_final(run_id, timeout=30)
+    assert status == "Succeeded"
+    assert (await kernel.ledger.get_execution(run_id))["fencing_token"] == 1  # one claim
+    events = await kernel.service.get_events(summary["executionId"])
+    assert [(e["sequence"], e["type"]) for e in events][:2] == [
+        (1, "RunQueued"),
+        (2, "RunStarted"),
+    ]
+    assert events[1]["payload"] == {"owner": kernel.worker.owner}
+    assert kernel.worker._reserved == 0
+
+
+async def test_a_full_worker_leaves_the_run_pending_for_the_claim_loop(kernel_factory, simple_echo):
+    kernel = await kernel_factory(worker_concurrency=1)
+    await kernel.service.create_workflow(simple_echo, auto_activate=True)
+    assert kernel.worker.reserve() is None  # not running: nothing to promise
+    kernel.start_worker()
+    await asyncio.sleep(0)
+    owner = kernel.worker.reserve()  # the only slot, as an enqueue in flight would hold it
+    assert owner == kernel.worker.owner
+    summary, _ = await kernel.service.execute("simple-echo")
+    assert summary["status"] == "Pending"
+    kernel.worker.adopt(None)  # give the slot back: the claim loop takes the run
+    status = await kernel.ledger.wait_until_final(uuid.UUID(summary["executionId"]), timeout=30)
+    assert status == "Succeeded"
+    assert kernel.worker._reserved == 0
+
+
+async def test_a_refused_enqueue_gives_the_slot_back(kernel, simple_echo):
+    kernel.start_worker()
+    await asyncio.sleep(0)
+    with pytest.raises(NotFound):
+        await kernel.service.execute("no-such-workflow")
+    await asyncio.sleep(0)  # the slot is returned when the write is over
+    assert kernel.worker._reserved == 0
+
+
+async def test_a_run_claimed_for_a_caller_that_went_away_still_runs(kernel, simple_echo):
+    await kernel.service.create_workflow(simple_echo, auto_activate=True)
+    kernel.start_worker()
+    await asyncio.sleep(0)
+    caller = asyncio.create_task(kernel.service.execute("simple-echo", request_id="gone"))
+    await asyncio.sleep(0)  # the enqueue is on its way
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    row = None
+    for _ in range(200):  # the write goes on without its caller; wait for the row
+        row = await kernel.ledger.get_execution_by_request("simple-echo", "gone")
+        if row is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert row is not None
+    # the worker adopted it: it ends now, not after its lease (30 s) expires
+    assert await kernel.ledger.wait_until_final(row["id"], timeout=10) == "Succeeded"

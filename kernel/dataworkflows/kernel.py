@@ -110,6 +110,7 @@ class Kernel:
             plugins=self.plugins,
             templates=self.templates,
             on_enqueued=self.worker.wake,
+            dispatcher=self.worker,
         )
         self.triggers = TriggerService(
             db=self.db,

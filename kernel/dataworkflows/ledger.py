@@ -101,6 +101,20 @@ class RunFinish:
 
 
 @dataclass(frozen=True)
+class Enqueued:
+    """What :meth:`RunLedger.enqueue` did."""
+
+    #: the execution row (the existing one when ``created`` is False)
+    execution: dict[str, Any]
+    #: False when the request id was taken and the existing run came back
+    created: bool
+    #: the run, already claimed for the worker named by ``start_as`` (else None)
+    claimed: ClaimedRun | None = None
+    #: its ``RunStarted`` event (for observers)
+    started: list[RunEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class NewEvent:
     type: EventType
     node_id: str | None = None
@@ -143,7 +157,7 @@ class RunLedger:
         #: runs this process executes, so a cancel request can reach them at once
         self.local_runs: dict[uuid.UUID, ClaimedRun] = {}
         #: group commit of enqueues and of step writes (see enqueue, record_steps)
-        self._enqueues: GroupCommit[_EnqueueRequest, dict[str, Any] | None] = GroupCommit(
+        self._enqueues: GroupCommit[_EnqueueRequest, Enqueued | None] = GroupCommit(
             self._write_enqueues, name="ledger-enqueue"
         )
         self._step_writes: GroupCommit[_StepWrite, list[RunEvent]] = GroupCommit(
@@ -163,15 +177,21 @@ class RunLedger:
         tenant_id: str = "default",
         principal: str | None = None,
         correlation_id: str | None = None,
-    ) -> tuple[dict[str, Any], bool]:
+        start_as: str | None = None,
+    ) -> Enqueued:
         """Record a ``Pending`` run of the workflow's published version.
 
-        Returns (execution row, created). The version is read in the transaction that
-        inserts the run, so a run never pins a version that was not published when it was
-        committed. Raises :class:`WorkflowNotRunnable` (nothing written) when the tenant
-        has no such workflow or it is not ``Active``. The same ``request_id`` for the same
-        workflow returns the existing run and creates nothing (``created`` is False), also
-        under concurrent calls.
+        The version is read in the transaction that inserts the run, so a run never pins a
+        version that was not published when it was committed. Raises
+        :class:`WorkflowNotRunnable` (nothing written) when the tenant has no such workflow
+        or it is not ``Active``. The same ``request_id`` for the same workflow returns the
+        existing run and creates nothing (``created`` is False), also under concurrent calls.
+
+        ``start_as`` (a worker's owner name, when that worker has a free slot in this
+        process): insert the run already claimed by it — ``Running`` under a lease with
+        fencing token 1, ``RunQueued`` and ``RunStarted`` in the same transaction — and
+        return it as :attr:`Enqueued.claimed`. It saves the claim transaction and the wake
+        up; a crash before the run ends is recovered like any lost lease.
 
         Concurrent calls share one transaction (group commit); each returns only after its
         run is committed.
@@ -192,26 +212,32 @@ class RunLedger:
                 "created_at": None,
                 "started_at": None,
                 "ended_at": None,
-            }
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "fencing_token": 0,
+            },
+            start_as,
         )
         outcome = await self._enqueues.submit(request)
         if outcome is not None:
-            return outcome, True
+            if outcome.claimed is not None:
+                self._emit(outcome.claimed, outcome.started)
+            return outcome
         existing = await self.get_execution_by_request(workflow_id, request.values["request_id"])
         if existing is None:  # pragma: no cover - would need the row deleted in between
             raise RuntimeError("request id conflict but no existing execution found")
-        return existing, False
+        return Enqueued(existing, False)
 
     async def _write_enqueues(
         self, batch: list[_EnqueueRequest]
-    ) -> list[dict[str, Any] | Exception | None]:
+    ) -> list[Enqueued | Exception | None]:
         """One transaction for many enqueues: check the workflows, insert runs and events.
 
-        Per request: the inserted row, None (its request id was taken: the caller reads the
+        Per request: what was inserted, None (its request id was taken: the caller reads the
         existing run), or :class:`WorkflowNotRunnable`.
         """
         now = self.clock.now()
-        results: list[dict[str, Any] | Exception | None] = [None] * len(batch)
+        results: list[Enqueued | Exception | None] = [None] * len(batch)
         async with self.db.begin() as conn:
             published = {
                 row.id: row
@@ -231,6 +257,14 @@ class RunLedger:
                 else:
                     values["workflow_version"] = workflow.current_version
                     values["created_at"] = now
+                    if request.start_as is not None:
+                        values.update(
+                            status="Running",
+                            started_at=now,
+                            lease_owner=request.start_as,
+                            lease_expires_at=now + self.lease,
+                            fencing_token=1,
+                        )
                     # a request id repeated within the batch: the first one inserts
                     rows.setdefault((values["workflow_id"], values["request_id"]), values)
             if not rows:
@@ -239,22 +273,31 @@ class RunLedger:
             inserted = {
                 row.id for row in await conn.execute(self._enqueue_statement, list(rows.values()))
             }
-            events = [
-                _event_row(
-                    values["id"],
-                    1,
-                    NewEvent(EventType.RUN_QUEUED, payload={"version": values["workflow_version"]}),
-                    now,
+            events: list[dict[str, Any]] = []
+            started: dict[uuid.UUID, Enqueued] = {}
+            for values in rows.values():
+                if values["id"] not in inserted:
+                    continue
+                queued = NewEvent(
+                    EventType.RUN_QUEUED, payload={"version": values["workflow_version"]}
                 )
-                for values in rows.values()
-                if values["id"] in inserted
-            ]
+                events.append(_event_row(values["id"], 1, queued, now))
+                if values["lease_owner"] is not None:
+                    run = _claimed_at_enqueue(values)
+                    owner = values["lease_owner"]
+                    event = NewEvent(EventType.RUN_STARTED, payload={"owner": owner})
+                    numbered = self._number_events(run, [event], now)
+                    run.claimed_sequence = run.next_sequence
+                    events.append(_event_row(run.id, numbered[0].sequence, event, now))
+                    started[run.id] = Enqueued(values, True, run, numbered)
             if events:
                 await conn.execute(sql.INSERT_EVENTS, events)
+            if len(started) < len(inserted):  # runs left Pending: wake the workers
                 await self._notify(conn, RUNS_CHANNEL, "")
         for index, request in enumerate(batch):
-            if results[index] is None and request.values["id"] in inserted:
-                results[index] = request.values
+            key = request.values["id"]
+            if results[index] is None and key in inserted:
+                results[index] = started.get(key) or Enqueued(request.values, True)
         return results
 
     # -- claim ----------------------------------------------------------------------------
@@ -875,6 +918,23 @@ _StepWrite = tuple["ClaimedRun", list["StepRecord"], "RunFinish | None"]
 class _EnqueueRequest:
     #: the ``workflow_executions`` row; version and creation time are set in the batch
     values: dict[str, Any]
+    #: the owner of a worker that takes the run at once (see RunLedger.enqueue)
+    start_as: str | None = None
+
+
+def _claimed_at_enqueue(values: dict[str, Any]) -> ClaimedRun:
+    return ClaimedRun(
+        id=values["id"],
+        workflow_id=values["workflow_id"],
+        workflow_version=values["workflow_version"],
+        trigger=values["trigger"],
+        tenant_id=values["tenant_id"],
+        principal=values["principal"],
+        correlation_id=values["correlation_id"],
+        next_sequence=2,  # after RunQueued
+        started_at=values["started_at"],
+        fencing_token=1,
+    )
 
 
 def _finish_key(finish: RunFinish) -> str:

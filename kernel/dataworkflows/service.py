@@ -6,15 +6,23 @@ Results are plain dicts in the API's camelCase shape.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from dataworkflows.audit import AuditContext, audit_view
 from dataworkflows.definitions import WorkflowDefinition, checksum, validate_definition
 from dataworkflows.errors import Conflict, NotFound, Unprocessable
-from dataworkflows.ledger import AlreadyRequeued, RunIsFinal, RunLedger, WorkflowNotRunnable
+from dataworkflows.ledger import (
+    AlreadyRequeued,
+    ClaimedRun,
+    Enqueued,
+    RunIsFinal,
+    RunLedger,
+    WorkflowNotRunnable,
+)
 from dataworkflows.logcontext import current_correlation_id
 from dataworkflows.pagination import DEFAULT_LIMIT, MAX_INT, PageRequest
 from dataworkflows.pagination import page as paged
@@ -22,6 +30,14 @@ from dataworkflows.plugins import PluginSet
 from dataworkflows.run_queries import RunQueries
 from dataworkflows.store import WorkflowStore, version_not_found, workflow_not_found
 from dataworkflows.templating import TemplateEngine
+
+
+class Dispatcher(Protocol):
+    """A worker in this process that can take a run the moment it is enqueued."""
+
+    def reserve(self) -> str | None: ...
+
+    def adopt(self, run: ClaimedRun | None) -> None: ...
 
 
 class WorkflowService:
@@ -33,13 +49,17 @@ class WorkflowService:
         plugins: PluginSet,
         templates: TemplateEngine,
         on_enqueued: Callable[[], None] = lambda: None,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
+        """``on_enqueued`` is called after a run was queued; ``dispatcher`` (this process's
+        worker) may take new runs at once (see :meth:`execute`)."""
         self.store = store
         self.ledger = ledger
         self.plugins = plugins
         self.templates = templates
         self.runs = RunQueries(store.db)
         self._on_enqueued = on_enqueued
+        self._dispatcher = dispatcher
 
     # -- definitions ----------------------------------------------------------------------
 
@@ -328,15 +348,25 @@ class WorkflowService:
                 code="invalid_request",
                 details={"path": "$.requestId"},
             )
-        try:
-            execution, created = await self.ledger.enqueue(
+        # a free slot of this process's worker takes the run in the enqueue transaction
+        dispatcher = self._dispatcher
+        owner = dispatcher.reserve() if dispatcher is not None else None
+        enqueue = asyncio.ensure_future(
+            self.ledger.enqueue(
                 workflow_id=workflow_id,
                 trigger=trigger or {},
                 request_id=request_id,
                 tenant_id=tenant_id,
                 principal=principal,
                 correlation_id=correlation_id or current_correlation_id(),
+                start_as=owner,
             )
+        )
+        if dispatcher is not None and owner is not None:
+            # exactly once, when the write is over, even if our caller is cancelled meanwhile
+            enqueue.add_done_callback(lambda task: dispatcher.adopt(_claimed(task)))
+        try:
+            enqueued = await asyncio.shield(enqueue)
         except WorkflowNotRunnable as exc:
             if exc.status is None:
                 raise workflow_not_found(workflow_id) from None
@@ -345,9 +375,9 @@ class WorkflowService:
                 code="workflow_not_active",
                 details={"status": exc.status},
             ) from None
-        if created:
+        if enqueued.created and enqueued.claimed is None:
             self._on_enqueued()
-        return run_summary(execution), created
+        return run_summary(enqueued.execution), enqueued.created
 
     async def _execution(self, execution_id: str, tenant_id: str | None) -> dict[str, Any]:
         """The run's row; another tenant's run is "not found" like a missing one."""
@@ -468,6 +498,13 @@ class WorkflowService:
         start = max(after, page.after[0] if page.after else 0)
         rows = await self.ledger.list_events(row["id"], after=start, limit=page.limit + 1)
         return paged("events", rows, page, lambda e: [e["sequence"]], event_view)
+
+
+def _claimed(task: asyncio.Future[Enqueued]) -> ClaimedRun | None:
+    """The run an enqueue claimed for this process's worker (None if it failed)."""
+    if task.cancelled() or task.exception() is not None:
+        return None
+    return task.result().claimed
 
 
 def _audit(actor: str | None, note: str | None = None) -> AuditContext:

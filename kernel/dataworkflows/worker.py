@@ -62,6 +62,9 @@ class Worker:
         self._grace = 30.0
         self._started = False
         self._stopped = asyncio.Event()
+        #: slots promised to runs being enqueued in this process (see reserve)
+        self._reserved = 0
+        self._releasing: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -69,6 +72,33 @@ class Worker:
     @property
     def in_flight(self) -> int:
         return len(self._running)
+
+    def reserve(self) -> str | None:
+        """Promise a free slot to a run this process is about to enqueue.
+
+        Returns this worker's owner name (for :meth:`RunLedger.enqueue`'s ``start_as``), or
+        None when the worker is not running here, is stopping or has no free slot. Every
+        reservation must be followed by exactly one :meth:`adopt`.
+        """
+        if not self._started or self._stopping:
+            return None
+        if len(self._running) + self._reserved >= self.concurrency:
+            return None
+        self._reserved += 1
+        return self.owner
+
+    def adopt(self, run: ClaimedRun | None) -> None:
+        """Fill a reserved slot with the run claimed at enqueue, or give the slot back."""
+        self._reserved -= 1
+        if run is None:
+            self.wake()  # the slot is free again
+        elif self._stopping:
+            # stopped meanwhile: give the run back at once for another worker
+            task = asyncio.create_task(self.ledger.release(self.owner, [run]))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+        else:
+            self._start(run)
 
     async def run(self) -> None:
         """Claim and execute runs until a stop is requested, then drain (see :meth:`stop`)."""
@@ -88,7 +118,7 @@ class Worker:
     async def _claim_loop(self) -> None:
         while not self._stopping:
             self._wakeup.clear()
-            free = self.concurrency - len(self._running)
+            free = self.concurrency - len(self._running) - self._reserved
             if free <= 0:
                 await self._wakeup.wait()  # a run ended (or stop was requested)
                 continue
@@ -102,9 +132,12 @@ class Worker:
                     await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
                 continue
             for run in runs:
-                self.ledger.local_runs[run.id] = run
-                task = asyncio.create_task(self._execute(run), name=f"run-{run.id}")
-                self._running[run.id] = (run, task)
+                self._start(run)
+
+    def _start(self, run: ClaimedRun) -> None:
+        self.ledger.local_runs[run.id] = run
+        task = asyncio.create_task(self._execute(run), name=f"run-{run.id}")
+        self._running[run.id] = (run, task)
 
     async def _execute(self, run: ClaimedRun) -> None:
         try:
