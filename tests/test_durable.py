@@ -393,6 +393,7 @@ async def test_a_step_that_kills_its_worker_ends_in_dead_letters(control, worker
     assert crashes == 3  # first claim + 2 recoveries crash; the 3rd recovery is over the limit
     run = await control.service.get_execution(run_id)
     assert run["error"]["code"] == "recovery_limit"
+    workers.stop_all()  # no worker left to take the requeued run: it stays Pending
     api = await api_factory(control, run_worker=False)
     letters = (await (await api.get("/api/v1/dead-letters")).json())["items"]
     assert [d["executionId"] for d in letters] == [run_id]

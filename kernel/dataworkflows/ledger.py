@@ -835,14 +835,19 @@ class RunLedger:
         return dict(row._mapping) if row else None
 
     async def list_actions(self, execution_id: uuid.UUID) -> list[dict[str, Any]]:
-        t = action_executions
         async with self.db.connect() as conn:
-            rows = await conn.execute(
-                select(t)
-                .where(t.c.execution_id == execution_id)
-                .order_by(t.c.started_at, t.c.node_id, t.c.attempt)
-            )
-        return [dict(r._mapping) for r in rows]
+            return await _actions_of(conn, execution_id)
+
+    async def get_execution_with_actions(
+        self, execution_id: uuid.UUID
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The run's row and its attempts, on one connection (None, [] if there is none)."""
+        t = workflow_executions
+        async with self.db.connect() as conn:
+            row = (await conn.execute(select(t).where(t.c.id == execution_id))).one_or_none()
+            if row is None:
+                return None, []
+            return dict(row._mapping), await _actions_of(conn, execution_id)
 
     async def list_events(
         self, execution_id: uuid.UUID, after: int = 0, limit: int = 1000
@@ -935,6 +940,16 @@ def _claimed_at_enqueue(values: dict[str, Any]) -> ClaimedRun:
         started_at=values["started_at"],
         fencing_token=1,
     )
+
+
+async def _actions_of(conn: Any, execution_id: uuid.UUID) -> list[dict[str, Any]]:
+    t = action_executions
+    rows = await conn.execute(
+        select(t)
+        .where(t.c.execution_id == execution_id)
+        .order_by(t.c.started_at, t.c.node_id, t.c.attempt)
+    )
+    return [dict(r._mapping) for r in rows]
 
 
 def _finish_key(finish: RunFinish) -> str:

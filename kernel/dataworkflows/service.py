@@ -381,19 +381,15 @@ class WorkflowService:
 
     async def _execution(self, execution_id: str, tenant_id: str | None) -> dict[str, Any]:
         """The run's row; another tenant's run is "not found" like a missing one."""
-        key = _uuid(execution_id)
-        row = await self.ledger.get_execution(key)
-        if row is None or (tenant_id is not None and row["tenant_id"] != tenant_id):
-            raise NotFound(f"no execution {execution_id!r}", code="execution_not_found")
-        return row
+        row = await self.ledger.get_execution(_uuid(execution_id))
+        return _visible(row, execution_id, tenant_id)
 
     async def get_execution(
         self, execution_id: str, *, tenant_id: str | None = None
     ) -> dict[str, Any]:
         """The run with every attempt. ``tenant_id`` None: any tenant (internal callers)."""
-        row = await self._execution(execution_id, tenant_id)
-        actions = await self.ledger.list_actions(row["id"])
-        return execution_view(row, actions)
+        row, actions = await self.ledger.get_execution_with_actions(_uuid(execution_id))
+        return execution_view(_visible(row, execution_id, tenant_id), actions)
 
     async def list_executions(
         self,
@@ -498,6 +494,15 @@ class WorkflowService:
         start = max(after, page.after[0] if page.after else 0)
         rows = await self.ledger.list_events(row["id"], after=start, limit=page.limit + 1)
         return paged("events", rows, page, lambda e: [e["sequence"]], event_view)
+
+
+def _visible(
+    row: dict[str, Any] | None, execution_id: str, tenant_id: str | None
+) -> dict[str, Any]:
+    """The run's row; another tenant's run is "not found" like a missing one."""
+    if row is None or (tenant_id is not None and row["tenant_id"] != tenant_id):
+        raise NotFound(f"no execution {execution_id!r}", code="execution_not_found")
+    return row
 
 
 def _claimed(task: asyncio.Future[Enqueued]) -> ClaimedRun | None:

@@ -76,7 +76,14 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _tune_sqlite(self.engine)
-        self._read_engine = self.engine.execution_options(dw_read_only=True)
+        if self.is_sqlite:
+            self._read_engine = self.engine.execution_options(dw_read_only=True)
+        else:
+            # Reads autocommit: under READ COMMITTED every statement has its own snapshot
+            # anyway, and BEGIN + ROLLBACK around them were two round trips per read.
+            self._read_engine = self.engine.execution_options(
+                dw_read_only=True, isolation_level="AUTOCOMMIT"
+            )
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
 
     @property
@@ -109,7 +116,11 @@ class Database:
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only connection (its implicit transaction is rolled back at the end)."""
+        """A connection for reads: never write through it.
+
+        SQLite: a deferred transaction, rolled back at the end (one snapshot for all reads).
+        PostgreSQL: autocommit, each statement its own READ COMMITTED snapshot.
+        """
         async with self._read_engine.connect() as conn:
             yield conn
 
