@@ -123,7 +123,7 @@ def analyse(text: str, database: str, runs: int, exclude: set[str]) -> dict[str,
         pid = match.group("pid")
         statement = match.group("sql").strip()
         word = statement.rstrip(";").strip().upper()
-        if word in ("BEGIN", "START TRANSACTION"):
+        if word.startswith(("BEGIN", "START TRANSACTION")):  # BEGIN ISOLATION LEVEL ... too
             open_tx[pid] = []
         elif word in ("COMMIT", "END"):
             body = open_tx.pop(pid, [])
