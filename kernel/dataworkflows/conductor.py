@@ -514,9 +514,14 @@ class Conductor:
         retry = plan_node.retry
         attempt = node.attempts + 1
         while True:
-            acquired, _ = await self._unless(
-                stop, state.slots.acquire(), late=lambda _: state.slots.release()
-            )
+            if stop.is_set():
+                acquired = False
+            elif not state.slots.locked():
+                acquired = await state.slots.acquire()  # a free slot: no waiting, no task
+            else:
+                acquired, _ = await self._unless(
+                    stop, state.slots.acquire(), late=lambda _: state.slots.release()
+                )
             if not acquired:
                 return self._cancelled(state, node, attempt)
             try:
