@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +40,10 @@ def _aware(value: Any) -> datetime | None:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
+
+
+def _as_uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 
 def _chunks(items: Sequence[uuid.UUID], size: int = CHUNK) -> Iterable[Sequence[uuid.UUID]]:
@@ -99,39 +103,41 @@ class LedgerProbe:
     def _ids(self, ids: Sequence[uuid.UUID]) -> list[Any]:
         return [i.hex for i in ids] if self.is_sqlite else list(ids)
 
-    async def finished(self, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """Which of ``ids`` are final now."""
-        done: set[uuid.UUID] = set()
+    async def _by_ids(
+        self, head: str, column: str, ids: Sequence[uuid.UUID], tail: str = ""
+    ) -> AsyncIterator[list[Any]]:
+        """Rows of ``{head} WHERE {column} IN ids {tail}``, one list per chunk of ids."""
         for chunk in _chunks(ids):
             params = self._ids(chunk)
             marks = ",".join("?" * len(params))
-            rows = await self._select(
-                "SELECT id FROM workflow_executions WHERE id = ANY(%s) "
-                "AND status IN ('Succeeded', 'Failed', 'Cancelled')",
-                f"SELECT id FROM workflow_executions WHERE id IN ({marks}) "
-                "AND status IN ('Succeeded', 'Failed', 'Cancelled')",
-                [params] if not self.is_sqlite else params,
+            yield await self._select(
+                f"{head} WHERE {column} = ANY(%s) {tail}",
+                f"{head} WHERE {column} IN ({marks}) {tail}",
+                params if self.is_sqlite else [params],
             )
-            done.update(r[0] if isinstance(r[0], uuid.UUID) else uuid.UUID(r[0]) for r in rows)
+
+    async def finished(self, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of ``ids`` are final now."""
+        done: set[uuid.UUID] = set()
+        async for rows in self._by_ids(
+            "SELECT id FROM workflow_executions",
+            "id",
+            ids,
+            "AND status IN ('Succeeded', 'Failed', 'Cancelled')",
+        ):
+            done.update(_as_uuid(r[0]) for r in rows)
         return done
 
     async def timings(self, ids: Sequence[uuid.UUID]) -> list[RunTiming]:
         out: list[RunTiming] = []
-        for chunk in _chunks(ids):
-            params = self._ids(chunk)
-            marks = ",".join("?" * len(params))
-            cols = "id, status, created_at, started_at, ended_at"
-            rows = await self._select(
-                f"SELECT {cols} FROM workflow_executions WHERE id = ANY(%s)",
-                f"SELECT {cols} FROM workflow_executions WHERE id IN ({marks})",
-                [params] if not self.is_sqlite else params,
-            )
+        cols = "id, status, created_at, started_at, ended_at"
+        async for rows in self._by_ids(f"SELECT {cols} FROM workflow_executions", "id", ids):
             for r in rows:
                 created = _aware(r[2])
                 assert created is not None
                 out.append(
                     RunTiming(
-                        id=r[0] if isinstance(r[0], uuid.UUID) else uuid.UUID(r[0]),
+                        id=_as_uuid(r[0]),
                         status=r[1],
                         created_at=created,
                         started_at=_aware(r[3]),
@@ -143,32 +149,21 @@ class LedgerProbe:
     async def step_rows(self, ids: Sequence[uuid.UUID]) -> dict[str, int]:
         """Attempt rows of these runs by status."""
         counts: dict[str, int] = {}
-        for chunk in _chunks(ids):
-            params = self._ids(chunk)
-            marks = ",".join("?" * len(params))
-            rows = await self._select(
-                "SELECT status, count(*) FROM action_executions WHERE execution_id = ANY(%s) "
-                "GROUP BY status",
-                f"SELECT status, count(*) FROM action_executions WHERE execution_id IN ({marks}) "
-                "GROUP BY status",
-                [params] if not self.is_sqlite else params,
-            )
+        async for rows in self._by_ids(
+            "SELECT status, count(*) FROM action_executions", "execution_id", ids, "GROUP BY status"
+        ):
             for status, count in rows:
                 counts[status] = counts.get(status, 0) + int(count)
         return counts
 
     async def first_error(self, ids: Sequence[uuid.UUID]) -> Any:
         """The error of one failed run among ``ids`` (for the report), or None."""
-        for chunk in _chunks(ids):
-            params = self._ids(chunk)
-            marks = ",".join("?" * len(params))
-            rows = await self._select(
-                "SELECT error FROM workflow_executions WHERE id = ANY(%s) "
-                "AND status <> 'Succeeded' LIMIT 1",
-                f"SELECT error FROM workflow_executions WHERE id IN ({marks}) "
-                "AND status <> 'Succeeded' LIMIT 1",
-                [params] if not self.is_sqlite else params,
-            )
+        async for rows in self._by_ids(
+            "SELECT error FROM workflow_executions",
+            "id",
+            ids,
+            "AND status <> 'Succeeded' LIMIT 1",
+        ):
             if rows:
                 return rows[0][0]
         return None

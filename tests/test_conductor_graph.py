@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 import dataworkflows_echo
 from dataworkflows import Action, ActionContext, ActionResult, hookimpl
-from dataworkflows.ledger import StepRecord
+from dataworkflows.ledger import RunFinish, StaleRunError, StepRecord
 
 # -- a test plugin ------------------------------------------------------------------------
 
@@ -646,3 +646,27 @@ async def test_resume_with_everything_recorded_only_ends_the_run(graph_kernel):
     assert await graph_kernel.conductor.execute(run) == "Succeeded"
     result = await graph_kernel.service.get_execution(run.id_str)
     assert len(result["actions"]) == 2 and result["status"] == "Succeeded"
+
+
+async def test_a_definition_that_cannot_be_loaded_ends_the_run_failed(kernel, simple_echo):
+    """The end is written without any step row, fenced like every other write."""
+    await kernel.service.create_workflow(simple_echo, auto_activate=True)
+    summary, _ = await kernel.service.execute("simple-echo")
+    (run,) = await kernel.ledger.claim_many("test-owner", 1)
+
+    async def broken(workflow_id: str, version: int) -> Any:
+        raise RuntimeError("the stored definition is unreadable")
+
+    kernel.conductor.store.definition = broken  # type: ignore[method-assign]
+    assert await kernel.conductor.execute(run) == "Failed"
+    view = await kernel.service.get_execution(summary["executionId"])
+    assert view["error"] == {
+        "code": "definition_error",
+        "message": "the stored definition is unreadable",
+    }
+    assert view["actions"] == []
+    events = await kernel.service.get_events(summary["executionId"])
+    assert [e["type"] for e in events] == ["RunQueued", "RunStarted", "RunFailed"]
+    # a second end of the same claim is refused: the run is final
+    with pytest.raises(StaleRunError):
+        await kernel.ledger.finish(run, RunFinish("Succeeded"))

@@ -484,11 +484,7 @@ class Conductor:
         batch = list(records)
         records.clear()
         async with state.lock:
-            if batch:
-                await self.ledger.record_steps(state.run, batch, finish)
-            else:
-                assert finish is not None
-                await self.ledger.finish(state.run, finish)
+            await self.ledger.record_steps(state.run, batch, finish)
 
     async def _write(self, state: _Run, record: StepRecord) -> None:
         async with state.lock:

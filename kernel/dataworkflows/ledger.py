@@ -510,34 +510,18 @@ class RunLedger:
 
     async def finish(self, run: ClaimedRun, finish: RunFinish) -> None:
         """End a run without a step (e.g. a definition that can no longer be loaded)."""
-        if finish.error:
-            finish = replace(finish, error=redactor.redact(finish.error))
-        now = self.clock.now()
-        async with self.db.begin() as conn:
-            await self._fence(conn, run, now, finish)
-            recorded = await self._insert_events(conn, run, [_finish_event(finish)], now)
-        self._emit(run, recorded)
-        self._resolve(run.id, finish.status)
-
-    async def _fence(
-        self, conn: Any, run: ClaimedRun, now: datetime, finish: RunFinish | None
-    ) -> None:
-        """First statement of every write of a claimed run: prove the lease is still ours.
-
-        Matches only while the run is ``Running`` under this claim's fencing token, so a
-        zombie worker (its lease taken over) or a write after the end changes nothing: the
-        whole transaction is rolled back. Extends the lease, or ends the run with ``finish``.
-        """
-        if run.id not in await self._fence_many(conn, [run], now, finish):
-            raise StaleRunError.for_claim(run)
+        await self.record_steps(run, [], finish)
 
     async def _fence_many(
         self, conn: Any, runs: Sequence[ClaimedRun], now: datetime, finish: RunFinish | None
     ) -> set[uuid.UUID]:
-        """:meth:`_fence` for several runs in one statement; returns the ids still held.
+        """First statement of every write of claimed runs: prove each lease is still ours.
 
-        A run missing from the result must have nothing of its own written in this
-        transaction (its caller gets :class:`StaleRunError`).
+        Matches a run only while it is ``Running`` under its claim's fencing token, so a
+        zombie worker (its lease taken over) or a write after the end changes nothing.
+        Extends the leases, or ends the runs with ``finish``. Returns the ids still held; a
+        run missing from it must have nothing of its own written in this transaction (its
+        caller gets :class:`StaleRunError`).
         """
         claims = [(run.id, run.fencing_token) for run in runs]
         if finish is None:
@@ -817,10 +801,8 @@ class RunLedger:
     # -- reads ----------------------------------------------------------------------------
 
     async def get_execution(self, execution_id: uuid.UUID) -> dict[str, Any] | None:
-        t = workflow_executions
         async with self.db.connect() as conn:
-            row = (await conn.execute(select(t).where(t.c.id == execution_id))).one_or_none()
-        return dict(row._mapping) if row else None
+            return await _execution_of(conn, execution_id)
 
     async def get_execution_by_request(
         self, workflow_id: str, request_id: str
@@ -842,12 +824,11 @@ class RunLedger:
         self, execution_id: uuid.UUID
     ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         """The run's row and its attempts, on one connection (None, [] if there is none)."""
-        t = workflow_executions
         async with self.db.connect() as conn:
-            row = (await conn.execute(select(t).where(t.c.id == execution_id))).one_or_none()
+            row = await _execution_of(conn, execution_id)
             if row is None:
                 return None, []
-            return dict(row._mapping), await _actions_of(conn, execution_id)
+            return row, await _actions_of(conn, execution_id)
 
     async def list_events(
         self, execution_id: uuid.UUID, after: int = 0, limit: int = 1000
@@ -940,6 +921,12 @@ def _claimed_at_enqueue(values: dict[str, Any]) -> ClaimedRun:
         started_at=values["started_at"],
         fencing_token=1,
     )
+
+
+async def _execution_of(conn: Any, execution_id: uuid.UUID) -> dict[str, Any] | None:
+    t = workflow_executions
+    row = (await conn.execute(select(t).where(t.c.id == execution_id))).one_or_none()
+    return dict(row._mapping) if row else None
 
 
 async def _actions_of(conn: Any, execution_id: uuid.UUID) -> list[dict[str, Any]]:

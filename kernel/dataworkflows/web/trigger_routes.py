@@ -89,23 +89,20 @@ async def put_trigger(request: web.Request) -> web.Response:
 
 @trigger_routes.post(BASE + "/{trigger_id}/enable")
 async def enable_trigger(request: web.Request) -> web.Response:
-    kernel = request.app[kernel_key]
-    view = await kernel.triggers.set_enabled(
-        request.match_info["workflow_id"],
-        request.match_info["trigger_id"],
-        True,
-        tenant_id=_tenant(request),
-    )
-    return web.json_response(view)
+    return await _set_enabled(request, True)
 
 
 @trigger_routes.post(BASE + "/{trigger_id}/disable")
 async def disable_trigger(request: web.Request) -> web.Response:
+    return await _set_enabled(request, False)
+
+
+async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
     kernel = request.app[kernel_key]
     view = await kernel.triggers.set_enabled(
         request.match_info["workflow_id"],
         request.match_info["trigger_id"],
-        False,
+        enabled,
         tenant_id=_tenant(request),
     )
     return web.json_response(view)
