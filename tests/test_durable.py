@@ -393,6 +393,15 @@ async def test_a_step_that_kills_its_worker_ends_in_dead_letters(control, worker
     assert crashes == 3  # first claim + 2 recoveries crash; the 3rd recovery is over the limit
     run = await control.service.get_execution(run_id)
     assert run["error"]["code"] == "recovery_limit"
+    # every attempt that started has a row (max_recoveries + 1), the last one too; none of
+    # them has a start time, since none was recorded before its worker died
+    assert [(a["attempt"], a["status"], a["error"]["code"]) for a in run["actions"]] == [
+        (1, "RetriableFailure", "worker_lost"),
+        (2, "RetriableFailure", "worker_lost"),
+        (3, "Failed", "worker_lost"),
+    ]
+    assert [a["startedAt"] for a in run["actions"]] == [None, None, None]
+    assert all(a["endedAt"] for a in run["actions"])
     workers.stop_all()  # no worker left to take the requeued run: it stays Pending
     api = await api_factory(control, run_worker=False)
     letters = (await (await api.get("/api/v1/dead-letters")).json())["items"]

@@ -9,10 +9,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select
+from sqlalchemy.exc import OperationalError
 
 from dataworkflows.db.models import execution_events, workflow_executions
+from dataworkflows.db.transient import RetryPolicy
 from dataworkflows.errors import Conflict, NotFound
 from dataworkflows.group_commit import GroupCommit
+
+FAST = RetryPolicy(attempts=4, initial_delay=0.001, max_delay=0.002)
 
 
 class _Recorder:
@@ -65,6 +69,88 @@ async def test_a_failed_batch_fails_every_caller_in_it():
     batcher: GroupCommit[int, int] = GroupCommit(_Recorder(fail_batch=True).write, name="t")
     results = await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
     assert [str(r) for r in results] == ["the whole batch failed"] * 3
+
+
+async def test_a_batch_failed_by_one_item_is_split_so_only_that_item_fails():
+    """A poisoned item makes its whole batch's statement fail (as a value the database
+    refuses does): the items are written one by one, and only the poisoned one fails."""
+    batches: list[list[int]] = []
+
+    async def write(items: list[int]) -> list[int]:
+        batches.append(list(items))
+        await asyncio.sleep(0)
+        if 3 in items:
+            raise ValueError("the database refused the batch")
+        return [item * 10 for item in items]
+
+    batcher: GroupCommit[int, int] = GroupCommit(write, name="t")
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(6)), return_exceptions=True)
+    assert [r if not isinstance(r, Exception) else str(r) for r in results] == [
+        0,
+        10,
+        20,
+        "the database refused the batch",
+        40,
+        50,
+    ]
+    assert batches == [[0, 1, 2, 3, 4, 5], [0], [1], [2], [3], [4], [5]]
+
+
+def _connection_lost() -> Exception:
+    return OperationalError(
+        "INSERT",
+        {},
+        ConnectionResetError("server closed the connection"),
+        connection_invalidated=True,
+    )
+
+
+async def test_a_transient_error_is_retried_and_no_caller_sees_it():
+    calls: list[list[int]] = []
+
+    async def write(items: list[int]) -> list[int]:
+        calls.append(list(items))
+        if len(calls) < 3:
+            raise _connection_lost()
+        return [item * 10 for item in items]
+
+    batcher: GroupCommit[int, int] = GroupCommit(write, name="t", retry=FAST)
+    assert await asyncio.gather(*(batcher.submit(i) for i in range(4))) == [0, 10, 20, 30]
+    assert calls == [[0, 1, 2, 3]] * 3  # the same batch again, never split
+
+
+async def test_transient_errors_are_retried_a_bounded_number_of_times():
+    calls = 0
+
+    async def write(items: list[int]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        raise _connection_lost()
+
+    batcher: GroupCommit[int, int] = GroupCommit(write, name="t", retry=FAST)
+    with pytest.raises(OperationalError):
+        await batcher.submit(1)
+    assert calls == FAST.attempts
+
+
+async def test_submitters_wait_for_room_when_max_pending_items_wait():
+    release, writing = asyncio.Event(), asyncio.Event()
+    high = 0
+
+    async def write(items: list[int]) -> list[int]:
+        nonlocal high
+        high = max(high, batcher.pending)
+        writing.set()
+        await release.wait()
+        return items
+
+    batcher: GroupCommit[int, int] = GroupCommit(write, name="t", max_batch=2, max_pending=4)
+    callers = [asyncio.create_task(batcher.submit(i)) for i in range(50)]
+    await writing.wait()
+    assert batcher.pending == 4  # the 46 others wait outside
+    release.set()
+    assert await asyncio.gather(*callers) == list(range(50))
+    assert high == 4 and batcher.pending == 0
 
 
 def test_max_batch_must_be_positive():

@@ -177,14 +177,16 @@ async def test_hook_on_run_event_sees_every_event_in_order(
     kernel = await kernel_factory(plugins=[plugin])
     run = await run_workflow(kernel, simple_echo)
     mine = [e for e in plugin.events if e.execution_id == run["id"]]
-    # RunQueued is written by the enqueueing request; observers see what the worker commits
+    # every committed event, the enqueue's RunQueued included (tests/test_observers.py
+    # checks every other path against the events table)
     assert [str(e.type) for e in mine] == [
+        "RunQueued",
         "RunStarted",
         "StepSucceeded",
         "StepSucceeded",
         "RunSucceeded",
     ]
-    assert [e.sequence for e in mine] == [2, 3, 4, 5]
+    assert [e.sequence for e in mine] == [1, 2, 3, 4, 5]
 
 
 def test_duplicate_action_type_names_both_plugins() -> None:

@@ -35,6 +35,7 @@ import contextlib
 import json
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -46,7 +47,7 @@ from dataworkflows import logcontext
 from dataworkflows.actions import ActionContext, ActionError, ActionResult, StepOutcome
 from dataworkflows.clock import Clock
 from dataworkflows.definitions import WorkflowDefinition, json_path
-from dataworkflows.ledger import ClaimedRun, RunFinish, RunLedger, StepRecord
+from dataworkflows.ledger import ClaimedRun, RunFinish, RunLedger, StepRecord, UnwritableRecord
 from dataworkflows.plan import (
     ExecutionPlan,
     PlanDefaults,
@@ -166,7 +167,10 @@ class Conductor:
         )
         self._action_services = action_services
         self._rng = rng or random.Random()
-        self._plans: dict[tuple[str, int], asyncio.Future[ExecutionPlan]] = {}
+        #: compiled plans by (workflow, version), least recently used first (bounded)
+        self._plans: OrderedDict[tuple[str, int], asyncio.Future[ExecutionPlan]] = OrderedDict()
+        self.max_cached_plans = max(1, settings.plan_cache_size)
+        #: actions that ignored cancellation (see _unless); awaited by close()
         self._abandoned: set[asyncio.Future[Any]] = set()
 
     # -- public ---------------------------------------------------------------------------
@@ -178,12 +182,27 @@ class Conductor:
         if plan is None:
             # one load per version, however many runs of it start at once
             plan = self._plans[key] = asyncio.ensure_future(self._load_plan(workflow_id, version))
+            while len(self._plans) > self.max_cached_plans:
+                self._plans.popitem(last=False)
+        else:
+            self._plans.move_to_end(key)
         try:
             return await asyncio.shield(plan)
         except Exception:
             if self._plans.get(key) is plan:
                 del self._plans[key]  # a failed load is retried by the next run
             raise
+
+    async def close(self, grace: float = CANCEL_GRACE) -> None:
+        """Wait (up to ``grace`` seconds) for actions that ignored cancellation to end."""
+        if not self._abandoned:
+            return
+        _done, pending = await asyncio.wait(list(self._abandoned), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("%d action(s) still ignore cancellation at shutdown", len(pending))
+            await asyncio.wait(pending, timeout=grace)
 
     async def _load_plan(self, workflow_id: str, version: int) -> ExecutionPlan:
         raw = await self.store.definition(workflow_id, version)
@@ -209,7 +228,27 @@ class Conductor:
             nodes[plan.on_failure.id] = _Node(plan.on_failure)
         state = _Run(run, plan, nodes, asyncio.Semaphore(plan.max_parallel))
         with logcontext.bind(correlation_id=run.correlation_id, execution_id=run.id_str):
-            return await self._drive(state)
+            try:
+                return await self._drive(state)
+            except UnwritableRecord as exc:
+                return await self._unwritable(state, exc)
+
+    async def _unwritable(self, state: _Run, exc: UnwritableRecord) -> str:
+        """End a run whose step rows the database refused (a value it cannot store).
+
+        Only this run is affected (group commit wrote the other runs of the batch). The
+        refused rows are written without their values, and the run ends ``Failed``.
+        """
+        records = exc.records
+        log.error("run %s: the ledger refused its step rows: %s", state.run.id, exc.message)
+        error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+        if records:
+            error["nodeId"] = records[0].node_id
+        finish = RunFinish("Failed", error)
+        await self.ledger.record_steps(
+            state.run, [_sanitised(r, exc.message) for r in records], finish
+        )
+        return finish.status
 
     # -- the scheduler --------------------------------------------------------------------
 
@@ -236,6 +275,8 @@ class Conductor:
                 if node.status is None and node.attempts:
                     pending.append(self._cancelled(state, node, node.attempts + 1))
                     self._mark(node, pending[-1])
+        if self.ledger.is_over_recovery_limit(run):
+            return await self._dead_letter(state, pending)
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + plan.timeout if plan.timeout else None
@@ -302,6 +343,7 @@ class Conductor:
                     pending.append(record)
         finally:
             cancel_waiter.cancel()
+            await asyncio.wait([cancel_waiter])  # ends now, not at some later turn
             if running:  # we are being cancelled ourselves (worker shutdown) or crashed
                 for task in running:
                     task.cancel()
@@ -323,6 +365,25 @@ class Conductor:
             )
         else:
             finish = RunFinish("Succeeded")
+        await self._flush(state, pending, finish)
+        return finish.status
+
+    async def _dead_letter(self, state: _Run, pending: list[StepRecord]) -> str:
+        """Give up a run whose steps keep stopping their workers.
+
+        The attempts the last worker was running when it stopped get their row (outcome
+        unknown, failed, start time unknown), then the run ends ``Failed`` and is recorded in
+        the dead letters, in one transaction.
+        """
+        if state.failure is None:
+            skipped, ready = self._scan(state)
+            pending.extend(skipped)
+        else:  # it was failing fast: only its onFailure node can have been running
+            on_failure = state.plan.on_failure
+            node = state.nodes[on_failure.id] if on_failure else None
+            ready = [node] if node is not None and node.status is None else []
+        pending.extend(self._lost(node, final=True) for node in ready)
+        finish = self.ledger.dead_letter_finish(state.run)
         await self._flush(state, pending, finish)
         return finish.status
 
@@ -484,11 +545,14 @@ class Conductor:
         batch = list(records)
         records.clear()
         async with state.lock:
-            await self.ledger.record_steps(state.run, batch, finish)
+            try:
+                await self.ledger.record_steps(state.run, batch, finish)
+            except UnwritableRecord as exc:
+                exc.records = batch
+                raise
 
     async def _write(self, state: _Run, record: StepRecord) -> None:
-        async with state.lock:
-            await self.ledger.record_step(state.run, record)
+        await self._flush(state, [record])
 
     # -- one node -------------------------------------------------------------------------
 
@@ -623,6 +687,14 @@ class Conductor:
                 code="invalid_outputs",
             )
             outputs = None
+        if result.error and not _is_json(dict(result.error)):
+            # checked here, before the row joins a shared write: a bad value fails this
+            # attempt, permanently, and nothing else
+            result = ActionResult.failed(
+                "the action returned an error whose details are not JSON-serialisable: "
+                f"{_unserializable(dict(result.error))}",
+                code="unserializable_result",
+            )
         record = StepRecord(
             node_id=plan_node.id,
             action_type=definition.action_type,
@@ -752,15 +824,18 @@ class Conductor:
             context.update(extra)
         return context
 
-    def _lost(self, node: _Node) -> StepRecord:
-        """The row of an attempt a dead worker may have been running (see ``_drive``)."""
+    def _lost(self, node: _Node, *, final: bool = False) -> StepRecord:
+        """The row of an attempt a dead worker may have been running (see ``_drive``).
+
+        ``final``: no attempt follows (the run goes to the dead letters).
+        """
         attempt = node.attempts + 1
         now = self.clock.now()
         record = StepRecord(
             node_id=node.plan.id,
             action_type=node.plan.node.action_type,
             attempt=attempt,
-            status=FAILED if attempt >= node.plan.retry.max_attempts else RETRIABLE,
+            status=FAILED if final or attempt >= node.plan.retry.max_attempts else RETRIABLE,
             parameters=node.parameters,
             outputs=None,
             error={
@@ -768,7 +843,9 @@ class Conductor:
                 "message": "the worker running this node stopped before the attempt ended; "
                 "its outcome is unknown",
             },
-            started_at=now,
+            # when it started is not known (it was never recorded): null, not a guess;
+            # it is known to have ended by now, when its loss was noticed
+            started_at=None,
             ended_at=now,
         )
         if record.status == FAILED:
@@ -809,3 +886,24 @@ def _is_json(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def _unserializable(value: Any) -> str:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return "unknown"  # pragma: no cover - only called for values that fail
+
+
+def _sanitised(record: StepRecord, message: str) -> StepRecord:
+    """A row the database will take in place of one it refused: its values are dropped,
+    what happened stays (a final attempt that could not be recorded failed)."""
+    return replace(
+        record,
+        status=record.status if record.status in (FAILED, CANCELLED, SKIPPED) else FAILED,
+        parameters=None,
+        outputs=None,
+        error={"code": "unserializable_result", "message": message},
+        links=(),
+    )

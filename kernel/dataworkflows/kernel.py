@@ -84,6 +84,7 @@ class Kernel:
             observe=self._observe,
             lease_seconds=self.settings.lease_seconds,
             max_recoveries=self.settings.max_recoveries,
+            queue_limit=self.settings.ledger_queue_limit,
         )
         self._http: aiohttp.ClientSession | None = None
         self.conductor = Conductor(
@@ -185,8 +186,14 @@ class Kernel:
             self._scheduler_task = None
 
     async def close(self) -> None:
+        """Stop the scheduler and the worker, finish pending writes, close connections.
+
+        Every task the kernel started is over when this returns.
+        """
         await self.stop_scheduler()
         await self.stop_worker()
+        await self.ledger.close()
+        await self.conductor.close()
         if self._http is not None:
             await self._http.close()
         await self.db.dispose()

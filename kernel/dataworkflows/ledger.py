@@ -16,12 +16,12 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text, tuple_, update
 
 from dataworkflows import ledger_statements as sql
 from dataworkflows.clock import Clock
@@ -33,6 +33,7 @@ from dataworkflows.db.models import (
     execution_events,
     workflow_executions,
 )
+from dataworkflows.db.transient import is_data_error, retry_transient
 from dataworkflows.events import EventType, RunEvent
 from dataworkflows.group_commit import GroupCommit
 from dataworkflows.redaction import redactor
@@ -58,6 +59,8 @@ class ClaimedRun:
     fencing_token: int = 1
     #: claimed after another worker's lease expired: resume from the ledger
     recovered: bool = False
+    #: how often the run was taken over after its worker stopped (see max_recoveries)
+    recovery_count: int = 0
     #: set when a cancel was requested (by the API, from any process)
     cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -98,6 +101,8 @@ class RunFinish:
 
     status: str  # Succeeded | Failed | Cancelled
     error: dict[str, Any] | None = None
+    #: also record the run in ``dead_letters`` (it was recovered too often)
+    dead_letter: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,8 +115,9 @@ class Enqueued:
     created: bool
     #: the run, already claimed for the worker named by ``start_as`` (else None)
     claimed: ClaimedRun | None = None
-    #: its ``RunStarted`` event (for observers)
-    started: list[RunEvent] = field(default_factory=list)
+    #: what the enqueue committed (``RunQueued``, and ``RunStarted`` when claimed), for
+    #: observers
+    events: list[RunEvent] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,7 @@ class RunLedger:
         *,
         lease_seconds: float = 30.0,
         max_recoveries: int = 3,
+        queue_limit: int = 1024,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -158,15 +165,26 @@ class RunLedger:
         self.local_runs: dict[uuid.UUID, ClaimedRun] = {}
         #: group commit of enqueues and of step writes (see enqueue, record_steps)
         self._enqueues: GroupCommit[_EnqueueRequest, Enqueued | None] = GroupCommit(
-            self._write_enqueues, name="ledger-enqueue"
+            self._write_enqueues,
+            name="ledger-enqueue",
+            max_batch=min(64, queue_limit),
+            max_pending=queue_limit,
         )
-        self._step_writes: GroupCommit[_StepWrite, list[RunEvent]] = GroupCommit(
-            self._write_batch, name="ledger-flush"
+        self._step_writes: GroupCommit[_StepWrite, list[RunEvent] | StaleRunError] = GroupCommit(
+            self._write_batch,
+            name="ledger-flush",
+            max_batch=min(64, queue_limit),
+            max_pending=queue_limit,
         )
         self._claim_statement = sql.claim_statement(skip_locked=not db.is_sqlite)
         self._enqueue_statement = sql.enqueue_statement(db)
 
     # -- enqueue --------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Wait until every submitted write is committed (on shutdown)."""
+        await self._enqueues.drain()
+        await self._step_writes.drain()
 
     async def enqueue(
         self,
@@ -196,6 +214,7 @@ class RunLedger:
         Concurrent calls share one transaction (group commit); each returns only after its
         run is committed.
         """
+        check_json(trigger, "$.trigger")
         execution_id = uuid.uuid4()
         request = _EnqueueRequest(
             {
@@ -218,15 +237,45 @@ class RunLedger:
             },
             start_as,
         )
-        outcome = await self._enqueues.submit(request)
-        if outcome is not None:
-            if outcome.claimed is not None:
-                self._emit(outcome.claimed, outcome.started)
-            return outcome
-        existing = await self.get_execution_by_request(workflow_id, request.values["request_id"])
+        try:
+            outcome = await self._enqueues.submit(request)
+        except WorkflowNotRunnable:
+            raise
+        except Exception as exc:
+            if not is_data_error(exc):
+                raise  # the database's fault (or ours), not the value's: a 5xx
+            raise UnwritableValue(
+                "$.trigger", f"the database refused the run: {_db_message(exc)}"
+            ) from exc
+        if outcome is None:
+            outcome = await self._existing_enqueue(execution_id, request)
+        self._emit_events(outcome.events)
+        return outcome
+
+    async def _existing_enqueue(
+        self, execution_id: uuid.UUID, request: _EnqueueRequest
+    ) -> Enqueued:
+        """The run that holds the request id: another caller's, or our own whose COMMIT
+        answer was lost to a dropped connection (then it is reported as ours)."""
+        values = request.values
+        existing = await self.get_execution_by_request(values["workflow_id"], values["request_id"])
         if existing is None:  # pragma: no cover - would need the row deleted in between
             raise RuntimeError("request id conflict but no existing execution found")
-        return Enqueued(existing, False)
+        if existing["id"] != execution_id:
+            return Enqueued(existing, False)
+        events = [
+            _run_event(existing["workflow_id"], row) for row in await self.list_events(execution_id)
+        ]
+        claimed = None
+        if (
+            request.start_as is not None
+            and existing["status"] == "Running"
+            and existing["lease_owner"] == request.start_as
+            and existing["fencing_token"] == 1
+        ):
+            claimed = _claimed_at_enqueue(existing)
+            claimed.next_sequence = claimed.claimed_sequence = len(events) + 1
+        return Enqueued(existing, True, claimed, events)
 
     async def _write_enqueues(
         self, batch: list[_EnqueueRequest]
@@ -236,9 +285,9 @@ class RunLedger:
         Per request: what was inserted, None (its request id was taken: the caller reads the
         existing run), or :class:`WorkflowNotRunnable`.
         """
-        now = self.clock.now()
         results: list[Enqueued | Exception | None] = [None] * len(batch)
         async with self.db.begin() as conn:
+            now = self.clock.now()  # inside the transaction: after the write lock is held
             published = {
                 row.id: row
                 for row in await conn.execute(
@@ -274,30 +323,39 @@ class RunLedger:
                 row.id for row in await conn.execute(self._enqueue_statement, list(rows.values()))
             }
             events: list[dict[str, Any]] = []
-            started: dict[uuid.UUID, Enqueued] = {}
+            done: dict[uuid.UUID, Enqueued] = {}
+            pending = 0
             for values in rows.values():
                 if values["id"] not in inserted:
                     continue
-                queued = NewEvent(
-                    EventType.RUN_QUEUED, payload={"version": values["workflow_version"]}
-                )
-                events.append(_event_row(values["id"], 1, queued, now))
+                run = _claimed_at_enqueue(values)
+                new = [
+                    NewEvent(EventType.RUN_QUEUED, payload={"version": values["workflow_version"]})
+                ]
                 if values["lease_owner"] is not None:
-                    run = _claimed_at_enqueue(values)
-                    owner = values["lease_owner"]
-                    event = NewEvent(EventType.RUN_STARTED, payload={"owner": owner})
-                    numbered = self._number_events(run, [event], now)
-                    run.claimed_sequence = run.next_sequence
-                    events.append(_event_row(run.id, numbered[0].sequence, event, now))
-                    started[run.id] = Enqueued(values, True, run, numbered)
+                    new.append(
+                        NewEvent(EventType.RUN_STARTED, payload={"owner": values["lease_owner"]})
+                    )
+                run.next_sequence = 1
+                numbered = self._number_events(run, new, now)
+                run.claimed_sequence = run.next_sequence
+                events.extend(
+                    _event_row(run.id, e.sequence, n, now)
+                    for e, n in zip(numbered, new, strict=True)
+                )
+                if values["lease_owner"] is not None:
+                    done[run.id] = Enqueued(values, True, run, numbered)
+                else:
+                    done[run.id] = Enqueued(values, True, None, numbered)
+                    pending += 1
             if events:
                 await conn.execute(sql.INSERT_EVENTS, events)
-            if len(started) < len(inserted):  # runs left Pending: wake the workers
+            if pending:  # runs left Pending: wake the workers
                 await self._notify(conn, RUNS_CHANNEL, "")
         for index, request in enumerate(batch):
             key = request.values["id"]
-            if results[index] is None and key in inserted:
-                results[index] = started.get(key) or Enqueued(request.values, True)
+            if results[index] is None and key in done:
+                results[index] = done[key]
         return results
 
     # -- claim ----------------------------------------------------------------------------
@@ -309,25 +367,40 @@ class RunLedger:
         stalled). Atomic on both backends — a conditional UPDATE under ``BEGIN IMMEDIATE``
         on SQLite, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL — so two workers never hold the
         same run. Every claim increases the run's fencing token. A run recovered more than
-        ``max_recoveries`` times is moved to the dead letters and ends ``Failed``.
+        ``max_recoveries`` times comes back with :attr:`ClaimedRun.recovery_count` over the
+        limit: the conductor records its lost attempt and moves it to the dead letters
+        (:meth:`is_over_recovery_limit`).
         """
         runs = await self.claim_many(owner, 1)
         return runs[0] if runs else None
 
-    async def claim_many(self, owner: str, limit: int) -> list[ClaimedRun]:
-        """Claim up to ``limit`` runs in one transaction (see :meth:`claim`)."""
-        while True:
-            claimed, dead = await self._claim_batch(owner, limit)
-            if claimed or not dead:
-                return claimed
-            # only dead-lettered runs came back: look for others
+    def is_over_recovery_limit(self, run: ClaimedRun) -> bool:
+        """True when the run was taken over from stopped workers too often."""
+        return run.recovery_count > self.max_recoveries
 
-    async def _claim_batch(self, owner: str, limit: int) -> tuple[list[ClaimedRun], int]:
-        now = self.clock.now()
+    def dead_letter_finish(self, run: ClaimedRun) -> RunFinish:
+        """The end of a run that keeps stopping its worker (see :meth:`claim`)."""
+        reason = (
+            f"the run was recovered {run.recovery_count} times (limit {self.max_recoveries}): "
+            "a step keeps stopping its worker"
+        )
+        error = {"code": "recovery_limit", "message": reason, "recoveries": run.recovery_count}
+        return RunFinish("Failed", error, dead_letter=True)
+
+    async def claim_many(self, owner: str, limit: int) -> list[ClaimedRun]:
+        """Claim up to ``limit`` runs in one transaction (see :meth:`claim`).
+
+        A transient database error is retried on a fresh connection. (Should the server
+        have committed a claim whose answer was lost, that run is taken over when its lease
+        expires, as after a crash.)
+        """
+        return await retry_transient(lambda: self._claim_batch(owner, limit), what="claim")
+
+    async def _claim_batch(self, owner: str, limit: int) -> list[ClaimedRun]:
         claimed: list[ClaimedRun] = []
         recorded: list[tuple[ClaimedRun, list[RunEvent]]] = []
-        dead: list[ClaimedRun] = []
         async with self.db.begin() as conn:
+            now = self.clock.now()  # inside the transaction: after the write lock is held
             rows = (
                 await conn.execute(
                     self._claim_statement,
@@ -342,7 +415,7 @@ class RunLedger:
             if not rows:
                 # nothing claimed: roll back rather than commit an empty transaction
                 await conn.rollback()
-                return [], 0
+                return []
             rows.sort(key=lambda r: r.created_at)
             # A first claim (fencing token 1) follows only RunQueued (sequence 1): nothing
             # else writes events for a run that never ran. Others read where they stopped.
@@ -375,13 +448,10 @@ class RunLedger:
                     started_at=row.started_at,
                     fencing_token=row.fencing_token,
                     recovered=row.fencing_token > 1,
+                    recovery_count=row.recovery_count,
                 )
                 if row.cancel_requested:
                     run.cancel_requested.set()
-                if row.recovery_count > self.max_recoveries:
-                    await self._dead_letter(conn, run, row.recovery_count, now)
-                    dead.append(run)
-                    continue
                 if run.recovered:
                     event = NewEvent(
                         EventType.RUN_RESUMED,
@@ -396,37 +466,20 @@ class RunLedger:
                 recorded.append((run, numbered))
             if events:
                 await conn.execute(sql.INSERT_EVENTS, events)
-        for run in dead:
-            self._resolve(run.id, "Failed")
-        for run, numbered in recorded:
-            self._emit(run, numbered)
-        return claimed, len(dead)
+        for _run, numbered in recorded:
+            self._emit_events(numbered)
+        return claimed
 
-    async def _dead_letter(
-        self, conn: Any, run: ClaimedRun, recoveries: int, now: datetime
-    ) -> None:
-        reason = (
-            f"the run was recovered {recoveries} times (limit {self.max_recoveries}): "
-            "a step keeps stopping its worker"
-        )
-        error = {"code": "recovery_limit", "message": reason, "recoveries": recoveries}
-        await conn.execute(
-            dead_letters.insert().values(
-                id=uuid.uuid4(),
-                execution_id=run.id,
-                workflow_id=run.workflow_id,
-                tenant_id=run.tenant_id,
-                reason=reason,
-                details={"recoveries": recoveries, "limit": self.max_recoveries},
-                created_at=now,
-            )
-        )
-        await self._insert_events(conn, run, [_finish_event(RunFinish("Failed", error))], now)
-        await conn.execute(
-            update(workflow_executions)
-            .where(workflow_executions.c.id == run.id)
-            .values(status="Failed", error=error, ended_at=now, lease_owner=None)
-        )
+    def _dead_letter_row(self, run: ClaimedRun, finish: RunFinish, now: datetime) -> dict[str, Any]:
+        return {
+            "id": uuid.uuid4(),
+            "execution_id": run.id,
+            "workflow_id": run.workflow_id,
+            "tenant_id": run.tenant_id,
+            "reason": (finish.error or {}).get("message", "dead letter"),
+            "details": {"recoveries": run.recovery_count, "limit": self.max_recoveries},
+            "created_at": now,
+        }
 
     # -- steps and the end of a run -------------------------------------------------------
 
@@ -453,29 +506,69 @@ class RunLedger:
         steps = [_redacted(step) for step in steps]
         if finish is not None and finish.error:
             finish = replace(finish, error=redactor.redact(finish.error))
-        recorded = await self._step_writes.submit((run, steps, finish))
-        self._emit(run, recorded)
+        # checked before joining a batch: a value of this run cannot fail another run's write
+        for step in steps:
+            check_step(step)
+        if finish is not None:
+            try:
+                check_json(finish.error, "$.error")
+            except UnwritableValue as exc:
+                raise UnwritableRecord(exc.path, exc.message) from None
+        write = _StepWrite(run, steps, finish, base=run.next_sequence)
+        try:
+            recorded = await self._step_writes.submit(write)
+        except Exception as exc:
+            run.next_sequence = write.base  # nothing of it was written
+            if not is_data_error(exc):
+                raise
+            raise UnwritableRecord(
+                "$", f"the database refused the run's step rows: {_db_message(exc)}"
+            ) from exc
+        self._emit_events(recorded)
         if finish is not None:
             self._resolve(run.id, finish.status)
 
-    async def _write_batch(self, batch: list[_StepWrite]) -> list[list[RunEvent] | Exception]:
-        """One transaction for many runs' writes; each run is fenced on its own."""
-        now = self.clock.now()
-        results: list[list[RunEvent] | Exception] = [[] for _ in batch]
+    async def _write_batch(self, batch: list[_StepWrite]) -> list[list[RunEvent] | StaleRunError]:
+        """One transaction for many runs' writes; each run is fenced on its own.
+
+        Re-entrant (group commit may call it again with the same writes, see
+        :mod:`dataworkflows.group_commit`): each write is numbered from its own base again,
+        and a write that an earlier attempt did commit — its COMMIT answer was lost with the
+        connection — is recognised by its events and not written twice.
+        """
+        results: list[list[RunEvent] | StaleRunError] = [[] for _ in batch]
+        unsure = [write for write in batch if write.attempted]
+        for write in batch:
+            write.attempted = True
+            write.run.next_sequence = write.base
         async with self.db.begin() as conn:
+            now = self.clock.now()  # inside the transaction: after the write lock is held
+            written: dict[uuid.UUID, list[RunEvent]] = {}
+            if unsure:
+                written = await self._already_written(conn, unsure)
+            todo: list[tuple[int, _StepWrite]] = []
+            for index, write in enumerate(batch):
+                events_of = written.get(write.run.id)
+                if events_of is not None:
+                    write.run.next_sequence = events_of[-1].sequence + 1
+                    results[index] = events_of
+                else:
+                    todo.append((index, write))
             # Fence every run of the batch: one UPDATE for the runs that go on (extend the
             # lease), one per distinct end for the runs that end (usually all Succeeded).
             groups: dict[str, tuple[RunFinish | None, list[ClaimedRun]]] = {}
-            for run, _steps, finish in batch:
-                key = "" if finish is None else _finish_key(finish)
-                groups.setdefault(key, (finish, []))[1].append(run)
+            for _index, write in todo:
+                key = "" if write.finish is None else _finish_key(write.finish)
+                groups.setdefault(key, (write.finish, []))[1].append(write.run)
             held: set[uuid.UUID] = set()
             for finish, runs in groups.values():
                 held.update(await self._fence_many(conn, runs, now, finish))
             actions: list[dict[str, Any]] = []
             links: list[dict[str, Any]] = []
             events: list[dict[str, Any]] = []
-            for index, (run, steps, finish) in enumerate(batch):
+            dead: list[dict[str, Any]] = []
+            for index, write in todo:
+                run, steps, finish = write.run, write.steps, write.finish
                 if run.id not in held:
                     results[index] = StaleRunError.for_claim(run)
                     continue
@@ -494,6 +587,8 @@ class RunLedger:
                 new = [_step_event(step) for step in steps]
                 if finish is not None:
                     new.append(_finish_event(finish))
+                    if finish.dead_letter:
+                        dead.append(self._dead_letter_row(run, finish, now))
                 recorded = self._number_events(run, new, now)
                 events.extend(
                     _event_row(run.id, e.sequence, n, now)
@@ -506,7 +601,32 @@ class RunLedger:
                 await insert_links(conn, self.db, links)
             if events:
                 await conn.execute(sql.INSERT_EVENTS, events)
+            if dead:
+                await conn.execute(dead_letters.insert(), dead)
         return results
+
+    async def _already_written(
+        self, conn: Any, writes: list[_StepWrite]
+    ) -> dict[uuid.UUID, list[RunEvent]]:
+        """The events of ``writes`` that an earlier attempt committed, by run."""
+        t = execution_events
+        firsts = {write.run.id: write for write in writes}
+        rows = await conn.execute(
+            select(t)
+            .where(
+                t.c.execution_id.in_(list(firsts)),
+                t.c.sequence >= min(write.base for write in writes),
+            )
+            .order_by(t.c.execution_id, t.c.sequence)
+        )
+        found: dict[uuid.UUID, list[RunEvent]] = {}
+        for row in rows:
+            write = firsts[row.execution_id]
+            if row.sequence >= write.base:
+                found.setdefault(row.execution_id, []).append(
+                    _run_event(write.run.workflow_id, row._mapping)
+                )
+        return found
 
     async def finish(self, run: ClaimedRun, finish: RunFinish) -> None:
         """End a run without a step (e.g. a definition that can no longer be loaded)."""
@@ -556,28 +676,18 @@ class RunLedger:
             run.next_sequence += 1
         return recorded
 
-    async def _insert_events(
-        self, conn: Any, run: ClaimedRun, events: Sequence[NewEvent], now: datetime
-    ) -> list[RunEvent]:
-        recorded = self._number_events(run, events, now)
-        if recorded:
-            await conn.execute(
-                execution_events.insert(),
-                [
-                    _event_row(run.id, r.sequence, event, now)
-                    for r, event in zip(recorded, events, strict=True)
-                ],
-            )
-        return recorded
+    def _emit_events(self, events: Iterable[RunEvent]) -> None:
+        """Hand committed events to the observer (``on_run_event``), in sequence order.
 
-    def _emit(self, run: ClaimedRun, events: list[RunEvent]) -> None:
+        Called once per committed write, after its COMMIT, on every path that writes events.
+        """
         if self._observe is None:
             return
         for event in events:
             try:
                 self._observe(event)
             except Exception:
-                log.exception("an on_run_event observer failed (run %s)", run.id)
+                log.exception("an on_run_event observer failed (run %s)", event.execution_id)
 
     # -- leases ---------------------------------------------------------------------------
 
@@ -590,20 +700,28 @@ class RunLedger:
         if not runs:
             return []
         t = workflow_executions
-        now = self.clock.now()
-        async with self.db.begin() as conn:
-            rows = (
-                await conn.execute(
-                    update(t)
-                    .where(
-                        t.c.id.in_([r.id for r in runs]),
-                        t.c.status == "Running",
-                        t.c.lease_owner == owner,
+
+        async def renew_once() -> list[Any]:
+            async with self.db.begin() as conn:
+                now = self.clock.now()
+                return list(
+                    await conn.execute(
+                        update(t)
+                        .where(
+                            # the claim, not only the owner: a run this worker claimed again
+                            # after losing it must not keep the old claim alive
+                            tuple_(t.c.id, t.c.fencing_token).in_(
+                                [(r.id, r.fencing_token) for r in runs]
+                            ),
+                            t.c.status == "Running",
+                            t.c.lease_owner == owner,
+                        )
+                        .values(lease_expires_at=now + self.lease)
+                        .returning(t.c.id, t.c.fencing_token, t.c.cancel_requested)
                     )
-                    .values(lease_expires_at=now + self.lease)
-                    .returning(t.c.id, t.c.fencing_token, t.c.cancel_requested)
                 )
-            ).all()
+
+        rows = await retry_transient(renew_once, what="lease renewal")
         held = {row.id: row for row in rows}
         lost = []
         for run in runs:
@@ -619,18 +737,23 @@ class RunLedger:
         if not runs:
             return
         t = workflow_executions
-        async with self.db.begin() as conn:
-            for run in runs:
-                await conn.execute(
-                    update(t)
-                    .where(
-                        t.c.id == run.id,
-                        t.c.status == "Running",
-                        t.c.fencing_token == run.fencing_token,
+
+        async def release_once() -> None:
+            async with self.db.begin() as conn:
+                now = self.clock.now()
+                for run in runs:
+                    await conn.execute(
+                        update(t)
+                        .where(
+                            t.c.id == run.id,
+                            t.c.status == "Running",
+                            t.c.fencing_token == run.fencing_token,
+                        )
+                        .values(lease_owner=None, lease_expires_at=now)
                     )
-                    .values(lease_owner=None, lease_expires_at=self.clock.now())
-                )
-            await self._notify(conn, RUNS_CHANNEL, "")
+                await self._notify(conn, RUNS_CHANNEL, "")
+
+        await retry_transient(release_once, what="releasing runs")
 
     # -- cancellation ---------------------------------------------------------------------
 
@@ -642,8 +765,9 @@ class RunLedger:
         in-flight steps and ends it ``Cancelled``. A final run raises :class:`RunIsFinal`.
         """
         t = workflow_executions
-        now = self.clock.now()
+        recorded: RunEvent | None = None
         async with self.db.begin() as conn:
+            now = self.clock.now()  # inside the transaction: after the write lock is held
             cancelled = (
                 await conn.execute(
                     update(t)
@@ -661,10 +785,9 @@ class RunLedger:
                     )
                 ).scalar_one()
                 event = NewEvent(EventType.RUN_CANCELLED, payload={"status": "Cancelled"})
-                await conn.execute(
-                    execution_events.insert(),
-                    [_event_row(execution_id, (last or 0) + 1, event, now)],
-                )
+                row = _event_row(execution_id, (last or 0) + 1, event, now)
+                await conn.execute(sql.INSERT_EVENTS, [row])
+                recorded = _run_event(cancelled.workflow_id, row)
                 status = "Cancelled"
             else:
                 row = (
@@ -684,7 +807,8 @@ class RunLedger:
                     raise RunIsFinal(current)
                 await self._notify(conn, CANCEL_CHANNEL, str(execution_id))
                 status = "Running"
-        if status == "Cancelled":
+        if recorded is not None:
+            self._emit_events([recorded])
             self._resolve(execution_id, "Cancelled")
         else:
             local = self.local_runs.get(execution_id)
@@ -708,8 +832,8 @@ class RunLedger:
     async def requeue_dead_letter(self, dead_letter_id: uuid.UUID, tenant_id: str) -> uuid.UUID:
         """Queue a new run with the dead run's workflow version and trigger."""
         t = dead_letters
-        now = self.clock.now()
         async with self.db.begin() as conn:
+            now = self.clock.now()  # inside the transaction: after the write lock is held
             row = (
                 await conn.execute(
                     select(
@@ -747,13 +871,15 @@ class RunLedger:
                 EventType.RUN_QUEUED,
                 payload={"version": row.workflow_version, "requeuedFrom": str(row.execution_id)},
             )
-            await conn.execute(sql.INSERT_EVENTS, [_event_row(new_id, 1, event, now)])
+            queued = _event_row(new_id, 1, event, now)
+            await conn.execute(sql.INSERT_EVENTS, [queued])
             await conn.execute(
                 update(t)
                 .where(t.c.id == dead_letter_id)
                 .values(requeued_at=now, requeued_execution_id=new_id)
             )
             await self._notify(conn, RUNS_CHANNEL, "")
+        self._emit_events([_run_event(row.workflow_id, queued)])
         return new_id
 
     async def _notify(self, conn: Any, channel: str, payload: str) -> None:
@@ -801,47 +927,51 @@ class RunLedger:
     # -- reads ----------------------------------------------------------------------------
 
     async def get_execution(self, execution_id: uuid.UUID) -> dict[str, Any] | None:
-        async with self.db.connect() as conn:
-            return await _execution_of(conn, execution_id)
+        return await self.db.read(lambda conn: _execution_of(conn, execution_id))
 
     async def get_execution_by_request(
         self, workflow_id: str, request_id: str
     ) -> dict[str, Any] | None:
         t = workflow_executions
-        async with self.db.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(t).where(t.c.workflow_id == workflow_id, t.c.request_id == request_id)
-                )
-            ).one_or_none()
-        return dict(row._mapping) if row else None
+        statement = select(t).where(t.c.workflow_id == workflow_id, t.c.request_id == request_id)
+
+        async def query(conn: Any) -> dict[str, Any] | None:
+            row = (await conn.execute(statement)).one_or_none()
+            return dict(row._mapping) if row else None
+
+        return await self.db.read(query)
 
     async def list_actions(self, execution_id: uuid.UUID) -> list[dict[str, Any]]:
-        async with self.db.connect() as conn:
-            return await _actions_of(conn, execution_id)
+        return await self.db.read(lambda conn: _actions_of(conn, execution_id))
 
     async def get_execution_with_actions(
         self, execution_id: uuid.UUID
     ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         """The run's row and its attempts, on one connection (None, [] if there is none)."""
-        async with self.db.connect() as conn:
+
+        async def query(conn: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
             row = await _execution_of(conn, execution_id)
             if row is None:
                 return None, []
             return row, await _actions_of(conn, execution_id)
 
+        return await self.db.read(query)
+
     async def list_events(
         self, execution_id: uuid.UUID, after: int = 0, limit: int = 1000
     ) -> list[dict[str, Any]]:
         t = execution_events
-        async with self.db.connect() as conn:
-            rows = await conn.execute(
-                select(t)
-                .where(t.c.execution_id == execution_id, t.c.sequence > after)
-                .order_by(t.c.sequence)
-                .limit(limit)
-            )
-        return [dict(r._mapping) for r in rows]
+        statement = (
+            select(t)
+            .where(t.c.execution_id == execution_id, t.c.sequence > after)
+            .order_by(t.c.sequence)
+            .limit(limit)
+        )
+
+        async def query(conn: Any) -> list[dict[str, Any]]:
+            return [dict(r._mapping) for r in await conn.execute(statement)]
+
+        return await self.db.read(query)
 
 
 class StaleRunError(RuntimeError):
@@ -863,6 +993,75 @@ class WorkflowNotRunnable(Exception):
         super().__init__(workflow_id, status)
         self.workflow_id = workflow_id
         self.status = status
+
+
+class UnwritableValue(ValueError):
+    """A value cannot be stored (not JSON, or refused by the database); nothing was written.
+
+    ``path`` locates it (``$.trigger``, ``$.steps[0].outputs``); the message says why. It is
+    the fault of the value, never of the database: the same value always fails.
+    """
+
+    code = "unwritable_value"
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+class UnwritableRecord(UnwritableValue):
+    """Step rows of a run that cannot be stored (see :meth:`RunLedger.record_steps`)."""
+
+    code = "unserializable_result"
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(path, message)
+        #: the rows that were refused (set by the conductor that tried to write them)
+        self.records: list[StepRecord] = []
+
+
+def check_json(value: Any, path: str) -> None:
+    """Raise :class:`UnwritableValue` unless ``value`` is storable JSON.
+
+    Storable means what both databases accept: ``json.dumps`` without NaN or infinities
+    (PostgreSQL's JSONB refuses them), with string keys.
+    """
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise UnwritableValue(path, f"not storable as JSON ({exc})") from None
+
+
+def check_step(step: StepRecord) -> None:
+    """Raise :class:`UnwritableRecord` unless every JSON field of ``step`` is storable."""
+    for name in ("parameters", "outputs", "error"):
+        try:
+            check_json(getattr(step, name), f"$.nodes.{step.node_id}.{name}")
+        except UnwritableValue as exc:
+            raise UnwritableRecord(exc.path, exc.message) from None
+
+
+def _db_message(error: BaseException) -> str:
+    """The database's own words for a refusal: its message and detail, no SQL."""
+    orig = getattr(error, "orig", None) or error
+    lines = str(orig).strip().splitlines()
+    message = lines[0] if lines else type(orig).__name__
+    detail = getattr(getattr(orig, "diag", None), "message_detail", None)
+    return f"{message} ({detail})" if detail else message
+
+
+def _run_event(workflow_id: str, row: Mapping[str, Any]) -> RunEvent:
+    """An ``execution_events`` row (or the values of one) as observers receive it."""
+    return RunEvent(
+        execution_id=str(row["execution_id"]),
+        workflow_id=workflow_id,
+        sequence=row["sequence"],
+        type=EventType(row["type"]),
+        created_at=row["created_at"],
+        node_id=row["node_id"],
+        payload=row["payload"],
+    )
 
 
 class RunIsFinal(Exception):
@@ -897,7 +1096,17 @@ def _redacted(step: StepRecord) -> StepRecord:
     )
 
 
-_StepWrite = tuple["ClaimedRun", list["StepRecord"], "RunFinish | None"]
+@dataclass
+class _StepWrite:
+    """One caller's part of a group-committed step write."""
+
+    run: ClaimedRun
+    steps: list[StepRecord]
+    finish: RunFinish | None
+    #: the sequence number of the write's first event
+    base: int
+    #: an attempt was made: it may have committed although its caller saw an error
+    attempted: bool = False
 
 
 @dataclass
@@ -934,7 +1143,9 @@ async def _actions_of(conn: Any, execution_id: uuid.UUID) -> list[dict[str, Any]
     rows = await conn.execute(
         select(t)
         .where(t.c.execution_id == execution_id)
-        .order_by(t.c.started_at, t.c.node_id, t.c.attempt)
+        # an attempt lost with its worker has no known start: it sorts by when its loss
+        # was recorded
+        .order_by(func.coalesce(t.c.started_at, t.c.ended_at), t.c.node_id, t.c.attempt)
     )
     return [dict(r._mapping) for r in rows]
 

@@ -21,6 +21,7 @@ from dataworkflows.ledger import (
     Enqueued,
     RunIsFinal,
     RunLedger,
+    UnwritableValue,
     WorkflowNotRunnable,
 )
 from dataworkflows.logcontext import current_correlation_id
@@ -367,6 +368,12 @@ class WorkflowService:
             enqueue.add_done_callback(lambda task: dispatcher.adopt(_claimed(task)))
         try:
             enqueued = await asyncio.shield(enqueue)
+        except UnwritableValue as exc:
+            raise Unprocessable(
+                f"the run cannot be stored: {exc.message}",
+                code=exc.code,
+                details={"path": exc.path},
+            ) from None
         except WorkflowNotRunnable as exc:
             if exc.status is None:
                 raise workflow_not_found(workflow_id) from None

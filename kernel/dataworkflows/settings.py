@@ -50,6 +50,11 @@ class Settings:
     heartbeat_interval: float = 10.0
     #: recoveries (claims after an expired lease) before a run goes to the dead letters
     max_recoveries: int = 3
+    #: compiled workflow versions a worker keeps in memory (least recently used evicted)
+    plan_cache_size: int = 512
+    #: ledger writes (enqueues, step writes) that may wait for a shared commit at once;
+    #: further writers wait for room (backpressure)
+    ledger_queue_limit: int = 1024
     #: seconds a stopping worker lets in-flight runs finish before releasing them
     shutdown_grace: float = 30.0
     default_action_timeout: float = 300.0

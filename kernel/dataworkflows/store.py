@@ -450,14 +450,14 @@ class WorkflowStore:
 
     async def definition(self, workflow_id: str, version: int) -> dict[str, Any]:
         t = workflow_definitions
-        async with self.db.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(t.c.definition).where(
-                        t.c.workflow_id == workflow_id, t.c.version == version
-                    )
-                )
-            ).one_or_none()
+        statement = select(t.c.definition).where(
+            t.c.workflow_id == workflow_id, t.c.version == version
+        )
+
+        async def query(conn: Any) -> Any:
+            return (await conn.execute(statement)).one_or_none()
+
+        row = await self.db.read(query, "loading a definition")
         if row is None:
             raise version_not_found(workflow_id, version)
         return dict(row.definition)

@@ -113,6 +113,8 @@ class Worker:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            # runs given back while stopping (see adopt): their release is written
+            await asyncio.gather(*self._releasing, return_exceptions=True)
             self._stopped.set()
 
     async def _claim_loop(self) -> None:

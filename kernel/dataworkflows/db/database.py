@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from dataworkflows.db.transient import retry_transient
+
+T = TypeVar("T")
 
 
 class DatabaseURLError(ValueError):
@@ -123,6 +127,17 @@ class Database:
         """
         async with self._read_engine.connect() as conn:
             yield conn
+
+    async def read(self, query: Callable[[AsyncConnection], Awaitable[T]], what: str = "read") -> T:
+        """``await query(conn)`` on a read connection, again on a fresh one after a
+        transient error (a connection the server dropped; see
+        :mod:`dataworkflows.db.transient`). ``query`` must only read."""
+
+        async def once() -> T:
+            async with self.connect() as conn:
+                return await query(conn)
+
+        return await retry_transient(once, what=what)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
