@@ -163,3 +163,18 @@ async def test_publish_unknown_version_is_404(api, simple_echo):
         422,
         "invalid_request",
     )
+
+
+async def test_a_request_id_reused_with_another_payload_is_409(api, kernel, simple_echo):
+    await api.post("/api/v1/workflows?autoActivate=true", json=simple_echo)
+    url = "/api/v1/workflows/simple-echo/execute"
+    first = await api.post(url, json={"trigger": {"order": 1}, "requestId": "evt-1"})
+    assert first.status == 202
+    run_id = (await first.json())["executionId"]
+    # the same event again (a redelivery): the first run, nothing new
+    again = await api.post(url, json={"trigger": {"order": 1}, "requestId": "evt-1"})
+    assert again.status == 202 and (await again.json())["executionId"] == run_id
+    other = await api.post(url, json={"trigger": {"order": 2}, "requestId": "evt-1"})
+    body = await assert_error(other, 409, "request_id_reused")
+    assert body["details"] == {"executionId": run_id, "path": "$.requestId"}
+    assert (await row_counts(kernel))["workflow_executions"] == 1

@@ -196,6 +196,7 @@ class RunLedger:
         principal: str | None = None,
         correlation_id: str | None = None,
         start_as: str | None = None,
+        redelivery_may_differ: bool = False,
     ) -> Enqueued:
         """Record a ``Pending`` run of the workflow's published version.
 
@@ -203,7 +204,10 @@ class RunLedger:
         version that was not published when it was committed. Raises
         :class:`WorkflowNotRunnable` (nothing written) when the tenant has no such workflow
         or it is not ``Active``. The same ``request_id`` for the same workflow returns the
-        existing run and creates nothing (``created`` is False), also under concurrent calls.
+        existing run and creates nothing (``created`` is False), also under concurrent calls;
+        with another trigger payload it raises :class:`RequestIdReused`, unless
+        ``redelivery_may_differ`` (triggers: a redelivered event may carry other delivery
+        details, such as its receipt time, under the same event id).
 
         ``start_as`` (a worker's owner name, when that worker has a free slot in this
         process): insert the run already claimed by it — ``Running`` under a lease with
@@ -236,6 +240,7 @@ class RunLedger:
                 "fencing_token": 0,
             },
             start_as,
+            redelivery_may_differ,
         )
         try:
             outcome = await self._enqueues.submit(request)
@@ -262,6 +267,10 @@ class RunLedger:
         if existing is None:  # pragma: no cover - would need the row deleted in between
             raise RuntimeError("request id conflict but no existing execution found")
         if existing["id"] != execution_id:
+            if not request.redelivery_may_differ and existing["trigger"] != json.loads(
+                json.dumps(values["trigger"])
+            ):
+                raise RequestIdReused(existing["id"])
             return Enqueued(existing, False)
         events = [
             _run_event(existing["workflow_id"], row) for row in await self.list_events(execution_id)
@@ -1064,6 +1073,11 @@ def _run_event(workflow_id: str, row: Mapping[str, Any]) -> RunEvent:
     )
 
 
+class RequestIdReused(Exception):
+    """The request id already named a run with another trigger payload; ``args[0]`` is
+    that run's id. Nothing was written."""
+
+
 class RunIsFinal(Exception):
     """The run has already ended; ``args[0]`` is its status."""
 
@@ -1115,6 +1129,8 @@ class _EnqueueRequest:
     values: dict[str, Any]
     #: the owner of a worker that takes the run at once (see RunLedger.enqueue)
     start_as: str | None = None
+    #: the request id may come back with another payload (see RunLedger.enqueue)
+    redelivery_may_differ: bool = False
 
 
 def _claimed_at_enqueue(values: dict[str, Any]) -> ClaimedRun:

@@ -49,7 +49,9 @@ class PluginAPI:
         """Queue a run of an Active workflow; returns (execution id, created).
 
         The same ``request_id`` twice returns the first run's id with ``created`` False, so
-        a redelivered event never starts a second run. With ``trigger_id`` the run is
+        a redelivered event never starts a second run (without ``trigger_id``, the same
+        ``request_id`` with another payload is a 409 ``request_id_reused``; a trigger's
+        redelivery may differ, e.g. in its receipt time). With ``trigger_id`` the run is
         counted as that trigger's: the payload gets ``triggerId`` and the request id is
         namespaced as ``trg:<triggerId>:<request_id>``. This bypasses the trigger's
         enabled flag and activation condition; a trigger plugin normally calls
@@ -66,6 +68,8 @@ class PluginAPI:
             tenant_id=tenant_id,
             principal=principal,
             correlation_id=correlation_id,
+            # a trigger's request id is its event's identity; a redelivery may differ
+            redelivery_may_differ=trigger_id is not None,
         )
         return summary["executionId"], created
 

@@ -19,6 +19,7 @@ from dataworkflows.ledger import (
     AlreadyRequeued,
     ClaimedRun,
     Enqueued,
+    RequestIdReused,
     RunIsFinal,
     RunLedger,
     UnwritableValue,
@@ -328,8 +329,13 @@ class WorkflowService:
         tenant_id: str = "default",
         principal: str | None = None,
         correlation_id: str | None = None,
+        redelivery_may_differ: bool = False,
     ) -> tuple[dict[str, Any], bool]:
         """Enqueue a run of the workflow's published version. Returns (run summary, created).
+
+        A ``request_id`` already used with another trigger payload is a 409
+        ``request_id_reused`` unless ``redelivery_may_differ`` (events of triggers, whose
+        request id is the event's identity).
 
         The run pins that version: publishing later never changes it. Without an explicit
         ``correlation_id`` the run takes the one bound to the current request
@@ -361,6 +367,7 @@ class WorkflowService:
                 principal=principal,
                 correlation_id=correlation_id or current_correlation_id(),
                 start_as=owner,
+                redelivery_may_differ=redelivery_may_differ,
             )
         )
         if dispatcher is not None and owner is not None:
@@ -368,6 +375,13 @@ class WorkflowService:
             enqueue.add_done_callback(lambda task: dispatcher.adopt(_claimed(task)))
         try:
             enqueued = await asyncio.shield(enqueue)
+        except RequestIdReused as exc:
+            raise Conflict(
+                f"requestId {request_id!r} already started run {exc.args[0]} with another "
+                "trigger payload; use a new requestId for a new run",
+                code="request_id_reused",
+                details={"executionId": str(exc.args[0]), "path": "$.requestId"},
+            ) from None
         except UnwritableValue as exc:
             raise Unprocessable(
                 f"the run cannot be stored: {exc.message}",

@@ -631,6 +631,7 @@ class TriggerService:
             tenant_id=handle.tenant_id,
             principal=principal or f"trigger:{handle.id}",
             correlation_id=correlation_id,
+            redelivery_may_differ=True,
         )
         return FireResult("started" if created else "duplicate", summary["executionId"])
 
