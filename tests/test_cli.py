@@ -204,3 +204,26 @@ def test_serve_keeps_workflows_and_runs_across_restarts(tmp_path: Path) -> None:
         ]
     finally:
         _stop(proc)
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(tmp_path: Path) -> None:
+    env = os.environ | {"DATAWORKFLOWS_DATABASE_URL": f"sqlite:///{tmp_path / 'busy.db'}"}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "dataworkflows.cli", "serve", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "DataWorkflows" not in done.stdout  # no banner for a server that never listened
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [
+        f"Error: port {port} on 127.0.0.1 is already in use: choose another with --port or "
+        "DATAWORKFLOWS_PORT"
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import sys
@@ -82,7 +83,7 @@ def build_cli() -> click.Group:
         asyncio.set_event_loop(loop)
         kernel = _make_kernel(settings)
         app = create_app(kernel, run_worker=not no_worker)
-        click.echo(
+        banner = (
             f"DataWorkflows {__version__} on http://{settings.host}:{settings.port} "
             f"(database {kernel.db.engine.url.render_as_string()}, "
             f"{len(kernel.plugins.actions)} action types, {loop_name(loop)} event loop)"
@@ -93,12 +94,22 @@ def build_cli() -> click.Group:
                 loop=loop,
                 host=settings.host,
                 port=settings.port,
-                print=None,
+                # aiohttp calls this once the socket is bound: the banner is never a lie
+                print=lambda _message: click.echo(banner),
                 # the access log is written outside the request's context: log the echoed id
                 access_log_format='%a "%r" %s %b %Tfs cid=%{Correlation-Id}o',
             )
         except SchemaOutOfDate as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise click.ClickException(
+                    f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+                ) from None
+            raise click.ClickException(
+                f"port {settings.port} on {settings.host} is already in use: choose another "
+                "with --port or DATAWORKFLOWS_PORT"
+            ) from None
 
     @cli.command()
     @click.option("--concurrency", type=int, default=None, help="Runs executed at once.")
