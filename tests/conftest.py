@@ -30,3 +30,20 @@ def simple_echo() -> dict[str, Any]:
 @pytest.fixture
 def execute_request() -> dict[str, Any]:
     return _load("requests/execute-request.json")
+
+
+@pytest.fixture
+def cli(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``cli("runs", "list")``: the ``dataworkflows`` CLI, in process, on this test's
+    database; returns click's result (``exit_code``, ``output``)."""
+    from click.testing import CliRunner
+
+    from dataworkflows.cli import build_cli
+
+    monkeypatch.setenv("DATAWORKFLOWS_DATABASE_URL", database_url)
+    monkeypatch.delenv("DATAWORKFLOWS_LOAD_PLUGINS", raising=False)
+
+    def invoke(*args: str) -> Any:
+        return CliRunner().invoke(build_cli(), list(args), catch_exceptions=False)
+
+    return invoke

@@ -14,24 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
-
-from dataworkflows.cli import build_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SIMPLE = ROOT / "fixtures/workflows/simple-echo-workflow.json"
 REQUEST = ROOT / "fixtures/requests/execute-request.json"
-
-
-@pytest.fixture
-def cli(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("DATAWORKFLOWS_DATABASE_URL", database_url)
-    monkeypatch.delenv("DATAWORKFLOWS_LOAD_PLUGINS", raising=False)
-
-    def invoke(*args: str) -> Any:
-        return CliRunner().invoke(build_cli(), list(args), catch_exceptions=False)
-
-    return invoke
 
 
 def test_plugins_lists_echo(cli: Any) -> None:

@@ -243,9 +243,11 @@ def build_cli() -> click.Group:
         if status != "Succeeded":
             sys.exit(1)
 
+    from dataworkflows.cli_resources import register_resource_commands
     from dataworkflows.credentials import register_credential_commands
 
     register_credential_commands(cli)
+    register_resource_commands(cli)
 
     from dataworkflows.plugins import PluginError, load_plugins
 
@@ -331,15 +333,20 @@ class _Progress:
         def on_run_event(event: Any) -> None:
             if self.execution_id is not None and event.execution_id != self.execution_id:
                 return
-            where = f" {event.node_id}" if event.node_id else ""
-            extra = ""
-            if "attempt" in event.payload:
-                extra = f" (attempt {event.payload['attempt']})"
-            if event.payload.get("error"):
-                extra += f": {event.payload['error'].get('message', '')}"
-            click.echo(f"  [{event.sequence:>3}] {event.type}{where}{extra}", err=True)
+            print_event(event.sequence, str(event.type), event.node_id, event.payload)
 
         self.on_run_event = on_run_event
+
+
+def print_event(sequence: int, type_: str, node_id: str | None, payload: dict[str, Any]) -> None:
+    """One line of a run's progress on stderr: ``[  3] StepSucceeded node (attempt 1)``."""
+    where = f" {node_id}" if node_id else ""
+    extra = ""
+    if "attempt" in payload:
+        extra = f" (attempt {payload['attempt']})"
+    if payload.get("error"):
+        extra += f": {payload['error'].get('message', '')}"
+    click.echo(f"  [{sequence:>3}] {type_}{where}{extra}", err=True)
 
 
 async def _run(
