@@ -213,3 +213,57 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(tmp_path: Path) -> None:
         f"Error: port {port} on 127.0.0.1 is already in use: choose another with --port or "
         "DATAWORKFLOWS_PORT"
     ]
+
+
+def test_run_is_a_test_run_that_changes_nothing_live(cli: Any, tmp_path: Path) -> None:
+    # a new workflow: stored as a Draft so the run can pin its version; nothing is published
+    first = cli("run", str(SIMPLE))
+    assert first.exit_code == 0, first.output
+    assert "test run of simple-echo version 1 (not published" in first.output
+    workflow = json.loads(cli("workflows", "show", "simple-echo").output)
+    assert (workflow["status"], workflow["currentVersion"]) == ("Draft", None)
+
+    assert cli("apply", str(SIMPLE)).exit_code == 0  # now live: version 1
+    changed = json.loads(SIMPLE.read_text())
+    changed["displayName"] = "Renamed in the file"
+    changed["nodes"][0]["parameters"]["message"] = "trying a change"
+    path = tmp_path / "changed.json"
+    path.write_text(json.dumps(changed))
+    tried = cli("run", str(path))
+    assert tried.exit_code == 0 and '{"echo": "trying a change"}' in tried.output
+    assert "test run of simple-echo version 2" in tried.output
+    workflow = json.loads(cli("workflows", "show", "simple-echo").output)
+    assert (workflow["status"], workflow["currentVersion"]) == ("Active", 1)
+    assert workflow["displayName"] == "Simple Echo Workflow"  # the live name stays
+    runs = json.loads(cli("runs", "list", "--json").output)["items"]
+    assert [(r["workflowVersion"], r["testRun"]) for r in runs] == [(2, True), (1, True)]
+    again = cli("run", str(path))  # the same file: the same stored version, no third one
+    assert "test run of simple-echo version 2" in again.output
+
+    published = cli("run", str(path), "--publish")
+    assert published.exit_code == 0 and "simple-echo: version 2 is Active" in published.output
+    newest = json.loads(cli("runs", "list", "--json", "--limit", "1").output)["items"][0]
+    assert (newest["workflowVersion"], newest["testRun"]) == (2, False)
+
+
+def test_validate_lists_every_problem(cli: Any, tmp_path: Path) -> None:
+    assert cli("validate", str(SIMPLE)).output == f"{SIMPLE}: valid\n"
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps(
+            {
+                "id": "bad",
+                "displayName": "Bad",
+                "nodes": [
+                    {"id": "a", "actionType": "nope.nope"},
+                    {"id": "b", "actionType": "core.echo", "parameters": {"message": "{{ x"}},
+                ],
+            }
+        )
+    )
+    result = cli("validate", str(bad))
+    assert result.exit_code == 1
+    assert "2 problem(s)" in result.output
+    assert "$.nodes[0].actionType: unknown action type 'nope.nope'" in result.output
+    assert "$.nodes[1].parameters.message" in result.output
+    assert cli("workflows", "list").output == "(none)\n"  # validating writes nothing

@@ -200,7 +200,7 @@ def build_cli() -> click.Group:
             kernel = _make_kernel(settings)
             await _start(kernel)
             try:
-                return await kernel.service.apply(definition)
+                return await kernel.service.apply(definition, actor="cli")
             finally:
                 await kernel.close()
 
@@ -219,9 +219,21 @@ def build_cli() -> click.Group:
     @click.option(
         "--timeout", type=float, default=300.0, show_default=True, help="Seconds to wait."
     )
-    def run(file: Path, trigger_src: str | None, request_src: str | None, timeout: float) -> None:
-        """Apply FILE, run it here with a progress display, and print the run's ledger.
+    @click.option(
+        "--publish", is_flag=True, help="Publish FILE first (like apply), then run that version."
+    )
+    def run(
+        file: Path,
+        trigger_src: str | None,
+        request_src: str | None,
+        timeout: float,
+        publish: bool,
+    ) -> None:
+        """Test-run FILE here with a progress display, and print the run's ledger.
 
+        The definition is validated and run without becoming the current version: what
+        is live (the published version, its triggers, the workflow's name) does not change,
+        and the run is marked as a test run. With --publish, FILE is published first.
         Exits 1 if the run does not succeed.
         """
         definition = _read_json(f"@{file}", "workflow file")
@@ -234,7 +246,9 @@ def build_cli() -> click.Group:
             request["trigger"] = _read_json(trigger_src, "trigger")
         settings = _settings()
         try:
-            status, execution = asyncio.run(_run(settings, definition, request, timeout))
+            status, execution = asyncio.run(
+                _run(settings, definition, request, timeout, publish=publish)
+            )
         except ApiError as exc:
             raise _fail(exc) from None
         except TimeoutError as exc:
@@ -242,6 +256,19 @@ def build_cli() -> click.Group:
         _print_ledger(execution)
         if status != "Succeeded":
             sys.exit(1)
+
+    @cli.command()
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    def validate(file: Path) -> None:
+        """Check the workflow in FILE as a publish would; print every problem (exit 1)."""
+        definition = _read_json(f"@{file}", "workflow file")
+        settings = _settings()
+        kernel = _make_kernel(settings)  # for the installed plugins; no database is opened
+        try:
+            kernel.service.validate(definition)
+        except ApiError as exc:
+            raise _fail(exc) from None
+        click.echo(f"{file}: valid")
 
     from dataworkflows.cli_resources import register_resource_commands
     from dataworkflows.credentials import register_credential_commands
@@ -350,17 +377,40 @@ def print_event(sequence: int, type_: str, node_id: str | None, payload: dict[st
 
 
 async def _run(
-    settings: Settings, definition: Any, request: dict[str, Any], timeout: float
+    settings: Settings,
+    definition: Any,
+    request: dict[str, Any],
+    timeout: float,
+    *,
+    publish: bool = False,
 ) -> tuple[str, dict[str, Any]]:
     progress = _Progress()
     kernel = _make_kernel(settings, extra_plugins=[progress])
     await _start(kernel)
     try:
-        view = await kernel.service.apply(definition)
-        click.echo(f"{view['id']}: version {view['currentVersion']} is {view['status']}", err=True)
-        summary, created = await kernel.service.execute(
-            view["id"], trigger=request.get("trigger"), request_id=request.get("requestId")
-        )
+        if publish:
+            view = await kernel.service.apply(definition, actor="cli")
+            click.echo(
+                f"{view['id']}: version {view['currentVersion']} is {view['status']}", err=True
+            )
+            summary, created = await kernel.service.execute(
+                view["id"],
+                trigger=request.get("trigger"),
+                request_id=request.get("requestId"),
+                principal="cli",
+            )
+        else:
+            summary, created, version = await kernel.service.test_run(
+                definition,
+                trigger=request.get("trigger"),
+                request_id=request.get("requestId"),
+                actor="cli",
+            )
+            click.echo(
+                f"test run of {definition['id']} version {version} (not published; "
+                "--publish makes it the current version)",
+                err=True,
+            )
         progress.execution_id = summary["executionId"]
         click.echo(
             f"run {summary['executionId']} {'queued' if created else 'already exists'}", err=True

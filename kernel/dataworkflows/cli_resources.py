@@ -202,7 +202,10 @@ def runs_cancel(execution_id: str, tenant: str) -> None:
 @click.argument("execution_id")
 @tenant_option
 def runs_rerun(execution_id: str, tenant: str) -> None:
-    """Queue a new run of the same workflow (its current version) with the same trigger."""
+    """Queue a new run of the same workflow with the same trigger.
+
+    It runs the current version; a test run is rerun as a test run of its own version.
+    """
 
     async def rerun(kernel: Any) -> dict[str, Any]:
         old = await kernel.service.get_execution(execution_id, tenant_id=tenant)
@@ -212,6 +215,8 @@ def runs_rerun(execution_id: str, tenant: str) -> None:
             request_id=f"rerun:{old['id']}:{uuid.uuid4().hex}",
             tenant_id=tenant,
             principal="cli",
+            # a test run is rerun as a test run of the same (unpublished) version
+            test_version=old["workflowVersion"] if old["testRun"] else None,
         )
         return dict(summary)
 

@@ -197,6 +197,7 @@ class RunLedger:
         correlation_id: str | None = None,
         start_as: str | None = None,
         redelivery_may_differ: bool = False,
+        test_version: int | None = None,
     ) -> Enqueued:
         """Record a ``Pending`` run of the workflow's published version.
 
@@ -215,6 +216,9 @@ class RunLedger:
         return it as :attr:`Enqueued.claimed`. It saves the claim transaction and the wake
         up; a crash before the run ends is recovered like any lost lease.
 
+        ``test_version``: a *test run* of that version, which need not be published (nor the
+        workflow Active); the run is marked ``test_run``.
+
         Concurrent calls share one transaction (group commit); each returns only after its
         run is committed.
         """
@@ -224,7 +228,8 @@ class RunLedger:
             {
                 "id": execution_id,
                 "workflow_id": workflow_id,
-                "workflow_version": None,
+                "workflow_version": test_version,
+                "test_run": test_version is not None,
                 "request_id": request_id or str(execution_id),
                 "status": "Pending",
                 "trigger": trigger,
@@ -310,10 +315,13 @@ class RunLedger:
                 workflow = published.get(values["workflow_id"])
                 if workflow is None or workflow.tenant_id != values["tenant_id"]:
                     results[index] = WorkflowNotRunnable(values["workflow_id"], None)
-                elif workflow.status != "Active" or workflow.current_version is None:
+                elif not values["test_run"] and (
+                    workflow.status != "Active" or workflow.current_version is None
+                ):
                     results[index] = WorkflowNotRunnable(values["workflow_id"], workflow.status)
                 else:
-                    values["workflow_version"] = workflow.current_version
+                    if not values["test_run"]:  # a test run comes with its version
+                        values["workflow_version"] = workflow.current_version
                     values["created_at"] = now
                     if request.start_as is not None:
                         values.update(
@@ -338,9 +346,10 @@ class RunLedger:
                 if values["id"] not in inserted:
                     continue
                 run = _claimed_at_enqueue(values)
-                new = [
-                    NewEvent(EventType.RUN_QUEUED, payload={"version": values["workflow_version"]})
-                ]
+                queued: dict[str, Any] = {"version": values["workflow_version"]}
+                if values["test_run"]:
+                    queued["testRun"] = True
+                new = [NewEvent(EventType.RUN_QUEUED, payload=queued)]
                 if values["lease_owner"] is not None:
                     new.append(
                         NewEvent(EventType.RUN_STARTED, payload={"owner": values["lease_owner"]})

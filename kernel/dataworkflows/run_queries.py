@@ -31,6 +31,7 @@ _LIST_COLUMNS = (
     "created_at",
     "started_at",
     "ended_at",
+    "test_run",
 )
 
 

@@ -256,6 +256,55 @@ class WorkflowService:
             await self.store.publish(definition.id, tenant_id, version, audit=_audit(actor))
         return await self.get_workflow(definition.id, tenant_id=tenant_id)
 
+    async def test_run(
+        self,
+        raw: Any,
+        *,
+        trigger: dict[str, Any] | None = None,
+        request_id: str | None = None,
+        tenant_id: str = "default",
+        actor: str | None = None,
+    ) -> tuple[dict[str, Any], bool, int]:
+        """Run a definition *without* publishing it: returns (run summary, created, version).
+
+        The definition is validated like a publish; it is stored as a version of its
+        workflow (the identical version is reused; a new workflow is created as a Draft) so
+        that the ledger can pin the run to it, but it does not become the current version,
+        the workflow's status and name do not change, and triggers go on running the
+        published version. The run is marked ``testRun``.
+        """
+        definition = self.validate(raw)
+        digest = checksum(raw)
+        try:
+            await self.store.get(definition.id, tenant_id)
+        except NotFound:
+            await self.create_workflow(raw, tenant_id=tenant_id, actor=actor, note="test run")
+            version = 1
+        else:
+            found = await self.store.version_with_checksum(definition.id, digest)
+            if found is None:
+                found = await self.store.add_version(
+                    workflow_id=definition.id,
+                    tenant_id=tenant_id,
+                    display_name=definition.display_name,
+                    description=definition.description,
+                    definition=raw,
+                    checksum=digest,
+                    actor=actor,
+                    audit=_audit(actor, "test run"),
+                    rename=False,
+                )
+            version = found
+        summary, created = await self.execute(
+            definition.id,
+            trigger=trigger,
+            request_id=request_id,
+            tenant_id=tenant_id,
+            principal=actor,
+            test_version=version,
+        )
+        return summary, created, version
+
     async def get_workflow(self, workflow_id: str, *, tenant_id: str = "default") -> dict[str, Any]:
         row = await self.store.get(workflow_id, tenant_id)
         version = row["current_version"] or row["latest_version"]
@@ -330,6 +379,7 @@ class WorkflowService:
         principal: str | None = None,
         correlation_id: str | None = None,
         redelivery_may_differ: bool = False,
+        test_version: int | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Enqueue a run of the workflow's published version. Returns (run summary, created).
 
@@ -368,6 +418,7 @@ class WorkflowService:
                 correlation_id=correlation_id or current_correlation_id(),
                 start_as=owner,
                 redelivery_may_differ=redelivery_may_differ,
+                test_version=test_version,
             )
         )
         if dispatcher is not None and owner is not None:
@@ -597,6 +648,7 @@ def _execution_fields(row: dict[str, Any]) -> dict[str, Any]:
         "createdAt": _ts(row["created_at"]),
         "startedAt": _ts(row["started_at"]),
         "endedAt": _ts(row["ended_at"]),
+        "testRun": bool(row.get("test_run", False)),
     }
 
 

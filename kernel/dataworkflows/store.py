@@ -158,8 +158,13 @@ class WorkflowStore:
         checksum: str,
         actor: str | None,
         audit: AuditContext | None = None,
+        rename: bool = True,
     ) -> int:
-        """Append version n+1; a definition identical to an existing version is a 409."""
+        """Append version n+1; a definition identical to an existing version is a 409.
+
+        ``rename``: the workflow takes the version's name and description (False for a
+        version stored only to be test-run: what users see of the workflow stays).
+        """
         audit = audit or AuditContext(actor=actor)
         now = self.clock.now()
         t = workflow_definitions
@@ -198,15 +203,11 @@ class WorkflowStore:
                     created_by=actor,
                 )
             )
+            changes: dict[str, Any] = {"latest_version": version, "updated_at": now}
+            if rename:
+                changes.update(display_name=display_name, description=description)
             await conn.execute(
-                update(workflows)
-                .where(workflows.c.id == workflow_id)
-                .values(
-                    latest_version=version,
-                    display_name=display_name,
-                    description=description,
-                    updated_at=now,
-                )
+                update(workflows).where(workflows.c.id == workflow_id).values(changes)
             )
             await write_audit(
                 conn,
@@ -447,6 +448,18 @@ class WorkflowStore:
         async with self.db.connect() as conn:
             rows = await conn.execute(stmt.order_by(t.c.id).limit(limit))
         return [dict(r._mapping) for r in rows]
+
+    async def version_with_checksum(self, workflow_id: str, checksum: str) -> int | None:
+        """The version of ``workflow_id`` whose definition has this checksum, if any."""
+        t = workflow_definitions
+        statement = select(t.c.version).where(
+            t.c.workflow_id == workflow_id, t.c.checksum == checksum
+        )
+
+        async def query(conn: Any) -> int | None:
+            return (await conn.execute(statement)).scalar_one_or_none()
+
+        return await self.db.read(query)
 
     async def definition(self, workflow_id: str, version: int) -> dict[str, Any]:
         t = workflow_definitions

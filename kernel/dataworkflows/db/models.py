@@ -135,6 +135,8 @@ class WorkflowExecution(Base):
     #: claims of a run whose previous owner's lease had expired
     recovery_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: a run of a version that was not published (``dataworkflows run`` without --publish)
+    test_run: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ActionExecution(Base):

@@ -136,6 +136,8 @@ def _schemas(action_types: list[str]) -> dict[str, Any]:
         "createdAt": _TS,
         "startedAt": _nullable(_TS),
         "endedAt": _nullable(_TS),
+        # a run of an unpublished version (dataworkflows run without --publish)
+        "testRun": {"type": "boolean"},
     }
     return {
         **definitions,
