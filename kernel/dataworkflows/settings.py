@@ -14,6 +14,8 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./dataworkflows.db"
 
 
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+#: accepted values of ``DATAWORKFLOWS_SQLITE_SYNCHRONOUS`` (SQLite's ``PRAGMA synchronous``)
+SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
 
 
 class SettingsError(ValueError):
@@ -66,6 +68,12 @@ class Settings:
     scheduler_interval: float = 1.0
     #: seconds a scheduler holds a due trigger before another process may take it over
     scheduler_lease: float = 60.0
+    #: SQLite's ``PRAGMA synchronous`` for the engine's connections. ``FULL`` (default):
+    #: every commit is fsynced before it returns, so a run the ledger reported durable
+    #: survives a power loss. ``NORMAL`` (with WAL) is faster but may lose the last
+    #: commits on power loss or an OS crash (never on a process crash) -- figures in
+    #: benchmarks/RESULTS.md. Ignored on PostgreSQL.
+    sqlite_synchronous: str = "FULL"
     log_level: str = "INFO"
     #: the event loop of ``serve`` and ``worker``: ``auto`` (uvloop where it is installed,
     #: as it is by default on Linux and macOS), ``uvloop`` or ``asyncio``
@@ -83,6 +91,13 @@ class Settings:
                 f"DATAWORKFLOWS_EVENT_LOOP={self.event_loop!r}: expected one of "
                 + ", ".join(EVENT_LOOPS)
             )
+        synchronous = self.sqlite_synchronous.strip().upper()
+        if synchronous not in SQLITE_SYNCHRONOUS:
+            raise SettingsError(
+                f"DATAWORKFLOWS_SQLITE_SYNCHRONOUS={self.sqlite_synchronous!r}: expected one of "
+                + ", ".join(SQLITE_SYNCHRONOUS)
+            )
+        object.__setattr__(self, "sqlite_synchronous", synchronous)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -12,6 +12,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from dataworkflows.settings import SQLITE_SYNCHRONOUS
+
 
 class DatabaseURLError(ValueError):
     """The database URL names a backend the engine does not support."""
@@ -57,7 +59,17 @@ class Database:
     :meth:`connect` and never block writers (WAL).
     """
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        echo: bool = False,
+        sqlite_synchronous: str = "FULL",
+    ) -> None:
+        """``sqlite_synchronous``: SQLite's ``PRAGMA synchronous`` on every connection
+        (``FULL``: a commit is on disk when it returns; ``NORMAL``: faster, may lose the
+        last commits on power loss). Ignored on PostgreSQL."""
         self.url = normalise_url(url)
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
@@ -75,8 +87,7 @@ class Database:
             )
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
-            _tune_sqlite(self.engine)
-        if self.is_sqlite:
+            _tune_sqlite(self.engine, synchronous=sqlite_synchronous)
             self._read_engine = self.engine.execution_options(dw_read_only=True)
         else:
             # Reads autocommit: under READ COMMITTED every statement has its own snapshot
@@ -128,7 +139,17 @@ class Database:
         await self.engine.dispose()
 
 
-def _tune_sqlite(engine: AsyncEngine) -> None:
+def _tune_sqlite(engine: AsyncEngine, *, synchronous: str) -> None:
+    """Pragmas on every new connection, and BEGIN IMMEDIATE for writes.
+
+    ``synchronous``: ``FULL`` (the default) fsyncs the WAL on every commit, so a commit
+    that returned survives a power loss, as the ledger promises; ``NORMAL`` fsyncs only at
+    checkpoints (faster; the last commits may be lost on power loss, not on a crash of
+    the process).
+    """
+    level = synchronous.upper()
+    if level not in SQLITE_SYNCHRONOUS:
+        raise ValueError(f"PRAGMA synchronous={synchronous!r}: expected FULL or NORMAL")
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -138,7 +159,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={level}")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
