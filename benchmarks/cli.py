@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the engine's DATAWORKFLOWS_EVENT_LOOP (engine default: auto)",
     )
     run.add_argument(
+        "--sqlite-synchronous",
+        choices=("FULL", "NORMAL"),
+        default=None,
+        help="the engine's DATAWORKFLOWS_SQLITE_SYNCHRONOUS (engine default: FULL)",
+    )
+    run.add_argument(
         "--processes",
         type=int,
         default=1,
@@ -141,6 +147,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         keep_databases=args.keep_databases,
         concurrency=args.concurrency,
         event_loop=args.event_loop,
+        sqlite_synchronous=args.sqlite_synchronous,
         processes=args.processes,
         inflight=args.inflight,
         poll=args.poll,

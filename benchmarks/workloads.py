@@ -113,6 +113,8 @@ class Context:
     keep_databases: bool = False
     concurrency: int | None = None
     event_loop: str | None = None
+    #: the engine's DATAWORKFLOWS_SQLITE_SYNCHRONOUS (None: the engine default, FULL)
+    sqlite_synchronous: str | None = None
     processes: int = 1
     inflight: int = 16
     poll: float = 0.01
@@ -129,6 +131,8 @@ class Context:
             settings["worker_concurrency"] = str(self.concurrency)
         if self.event_loop is not None:
             settings["event_loop"] = self.event_loop
+        if self.sqlite_synchronous is not None:
+            settings["sqlite_synchronous"] = self.sqlite_synchronous
         return settings
 
 
@@ -529,6 +533,7 @@ async def run_engine_workload(
             "engine_processes": processes,
             "worker_concurrency": ctx.concurrency or "engine default",
             "event_loop": ctx.event_loop or "engine default",
+            "sqlite_synchronous": ctx.sqlite_synchronous or "engine default (FULL)",
             "inflight": ctx.inflight,
             "warmup": ctx.warmup,
             "engine_log_level": ctx.engine_log_level,
