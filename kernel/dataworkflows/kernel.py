@@ -125,7 +125,7 @@ class Kernel:
         self.scheduler = Scheduler(
             self.triggers,
             self.clock,
-            interval=self.settings.scheduler_interval,
+            max_sleep=self.settings.scheduler_max_sleep,
             lease=self.settings.scheduler_lease,
         )
         self._scheduler_task: asyncio.Task[None] | None = None

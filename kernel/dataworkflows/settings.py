@@ -64,8 +64,11 @@ class Settings:
     default_retry_backoff_multiplier: float = 2.0
     default_retry_max_delay: float = 60.0
     default_retry_jitter: bool = True
-    #: seconds between two scheduler ticks (time-based triggers, docs/triggers.md)
-    scheduler_interval: float = 1.0
+    #: the longest the scheduler sleeps (time-based triggers, docs/triggers.md). It sleeps
+    #: until the next due fire time and is woken by trigger changes (in this process, and
+    #: by NOTIFY on PostgreSQL); this bound only catches changes nothing announced (another
+    #: process on SQLite) and jumps of the wall clock. Replaces ``scheduler_interval``.
+    scheduler_max_sleep: float = 60.0
     #: seconds a scheduler holds a due trigger before another process may take it over
     scheduler_lease: float = 60.0
     #: SQLite's ``PRAGMA synchronous`` for the engine's connections. ``FULL`` (default):

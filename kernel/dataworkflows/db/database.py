@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import Table, event
+from sqlalchemy import Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -124,6 +124,12 @@ class Database:
             return
         async with self._write_lock, self.engine.begin() as conn:
             yield conn
+
+    async def notify(self, conn: AsyncConnection, channel: str, payload: str = "") -> None:
+        """PostgreSQL ``NOTIFY`` inside the writing transaction ``conn`` (delivered to
+        listeners when it commits, and only then); nothing on SQLite."""
+        if not self.is_sqlite:
+            await conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": payload})
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
