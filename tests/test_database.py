@@ -68,3 +68,24 @@ def test_sqlite_synchronous_setting_is_checked() -> None:
     assert normal.sqlite_synchronous == "NORMAL"
     with pytest.raises(SettingsError, match="DATAWORKFLOWS_SQLITE_SYNCHRONOUS"):
         Settings.from_env({"DATAWORKFLOWS_SQLITE_SYNCHRONOUS": "OFF"})
+
+
+async def test_a_non_durable_transaction_skips_the_flush_for_itself_only(
+    database_url: str, kernel_factory: Any
+) -> None:
+    """``begin(durable=False)`` (the scheduler's leases) commits without waiting for the
+    disk; the connection is back to the durable setting for the next transaction."""
+    kernel = await kernel_factory()
+    db: Database = kernel.db
+    if db.is_sqlite:
+        show, durable, volatile = text("PRAGMA synchronous"), 2, 1
+    else:
+        show, durable, volatile = text("SHOW synchronous_commit"), "on", "off"
+    async with db.begin(durable=False) as conn:
+        assert (await conn.execute(show)).scalar_one() == volatile
+        await conn.execute(text("CREATE TABLE volatile_probe (x INTEGER)"))
+    async with db.begin() as conn:
+        assert (await conn.execute(show)).scalar_one() == durable
+        await conn.execute(text("INSERT INTO volatile_probe VALUES (1)"))  # committed above
+    async with db.connect() as conn:
+        assert (await conn.execute(show)).scalar_one() == durable

@@ -377,8 +377,10 @@ class Scheduler:
             return [dict(r._mapping) for r in rows]
 
     async def _claim(self, row: dict[str, Any], now: datetime) -> bool:
+        # Not durable (no fsync / WAL flush on the way to a fire): a lease lost to a power
+        # loss only makes the trigger due again, and request ids make its runs duplicates.
         t = workflow_triggers
-        async with self.triggers.db.begin() as conn:
+        async with self.triggers.db.begin(durable=False) as conn:
             result = await conn.execute(
                 update(t)
                 .where(

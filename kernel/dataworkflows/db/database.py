@@ -71,6 +71,7 @@ class Database:
         (``FULL``: a commit is on disk when it returns; ``NORMAL``: faster, may lose the
         last commits on power loss). Ignored on PostgreSQL."""
         self.url = normalise_url(url)
+        self.sqlite_synchronous = sqlite_synchronous.strip().upper()
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
@@ -87,7 +88,7 @@ class Database:
             )
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
-            _tune_sqlite(self.engine, synchronous=sqlite_synchronous)
+            _tune_sqlite(self.engine, synchronous=self.sqlite_synchronous)
             self._read_engine = self.engine.execution_options(dw_read_only=True)
         else:
             # Reads autocommit: under READ COMMITTED every statement has its own snapshot
@@ -110,20 +111,41 @@ class Database:
         return (sqlite.insert if self.is_sqlite else postgresql.insert)(table)
 
     @asynccontextmanager
-    async def begin(self) -> AsyncIterator[AsyncConnection]:
+    async def begin(self, *, durable: bool = True) -> AsyncIterator[AsyncConnection]:
         """A write transaction, committed on success and rolled back on error.
 
         On SQLite the writers of this process queue on an asyncio lock: SQLite admits one
         writer at a time anyway, and waiting on the lock is instant where SQLite's own busy
         handler would sleep and retry (1, 2, 5, 10, ... ms). Other processes still meet
         ``busy_timeout``.
+
+        ``durable=False``: the commit does not wait for the disk (SQLite
+        ``synchronous=NORMAL``, PostgreSQL ``synchronous_commit=off``, for this transaction
+        only). It is still atomic, visible at once and ordered before every later commit,
+        which makes it durable along with the next durable one; only a power loss (SQLite)
+        or a server crash (PostgreSQL) before that can undo it. For writes whose loss
+        costs nothing, such as a scheduler's lease on a trigger.
         """
         if self._write_lock is None:
             async with self.engine.begin() as conn:
+                if not durable:
+                    await conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 yield conn
             return
-        async with self._write_lock, self.engine.begin() as conn:
-            yield conn
+        async with self._write_lock, self.engine.connect() as conn:
+            if durable:
+                async with conn.begin():
+                    yield conn
+                return
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            # outside a transaction (the driver runs in autocommit mode; see _tune_sqlite)
+            await driver.execute("PRAGMA synchronous=NORMAL")
+            try:
+                async with conn.begin():
+                    yield conn
+            finally:
+                await driver.execute(f"PRAGMA synchronous={self.sqlite_synchronous}")
 
     async def notify(self, conn: AsyncConnection, channel: str, payload: str = "") -> None:
         """PostgreSQL ``NOTIFY`` inside the writing transaction ``conn`` (delivered to
