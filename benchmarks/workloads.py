@@ -25,7 +25,7 @@ import random
 import shutil
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,11 +188,16 @@ async def drop_templates(ctx: Context) -> None:
 
 
 async def setup_workflow(
-    db: BenchDB, definition: dict[str, Any], *, webhook: bool
+    db: BenchDB,
+    definition: dict[str, Any],
+    *,
+    webhook: bool,
+    triggers: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Create and publish the workflow (and a webhook trigger) through the kernel's
-    service layer, in this process: not part of any measurement, and no extra engine
-    start-up. Returns ``trigger_id`` (None if webhook triggers are unavailable) and a note."""
+    """Create and publish the workflow (and a webhook trigger, and ``triggers``) through
+    the kernel's service layer, in this process: not part of any measurement, and no extra
+    engine start-up. Returns ``trigger_id`` (None if webhook triggers are unavailable) and
+    a note."""
     from dataworkflows.errors import ApiError
     from dataworkflows.kernel import Kernel
     from dataworkflows.settings import Settings
@@ -202,6 +207,8 @@ async def setup_workflow(
     setup: dict[str, Any] = {}
     try:
         await kernel.service.create_workflow(definition, auto_activate=True)
+        for trigger in triggers:
+            await kernel.triggers.create(definition["id"], trigger)
         if webhook:
             try:
                 view = await kernel.triggers.create(
