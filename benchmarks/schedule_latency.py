@@ -38,7 +38,7 @@ WORKFLOW_ID = "bench-sched"
 #: the target of issue 13: a schedule fires within 50 ms of its due time on an idle engine
 TARGET_MS = 50.0
 #: seconds between creating the triggers and their first fire time (engine start-up)
-LEAD_S = 4.0
+LEAD_S = 3.0
 SETTLE_S = 1.0
 
 
