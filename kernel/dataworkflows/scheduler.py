@@ -17,8 +17,14 @@ Exactly once per fire time, with any number of scheduler processes on one databa
    or an expired lease, cannot start a second run), then advances the cursor, adds the
    counters and drops the lease in one UPDATE.
 
-All times come from the kernel's clock, so tests drive the scheduler with a
-:class:`~dataworkflows.clock.FakeClock` and :meth:`Scheduler.tick`, without waiting.
+Nothing here depends on timing: the loop (:meth:`Scheduler.run`) sleeps until the earliest
+time a tick can have work, or until a schedule changes, so replicas wake at their own
+pace, and two of them waking for the same fire time simply race for the claim.
+
+All times come from the kernel's clock, and the loop sleeps on it
+(:meth:`~dataworkflows.clock.Clock.sleep_until`), so tests drive the scheduler with a
+:class:`~dataworkflows.clock.FakeClock` -- calling :meth:`Scheduler.tick` or running the
+real loop -- without waiting for real time.
 """
 
 from __future__ import annotations
