@@ -141,6 +141,7 @@ class _Counter:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     def bump(self) -> None:
+        """Add one and release the waiters whose target is reached."""
         self.value += 1
         remaining = []
         for target, future in self._waiters:
@@ -151,6 +152,7 @@ class _Counter:
         self._waiters = remaining
 
     async def reached(self, target: int, timeout: float) -> None:
+        """Return once the value is ``target`` or more (TimeoutError after ``timeout`` s)."""
         if self.value >= target:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
