@@ -24,7 +24,7 @@ from typing import Any
 
 from benchmarks.common import fmt, machine_info, table
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "peer", "ceiling")
+WORKLOADS = ("W1", "W2", "W3", "W4", "peer", "ceiling", "sched")
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--w4-max-load-seconds", type=float, default=180.0)
     run.add_argument("--ceiling-seconds", type=float, default=10.0)
     run.add_argument(
+        "--sched-triggers", type=int, default=4, help="sched: triggers firing every second"
+    )
+    run.add_argument(
+        "--sched-duration", type=float, default=10.0, help="sched: seconds measured (default 10)"
+    )
+    run.add_argument(
         "--concurrency", type=int, default=None, help="engine worker concurrency (engine default)"
     )
     run.add_argument(
@@ -74,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "uvloop", "asyncio"),
         default=None,
         help="the engine's DATAWORKFLOWS_EVENT_LOOP (engine default: auto)",
+    )
+    run.add_argument(
+        "--sqlite-synchronous",
+        choices=("FULL", "NORMAL"),
+        default=None,
+        help="the engine's DATAWORKFLOWS_SQLITE_SYNCHRONOUS (engine default: FULL)",
     )
     run.add_argument(
         "--processes",
@@ -116,7 +128,7 @@ def _log(message: str) -> None:
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks import ceiling, peers, profiling, workloads
+    from benchmarks import ceiling, peers, profiling, schedule_latency, workloads
     from benchmarks.common import BenchmarkError
 
     only = {w.strip() for w in args.only.split(",") if w.strip()}
@@ -141,6 +153,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         keep_databases=args.keep_databases,
         concurrency=args.concurrency,
         event_loop=args.event_loop,
+        sqlite_synchronous=args.sqlite_synchronous,
         processes=args.processes,
         inflight=args.inflight,
         poll=args.poll,
@@ -199,6 +212,16 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             for rate in w3_rates if "W3" in only else []:
                 _log(f"W3 [{backend}]: {rate:g} req/s for {args.w3_duration:g} s")
                 record(await workloads.run_w3(ctx, backend, rate=rate, duration=args.w3_duration))
+        for backend in backends if "sched" in only else []:
+            _log(
+                f"sched [{backend}]: {args.sched_triggers} schedules every second, "
+                f"{args.sched_duration:g} s on an idle engine"
+            )
+            record(
+                await schedule_latency.run_sched(
+                    ctx, backend, count=args.sched_triggers, duration=args.sched_duration
+                )
+            )
         if "W4" in only:
             _log(f"W4 [postgresql]: ledger reads at {args.w4_rows:,} executions")
             record(
@@ -327,6 +350,14 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             20,
             False,
         )
+    for backend in ("postgresql", "sqlite"):
+        sched = _find(report, "sched", backend)
+        add(
+            f"sched [{backend}] idle engine: due time -> run queued, max <= 50 ms",
+            ((sched or {}).get("queued") or {}).get("max_ms"),
+            50,
+            False,
+        )
     w4 = _find(report, "W4", "postgresql")
     add("W4 newest-50 list p95 <= 20 ms", (w4 or {}).get("newest_50_p95_ms"), 20, False)
     add("W4 single execution p95 <= 5 ms", (w4 or {}).get("one_p95_ms"), 5, False)
@@ -343,7 +374,7 @@ def render(report: dict[str, Any]) -> str:
     ]
     rows = []
     for r in report["results"]:
-        if r["workload"] == "W4":
+        if r["workload"] in ("W4", "sched"):
             continue
         commits = (r.get("commits") or {}).get("per_workflow")
         rows.append(
@@ -364,27 +395,28 @@ def render(report: dict[str, Any]) -> str:
                 (r.get("database") or {}).get("cpu_s"),
             ]
         )
-    lines.append(
-        table(
-            [
-                "workload",
-                "backend",
-                "",
-                "runs",
-                "runs/s",
-                "steps/s",
-                "p50 ms",
-                "p95 ms",
-                "p99 ms",
-                "svc p50",
-                "commits/wf",
-                "eng CPU s",
-                "eng RSS MiB",
-                "db CPU s",
-            ],
-            rows,
+    if rows:
+        lines.append(
+            table(
+                [
+                    "workload",
+                    "backend",
+                    "",
+                    "runs",
+                    "runs/s",
+                    "steps/s",
+                    "p50 ms",
+                    "p95 ms",
+                    "p99 ms",
+                    "svc p50",
+                    "commits/wf",
+                    "eng CPU s",
+                    "eng RSS MiB",
+                    "db CPU s",
+                ],
+                rows,
+            )
         )
-    )
     w3 = [r for r in report["results"] if r["workload"] == "W3" and r.get("w3")]
     if w3:
         lines += ["", "W3 webhook latency (open loop):"]
@@ -415,6 +447,17 @@ def render(report: dict[str, Any]) -> str:
                     ]
                     for r in w3
                 ],
+            )
+        )
+    sched = [r for r in report["results"] if r["workload"] == "sched"]
+    if any(r.get("ok") for r in sched):
+        from benchmarks.schedule_latency import render as render_sched
+
+        lines += ["", "sched: lateness after the due time on an idle engine (ms):"]
+        lines.append(
+            table(
+                ["backend", "measured at", "fires", "p50", "p95", "p99", "max"],
+                render_sched(sched),
             )
         )
     w4 = [r for r in report["results"] if r["workload"] == "W4"]

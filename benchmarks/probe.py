@@ -9,6 +9,7 @@ read each run's ledger timestamps: ``created_at`` (enqueue), ``started_at`` (cla
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -44,6 +45,19 @@ def _aware(value: Any) -> datetime | None:
 
 def _as_uuid(value: Any) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
+
+
+def _timing(row: Sequence[Any]) -> RunTiming:
+    """A run's timestamps from ``id, status, created_at, started_at, ended_at, ...``."""
+    created = _aware(row[2])
+    assert created is not None
+    return RunTiming(
+        id=_as_uuid(row[0]),
+        status=row[1],
+        created_at=created,
+        started_at=_aware(row[3]),
+        ended_at=_aware(row[4]),
+    )
 
 
 def _chunks(items: Sequence[uuid.UUID], size: int = CHUNK) -> Iterable[Sequence[uuid.UUID]]:
@@ -132,19 +146,19 @@ class LedgerProbe:
         out: list[RunTiming] = []
         cols = "id, status, created_at, started_at, ended_at"
         async for rows in self._by_ids(f"SELECT {cols} FROM workflow_executions", "id", ids):
-            for r in rows:
-                created = _aware(r[2])
-                assert created is not None
-                out.append(
-                    RunTiming(
-                        id=_as_uuid(r[0]),
-                        status=r[1],
-                        created_at=created,
-                        started_at=_aware(r[3]),
-                        ended_at=_aware(r[4]),
-                    )
-                )
+            out.extend(_timing(r) for r in rows)
         return out
+
+    async def runs_of(self, workflow_id: str) -> list[tuple[RunTiming, dict[str, Any]]]:
+        """Every run of a workflow: its ledger timestamps and its trigger payload."""
+        rows = await self._select(
+            "SELECT id, status, created_at, started_at, ended_at, trigger "
+            "FROM workflow_executions WHERE workflow_id = %s",
+            "SELECT id, status, created_at, started_at, ended_at, trigger "
+            "FROM workflow_executions WHERE workflow_id = ?",
+            [workflow_id],
+        )
+        return [(_timing(r), json.loads(r[5]) if isinstance(r[5], str) else r[5]) for r in rows]
 
     async def step_rows(self, ids: Sequence[uuid.UUID]) -> dict[str, int]:
         """Attempt rows of these runs by status."""

@@ -25,7 +25,7 @@ import random
 import shutil
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,8 @@ class Context:
     keep_databases: bool = False
     concurrency: int | None = None
     event_loop: str | None = None
+    #: the engine's DATAWORKFLOWS_SQLITE_SYNCHRONOUS (None: the engine default, FULL)
+    sqlite_synchronous: str | None = None
     processes: int = 1
     inflight: int = 16
     poll: float = 0.01
@@ -129,6 +131,8 @@ class Context:
             settings["worker_concurrency"] = str(self.concurrency)
         if self.event_loop is not None:
             settings["event_loop"] = self.event_loop
+        if self.sqlite_synchronous is not None:
+            settings["sqlite_synchronous"] = self.sqlite_synchronous
         return settings
 
 
@@ -184,11 +188,16 @@ async def drop_templates(ctx: Context) -> None:
 
 
 async def setup_workflow(
-    db: BenchDB, definition: dict[str, Any], *, webhook: bool
+    db: BenchDB,
+    definition: dict[str, Any],
+    *,
+    webhook: bool,
+    triggers: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Create and publish the workflow (and a webhook trigger) through the kernel's
-    service layer, in this process: not part of any measurement, and no extra engine
-    start-up. Returns ``trigger_id`` (None if webhook triggers are unavailable) and a note."""
+    """Create and publish the workflow (and a webhook trigger, and ``triggers``) through
+    the kernel's service layer, in this process: not part of any measurement, and no extra
+    engine start-up. Returns ``trigger_id`` (None if webhook triggers are unavailable) and
+    a note."""
     from dataworkflows.errors import ApiError
     from dataworkflows.kernel import Kernel
     from dataworkflows.settings import Settings
@@ -198,6 +207,8 @@ async def setup_workflow(
     setup: dict[str, Any] = {}
     try:
         await kernel.service.create_workflow(definition, auto_activate=True)
+        for trigger in triggers:
+            await kernel.triggers.create(definition["id"], trigger)
         if webhook:
             try:
                 view = await kernel.triggers.create(
@@ -529,6 +540,7 @@ async def run_engine_workload(
             "engine_processes": processes,
             "worker_concurrency": ctx.concurrency or "engine default",
             "event_loop": ctx.event_loop or "engine default",
+            "sqlite_synchronous": ctx.sqlite_synchronous or "engine default (FULL)",
             "inflight": ctx.inflight,
             "warmup": ctx.warmup,
             "engine_log_level": ctx.engine_log_level,

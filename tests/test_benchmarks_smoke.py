@@ -86,6 +86,10 @@ def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
         "20",
         "--w3-duration",
         "0.5",
+        "--sched-triggers",
+        "2",
+        "--sched-duration",
+        "1",
     ]
     if backend == "postgresql":
         args += [
@@ -99,7 +103,7 @@ def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
             "1",
         ]
     else:
-        args += ["--only", "W1,W2,W3"]
+        args += ["--only", "W1,W2,W3,sched"]
     proc, report = _run_harness(tmp_path, *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert report is not None
@@ -113,6 +117,10 @@ def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
     assert w3["w3"]["ack_202"]["count"] == 10
     assert w3["w3"]["post_to_complete"]["count"] == 10
     assert "target" in proc.stdout and "W1" in proc.stdout
+    sched = _result(report, "sched", backend)
+    assert sched["ok"], sched.get("error")
+    assert sched["measured"] >= 1 and sched["duplicates"] == 0
+    assert sched["queued"]["count"] == sched["measured"]
 
     if backend == "sqlite":
         assert "commits" not in _result(report, "W1", backend)

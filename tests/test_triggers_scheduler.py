@@ -364,7 +364,7 @@ async def test_schedule_runs_succeed_with_scheduled_time_in_templates(
 
 async def test_serve_runs_the_scheduler_loop(kernel_factory: Any, api_factory: Any) -> None:
     clock = FakeClock(utc(2026, 1, 1, 12, 0, 30))
-    kernel = await kernel_factory(clock=clock, scheduler_interval=0.01)
+    kernel = await kernel_factory(clock=clock)
     api = await api_factory(kernel)  # create_app: API + worker + scheduler
     await kernel.service.apply(WORKFLOW)
     resp = await api.post(
@@ -391,7 +391,7 @@ async def test_scheduler_with_no_time_based_types_does_nothing(kernel_factory: A
 
 
 async def test_scheduler_loop_stops_even_before_its_first_tick(kernel_factory: Any) -> None:
-    kernel = await kernel_factory(scheduler_interval=3600)
+    kernel = await kernel_factory(scheduler_max_sleep=3600)
     task = kernel.start_scheduler()
     await kernel.stop_scheduler()  # the task had not run yet: it must still end
     assert task.done()

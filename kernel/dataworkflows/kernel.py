@@ -68,7 +68,9 @@ class Kernel:
         env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
         self.plugins.hook.prepare_jinja2_environment(env=env)
         self.templates = TemplateEngine(env)
-        self.db = Database(self.settings.database_url)
+        self.db = Database(
+            self.settings.database_url, sqlite_synchronous=self.settings.sqlite_synchronous
+        )
         self.store = WorkflowStore(self.db, self.clock)
         # connectors: tenant-scoped credentials (secrets redacted from logs) and resource links
         install_log_redaction()
@@ -124,7 +126,7 @@ class Kernel:
         self.scheduler = Scheduler(
             self.triggers,
             self.clock,
-            interval=self.settings.scheduler_interval,
+            max_sleep=self.settings.scheduler_max_sleep,
             lease=self.settings.scheduler_lease,
         )
         self._scheduler_task: asyncio.Task[None] | None = None

@@ -17,27 +17,33 @@ Exactly once per fire time, with any number of scheduler processes on one databa
    or an expired lease, cannot start a second run), then advances the cursor, adds the
    counters and drops the lease in one UPDATE.
 
-All times come from the kernel's clock, so tests drive the scheduler with a
-:class:`~dataworkflows.clock.FakeClock` and :meth:`Scheduler.tick`, without waiting.
+Nothing here depends on timing: the loop (:meth:`Scheduler.run`) sleeps until the earliest
+time a tick can have work, or until a schedule changes, so replicas wake at their own
+pace, and two of them waking for the same fire time simply race for the claim.
+
+All times come from the kernel's clock, and the loop sleeps on it
+(:meth:`~dataworkflows.clock.Clock.sleep_until`), so tests drive the scheduler with a
+:class:`~dataworkflows.clock.FakeClock` -- calling :meth:`Scheduler.tick` or running the
+real loop -- without waiting for real time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from dataworkflows.clock import Clock
+from dataworkflows.db.listen import listen_forever
 from dataworkflows.db.models import workflows
 from dataworkflows.db.trigger_models import workflow_triggers
 from dataworkflows.errors import ApiError
-from dataworkflows.trigger_service import TriggerService
+from dataworkflows.trigger_service import SCHEDULE_CHANNEL, TriggerService
 from dataworkflows.triggers import FirePolicy, FireResult, TriggerType
 
 log = logging.getLogger(__name__)
@@ -127,45 +133,178 @@ class TickReport:
     executions: list[str] = field(default_factory=list)
 
 
+class _Counter:
+    """A counter that tasks can wait on (``await counter.reached(n)``), without polling."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def bump(self) -> None:
+        """Add one and release the waiters whose target is reached."""
+        self.value += 1
+        remaining = []
+        for target, future in self._waiters:
+            if target > self.value:
+                remaining.append((target, future))
+            elif not future.done():
+                future.set_result(None)
+        self._waiters = remaining
+
+    async def reached(self, target: int, timeout: float) -> None:
+        """Return once the value is ``target`` or more (TimeoutError after ``timeout`` s)."""
+        if self.value >= target:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, future))
+        await asyncio.wait_for(future, timeout)
+
+
 class Scheduler:
-    """The kernel's scheduler loop. One per kernel; any number per database."""
+    """The kernel's scheduler loop. One per kernel; any number per database.
+
+    :meth:`run` ticks, then sleeps on the kernel's clock until the earliest time at which
+    a tick can have work: the first due fire time of an enabled time-based trigger, or the
+    end of a lease another scheduler holds (it may have died). A change of a trigger's
+    schedule wakes it at once: in this process through
+    :meth:`TriggerService.on_schedule_change`, from other processes through ``NOTIFY``
+    (PostgreSQL). ``max_sleep`` bounds every sleep, for changes no notification reports
+    (another process on SQLite, a jump of the wall clock).
+    """
 
     def __init__(
         self,
         triggers: TriggerService,
         clock: Clock,
         *,
-        interval: float = 1.0,
+        max_sleep: float = 60.0,
         lease: float = 60.0,
         batch: int = 100,
+        retry_delay: float = 1.0,
     ) -> None:
         self.triggers = triggers
         self.clock = clock
-        self.interval = interval
+        self.max_sleep = timedelta(seconds=max_sleep)
         self.lease = timedelta(seconds=lease)
         self.batch = batch
+        #: the shortest sleep after a tick that failed (no busy loop on a broken database)
+        self.retry_delay = timedelta(seconds=retry_delay)
         #: identifies this scheduler in the leases it takes
         self.instance_id = uuid.uuid4().hex
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
         self._started_ticks = 0
-        self._completed_ticks = 0
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._completed = _Counter()
+        self._sleeps = _Counter()
+        #: the earliest time a tick may find work, as last computed (None: nothing scheduled)
+        self.next_due: datetime | None = None
+        #: the deadline of the current (or last) sleep: ``next_due`` bounded by ``max_sleep``
+        self.sleeping_until: datetime | None = None
+        #: True while :meth:`run` sleeps
+        self.asleep = False
+        #: why the last sleep ended: ``"due"`` (its deadline), ``"change"`` (a notification)
+        self.last_wake: str | None = None
+        #: set once this scheduler LISTENs for changes from other processes (PostgreSQL)
+        self.listening = asyncio.Event()
+        triggers.on_schedule_change(self.wake)
 
     # -- the loop -------------------------------------------------------------------------
 
+    @property
+    def sleeps(self) -> int:
+        """How many times :meth:`run` has gone to sleep (see :meth:`wait_for_sleep`)."""
+        return self._sleeps.value
+
+    def wake(self) -> None:
+        """Tick again now (a schedule changed); safe to call at any time."""
+        self._wake.set()
+
     async def run(self) -> None:
-        """Tick every ``interval`` seconds until :meth:`stop` (see also :meth:`rearm`)."""
-        while not self._stop.is_set():
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("scheduler tick failed; trying again after the interval")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval)
+        """Tick, sleep until the next due time or a change, repeat until :meth:`stop`."""
+        listener = None
+        if not self.triggers.db.is_sqlite:
+            listener = asyncio.create_task(
+                listen_forever(
+                    self.triggers.db.url,
+                    [SCHEDULE_CHANNEL],
+                    lambda _channel, _payload: self.wake(),
+                    on_listening=self._on_listening,
+                    retry_delay=self.retry_delay.total_seconds(),
+                ),
+                name="scheduler-listen",
+            )
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                failed = False
+                try:
+                    failed = (await self.tick()).errors > 0
+                except Exception:
+                    failed = True
+                    log.exception("scheduler tick failed; trying again shortly")
+                deadline = await self._deadline(failed)
+                if self._stop.is_set():
+                    break
+                self.sleeping_until = deadline
+                self.asleep = True
+                self._sleeps.bump()
+                try:
+                    woken = await self.clock.sleep_until(deadline, self._wake)
+                finally:
+                    self.asleep = False
+                self.last_wake = "change" if woken else "due"
+        finally:
+            if listener is not None:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+            self.listening.clear()
+
+    def _on_listening(self) -> None:
+        self.listening.set()
+        self.wake()  # notifications may have been missed while not listening
+
+    async def _deadline(self, failed: bool) -> datetime:
+        """When the next tick is due: the earliest due time, at most ``max_sleep`` away,
+        and at least ``retry_delay`` away after a failure."""
+        now = self.clock.now()
+        try:
+            self.next_due = await self.next_due_time(now)
+        except Exception:
+            log.exception("scheduler: reading the next due time failed")
+            self.next_due, failed = None, True
+        deadline = now + self.max_sleep
+        if self.next_due is not None:
+            deadline = min(deadline, self.next_due)
+        if failed:
+            deadline = max(deadline, now + self.retry_delay)
+        return deadline
+
+    async def next_due_time(self, now: datetime) -> datetime | None:
+        """The earliest time at which :meth:`tick` may find a trigger to process: the
+        first cursor of an enabled trigger of an installed time-based type that nobody
+        holds, or the first end of a lease held on one (None: neither exists)."""
+        types = sorted(self.time_based_types())
+        if not types:
+            return None
+        t = workflow_triggers
+        scheduled = (
+            t.c.enabled.is_(True),
+            t.c.next_fire_at.is_not(None),
+            t.c.type.in_(types),
+        )
+        free = select(func.min(t.c.next_fire_at)).where(
+            *scheduled, or_(t.c.lease_until.is_(None), t.c.lease_until <= now)
+        )
+        held = select(func.min(t.c.lease_until)).where(*scheduled, t.c.lease_until > now)
+        async with self.triggers.db.connect() as conn:
+            row = (await conn.execute(select(free.scalar_subquery(), held.scalar_subquery()))).one()
+        found = [when for when in row if when is not None]
+        return min(found) if found else None
 
     def stop(self) -> None:
         """Make :meth:`run` return after the tick in progress (also before it started)."""
         self._stop.set()
+        self._wake.set()
 
     def rearm(self) -> None:
         """Allow :meth:`run` to be started again after :meth:`stop`."""
@@ -177,23 +316,22 @@ class Scheduler:
         Lets tests that run the real loop (``dataworkflows serve``) wait on the scheduler
         instead of sleeping.
         """
-        target = self._started_ticks + count
-        if self._completed_ticks >= target:  # pragma: no cover - needs count <= 0
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((target, future))
-        await asyncio.wait_for(future, timeout)
+        await self._completed.reached(self._started_ticks + count, timeout)
 
-    def _tick_done(self) -> None:
-        self._completed_ticks += 1
-        remaining = []
-        for target, future in self._waiters:
-            if target <= self._completed_ticks:
-                if not future.done():
-                    future.set_result(None)
-            else:
-                remaining.append((target, future))
-        self._waiters = remaining
+    async def wait_for_sleep(self, after: int, timeout: float = 30.0) -> datetime | None:
+        """Wait until :meth:`run` has gone to sleep more than ``after`` times (compare
+        :attr:`sleeps`); returns the deadline of that sleep. For tests on a
+        :class:`~dataworkflows.clock.FakeClock`: no real time needs to pass."""
+        await self._sleeps.reached(after + 1, timeout)
+        return self.sleeping_until
+
+    async def wait_idle(self, timeout: float = 30.0) -> datetime | None:
+        """Wait until :meth:`run` sleeps with no wake-up pending (a change it was told of
+        is processed); returns the deadline of that sleep."""
+        async with asyncio.timeout(timeout):
+            while not self.asleep or self._wake.is_set():
+                await self._sleeps.reached(self.sleeps + 1, timeout)
+        return self.sleeping_until
 
     # -- one tick -------------------------------------------------------------------------
 
@@ -223,7 +361,7 @@ class Scheduler:
                         report.errors += 1
                         log.exception("scheduler: trigger %s failed", row["id"])
         finally:
-            self._tick_done()
+            self._completed.bump()
         return report
 
     async def _due(
@@ -247,8 +385,10 @@ class Scheduler:
             return [dict(r._mapping) for r in rows]
 
     async def _claim(self, row: dict[str, Any], now: datetime) -> bool:
+        # Not durable (no fsync / WAL flush on the way to a fire): a lease lost to a power
+        # loss only makes the trigger due again, and request ids make its runs duplicates.
         t = workflow_triggers
-        async with self.triggers.db.begin() as conn:
+        async with self.triggers.db.begin(durable=False) as conn:
             result = await conn.execute(
                 update(t)
                 .where(

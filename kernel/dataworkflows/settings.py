@@ -14,6 +14,8 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./dataworkflows.db"
 
 
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+#: accepted values of ``DATAWORKFLOWS_SQLITE_SYNCHRONOUS`` (SQLite's ``PRAGMA synchronous``)
+SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
 
 
 class SettingsError(ValueError):
@@ -67,10 +69,19 @@ class Settings:
     default_retry_backoff_multiplier: float = 2.0
     default_retry_max_delay: float = 60.0
     default_retry_jitter: bool = True
-    #: seconds between two scheduler ticks (time-based triggers, docs/triggers.md)
-    scheduler_interval: float = 1.0
+    #: the longest the scheduler sleeps (time-based triggers, docs/triggers.md). It sleeps
+    #: until the next due fire time and is woken by trigger changes (in this process, and
+    #: by NOTIFY on PostgreSQL); this bound only catches changes nothing announced (another
+    #: process on SQLite) and jumps of the wall clock. Replaces ``scheduler_interval``.
+    scheduler_max_sleep: float = 60.0
     #: seconds a scheduler holds a due trigger before another process may take it over
     scheduler_lease: float = 60.0
+    #: SQLite's ``PRAGMA synchronous`` for the engine's connections. ``FULL`` (default):
+    #: every commit is fsynced before it returns, so a run the ledger reported durable
+    #: survives a power loss. ``NORMAL`` (with WAL) is faster but may lose the last
+    #: commits on power loss or an OS crash (never on a process crash) -- figures in
+    #: benchmarks/RESULTS.md. Ignored on PostgreSQL.
+    sqlite_synchronous: str = "FULL"
     log_level: str = "INFO"
     #: the event loop of ``serve`` and ``worker``: ``auto`` (uvloop where it is installed,
     #: as it is by default on Linux and macOS), ``uvloop`` or ``asyncio``
@@ -88,6 +99,13 @@ class Settings:
                 f"DATAWORKFLOWS_EVENT_LOOP={self.event_loop!r}: expected one of "
                 + ", ".join(EVENT_LOOPS)
             )
+        synchronous = self.sqlite_synchronous.strip().upper()
+        if synchronous not in SQLITE_SYNCHRONOUS:
+            raise SettingsError(
+                f"DATAWORKFLOWS_SQLITE_SYNCHRONOUS={self.sqlite_synchronous!r}: expected one of "
+                + ", ".join(SQLITE_SYNCHRONOUS)
+            )
+        object.__setattr__(self, "sqlite_synchronous", synchronous)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 REQUEST_PREFIX = "trg:"
 #: event keys longer than this are hashed so the request id stays within 200 characters
 MAX_KEY_LENGTH = 120
+
+#: PostgreSQL channel announcing that a time-based trigger's next fire time was written
+#: (created, updated, enabled, disabled), so schedulers in other processes look again
+SCHEDULE_CHANNEL = "dataworkflows_schedule"
 
 CREATE_FIELDS = {"type", "config", "name", "enabled", "activationCondition"}
 UPDATE_FIELDS = {"config", "name", "enabled", "activationCondition"}
@@ -112,6 +116,17 @@ class TriggerService:
         self.store = store
         self.service = service
         self._conditions: dict[str, Any] = {}
+        self._schedule_listeners: list[Callable[[], None]] = []
+
+    def on_schedule_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (in this process, after the commit) whenever a time-based
+        trigger's next fire time is written by this service; other processes hear of it
+        through ``NOTIFY`` on :data:`SCHEDULE_CHANNEL` (PostgreSQL)."""
+        self._schedule_listeners.append(listener)
+
+    def _schedule_changed(self) -> None:
+        for listener in self._schedule_listeners:
+            listener()
 
     # -- validation -----------------------------------------------------------------------
 
@@ -275,6 +290,10 @@ class TriggerService:
                     created_by=actor,
                 )
             )
+            if cls.time_based and enabled:
+                await self.db.notify(conn, SCHEDULE_CHANNEL)
+        if cls.time_based and enabled:
+            self._schedule_changed()
         return await self.get(workflow_id, trigger_id, tenant_id=tenant_id)
 
     def _next_fire(self, cls: type[TriggerType], config: Any, after: datetime) -> datetime | None:
@@ -438,10 +457,15 @@ class TriggerService:
 
     async def _write(self, trigger_id: str, values: dict[str, Any]) -> None:
         t = workflow_triggers
+        rescheduled = "next_fire_at" in values
         async with self.db.begin() as conn:
             result = await conn.execute(update(t).where(t.c.id == trigger_id).values(**values))
+            if rescheduled and result.rowcount == 1:
+                await self.db.notify(conn, SCHEDULE_CHANNEL)
         if result.rowcount != 1:
             raise NotFound(f"no trigger {trigger_id!r}", code="trigger_not_found")
+        if rescheduled:
+            self._schedule_changed()
 
     # -- views ----------------------------------------------------------------------------
 

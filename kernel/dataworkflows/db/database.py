@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, event
+from sqlalchemy import Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from dataworkflows.db.transient import retry_transient
+from dataworkflows.settings import SQLITE_SYNCHRONOUS
 
 T = TypeVar("T")
 
@@ -61,8 +62,19 @@ class Database:
     :meth:`connect` and never block writers (WAL).
     """
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        echo: bool = False,
+        sqlite_synchronous: str = "FULL",
+    ) -> None:
+        """``sqlite_synchronous``: SQLite's ``PRAGMA synchronous`` on every connection
+        (``FULL``: a commit is on disk when it returns; ``NORMAL``: faster, may lose the
+        last commits on power loss). Ignored on PostgreSQL."""
         self.url = normalise_url(url)
+        self.sqlite_synchronous = sqlite_synchronous.strip().upper()
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
@@ -79,8 +91,7 @@ class Database:
             )
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
-            _tune_sqlite(self.engine)
-        if self.is_sqlite:
+            _tune_sqlite(self.engine, synchronous=self.sqlite_synchronous)
             self._read_engine = self.engine.execution_options(dw_read_only=True)
         else:
             # Reads autocommit: under READ COMMITTED every statement has its own snapshot
@@ -103,20 +114,47 @@ class Database:
         return (sqlite.insert if self.is_sqlite else postgresql.insert)(table)
 
     @asynccontextmanager
-    async def begin(self) -> AsyncIterator[AsyncConnection]:
+    async def begin(self, *, durable: bool = True) -> AsyncIterator[AsyncConnection]:
         """A write transaction, committed on success and rolled back on error.
 
         On SQLite the writers of this process queue on an asyncio lock: SQLite admits one
         writer at a time anyway, and waiting on the lock is instant where SQLite's own busy
         handler would sleep and retry (1, 2, 5, 10, ... ms). Other processes still meet
         ``busy_timeout``.
+
+        ``durable=False``: the commit does not wait for the disk (SQLite
+        ``synchronous=NORMAL``, PostgreSQL ``synchronous_commit=off``, for this transaction
+        only). It is still atomic, visible at once and ordered before every later commit,
+        which makes it durable along with the next durable one; only a power loss (SQLite)
+        or a server crash (PostgreSQL) before that can undo it. For writes whose loss
+        costs nothing, such as a scheduler's lease on a trigger.
         """
         if self._write_lock is None:
             async with self.engine.begin() as conn:
+                if not durable:
+                    await conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 yield conn
             return
-        async with self._write_lock, self.engine.begin() as conn:
-            yield conn
+        async with self._write_lock, self.engine.connect() as conn:
+            if durable:
+                async with conn.begin():
+                    yield conn
+                return
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            # outside a transaction (the driver runs in autocommit mode; see _tune_sqlite)
+            await driver.execute("PRAGMA synchronous=NORMAL")
+            try:
+                async with conn.begin():
+                    yield conn
+            finally:
+                await driver.execute(f"PRAGMA synchronous={self.sqlite_synchronous}")
+
+    async def notify(self, conn: AsyncConnection, channel: str, payload: str = "") -> None:
+        """PostgreSQL ``NOTIFY`` inside the writing transaction ``conn`` (delivered to
+        listeners when it commits, and only then); nothing on SQLite."""
+        if not self.is_sqlite:
+            await conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": payload})
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
@@ -143,7 +181,17 @@ class Database:
         await self.engine.dispose()
 
 
-def _tune_sqlite(engine: AsyncEngine) -> None:
+def _tune_sqlite(engine: AsyncEngine, *, synchronous: str) -> None:
+    """Pragmas on every new connection, and BEGIN IMMEDIATE for writes.
+
+    ``synchronous``: ``FULL`` (the default) fsyncs the WAL on every commit, so a commit
+    that returned survives a power loss, as the ledger promises; ``NORMAL`` fsyncs only at
+    checkpoints (faster; the last commits may be lost on power loss, not on a crash of
+    the process).
+    """
+    level = synchronous.upper()
+    if level not in SQLITE_SYNCHRONOUS:
+        raise ValueError(f"PRAGMA synchronous={synchronous!r}: expected FULL or NORMAL")
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -153,7 +201,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={level}")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
