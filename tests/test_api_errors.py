@@ -26,6 +26,7 @@ async def assert_error(resp: Any, status: int, code: str) -> dict[str, Any]:
     body = await resp.json()
     assert body["code"] == code
     assert isinstance(body["message"], str) and body["message"]
+    assert "details" in body, "every error body has code, message and details"
     return body
 
 
@@ -112,11 +113,48 @@ async def test_unknown_workflow_and_execution_are_404(api):
     await assert_error(
         await api.get("/api/v1/executions/not-a-uuid/events"), 404, "execution_not_found"
     )
-    await assert_error(await api.get("/api/v1/nothing-here"), 404, "not_found")
+    body = await assert_error(await api.get("/api/v1/nothing-here"), 404, "not_found")
+    assert body["details"] == {"path": "/api/v1/nothing-here"}
 
 
 async def test_wrong_method_is_405_json(api):
-    await assert_error(await api.delete("/api/v1/workflows"), 405, "method_not_allowed")
+    body = await assert_error(await api.delete("/api/v1/workflows"), 405, "method_not_allowed")
+    assert body["details"]["method"] == "DELETE"
+    assert "GET" in body["details"]["allowed"] and "POST" in body["details"]["allowed"]
+    assert body["message"] == "DELETE is not allowed on '/api/v1/workflows'"
+
+
+async def test_malformed_json_says_where(api):
+    resp = await api.post(
+        "/api/v1/workflows",
+        data=b'{\n  "id": "x",\n  oops}',
+        headers={"Content-Type": "application/json"},
+    )
+    body = await assert_error(resp, 400, "malformed_json")
+    assert body["details"] == {"line": 3, "column": 3}
+    assert "at line 3 column 3" in body["message"]
+
+
+async def test_definition_problems_speak_the_authors_terms(api):
+    definition = {
+        "id": "typos",
+        "displayName": "Typos",
+        "nodes": [
+            {"id": "a", "actionType": "core.echo", "retyr": {"maxAttempts": 2}},
+            {"id": "b", "actionType": "core.echo", "retry": {"maxAtempts": 2}},
+            {"actionType": "core.echo"},
+        ],
+    }
+    body = await assert_error(
+        await api.post("/api/v1/workflows", json=definition), 422, "invalid_definition"
+    )
+    messages = {p["path"]: p["message"] for p in body["details"]["problems"]}
+    assert messages["$.nodes[0].retyr"] == "unknown field 'retyr'; did you mean 'retry'?"
+    assert messages["$.nodes[1].retry.maxAtempts"] == (
+        "unknown field 'maxAtempts'; did you mean 'maxAttempts'?"
+    )
+    assert messages["$.nodes[2].id"] == "this field is required"
+    assert not any(m.startswith(("Value error", "Extra inputs")) for m in messages.values())
 
 
 async def test_creating_an_existing_workflow_is_409(api, kernel, simple_echo):

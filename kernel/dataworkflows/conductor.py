@@ -60,6 +60,7 @@ from dataworkflows.plugins import PluginSet
 from dataworkflows.settings import Settings
 from dataworkflows.store import WorkflowStore
 from dataworkflows.templating import TemplateEngine, TemplateError
+from dataworkflows.validation_messages import friendly_errors
 
 log = logging.getLogger(__name__)
 
@@ -647,8 +648,8 @@ class Conductor:
                     "rendered parameters do not match the action's schema",
                     code="invalid_parameters",
                     details=[
-                        {"path": json_path(e["loc"], base), "message": e["msg"]}
-                        for e in exc.errors()
+                        {"path": json_path(loc, base), "message": message}
+                        for loc, message, _kind in friendly_errors(exc, action_cls.Params)
                     ],
                 )
             else:

@@ -22,6 +22,7 @@ from pydantic.alias_generators import to_camel
 
 from dataworkflows import plan
 from dataworkflows.templating import References, TemplateEngine, is_template
+from dataworkflows.validation_messages import friendly_errors, friendly_message
 
 if TYPE_CHECKING:
     from dataworkflows.plugins import PluginSet
@@ -143,7 +144,8 @@ def validate_definition(
         definition = WorkflowDefinition.model_validate(raw)
     except ValidationError as exc:
         return None, [
-            Problem(json_path(err["loc"]), err["msg"], err["type"]) for err in exc.errors()
+            Problem(json_path(loc), message, kind)
+            for loc, message, kind in friendly_errors(exc, WorkflowDefinition)
         ]
 
     problems: list[Problem] = []
@@ -346,7 +348,11 @@ def _check_node(
             if is_template(err.get("input")) or _inside_template(node.parameters, err["loc"]):
                 continue
             problems.append(
-                Problem(json_path(err["loc"], f"{base}.parameters"), err["msg"], "parameters")
+                Problem(
+                    json_path(err["loc"], f"{base}.parameters"),
+                    friendly_message(err, action.Params),
+                    "parameters",
+                )
             )
     return problems
 

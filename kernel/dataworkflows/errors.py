@@ -21,10 +21,13 @@ class ApiError(Exception):
         self.details = details
 
     def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.details is not None:
-            body["details"] = self.details
-        return body
+        """``{code, message, details}``: ``details`` is always there (``{}`` when the
+        message says it all), so clients can read it without checking."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "details": self.details if self.details is not None else {},
+        }
 
 
 class BadRequest(ApiError):

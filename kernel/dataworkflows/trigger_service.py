@@ -37,6 +37,7 @@ from dataworkflows.service import WorkflowService
 from dataworkflows.store import WorkflowStore
 from dataworkflows.templating import TemplateEngine
 from dataworkflows.triggers import FireResult, TriggerHandle, TriggerType
+from dataworkflows.validation_messages import friendly_errors
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +142,8 @@ class TriggerService:
         try:
             config = cls.Config.model_validate(raw)
         except ValidationError as exc:
-            for err in exc.errors():
-                problems.append(
-                    _problem(
-                        _json_path(tuple(err["loc"]), "$.config"), "invalid_config", err["msg"]
-                    )
-                )
+            for loc, message, _kind in friendly_errors(exc, cls.Config):
+                problems.append(_problem(_json_path(loc, "$.config"), "invalid_config", message))
             return None
         if cls.time_based:
             try:

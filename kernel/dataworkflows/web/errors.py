@@ -26,9 +26,13 @@ _HTTP_CODES = {
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if details is not None:
-        body["details"] = details
+    """The error body every answer ≥ 400 has: ``{code, message, details}`` (``details``
+    is ``{}`` when there is nothing to add)."""
+    body: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "details": details if details is not None else {},
+    }
     return web.json_response(body, status=status)
 
 
@@ -50,7 +54,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
-        response = error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"), message)
+        details: dict[str, Any] = {}
+        if exc.status == 404:
+            message = f"there is no {request.path!r}: see /api/v1/openapi.json for the routes"
+            details = {"path": request.path}
+        elif exc.status == 405:
+            allowed = sorted(
+                {m.strip() for m in exc.headers.get("Allow", "").split(",") if m.strip()}
+            )
+            message = f"{request.method} is not allowed on {request.path!r}"
+            details = {"method": request.method, "allowed": allowed}
+        response = error_response(
+            exc.status, _HTTP_CODES.get(exc.status, "http_error"), message, details
+        )
         if "Allow" in exc.headers:  # 405: which methods the path does take
             response.headers["Allow"] = exc.headers["Allow"]
         return response
@@ -75,9 +91,16 @@ async def read_json_object(request: web.Request, *, required: bool = True) -> di
         return {}
     try:
         data = json.loads(raw, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ApiError(
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column "
+            f"{exc.colno}",
+            code="malformed_json",
+            details={"line": exc.lineno, "column": exc.colno},
+        ) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(
-            f"the request body is not valid JSON: {exc}", code="malformed_json"
+            f"the request body is not valid JSON: {exc}", code="malformed_json", details={}
         ) from None
     except RecursionError:
         raise ApiError(
