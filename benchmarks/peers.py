@@ -25,7 +25,7 @@ import psycopg
 from benchmarks import pg
 from benchmarks.common import BenchmarkError, latency_summary, loadavg
 from benchmarks.engine import REPO_ROOT
-from benchmarks.procstats import PostgresMeter, ProcessMeter
+from benchmarks.procstats import PostgresMeter, ProcessMeter, per_run_ms
 from benchmarks.workloads import BenchDB, Context, drop_database
 
 INSTALL_HINT = (
@@ -169,7 +169,7 @@ async def run_dbos_peer(ctx: Context, n: int) -> dict[str, Any]:
             await peer.expect("LAUNCHED", 120)
             assert peer.proc is not None
             meter = ProcessMeter([peer.proc.pid])
-            db_meter = PostgresMeter(name)
+            db_meter = PostgresMeter(name, admin)
             result["loadavg_before"] = loadavg()
             meter.start()
             db_meter.start()
@@ -208,10 +208,8 @@ async def run_dbos_peer(ctx: Context, n: int) -> dict[str, Any]:
                 ),
                 "client_wall_s": round(done.get("wall_s", 0.0), 3),
                 "enqueue_errors": done.get("errors", 0),
-                "engine": engine_figures
-                | {"cpu_ms_per_run": round(1000 * engine_figures["cpu_s"] / runs, 3)},
-                "database": db_figures
-                | {"cpu_ms_per_run": round(1000 * db_figures["cpu_s"] / runs, 3)},
+                "engine": engine_figures | {"cpu_ms_per_run": per_run_ms(engine_figures, runs)},
+                "database": db_figures | {"cpu_ms_per_run": per_run_ms(db_figures, runs)},
                 "commits": {
                     "total": total,
                     "engine_start_stop": null_cost,

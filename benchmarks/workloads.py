@@ -37,7 +37,7 @@ from benchmarks import pg
 from benchmarks.common import BenchmarkError, latency_summary, loadavg
 from benchmarks.engine import EngineProcesses
 from benchmarks.probe import LedgerProbe, RunTiming
-from benchmarks.procstats import PostgresMeter, ProcessMeter
+from benchmarks.procstats import PostgresMeter, ProcessMeter, per_run_ms
 from benchmarks.statements import StatementLog
 
 # -- definitions ------------------------------------------------------------------------
@@ -602,7 +602,11 @@ async def run_engine_workload(
         probe = await LedgerProbe(db.url).open()
         probe_pid = probe._pg.info.backend_pid if probe._pg is not None else None
         meter = ProcessMeter(engine.pids)
-        db_meter = PostgresMeter(db.name, exclude={probe_pid}) if db.name else None
+        db_meter = (
+            PostgresMeter(db.name, ctx.pg_admin_url, exclude={probe_pid})
+            if db.name and ctx.pg_admin_url
+            else None
+        )
         result["loadavg_before"] = loadavg()
         meter.start()
         if db_meter is not None:
@@ -642,12 +646,12 @@ async def run_engine_workload(
             result["first_enqueue_error"] = driven.errors[0]
         result["client_wall_s"] = round(driven.wall_s, 3)
         result["engine"] = engine_figures | {
-            "cpu_ms_per_run": round(1000 * engine_figures["cpu_s"] / max(1, summary["runs"]), 3),
+            "cpu_ms_per_run": per_run_ms(engine_figures, summary["runs"]),
             "cpu_utilisation": round(engine_figures["cpu_s"] / max(driven.wall_s, 1e-9), 2),
         }
         if db_figures is not None:
             result["database"] = db_figures | {
-                "cpu_ms_per_run": round(1000 * db_figures["cpu_s"] / max(1, summary["runs"]), 3)
+                "cpu_ms_per_run": per_run_ms(db_figures, summary["runs"])
             }
         if c0 is not None and c0b is not None and c1 is not None:
             total = c1["commits"] - c0b["commits"]

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +54,64 @@ def cli(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
         return CliRunner().invoke(build_cli(), list(args), catch_exceptions=False)
 
     return invoke
+
+
+def _bindir() -> Path | None:
+    pg_config = shutil.which("pg_config")
+    if pg_config is None:
+        return None
+    out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+    bindir = Path(out.stdout.strip())
+    return bindir if (bindir / "initdb").exists() and (bindir / "pg_ctl").exists() else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def stock_postgres() -> Iterator[str]:
+    """The URL of a fresh ``initdb`` cluster with PostgreSQL's own defaults (no
+    ``cluster_name``, unlike Debian's clusters), on a free port of 127.0.0.1; skipped when
+    PostgreSQL's server binaries are not installed. As root, it runs as ``postgres``."""
+    bindir = _bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries (pg_config --bindir) not installed")
+    user: dict[str, Any] = {}
+    base = Path(tempfile.mkdtemp(prefix="dw-stock-pg-"))
+    if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+        try:
+            account = pwd.getpwnam("postgres")
+        except KeyError:
+            shutil.rmtree(base)
+            pytest.skip("running as root and there is no 'postgres' user to run initdb as")
+        os.chown(base, account.pw_uid, account.pw_gid)
+        user = {"user": account.pw_uid, "group": account.pw_gid}
+    data, port = base / "data", _free_port()
+    try:
+        subprocess.run(
+            [bindir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync"],
+            check=True,
+            capture_output=True,
+            **user,
+        )
+        options = f"-p {port} -c listen_addresses=127.0.0.1 -k {base}"
+        subprocess.run(
+            [bindir / "pg_ctl", "-D", data, "-o", options, "-l", base / "log", "-w", "start"],
+            check=True,
+            capture_output=True,
+            **user,
+        )
+        try:
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            subprocess.run(
+                [bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"],
+                check=False,
+                capture_output=True,
+                **user,
+            )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

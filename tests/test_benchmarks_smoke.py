@@ -3,7 +3,9 @@
 It checks that every workload goes through the real path and that the report has the
 figures the issue asks for; it asserts no timing (benchmarks are not timed tests). The
 PostgreSQL case also runs W4, the insert-commit ceiling and the DBOS peer (which reports
-"not installed" and is skipped when the ``bench`` extra is absent, as in CI).
+"not installed" and is skipped when the ``bench`` extra is absent, as in CI), and asserts
+that the database's CPU was measured — also on a stock ``initdb`` cluster without
+``cluster_name`` (``stock_postgres``).
 """
 
 from __future__ import annotations
@@ -70,6 +72,15 @@ def _check_engine_workload(result: dict[str, Any], runs: int, steps_per_run: flo
     assert result["engine"]["peak_rss_mib"] > 0
 
 
+def _check_database_cpu(result: dict[str, Any]) -> None:
+    """The backends of the workload's database were found and their CPU measured."""
+    database = result["database"]
+    assert "error" not in database, database
+    assert database["backends_seen"] >= 1, database
+    assert database["cpu_s"] > 0, database
+    assert database["cpu_ms_per_run"] > 0, database
+
+
 def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
     args = [
         "--backend",
@@ -132,7 +143,8 @@ def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
     # at least enqueue + claim + one write per step, shared by at most the 4 runs of the
     # smoke test (group commit): 4 transactions / 4 runs
     assert commits["per_workflow"] >= 1
-    assert w1["database"]["backends_seen"] >= 1
+    for workload in ("W1", "W2", "W3"):
+        _check_database_cpu(_result(report, workload, backend))
     assert commits["rows_by_table"]["action_executions"]["ins_per_run"] == 2
 
     w4 = _result(report, "W4", backend)
@@ -160,6 +172,23 @@ def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
 
     statuses = {t["status"] for t in report["targets"]}
     assert statuses <= {"met", "MISSED", "not measured"}
+
+
+def test_harness_measures_the_database_of_a_stock_cluster(
+    stock_postgres: str, tmp_path: Path
+) -> None:
+    """A fresh ``initdb`` cluster has no ``cluster_name``: its backends are found all the
+    same (they were missed and reported as 0 database CPU)."""
+    proc, report = _run_harness(
+        tmp_path,
+        *("--backend", "postgresql", "--pg-url", stock_postgres),
+        *("--n", "4", "--warmup", "0", "--only", "W1"),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert report is not None
+    w1 = _result(report, "W1", "postgresql")
+    _check_engine_workload(w1, 4, 2)
+    _check_database_cpu(w1)
 
 
 def test_harness_rejects_an_unknown_workload(tmp_path: Path) -> None:

@@ -1,14 +1,29 @@
 """A local monday.com API v2 (GraphQL over ``POST /v2``) for the connector's tests.
 
 It answers the operations the connector sends, recognised by their root fields
-(``boards { items_page }``, ``next_items_page``, ``create_item``, ``items``), with the
-real shapes: ``{"data": ..., "account_id", "extensions": {"request_id"}}``; application
-errors as HTTP 200 with an ``errors`` array (``message``, ``locations``, ``path``,
-``extensions.code``); missing/invalid tokens as HTTP 401; rate and complexity limits as
-HTTP 429 with ``Retry-After`` and ``extensions.retry_in_seconds``. It checks the
+(``boards { columns }``, ``boards { items_page }``, ``next_items_page``, ``create_item``,
+``items``), with the real shapes: ``{"data": ..., "account_id", "extensions": {"request_id"}}``;
+application errors as HTTP 200 with an ``errors`` array (``message``, ``locations``,
+``path``, ``extensions.code``); missing/invalid tokens as HTTP 401; rate and complexity
+limits as HTTP 429 with ``Retry-After`` and ``extensions.retry_in_seconds``. It checks the
 ``Authorization`` and ``API-Version`` headers, ``items_page`` limits (max 500),
 ``query_params`` rules (column ids, operators, ``compare_value``), cursors, and that
 ``column_values`` is a JSON *string* as the ``JSON`` scalar requires.
+
+``items_page`` rules compare values the way monday documents it per column type
+(developer.monday.com, "Filter by the status column" and the other column-type pages):
+
+* ``status``: ``any_of`` / ``not_any_of`` compare the label's *index* (from the column's
+  ``settings_str``; ``5`` stands for a blank value), so a label's text matches nothing —
+  silently, as on monday; ``contains_terms`` compares the label's text; ``is_empty`` /
+  ``is_not_empty``.
+* ``dropdown``: ``any_of`` / ``not_any_of`` compare label *ids*; ``contains_text`` /
+  ``not_contains_text`` the labels' text; ``is_empty`` / ``is_not_empty``.
+* ``text`` / ``name``: ``any_of`` / ``not_any_of`` the full text (``""`` is blank), the
+  text operators; ``numbers``: the comparisons and ``between``.
+
+An operator monday does not document for a column type is answered with an error (what
+monday really answers there is not documented; an error makes a test fail loudly).
 """
 
 from __future__ import annotations
@@ -43,6 +58,27 @@ OPERATORS = {
     "within_the_last",
 }
 STATUSES = ["Working on it", "Stuck", "Done"]
+#: monday's default status labels: index -> text (``5`` is the blank label)
+STATUS_LABELS = {"0": "Working on it", "1": "Done", "2": "Stuck"}
+BLANK_STATUS = 5
+DROPDOWN_LABELS = [
+    {"id": 1, "name": "Backend"},
+    {"id": 2, "name": "Frontend"},
+    {"id": 3, "name": "Docs"},
+]
+AREAS = [["Backend"], ["Frontend", "Docs"], []]
+#: which operators monday documents for which column type
+SUPPORTED = {
+    "status": {"any_of", "not_any_of", "is_empty", "is_not_empty", "contains_terms"},
+    "dropdown": {
+        "any_of",
+        "not_any_of",
+        "is_empty",
+        "is_not_empty",
+        "contains_text",
+        "not_contains_text",
+    },
+}
 
 
 def _error(
@@ -59,7 +95,18 @@ def _error(
 class FakeMonday:
     def __init__(self, token: str = API_TOKEN) -> None:
         self.token = token
-        self.columns = {"name": "name", "status": "status", "text": "text", "numbers": "numbers"}
+        #: column id -> (title, type, settings)
+        self.columns: dict[str, tuple[str, str, dict[str, Any]]] = {
+            "name": ("Name", "name", {}),
+            "status": (
+                "Status",
+                "status",
+                {"labels": dict(STATUS_LABELS), "labels_colors": {"5": {"color": "#c4c4c4"}}},
+            ),
+            "text": ("Notes", "text", {}),
+            "numbers": ("Estimate", "numbers", {}),
+            "dropdown": ("Area", "dropdown", {"labels": list(DROPDOWN_LABELS)}),
+        }
         self.groups = {"topics": "Group Title", "new_group": "New Group"}
         self.board_id = "1234567890"
         self.items: dict[str, dict[str, Any]] = {}
@@ -67,7 +114,12 @@ class FakeMonday:
             self._add_item(
                 f"Task {n}",
                 "topics" if n % 2 else "new_group",
-                {"status": STATUSES[n % 3], "text": f"note {n}", "numbers": str(n * 10)},
+                {
+                    "status": STATUSES[n % 3],
+                    "text": f"note {n}",
+                    "numbers": str(n * 10),
+                    "dropdown": AREAS[n % 3],
+                },
             )
         self.calls: list[dict[str, Any]] = []
         self.queued: list[tuple[int, dict[str, Any], dict[str, str]]] = []
@@ -109,7 +161,16 @@ class FakeMonday:
 
     # -- the data -------------------------------------------------------------------------
 
-    def _add_item(self, name: str, group: str, values: dict[str, str]) -> dict[str, Any]:
+    def status_index(self, label: str) -> int | None:
+        """The index of a status label on the board (None: no such label)."""
+        labels = self.columns["status"][2]["labels"]
+        return next((int(i) for i, text in labels.items() if text == label), None)
+
+    def dropdown_ids(self, names: list[str]) -> list[int]:
+        labels = self.columns["dropdown"][2]["labels"]
+        return [label["id"] for label in labels if label["name"] in names]
+
+    def _add_item(self, name: str, group: str, values: dict[str, Any]) -> dict[str, Any]:
         item_id = str(9_000_000_000 + len(self.items) + 1)
         item = {
             "id": item_id,
@@ -128,10 +189,14 @@ class FakeMonday:
                 continue
             text = item["values"].get(cid, "")
             if cid == "status":
-                index = STATUSES.index(text) if text in STATUSES else None
-                raw = json.dumps({"index": index, "post_id": None}) if text else None
-            elif cid == "numbers":
-                raw = json.dumps(text) if text else None
+                raw = (
+                    json.dumps({"index": self.status_index(text), "post_id": None})
+                    if text
+                    else None
+                )
+            elif cid == "dropdown":
+                raw = json.dumps({"ids": self.dropdown_ids(text)}) if text else None
+                text = ", ".join(text)
             else:
                 raw = json.dumps(text) if text else None
             values.append({"id": cid, "text": text, "value": raw})
@@ -145,6 +210,11 @@ class FakeMonday:
 
     def _matches(self, item: dict[str, Any], rule: dict[str, Any]) -> bool:
         column, op, value = rule["column_id"], rule["operator"], rule["compare_value"]
+        kind = self.columns[column][1]
+        if kind == "status":
+            return self._matches_status(item["values"].get(column, ""), op, value)
+        if kind == "dropdown":
+            return self._matches_dropdown(item["values"].get(column) or [], op, value)
         text = item["name"] if column == "name" else item["values"].get(column, "")
         if op == "any_of":
             return text in [str(v) for v in value]
@@ -175,6 +245,37 @@ class FakeMonday:
         if op == "between":
             return float(value[0]) <= number <= float(value[1])
         return False
+
+    @staticmethod
+    def _integers(value: Any) -> set[int]:
+        """The index/id compare values of a rule; anything else (a label's text) matches
+        no label, as on monday."""
+        values = value if isinstance(value, list) else [value]
+        out = set()
+        for v in values:
+            if isinstance(v, int) and not isinstance(v, bool):
+                out.add(v)
+            elif isinstance(v, str) and v.strip().isdigit():
+                out.add(int(v))
+        return out
+
+    def _matches_status(self, label: str, op: str, value: Any) -> bool:
+        if op in ("is_empty", "is_not_empty"):
+            return (label == "") == (op == "is_empty")
+        if op == "contains_terms":
+            return bool(label) and str(value).lower() in label.lower()
+        index = self.status_index(label) if label else BLANK_STATUS
+        found = index in self._integers(value)
+        return found if op == "any_of" else not found
+
+    def _matches_dropdown(self, names: list[str], op: str, value: Any) -> bool:
+        if op in ("is_empty", "is_not_empty"):
+            return (not names) == (op == "is_empty")
+        if op in ("contains_text", "not_contains_text"):
+            found = any(str(value).lower() in name.lower() for name in names)
+            return found if op == "contains_text" else not found
+        found = bool(set(self.dropdown_ids(names)) & self._integers(value))
+        return found if op == "any_of" else not found
 
     # -- the endpoint ---------------------------------------------------------------------
 
@@ -231,7 +332,9 @@ class FakeMonday:
                 status=400,
             )
         call.update(query=query, variables=variables)
-        if "next_items_page" in query:
+        if "settings_str" in query:
+            call["operation"] = "columns"
+        elif "next_items_page" in query:
             call["operation"] = "next_items_page"
         elif "items_page" in query:
             call["operation"] = "items_page"
@@ -243,6 +346,7 @@ class FakeMonday:
             status, canned, headers = self.queued.pop(0)
             return web.json_response(canned, status=status, headers=headers)
         handler = {
+            "columns": self._columns,
             "items_page": self._items_page,
             "next_items_page": self._next_items_page,
             "create_item": self._create_item,
@@ -277,6 +381,17 @@ class FakeMonday:
             ]
         return []
 
+    def _columns(self, v: dict[str, Any]) -> web.Response:
+        if str(v.get("boardId")) != self.board_id:
+            return self._reply({"boards": []})
+        wanted = v.get("columnIds")
+        columns = [
+            {"id": cid, "title": title, "type": kind, "settings_str": json.dumps(settings)}
+            for cid, (title, kind, settings) in self.columns.items()
+            if wanted is None or cid in wanted
+        ]
+        return self._reply({"boards": [{"id": self.board_id, "columns": columns}]})
+
     def _items_page(self, v: dict[str, Any]) -> web.Response:
         if str(v.get("boardId")) != self.board_id:
             return self._reply({"boards": []})
@@ -309,6 +424,19 @@ class FakeMonday:
                         ["boards", "0", "items_page"],
                         error_data={"column_id": rule["column_id"]},
                         status_code=200,
+                    )
+                )
+            elif rule.get("operator", "any_of") not in SUPPORTED.get(
+                self.columns[rule["column_id"]][1], OPERATORS
+            ):
+                kind = self.columns[rule["column_id"]][1]
+                errors.append(
+                    _error(
+                        f"Operator {rule.get('operator', 'any_of')} is not supported for a "
+                        f"{kind} column",
+                        "INVALID_ARGUMENT",
+                        ["boards", "0", "items_page"],
+                        error_data={"column_id": rule["column_id"], "column_type": kind},
                     )
                 )
         if params.get("operator", "and") not in ("and", "or"):
@@ -378,7 +506,7 @@ class FakeMonday:
                 ],
             )
         raw_values = v.get("columnValues")
-        values: dict[str, str] = {}
+        values: dict[str, Any] = {}
         if raw_values is not None:
             if not isinstance(raw_values, str):
                 return self._reply(
@@ -406,7 +534,10 @@ class FakeMonday:
                             )
                         ],
                     )
-                values[column] = value.get("label", "") if isinstance(value, dict) else str(value)
+                if isinstance(value, dict):
+                    values[column] = value.get("labels", value.get("label", ""))
+                else:
+                    values[column] = str(value)
         item = self._add_item(name, group, values)
         created = self._item_json(item, [])
         return self._reply(

@@ -113,25 +113,27 @@ async def test_fixture_workflow_filters_and_paginates(kernel_factory, api_factor
     assert set(out["items"][0]["columns"]) == {"status", "text"}
     assert out["items"][0]["columns"]["status"] == {
         "text": "Stuck",
-        "value": {"index": 1, "post_id": None},
+        "value": {"index": 2, "post_id": None},
     }
     assert out["items"][0]["group"] == {"id": "topics", "title": "Group Title"}
 
-    assert fake_monday.operations() == ["items_page", "next_items_page", "next_items_page"]
-    first, second, third = fake_monday.calls
+    # the board's status labels are read once, then monday gets their indexes: it compares
+    # a status column's any_of by label index, and label text would match nothing
+    assert fake_monday.operations() == [
+        "columns",
+        "items_page",
+        "next_items_page",
+        "next_items_page",
+    ]
+    columns, first, second, third = fake_monday.calls
+    assert columns["variables"] == {"boardId": "1234567890", "columnIds": ["status"]}
     assert first["headers"]["Authorization"] == fake_monday.token
     assert first["headers"]["API-Version"] == "2025-04"
     assert first["variables"]["queryParams"] == {
-        "rules": [
-            {
-                "column_id": "status",
-                "compare_value": ["Working on it", "Stuck"],
-                "operator": "any_of",
-            }
-        ],
+        "rules": [{"column_id": "status", "compare_value": [0, 2], "operator": "any_of"}],
         "operator": "and",
     }
-    assert [c["variables"]["limit"] for c in fake_monday.calls] == [2, 2, 1]
+    assert [c["variables"]["limit"] for c in fake_monday.calls[1:]] == [2, 2, 1]
     assert second["variables"]["cursor"] and third["variables"]["columnIds"] == ["status", "text"]
 
     dump = await database_text(kernel)
@@ -174,6 +176,76 @@ async def test_order_and_numeric_filters(kernel_factory, run_workflow, fake_mond
         {"column_id": "numbers", "compare_value": 50, "operator": "greater_than_or_equals"},
         {"column_id": "text", "compare_value": [], "operator": "is_empty"},
     ]
+
+
+async def _names(kernel: Any, run_workflow: Any, **parameters: Any) -> list[str]:
+    run = await run_workflow(kernel, get_items(**parameters))
+    assert run["status"] == "Succeeded", run
+    return [i["name"] for i in run["actions"][0]["outputs"]["items"]]
+
+
+async def test_status_and_dropdown_filters_by_label_text(kernel_factory, run_workflow, fake_monday):
+    kernel = await monday_kernel(kernel_factory, fake_monday)
+    fake_monday._add_item("Task 8", "topics", {"status": "", "text": "", "numbers": ""})
+    names = await _names(kernel, run_workflow, filters={"status": "Done"})
+    assert names == ["Task 2", "Task 5"]
+    names = await _names(
+        kernel, run_workflow, filters=[{"column": "status", "operator": "ne", "value": "Done"}]
+    )
+    assert names == ["Task 1", "Task 3", "Task 4", "Task 6", "Task 7", "Task 8"]
+    # a blank status is "" (sent as 5, monday's blank index); case does not matter
+    names = await _names(kernel, run_workflow, filters={"status": ["", "working on it"]})
+    assert names == ["Task 3", "Task 6", "Task 8"]
+    # dropdown columns compare label ids the same way
+    names = await _names(kernel, run_workflow, filters={"dropdown": "Docs"})
+    assert names == ["Task 1", "Task 4", "Task 7"]
+    # other column types compare text: their values are sent unchanged
+    names = await _names(kernel, run_workflow, filters={"text": "note 3"})
+    assert names == ["Task 3"]
+    rules = [
+        c["variables"]["queryParams"]["rules"][0]
+        for c in fake_monday.calls
+        if c["operation"] == "items_page"
+    ]
+    assert [r["compare_value"] for r in rules] == [[1], [1], [5, 0], [3], ["note 3"]]
+    assert fake_monday.operations().count("columns") == 5
+
+
+async def test_label_indexes_and_text_operators_are_sent_as_given(
+    kernel_factory, run_workflow, fake_monday
+):
+    kernel = await monday_kernel(kernel_factory, fake_monday)
+    names = await _names(kernel, run_workflow, filters={"status": [1]})
+    assert names == ["Task 2", "Task 5"]
+    names = await _names(
+        kernel,
+        run_workflow,
+        filters=[{"column": "status", "operator": "contains_terms", "value": "Stuck"}],
+    )
+    assert names == ["Task 1", "Task 4", "Task 7"]
+    names = await _names(
+        kernel,
+        run_workflow,
+        filters=[{"column": "dropdown", "operator": "contains", "value": "front"}],
+    )
+    assert names == ["Task 1", "Task 4", "Task 7"]
+    # nothing to translate: no column settings are read
+    assert fake_monday.operations() == ["items_page"] * 3
+
+
+async def test_an_unknown_label_fails_the_step_naming_the_known_labels(
+    kernel_factory, run_workflow, fake_monday
+):
+    kernel = await monday_kernel(kernel_factory, fake_monday)
+    run = await run_workflow(kernel, get_items(filters={"status": ["Done", "Blocked"]}))
+    assert run["status"] == "Failed"
+    [attempt] = run["actions"]
+    error = attempt["error"]
+    assert error["code"] == "monday_unknown_label"
+    assert "'Blocked'" in error["message"]
+    assert "'Working on it', 'Done', 'Stuck'" in error["message"]
+    assert error["details"]["knownLabels"] == ["Working on it", "Done", "Stuck"]
+    assert fake_monday.operations() == ["columns"]
 
 
 def test_filter_translation():
@@ -241,9 +313,16 @@ async def test_bad_operator_is_rejected_when_the_workflow_is_created(kernel_fact
 @pytest.mark.parametrize(
     ("parameters", "token", "code", "api_code"),
     [
-        ({"filters": {"nope": "x"}}, None, "monday_invalid_request", "InvalidColumnIdException"),
+        ({"filters": {"nope": 1}}, None, "monday_invalid_request", "InvalidColumnIdException"),
         ({}, "not-the-right-token-123", "monday_auth_error", "UNAUTHENTICATED"),
         ({"boardId": "42"}, None, "monday_board_not_found", None),
+        ({"boardId": "42", "filters": {"status": "Done"}}, None, "monday_board_not_found", None),
+        (
+            {"filters": [{"column": "status", "operator": "contains", "value": "Do"}]},
+            None,
+            "monday_invalid_request",
+            "INVALID_ARGUMENT",
+        ),
     ],
 )
 async def test_permanent_errors_are_not_retried(

@@ -11,6 +11,16 @@
         ``contains_terms``, ``starts_with``, ``ends_with``, ``within_the_next``,
         ``within_the_last``) or short forms (``eq``, ``ne``, ``in``, ``not_in``, ``gt``,
         ``gte``, ``lt``, ``lte``, ``contains``, ``empty``, ``not_empty``).
+        Status and dropdown columns: monday compares ``any_of`` / ``not_any_of`` by label
+        *index* (status) or label *id* (dropdown), never by text, and a text there matches
+        no item without an error. So label texts are translated: when an ``any_of`` /
+        ``not_any_of`` filter has a text value, the settings of the filtered columns
+        (``columns { id type settings_str }``) are read once per attempt, each label text
+        (exact, else case-insensitive) becomes its index / id, a blank status ``""`` becomes
+        ``5`` (monday's blank index), integers are sent as given. An unknown label fails the
+        step (permanent, ``monday_unknown_label``) naming the known ones. Label text can
+        also be matched with ``contains_terms`` (status) or ``contains_text`` (dropdown),
+        which monday compares by text.
     match: ``and`` (default) or ``or`` between filters.
     orderBy: ``[{"column": "date4", "direction": "asc" | "desc"}]``.
     columns: column ids to return (default all).
@@ -33,9 +43,9 @@ values), ``verifyExisting`` (default true), ``credential``.
     created twice. Outputs: ``{"id", "name", "url", "boardId", "groupId", "created",
     "dedupeKey"}``, and a resource link ``monday/item/<id>``.
 
-Errors: authentication and validation errors are permanent; complexity-budget, rate and
-concurrency limits and server errors are retriable after the wait the API asks for
-(``retry_in_seconds`` / ``Retry-After``).
+Errors: authentication and validation errors (and ``monday_unknown_label``) are
+permanent; complexity-budget, rate and concurrency limits and server errors are retriable
+after the wait the API asks for (``retry_in_seconds`` / ``Retry-After``).
 
 Settings: ``DATAWORKFLOWS_MONDAY_API_URL`` (default ``https://api.monday.com/v2``) and
 ``DATAWORKFLOWS_MONDAY_API_VERSION`` (default ``2025-04``).
@@ -60,7 +70,7 @@ from dataworkflows import (
 )
 from dataworkflows_monday.client import MondayError, graphql
 
-__all__ = ["CreateItem", "GetItems", "MondayError", "translate_filters"]
+__all__ = ["CreateItem", "GetItems", "MondayError", "label_rules", "translate_filters"]
 
 SYSTEM = "monday"
 OPERATORS = (
@@ -98,8 +108,20 @@ ALIASES = {
     "not_empty": "is_not_empty",
 }
 LIST_OPERATORS = {"any_of", "not_any_of"}
+#: column types whose any_of / not_any_of compare label indexes (status) or ids (dropdown)
+LABEL_COLUMNS = frozenset({"status", "dropdown"})
+#: monday's compare value for a blank status
+BLANK_STATUS_INDEX = 5
 NO_VALUE_OPERATORS = {"is_empty", "is_not_empty"}
 
+BOARD_COLUMNS = """
+query BoardColumns($boardId: ID!, $columnIds: [String]) {
+  boards(ids: [$boardId]) {
+    id
+    columns(ids: $columnIds) { id title type settings_str }
+  }
+}
+"""
 ITEM_FIELDS = """
 fragment ItemFields on Item {
   id
@@ -232,6 +254,112 @@ def translate_filters(
     return query
 
 
+def _label_values(column: dict[str, Any]) -> dict[str, int]:
+    """A status or dropdown column's labels, text -> index (status) or id (dropdown), from
+    its ``settings_str`` (status: ``{"labels": {"1": "Done"}}``; dropdown:
+    ``{"labels": [{"id": 1, "name": "Cookie"}]}``; either shape is understood)."""
+    try:
+        settings = json.loads(column.get("settings_str") or "{}")
+    except ValueError:
+        settings = {}
+    raw = settings.get("labels") if isinstance(settings, dict) else None
+    if isinstance(raw, dict):
+        pairs = list(raw.items())
+    elif isinstance(raw, list):
+        pairs = [(e.get("id"), e.get("name")) for e in raw if isinstance(e, dict)]
+    else:
+        pairs = []
+    labels: dict[str, int] = {}
+    for key, name in pairs:
+        if isinstance(name, str) and name and str(key).lstrip("-").isdigit():
+            labels.setdefault(name, int(key))
+    return labels
+
+
+def _label_index(column: dict[str, Any], labels: dict[str, int], value: Any) -> int | None:
+    """The index / id monday compares for one filter value (None: no such label)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if text in labels:
+        return labels[text]
+    folded = [index for name, index in labels.items() if name.casefold() == text.casefold()]
+    if len(folded) == 1:
+        return folded[0]
+    if text == "" and column.get("type") == "status":
+        return BLANK_STATUS_INDEX
+    if text.isdigit() and int(text) in labels.values():
+        return int(text)
+    return None
+
+
+def _needs_labels(rule: dict[str, Any]) -> bool:
+    return (
+        rule["operator"] in LIST_OPERATORS
+        and "compare_attribute" not in rule
+        and isinstance(rule["compare_value"], list)
+        and any(not isinstance(v, int) or isinstance(v, bool) for v in rule["compare_value"])
+    )
+
+
+def label_rules(
+    query: dict[str, Any] | None, columns: dict[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """``query`` with the label texts of status/dropdown ``any_of``/``not_any_of`` rules
+    replaced by the indexes/ids monday compares; ``columns`` maps a column id to its
+    ``{"id", "title", "type", "settings_str"}``. Raises :class:`MondayError`
+    (``monday_unknown_label``, permanent) for a label the column does not have."""
+    if not query or not query.get("rules"):
+        return query
+    rules = []
+    for rule in query["rules"]:
+        column = columns.get(rule["column_id"])
+        if column is None or column.get("type") not in LABEL_COLUMNS or not _needs_labels(rule):
+            rules.append(rule)  # an unknown column is monday's to report
+            continue
+        labels = _label_values(column)
+        indexes = []
+        for value in rule["compare_value"]:
+            index = _label_index(column, labels, value)
+            if index is None:
+                known = ", ".join(repr(name) for name in labels) or "none"
+                raise MondayError(
+                    f"column {rule['column_id']!r} ({column.get('type')} "
+                    f"{column.get('title')!r}) has no label {value!r}; its labels: {known}",
+                    code="monday_unknown_label",
+                    details={
+                        "column": rule["column_id"],
+                        "columnType": column.get("type"),
+                        "label": value,
+                        "knownLabels": list(labels),
+                    },
+                )
+            indexes.append(index)
+        rules.append({**rule, "compare_value": indexes})
+    return {**query, "rules": rules}
+
+
+async def _board_columns(
+    ctx: ActionContext, credential: Credential, board_id: str, ids: list[str], timeout: float
+) -> dict[str, dict[str, Any]] | None:
+    """The settings of the board's columns ``ids`` (None when the board is not visible)."""
+    data = await graphql(
+        ctx, credential, BOARD_COLUMNS, {"boardId": board_id, "columnIds": ids}, timeout=timeout
+    )
+    boards = data.get("boards") or []
+    if not boards:
+        return None
+    return {str(c.get("id")): c for c in boards[0].get("columns") or [] if isinstance(c, dict)}
+
+
+def _board_not_found(board_id: str) -> ActionResult:
+    return ActionResult.failed(
+        f"board {board_id} does not exist or the token cannot see it",
+        code="monday_board_not_found",
+        details={"boardId": board_id},
+    )
+
+
 def _item_view(item: dict[str, Any]) -> dict[str, Any]:
     columns = {}
     for cv in item.get("column_values") or []:
@@ -288,6 +416,16 @@ class GetItems(Action):
         credential = await ctx.credentials.fetch(params.credential)
         board_id = _board_id(params.board_id)
         query_params = translate_filters(params.filters, params.match, params.order_by)
+        wanted = sorted(
+            {r["column_id"] for r in (query_params or {}).get("rules", []) if _needs_labels(r)}
+        )
+        if wanted:  # label texts to translate: read those columns' settings, once
+            columns = await _board_columns(
+                ctx, credential, board_id, wanted, params.timeout_seconds
+            )
+            if columns is None:
+                return _board_not_found(board_id)
+            query_params = label_rules(query_params, columns)
         items: list[dict[str, Any]] = []
         data = await graphql(
             ctx,
@@ -303,11 +441,7 @@ class GetItems(Action):
         )
         boards = data.get("boards") or []
         if not boards:
-            return ActionResult.failed(
-                f"board {board_id} does not exist or the token cannot see it",
-                code="monday_board_not_found",
-                details={"boardId": board_id},
-            )
+            return _board_not_found(board_id)
         page = boards[0].get("items_page") or {}
         items.extend(page.get("items") or [])
         cursor = page.get("cursor")
