@@ -253,9 +253,6 @@ class Redactor:
             return len(self._tenants)
         return sum(1 for tenants in list(self._tenants.values()) if tenant_id in tenants)
 
-    def __len__(self) -> int:
-        return len(self._tenants)
-
     # -- reading ---------------------------------------------------------------------------
 
     @property
