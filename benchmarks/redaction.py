@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from benchmarks.common import percentile
+from benchmarks.common import loadavg, percentile
 
 TOKEN_ALPHABET = string.ascii_letters + string.digits + "-_"
 PASSWORD_ALPHABET = string.ascii_letters + string.digits + "/+=:@ "
@@ -94,6 +94,7 @@ def run_redaction(secrets: int = 10_000, lines: int = 1_000, seed: int = 13) -> 
     from dataworkflows.redaction import REDACTED, Redactor, install_log_redaction
     from dataworkflows.redaction import redactor as process_redactor
 
+    load_before = loadavg()
     values = make_secrets(secrets, seed)
     redactor = Redactor(parent=process_redactor)
     adds: list[float] = []
@@ -156,6 +157,7 @@ def run_redaction(secrets: int = 10_000, lines: int = 1_000, seed: int = 13) -> 
         "merges": redactor.merges,
         "redact_us": redact_us,
         "log_record_us": log_record_us,
+        "loadavg": [load_before, loadavg()],
     }
 
 
@@ -167,7 +169,8 @@ def render(result: dict[str, Any]) -> list[str]:
         f"redaction ({result['secrets']:,} secrets): add {result['add_amortised_us']} µs "
         f"amortised (p50 {result['add_p50_us']} µs, p99 {result['add_p99_us']} µs, "
         f"max {result['add_max_ms']} ms, settle {result['settle_ms']} ms, "
-        f"{result['automata']} automata after {result['merges']} merges)",
+        f"{result['automata']} automata after {result['merges']} merges; "
+        f"load {result['loadavg'][0][0]} -> {result['loadavg'][1][0]})",
         "  redact a 1 KB line, µs per call (best / median of 5 rounds): "
         + ", ".join(f"{k} {v['best']} / {v['median']}" for k, v in result["redact_us"].items()),
         "  the same through the log-record factory: "

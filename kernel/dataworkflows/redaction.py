@@ -41,16 +41,17 @@ a few of them over contiguous runs of secrets, in registration order:
   :meth:`add` returns;
 * a full pending automaton is *sealed* (kept as it is) and a background thread merges the
   sealed ones into the built *levels*: the new run swallows the newest level while that
-  level is at most ``growth`` times larger (a logarithmic method). Levels therefore shrink
-  geometrically — about ``log_growth(secrets / seal_every)`` automata to scan (3 at 10,000
-  secrets) — and each secret is rebuilt a handful of times in all, so adding costs O(1)
-  amortised instead of one regex over every form of every secret.
+  level is at most ``growth`` times larger (a logarithmic method), and a level stops
+  growing at ``max_level`` secrets. Levels therefore shrink geometrically — a few automata
+  to scan (at most 5 at 10,000 secrets with the defaults) — and each secret is rebuilt
+  O(log n) times in all (about 9 at 10,000), instead of every form of every secret being
+  recompiled on every add.
 
 The background build runs in a short-lived thread, never on the event loop's stack; note
 that ``ahocorasick_rs`` holds the GIL while it builds, so a merge into a large level still
 delays other Python threads for its duration (measured in ``benchmarks/RESULTS.md``); the
 geometric merging makes such merges rare (a level of size S is rebuilt once per about S /
-``growth`` additions).
+``growth`` additions) and ``max_level`` bounds the longest one.
 """
 
 from __future__ import annotations
@@ -76,10 +77,10 @@ _MIN_FRAGMENT = 4
 SEAL_EVERY = 16
 #: a new run of secrets is merged into the newest level while that level is at most this
 #: many times larger (higher: fewer automata to scan, more rebuilding per secret)
-GROWTH = 8
+GROWTH = 4
 #: secrets per level at most: merges stop there, so that no single build (which holds the
 #: GIL) takes long; more secrets mean more full levels, each one more pass per text
-MAX_LEVEL = 4096
+MAX_LEVEL = 8192
 
 
 def secret_forms(secret: str) -> set[str]:
