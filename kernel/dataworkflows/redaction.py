@@ -382,7 +382,9 @@ class Redactor:
 #: under a unit test). Every kernel's redactor has it as parent, and logs always use it.
 redactor = Redactor()
 
-_registry_lock = threading.Lock()
+# reentrant: a weakref callback (_forget) can run inside install_log_redaction when an
+# allocation there triggers a garbage collection in the same thread
+_registry_lock = threading.RLock()
 _live: tuple[weakref.ref[Redactor], ...] = (weakref.ref(redactor),)
 _installed = False
 
