@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--redaction-secrets", type=int, default=10_000, help="secrets the redaction workload adds"
     )
     run.add_argument(
-        "--redaction-lines", type=int, default=1_000, help="timed redactions per line and round"
+        "--redaction-lines", type=int, default=250, help="timed redactions per line and round"
     )
     run.add_argument(
         "--concurrency", type=int, default=None, help="engine worker concurrency (engine default)"

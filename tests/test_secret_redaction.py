@@ -378,7 +378,7 @@ def test_ten_thousand_secrets_still_redact_every_form():
         assert redactor.wait_idle(timeout=120)
     assert redactor.count() == 10_000
     assert redactor.merges > 0
-    # merged into a few automata (geometric levels), not one per batch of 16
+    # merged into a few automata (geometric levels), not one per batch of 8
     assert redactor.shard_count <= 6
 
 

@@ -74,7 +74,7 @@ REDACTED = "[REDACTED]"
 MIN_SECRET_LENGTH = 4
 _MIN_FRAGMENT = 4
 #: secrets per pending automaton before it is sealed and merged in the background
-SEAL_EVERY = 16
+SEAL_EVERY = 8
 #: a new run of secrets is merged into the newest level while that level is at most this
 #: many times larger (higher: fewer automata to scan, more rebuilding per secret)
 GROWTH = 4
