@@ -423,3 +423,13 @@ def test_the_log_registry_holds_redactors_weakly(caplog):
         assert held() is None  # the registry did not keep it alive
         log.info("two %s", "weakly-held-canary-42")  # nobody alive knows it any more
     assert "two weakly-held-canary-42" in caplog.text
+
+
+def test_text_with_lone_surrogates_is_still_redacted():
+    # e.g. a file name decoded with surrogateescape in a log message: UTF-8 cannot encode it
+    redactor = Redactor()
+    redactor.add("surrogate-canary-77")
+    text = "file=b\udcffd.txt token=surrogate-canary-77"
+    assert redactor.redact_text(text) == f"file=b\udcffd.txt token={REDACTED}"
+    assert redactor.contains_secret(text)
+    assert redactor.redact_text("only b\udcffd") == "only b\udcffd"

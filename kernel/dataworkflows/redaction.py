@@ -106,9 +106,18 @@ def secret_forms(secret: str) -> set[str]:
     return {f for f in forms if len(f) >= MIN_SECRET_LENGTH}
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _scannable(text: str) -> str:
+    """``text`` with lone surrogates (``surrogateescape`` leftovers, which UTF-8 cannot
+    encode, so the automata cannot scan) replaced by U+FFFD: same length, same indexes."""
+    return text if text.isascii() else _SURROGATES.sub("\ufffd", text)
+
+
 def _automaton(forms: Sequence[tuple[str, ...]]) -> ahocorasick_rs.AhoCorasick:
     """One automaton over the forms of several secrets (overlapping matches reported)."""
-    patterns = list({form for secret in forms for form in secret})
+    patterns = list({_scannable(form) for secret in forms for form in secret})
     # the contiguous NFA: fast to scan and to build (the library's default picks a DFA for
     # small sets, 5-10x slower to build, which the pending automaton pays on every add)
     return ahocorasick_rs.AhoCorasick(
@@ -134,8 +143,11 @@ class _Shard:
 def _spans(automata: Iterable[ahocorasick_rs.AhoCorasick], text: str) -> list[tuple[int, int]]:
     """The character ranges of ``text`` covered by any form, overlapping ones merged."""
     found: list[tuple[int, int, int]] = []
-    for automaton in automata:
-        found += automaton.find_matches_as_indexes(text, overlapping=True)
+    try:
+        for automaton in automata:
+            found += automaton.find_matches_as_indexes(text, overlapping=True)
+    except UnicodeEncodeError:  # lone surrogates: scan a copy with the same indexes
+        return _spans(automata, _scannable(text)) if _scannable(text) != text else []
     if not found:
         return []
     found.sort(key=lambda match: match[1])
@@ -285,7 +297,7 @@ class Redactor:
         """True if ``text`` holds a form of a known secret."""
         if not text:
             return False
-        return any(a.find_matches_as_indexes(text) for a in self.automata())
+        return bool(_spans(self.automata(), text))
 
     def redact(self, value: Any) -> Any:
         """A copy of a JSON-like value (dicts, lists, strings) with secrets replaced."""
