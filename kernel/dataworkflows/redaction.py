@@ -180,9 +180,7 @@ def redact_text_with(redactors: Iterable[Redactor], text: str) -> str:
         return text
     # a kernel's redactor scans its parent's automata too: each automaton once
     automata = list({id(a): a for r in redactors for a in r.automata()}.values())
-    if not automata:
-        return text
-    spans = _spans(automata, text)
+    spans = _spans(automata, text) if automata else []
     return _replace(text, spans) if spans else text
 
 
@@ -291,7 +289,11 @@ class Redactor:
 
     def redact_text(self, text: str) -> str:
         """``text`` with every known secret form replaced by ``[REDACTED]``."""
-        return redact_text_with((self,), text)
+        automata = self.automata() if text else ()
+        if not automata:
+            return text
+        spans = _spans(automata, text)
+        return _replace(text, spans) if spans else text
 
     def contains_secret(self, text: str) -> bool:
         """True if ``text`` holds a form of a known secret."""
