@@ -24,7 +24,7 @@ from typing import Any
 
 from benchmarks.common import fmt, machine_info, table
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "peer", "ceiling", "sched")
+WORKLOADS = ("W1", "W2", "W3", "W4", "peer", "ceiling", "sched", "redaction")
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--sched-duration", type=float, default=10.0, help="sched: seconds measured (default 10)"
+    )
+    run.add_argument(
+        "--redaction-secrets", type=int, default=10_000, help="secrets the redaction workload adds"
+    )
+    run.add_argument(
+        "--redaction-lines", type=int, default=250, help="timed redactions per line and round"
     )
     run.add_argument(
         "--concurrency", type=int, default=None, help="engine worker concurrency (engine default)"
@@ -128,7 +134,7 @@ def _log(message: str) -> None:
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks import ceiling, peers, profiling, schedule_latency, workloads
+    from benchmarks import ceiling, peers, profiling, redaction, schedule_latency, workloads
     from benchmarks.common import BenchmarkError
 
     only = {w.strip() for w in args.only.split(",") if w.strip()}
@@ -197,6 +203,11 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             except (BenchmarkError, Exception) as exc:
                 report["ceiling"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        if "redaction" in only:
+            _log(f"redaction: {args.redaction_secrets:,} secrets, 1 KB lines")
+            report["redaction"] = await asyncio.to_thread(
+                redaction.run_redaction, args.redaction_secrets, args.redaction_lines
+            )
         for backend in backends:
             if "W1" in only:
                 _log(f"W1 [{backend}]: {args.n} runs of a 2-step echo workflow")
@@ -361,6 +372,22 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     w4 = _find(report, "W4", "postgresql")
     add("W4 newest-50 list p95 <= 20 ms", (w4 or {}).get("newest_50_p95_ms"), 20, False)
     add("W4 single execution p95 <= 5 ms", (w4 or {}).get("one_p95_ms"), 5, False)
+    red = report.get("redaction") or {}
+    secrets = f"{red.get('secrets', 10_000):,} secrets"
+    ok = bool(red.get("ok"))
+    add(
+        f"redaction: add <= 1000 us amortised at {secrets} (target at 10,000)",
+        red.get("add_amortised_us") if ok else None,
+        1000,
+        False,
+    )
+    line_us = [v["best"] for v in (red.get("redact_us") or {}).values()]
+    add(
+        f"redaction: a 1 KB line <= 50 us at {secrets} (slowest line, best round)",
+        max(line_us) if ok and line_us else None,
+        50,
+        False,
+    )
     return targets
 
 
@@ -496,6 +523,10 @@ def render(report: dict[str, Any]) -> str:
             )
             lines.append("  plan of the newest-50 query (EXPLAIN ANALYZE):")
             lines.extend(f"    {row}" for row in sql["newest_50_plan"])
+    if report.get("redaction"):
+        from benchmarks.redaction import render as render_redaction
+
+        lines += ["", *render_redaction(report["redaction"])]
     ceil = report.get("ceiling")
     if ceil:
         lines.append("")
@@ -574,4 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     ceil = report.get("ceiling")
     if ceil is not None and not ceil.get("ok"):
         failed.append(ceil)
+    red = report.get("redaction")
+    if red is not None and not red.get("ok"):
+        failed.append(red)
     return 1 if (args.strict and failed) else 0

@@ -2,10 +2,10 @@
 
 It checks that every workload goes through the real path and that the report has the
 figures the issue asks for; it asserts no timing (benchmarks are not timed tests). The
-PostgreSQL case also runs W4, the insert-commit ceiling and the DBOS peer (which reports
-"not installed" and is skipped when the ``bench`` extra is absent, as in CI), and asserts
-that the database's CPU was measured — also on a stock ``initdb`` cluster without
-``cluster_name`` (``stock_postgres``).
+PostgreSQL case also runs W4, the insert-commit ceiling, the redaction workload and the
+DBOS peer (which reports "not installed" and is skipped when the ``bench`` extra is
+absent, as in CI), and asserts that the database's CPU was measured — also on a stock
+``initdb`` cluster without ``cluster_name`` (``stock_postgres``).
 """
 
 from __future__ import annotations
@@ -112,6 +112,10 @@ def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
             "5",
             "--ceiling-seconds",
             "1",
+            "--redaction-secrets",
+            "300",
+            "--redaction-lines",
+            "20",
         ]
     else:
         args += ["--only", "W1,W2,W3,sched"]
@@ -159,6 +163,13 @@ def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
     assert ceiling["clients_1_commits_per_s"] > 0
     assert ceiling["clients_4_commits_per_s"] > 0
     assert report["comparisons"]["w1_steps_per_s_over_ceiling_4_clients"] > 0
+
+    redaction = report["redaction"]
+    assert redaction["ok"], redaction.get("error")
+    assert redaction["secrets"] == 300
+    assert redaction["add_amortised_us"] > 0
+    assert set(redaction["redact_us"]) == {"no_secret", "one_secret", "encoded_forms"}
+    assert any(t["target"].startswith("redaction: a 1 KB line") for t in report["targets"])
 
     peer = _result(report, "W1-DBOS", backend)
     if importlib.util.find_spec("dbos") is None:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import logging
+import random
+import re
+import string
 import uuid
+import weakref
 from typing import Any, Literal
 from urllib.parse import quote, quote_plus
 
@@ -254,3 +259,177 @@ def test_round_trip_forms(secret):
     redactor.add(secret)
     for form in forms(secret):
         assert redactor.redact_text(f"<{form}>") == f"<{REDACTED}>"
+
+
+# -- one redactor per kernel, tenants, scale ---------------------------------------------
+
+
+async def test_each_kernel_owns_its_redactor_and_logs_redact_every_live_one(
+    kernel_factory, run_workflow, tmp_path, monkeypatch, caplog
+):
+    from dataworkflows.redaction import live_redactors
+    from dataworkflows.redaction import redactor as process_redactor
+
+    secret_a, secret_b = "kernel-A-s3cret/value", "kernel-B-s3cret+value"
+    monkeypatch.setenv("DATAWORKFLOWS_CREDENTIAL_ONLY_A", secret_a)
+    monkeypatch.setenv("DATAWORKFLOWS_CREDENTIAL_ONLY_B", secret_b)
+    kernel_a = await kernel_factory(plugins=[Plugin()])
+    # its own database, so that neither kernel's worker can claim the other's runs
+    kernel_b = await kernel_factory(
+        plugins=[Plugin()], database_url=f"sqlite+aiosqlite:///{tmp_path / 'b.db'}"
+    )
+    assert kernel_a.redactor is not kernel_b.redactor
+    assert {id(kernel_a.redactor), id(kernel_b.redactor)} <= {id(r) for r in live_redactors()}
+
+    run_a = await run_workflow(kernel_a, definition("outputs", "only-a", "leaky-a"))
+    run_b = await run_workflow(kernel_b, definition("outputs", "only-b", "leaky-b"))
+    for run in (run_a, run_b):
+        assert run["status"] == "Succeeded"
+        outputs = run["actions"][0]["outputs"]
+        assert outputs["plain"] == REDACTED
+        assert REDACTED in outputs["basic"]  # the base64 of "user:<secret>"
+    assert_clean(await database_text(kernel_a), secret_a)
+    assert_clean(await database_text(kernel_b), secret_b)
+
+    # each kernel knows its own secrets only; nothing went to the process-wide fallback
+    assert kernel_a.redactor.redact_text(secret_a) == REDACTED
+    assert kernel_a.redactor.redact_text(secret_b) == secret_b
+    assert kernel_b.redactor.redact_text(secret_a) == secret_a
+    assert process_redactor.redact_text(secret_a) == secret_a
+
+    # logging is process-wide: a record anywhere loses both kernels' secrets
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("unrelated.library").info("a=%s b=%s", secret_a, b64(secret_b))
+    assert secret_a not in caplog.text and b64(secret_b) not in caplog.text
+    assert f"a={REDACTED} b={REDACTED}" in caplog.text
+
+
+async def test_a_tenants_secret_is_redacted_in_every_tenants_runs(kernel_factory, monkeypatch):
+    secret = "acme-0nly-t0ken/xyz"
+    monkeypatch.setenv("DATAWORKFLOWS_CREDENTIAL_ACME_TOKEN", secret)
+    kernel = await kernel_factory(plugins=[Plugin()])
+    # handed to tenant acme, by each path that hands secrets out
+    assert (await kernel.credentials.resolve("acme", "acme-token")).secret == secret
+    assert kernel.plugin_api.resolve_secret("acme-token", "acme") == secret
+    kernel.credentials.for_tenant("acme").mark_secret("acme-derived-signature")
+    assert kernel.redactor.count("acme") == 2
+    assert kernel.redactor.count("globex") == 0
+
+    # tenant globex's run carries it (in its trigger): redacted from globex's ledger too
+    workflow = {
+        "id": "echo-text",
+        "displayName": "Echo",
+        "nodes": [
+            {
+                "id": "echo",
+                "actionType": "core.echo",
+                "parameters": {"message": "{{ trigger.value }}"},
+            }
+        ],
+    }
+    await kernel.service.apply(workflow, tenant_id="globex")
+    summary, _ = await kernel.service.execute(
+        "echo-text",
+        trigger={"value": f"got {quote(secret, safe='')} and acme-derived-signature"},
+        tenant_id="globex",
+    )
+    kernel.start_worker()
+    await kernel.ledger.wait_until_final(uuid.UUID(summary["executionId"]), 30)
+    run = await kernel.service.get_execution(summary["executionId"], tenant_id="globex")
+    step = run["actions"][0]
+    assert step["outputs"] == {"echo": f"got {REDACTED} and {REDACTED}"}
+    assert step["parameters"]["message"] == f"got {REDACTED} and {REDACTED}"
+
+
+def many_secrets(count: int) -> list[str]:
+    rng = random.Random(13)
+    alphabet = string.ascii_letters + string.digits + "-_/+=:@ "
+    found: dict[str, None] = {}
+    while len(found) < count:
+        found["".join(rng.choice(alphabet) for _ in range(rng.randint(16, 40)))] = None
+    return list(found)
+
+
+def every_form(secret: str) -> list[str]:
+    return [
+        *forms(secret),
+        b64(f"user:{secret}"),
+        b64(f"x{secret}"),
+        re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), quote(secret, safe="")),
+        json.dumps(secret)[1:-1],
+    ]
+
+
+def test_ten_thousand_secrets_still_redact_every_form():
+    secrets = many_secrets(10_000)
+    redactor = Redactor()
+    redactor.add_all(secrets, "default")
+    sample = [*secrets[::97], secrets[-1]]
+    # at once (merges may still be running) and once the background merges are done
+    for _ in ("before", "after"):
+        every = " | ".join(secrets)
+        assert redactor.redact_text(every) == " | ".join([REDACTED] * len(secrets))
+        for secret in sample:
+            for form in every_form(secret):
+                cleaned = redactor.redact_text(f"<{form}>")
+                assert_clean(cleaned, secret)
+                assert form not in cleaned
+        assert redactor.redact_text("nothing secret here") == "nothing secret here"
+        assert redactor.wait_idle(timeout=120)
+    assert redactor.count() == 10_000
+    assert redactor.merges > 0
+    # merged into a few automata (geometric levels), not one per batch of 8
+    assert redactor.shard_count <= 6
+
+
+def test_a_secret_is_redacted_as_soon_as_it_is_added_while_merges_run():
+    redactor = Redactor(seal_every=2, growth=2, max_level=64)
+    secrets = many_secrets(300)
+    for index, secret in enumerate(secrets):
+        redactor.add(secret)
+        assert redactor.redact_text(f"<{secret}>") == f"<{REDACTED}>"
+        assert redactor.redact_text(b64(f"user:{secret}")) != b64(f"user:{secret}")
+        if index % 25 == 0:
+            every = " | ".join(secrets[: index + 1])
+            assert redactor.redact_text(every) == " | ".join([REDACTED] * (index + 1))
+    assert redactor.wait_idle(timeout=60)
+    assert redactor.merges > 0
+    assert redactor.shard_count <= 300 // 64 + 4
+    assert redactor.redact_text(" | ".join(secrets)) == " | ".join([REDACTED] * 300)
+
+
+def test_overlapping_forms_are_redacted_whole():
+    redactor = Redactor()
+    redactor.add("abcdefgh")
+    redactor.add("efghijkl")
+    assert redactor.redact_text("xx abcdefghijkl yy") == f"xx {REDACTED} yy"
+    assert redactor.redact_text("abcdefghabcdefgh") == REDACTED + REDACTED
+
+
+def test_the_log_registry_holds_redactors_weakly(caplog):
+    from dataworkflows.redaction import install_log_redaction, live_redactors
+
+    redactor = Redactor()
+    install_log_redaction(redactor)
+    redactor.add("weakly-held-canary-42")
+    log = logging.getLogger("anything.else")
+    with caplog.at_level(logging.INFO):
+        log.info("one %s", "weakly-held-canary-42")
+        assert f"one {REDACTED}" in caplog.text
+        assert any(r is redactor for r in live_redactors())
+        held = weakref.ref(redactor)
+        del redactor
+        gc.collect()
+        assert held() is None  # the registry did not keep it alive
+        log.info("two %s", "weakly-held-canary-42")  # nobody alive knows it any more
+    assert "two weakly-held-canary-42" in caplog.text
+
+
+def test_text_with_lone_surrogates_is_still_redacted():
+    # e.g. a file name decoded with surrogateescape in a log message: UTF-8 cannot encode it
+    redactor = Redactor()
+    redactor.add("surrogate-canary-77")
+    text = "file=b\udcffd.txt token=surrogate-canary-77"
+    assert redactor.redact_text(text) == f"file=b\udcffd.txt token={REDACTED}"
+    assert redactor.contains_secret(text)
+    assert redactor.redact_text("only b\udcffd") == "only b\udcffd"

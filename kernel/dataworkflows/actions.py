@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
     import aiohttp
 
+    from dataworkflows.redaction import Redactor
+
 
 class StepOutcome(enum.StrEnum):
     """How one attempt of an action ended."""
@@ -194,6 +196,9 @@ class Credentials:
     """
 
     tenant_id: str = "default"
+    #: where :meth:`mark_secret` registers values: the kernel's redactor (None outside a
+    #: kernel: the process-wide one of :mod:`dataworkflows.redaction`)
+    redactor: Redactor | None = None
 
     async def fetch(self, name: str) -> Credential:
         """The credential ``name`` of the run's tenant; raises :class:`CredentialError`."""
@@ -205,9 +210,11 @@ class Credentials:
 
     def mark_secret(self, value: str) -> None:
         """Register a value derived from a secret (a signed token...) for redaction too."""
-        from dataworkflows.redaction import redactor
+        from dataworkflows.redaction import redactor as process_redactor
 
-        redactor.add(value)
+        (self.redactor if self.redactor is not None else process_redactor).add(
+            value, self.tenant_id
+        )
 
 
 class Resources:

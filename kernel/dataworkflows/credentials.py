@@ -10,7 +10,7 @@ A name nobody knows for that tenant is a permanent :class:`~dataworkflows.Creden
 raised before the action sends anything; another tenant's stored credential is never
 reachable (rows are looked up by tenant, and the ciphertext is bound to its tenant and name,
 so a row copied to another tenant does not decrypt). Every secret handed out is registered
-with :data:`dataworkflows.redaction.redactor`.
+with the kernel's :class:`~dataworkflows.redaction.Redactor`.
 
 Encryption: AES-256-GCM (``cryptography``'s AEAD), a fresh 96-bit nonce per value, the
 tenant and name as associated data. Keys come from ``DATAWORKFLOWS_SECRET_KEY``: one or more
@@ -43,7 +43,8 @@ from dataworkflows.clock import Clock
 from dataworkflows.db.connector_models import credentials as credentials_table
 from dataworkflows.db.database import Database
 from dataworkflows.errors import ApiError, Conflict, Unprocessable
-from dataworkflows.redaction import redactor
+from dataworkflows.redaction import Redactor
+from dataworkflows.redaction import redactor as process_redactor
 
 if TYPE_CHECKING:
     import click
@@ -261,9 +262,19 @@ def credential_view(row: dict[str, Any]) -> dict[str, Any]:
 class CredentialStore:
     """Encrypted credentials in the database, per tenant."""
 
-    def __init__(self, db: Database, clock: Clock, secret_key: str | None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        secret_key: str | None,
+        *,
+        redactor: Redactor | None = None,
+    ) -> None:
         self.db = db
         self.clock = clock
+        #: where secrets written or revealed are registered (the kernel's; default the
+        #: process-wide one)
+        self.redactor = redactor if redactor is not None else process_redactor
         self._keyring: KeyRing | None = None
         self._key_error: SecretKeyError | None = None
         if secret_key:
@@ -360,7 +371,7 @@ class CredentialStore:
                 "replaces it",
                 code="credential_exists",
             )
-        redactor.add(secret)
+        self.redactor.add(secret, tenant_id)
         row = await self.get(tenant_id, name)
         assert row is not None
         return row, row_id == new_id
@@ -411,7 +422,7 @@ class CredentialStore:
             raise SecretKeyError(
                 f"stored credential {name!r} of tenant {tenant_id!r} cannot be decrypted: {exc}"
             ) from None
-        redactor.add(secret)
+        self.redactor.add(secret, tenant_id)
         return Credential(name, secret, tuple(row["allowed_hosts"] or ()), source="store")
 
     async def re_encrypt(self) -> dict[str, Any]:
@@ -486,7 +497,7 @@ class CredentialService:
                 "not a string",
                 code="credential_invalid",
             )
-        redactor.add(value)
+        self.store.redactor.add(value, tenant_id)
         return Credential(name, value, (), source="provider")
 
 
@@ -496,6 +507,7 @@ class RunCredentials(Credentials):
     def __init__(self, service: CredentialService, tenant_id: str) -> None:
         self._service = service
         self.tenant_id = tenant_id
+        self.redactor = service.store.redactor
         self._cache: dict[str, Credential] = {}
 
     async def fetch(self, name: str) -> Credential:

@@ -29,7 +29,8 @@ from dataworkflows.events import RunEvent
 from dataworkflows.ledger import RunLedger
 from dataworkflows.plugin_api import PluginAPI
 from dataworkflows.plugins import PluginSet, load_plugins
-from dataworkflows.redaction import install_log_redaction
+from dataworkflows.redaction import Redactor, install_log_redaction
+from dataworkflows.redaction import redactor as process_redactor
 from dataworkflows.resources import ResourceStore
 from dataworkflows.scheduler import Scheduler
 from dataworkflows.service import WorkflowService
@@ -72,10 +73,14 @@ class Kernel:
             self.settings.database_url, sqlite_synchronous=self.settings.sqlite_synchronous
         )
         self.store = WorkflowStore(self.db, self.clock)
-        # connectors: tenant-scoped credentials (secrets redacted from logs) and resource links
-        install_log_redaction()
+        #: this kernel's secrets, of every tenant (dataworkflows.redaction): redacted from its
+        #: ledger and, while the kernel lives, from every log record of the process
+        self.redactor = Redactor(parent=process_redactor)
+        install_log_redaction(self.redactor)
+        # connectors: tenant-scoped credentials (secrets redacted) and resource links
         self.credentials = CredentialService(
-            CredentialStore(self.db, self.clock, self.settings.secret_key), self.plugins
+            CredentialStore(self.db, self.clock, self.settings.secret_key, redactor=self.redactor),
+            self.plugins,
         )
         if self.settings.secret_key and self.credentials.store.key_problem:
             log.error("credential store disabled: %s", self.credentials.store.key_problem)
@@ -87,6 +92,7 @@ class Kernel:
             lease_seconds=self.settings.lease_seconds,
             max_recoveries=self.settings.max_recoveries,
             queue_limit=self.settings.ledger_queue_limit,
+            redactor=self.redactor,
         )
         self._http: aiohttp.ClientSession | None = None
         self.conductor = Conductor(

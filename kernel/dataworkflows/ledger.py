@@ -36,7 +36,8 @@ from dataworkflows.db.models import (
 from dataworkflows.db.transient import is_data_error, retry_transient
 from dataworkflows.events import EventType, RunEvent
 from dataworkflows.group_commit import GroupCommit
-from dataworkflows.redaction import redactor
+from dataworkflows.redaction import Redactor
+from dataworkflows.redaction import redactor as process_redactor
 from dataworkflows.resources import insert_links, link_rows
 
 log = logging.getLogger(__name__)
@@ -154,8 +155,11 @@ class RunLedger:
         lease_seconds: float = 30.0,
         max_recoveries: int = 3,
         queue_limit: int = 1024,
+        redactor: Redactor | None = None,
     ) -> None:
         self.db = db
+        #: the kernel's secrets, removed from what is written (default: the process-wide)
+        self.redactor = redactor if redactor is not None else process_redactor
         self.clock = clock
         self._observe = observe
         self.lease = timedelta(seconds=lease_seconds)
@@ -521,9 +525,9 @@ class RunLedger:
         a step starts before the step is durable.
         """
         # secrets handed to actions never reach the ledger (dataworkflows.redaction)
-        steps = [_redacted(step) for step in steps]
+        steps = [_redacted(step, self.redactor) for step in steps]
         if finish is not None and finish.error:
-            finish = replace(finish, error=redactor.redact(finish.error))
+            finish = replace(finish, error=self.redactor.redact(finish.error))
         # checked before joining a batch: a value of this run cannot fail another run's write
         for step in steps:
             check_step(step)
@@ -1100,7 +1104,7 @@ CANCEL_CHANNEL = "dataworkflows_cancel"
 _CANCELLED_ERROR = {"code": "cancelled", "message": "the run was cancelled before it started"}
 
 
-def _redacted(step: StepRecord) -> StepRecord:
+def _redacted(step: StepRecord, redactor: Redactor) -> StepRecord:
     if not redactor.active:
         return step
     return replace(

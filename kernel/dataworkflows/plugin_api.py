@@ -112,6 +112,11 @@ class PluginAPI:
         await self._kernel.triggers.set_state(trigger_id, state)
 
     def resolve_secret(self, name: str, tenant_id: str = "default") -> str | None:
-        """A credential by name, from the installed credential providers (or None)."""
+        """A credential by name, from the installed credential providers (or None).
+
+        The value is registered with the kernel's redactor, as every secret it hands out."""
         value = self._kernel.plugins.hook.resolve_secret(name=name, tenant_id=tenant_id)
-        return value if isinstance(value, str) else None
+        if not isinstance(value, str):
+            return None
+        self._kernel.redactor.add(value, tenant_id)
+        return value
