@@ -178,6 +178,8 @@ def build_cli() -> click.Group:
             for trigger in plugin["triggers"]:
                 click.echo(f"    trigger  {trigger['type']:<28} {trigger['title']}")
 
+    _register_trigger_commands(cli)
+
     @cli.command()
     @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
     def apply(file: Path) -> None:
@@ -286,6 +288,47 @@ async def _worker_main(settings: Settings) -> None:
     finally:
         await kernel.close()
     click.echo("worker stopped", err=True)
+
+
+def _register_trigger_commands(cli: click.Group) -> None:
+    @cli.group("triggers")
+    def triggers_group() -> None:
+        """Triggers of a workflow (secret fields are encrypted, and shown masked)."""
+
+    def with_kernel(work: Any) -> Any:
+        async def main() -> Any:
+            kernel = _make_kernel(_settings())
+            await _start(kernel)
+            try:
+                return await work(kernel)
+            finally:
+                await kernel.close()
+
+        try:
+            return asyncio.run(main())
+        except ApiError as exc:
+            raise _fail(exc) from None
+
+    @triggers_group.command("create")
+    @click.argument("workflow_id")
+    @click.argument("trigger_src", metavar="TRIGGER")
+    @click.option("--tenant", default="default", show_default=True)
+    def create_cmd(workflow_id: str, trigger_src: str, tenant: str) -> None:
+        """Create a trigger on WORKFLOW_ID from TRIGGER: JSON, or @FILE
+        (``{"type", "config", "name"?, "enabled"?, "activationCondition"?}``)."""
+        raw = _read_json(trigger_src, "trigger")
+        view = with_kernel(
+            lambda kernel: kernel.triggers.create(workflow_id, raw, tenant_id=tenant, actor="cli")
+        )
+        click.echo(json.dumps(view, indent=2))
+
+    @triggers_group.command("list")
+    @click.argument("workflow_id")
+    @click.option("--tenant", default="default", show_default=True)
+    def list_cmd(workflow_id: str, tenant: str) -> None:
+        """The triggers of WORKFLOW_ID as JSON (secrets masked)."""
+        page = with_kernel(lambda kernel: kernel.triggers.list(workflow_id, tenant_id=tenant))
+        click.echo(json.dumps(page["items"], indent=2))
 
 
 async def _start(kernel: Any) -> None:

@@ -22,7 +22,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from dataworkflows.clock import Clock, SystemClock
 from dataworkflows.conductor import Conductor
-from dataworkflows.credentials import CredentialService, CredentialStore
+from dataworkflows.credentials import CredentialService, CredentialStore, resolve_secret_key
 from dataworkflows.db import migrate
 from dataworkflows.db.database import Database
 from dataworkflows.events import RunEvent
@@ -72,10 +72,12 @@ class Kernel:
         self.store = WorkflowStore(self.db, self.clock)
         # connectors: tenant-scoped credentials (secrets redacted from logs) and resource links
         install_log_redaction()
+        secret_key, missing = resolve_secret_key(self.settings)
+        self._secret_key = secret_key
         self.credentials = CredentialService(
-            CredentialStore(self.db, self.clock, self.settings.secret_key), self.plugins
+            CredentialStore(self.db, self.clock, secret_key, missing=missing), self.plugins
         )
-        if self.settings.secret_key and self.credentials.store.key_problem:
+        if secret_key and self.credentials.store.key_problem:
             log.error("credential store disabled: %s", self.credentials.store.key_problem)
         self.resources = ResourceStore(self.db)
         self.ledger = RunLedger(
@@ -119,6 +121,7 @@ class Kernel:
             templates=self.templates,
             store=self.store,
             service=self.service,
+            credentials=self.credentials,
         )
         self.scheduler = Scheduler(
             self.triggers,
@@ -134,7 +137,12 @@ class Kernel:
         """Migrate (SQLite, or when asked) or check the schema, then get ready to serve."""
         url = self.db.url
         if self.settings.should_auto_migrate:
-            await asyncio.to_thread(migrate.upgrade, url)
+            await asyncio.to_thread(
+                migrate.upgrade,
+                url,
+                secret_key=self._secret_key,
+                trigger_models={n: e.cls.Config for n, e in self.plugins.triggers.items()},
+            )
         elif not await asyncio.to_thread(migrate.is_up_to_date, url):
             raise SchemaOutOfDate(
                 "the database schema is not up to date: run `dataworkflows db upgrade`"

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from dataworkflows.actions import CredentialError
 from dataworkflows.trigger_service import request_id_for
 from dataworkflows.triggers import FireResult, TriggerHandle
 
@@ -107,7 +108,23 @@ class PluginAPI:
         """Replace the trigger's persistent plugin state with ``state`` (JSON data only)."""
         await self._kernel.triggers.set_state(trigger_id, state)
 
-    def resolve_secret(self, name: str, tenant_id: str = "default") -> str | None:
-        """A credential by name, from the installed credential providers (or None)."""
-        value = self._kernel.plugins.hook.resolve_secret(name=name, tenant_id=tenant_id)
-        return value if isinstance(value, str) else None
+    async def resolve_secret(self, name: str, tenant_id: str = "default") -> str | None:
+        """The secret of credential ``name`` for ``tenant_id``, or None if nobody knows it.
+
+        The same resolver actions use (``ctx.credentials``): the encrypted credential store
+        (credentials stored through the API or the CLI), then the ``resolve_secret`` hooks
+        (run in a thread, so a blocking provider does not stall the event loop), the
+        ``DATAWORKFLOWS_CREDENTIAL_<NAME>`` environment variable last. The value is
+        registered with the redactor. Raises
+        :class:`~dataworkflows.actions.CredentialError` when the name is invalid, a stored
+        credential cannot be decrypted or a provider returned something else than a string.
+
+        Since: 0.2 (a coroutine; in 0.1 it was synchronous and asked the hooks only).
+        """
+        try:
+            credential = await self._kernel.credentials.resolve(tenant_id, name)
+        except CredentialError as exc:
+            if exc.code == "credential_not_found":
+                return None
+            raise
+        return credential.secret

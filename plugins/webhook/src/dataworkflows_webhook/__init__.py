@@ -46,7 +46,7 @@ from aiohttp import hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic.alias_generators import to_camel
 
-from dataworkflows import TriggerType, hookimpl
+from dataworkflows import CredentialError, TriggerType, hookimpl
 
 if TYPE_CHECKING:
     from dataworkflows.plugin_api import PluginAPI
@@ -256,11 +256,14 @@ def make_handler(api: PluginAPI) -> Any:
         now = api.clock.now()
         if config.signature is not None:
             sig = config.signature
-            secret = (
-                sig.secret.get_secret_value()
-                if sig.secret is not None
-                else api.resolve_secret(sig.secret_name or "", trigger.tenant_id)
-            )
+            try:
+                secret = (
+                    sig.secret.get_secret_value()
+                    if sig.secret is not None
+                    else await api.resolve_secret(sig.secret_name or "", trigger.tenant_id)
+                )
+            except CredentialError as exc:
+                return _error(500, "signature_secret_unavailable", exc.message)
             if not secret:
                 return _error(
                     500,

@@ -1,0 +1,340 @@
+"""Secret fields of plugin configs: found from the owner's schema, encrypted at rest.
+
+A plugin declares which fields of its config (a trigger type's ``Config``, an action's
+``Params``) are secrets, in its pydantic model: type the field ``pydantic.SecretStr``, or
+give it ``Field(json_schema_extra={"writeOnly": True})``. Both end up as ``"writeOnly":
+true`` in the model's JSON schema, which is all the kernel reads, so a third-party plugin
+gets the same protection as a bundled one without any kernel code knowing its fields.
+
+For every declared field the kernel:
+
+* stores ``{"$encrypted": "v1.<key id>.<base64url(nonce + ciphertext + tag)>"}`` instead of
+  the value (AES-256-GCM under the credential store's key, see
+  :mod:`dataworkflows.credentials`; the associated data binds the ciphertext to its tenant,
+  its owner — e.g. ``trigger:<id>`` — and its JSON path, so a value copied elsewhere does
+  not decrypt);
+* decrypts it only where the plugin needs it (the handle a plugin receives) and registers
+  the value with the redactor then;
+* shows it as ``"**********"`` in every API answer.
+
+The plaintext is the JSON text of the value (any JSON type may be declared secret).
+A value still in plaintext (written before migration ``0007``) is read as is and sealed
+by the migration or by ``dataworkflows credentials re-encrypt``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+if TYPE_CHECKING:
+    from dataworkflows.credentials import KeyRing
+
+#: the key of the JSON object that replaces a secret value at rest
+ENVELOPE_KEY = "$encrypted"
+#: what the API shows instead of a secret value
+MASK = "**********"
+
+
+class _Wildcard:
+    """A path step matching every item of a list (``[*]``) or value of an object (``{*}``)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+ANY_ITEM = _Wildcard("[*]")
+ANY_VALUE = _Wildcard("{*}")
+
+Step = str | _Wildcard
+Path = tuple[Step, ...]
+
+
+def schema_secret_paths(schema: Mapping[str, Any]) -> frozenset[Path]:
+    """The paths of every ``writeOnly: true`` subschema of a JSON schema.
+
+    Follows ``$ref`` into ``$defs``, ``anyOf``/``oneOf``/``allOf``, ``properties``,
+    ``items`` (as :data:`ANY_ITEM`) and ``additionalProperties`` (as :data:`ANY_VALUE`).
+    """
+    defs = schema.get("$defs", {}) if isinstance(schema, Mapping) else {}
+    found: set[Path] = set()
+
+    def walk(node: Any, path: Path, seen: frozenset[str]) -> None:
+        if not isinstance(node, Mapping):
+            return
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = ref.rsplit("/", 1)[-1]
+            if name not in seen and name in defs:
+                walk(defs[name], path, seen | {name})
+        if node.get("writeOnly") is True:
+            found.add(path)
+            return
+        for key in ("anyOf", "oneOf", "allOf"):
+            for sub in node.get(key) or ():
+                walk(sub, path, seen)
+        for name, sub in (node.get("properties") or {}).items():
+            walk(sub, (*path, name), seen)
+        if isinstance(node.get("items"), Mapping):
+            walk(node["items"], (*path, ANY_ITEM), seen)
+        if isinstance(node.get("additionalProperties"), Mapping):
+            walk(node["additionalProperties"], (*path, ANY_VALUE), seen)
+
+    walk(schema, (), frozenset())
+    return frozenset(found)
+
+
+_MODEL_PATHS: dict[type[BaseModel], frozenset[Path]] = {}
+
+
+def model_secret_paths(model: type[BaseModel]) -> frozenset[Path]:
+    """The secret paths of a pydantic model, under its aliases and its field names
+    (a config may be written either way when the model populates by name)."""
+    paths = _MODEL_PATHS.get(model)
+    if paths is None:
+        paths = schema_secret_paths(model.model_json_schema(by_alias=True)) | (
+            schema_secret_paths(model.model_json_schema(by_alias=False))
+        )
+        _MODEL_PATHS[model] = paths
+    return paths
+
+
+def _visit(node: Any, path: Path, index: int, where: str, fn: Callable[[Any, str], Any]) -> Any:
+    """A copy of ``node`` with ``fn(value, json_path)`` applied at ``path``."""
+    if index == len(path):
+        return node if node is None else fn(node, where)
+    step = path[index]
+    if step is ANY_ITEM:
+        if not isinstance(node, list):
+            return node
+        return [_visit(v, path, index + 1, f"{where}[{i}]", fn) for i, v in enumerate(node)]
+    if step is ANY_VALUE:
+        if not isinstance(node, Mapping):
+            return node
+        return {k: _visit(v, path, index + 1, f"{where}.{k}", fn) for k, v in node.items()}
+    if not isinstance(node, Mapping) or step not in node:
+        return node
+    out = dict(node)
+    out[step] = _visit(node[step], path, index + 1, f"{where}.{step}", fn)
+    return out
+
+
+def transform(value: Any, paths: frozenset[Path], fn: Callable[[Any, str], Any]) -> Any:
+    """``value`` (a JSON object) with ``fn(secret, json_path)`` applied to every secret."""
+    for path in sorted(paths, key=lambda p: tuple(str(s) for s in p)):
+        value = _visit(value, path, 0, "$", fn)
+    return value
+
+
+def is_sealed(value: Any) -> bool:
+    """Whether ``value`` is the at-rest form of a secret."""
+    return isinstance(value, Mapping) and set(value) == {ENVELOPE_KEY}
+
+
+def _name(owner: str, where: str) -> str:
+    return f"{owner}:{where}"
+
+
+@dataclass
+class SecretFields:
+    """Seals, opens and masks the declared secrets of one owner's config.
+
+    ``owner`` names what the config belongs to (``trigger:<id>``); it is bound into each
+    ciphertext with the tenant and the JSON path.
+    """
+
+    paths: frozenset[Path]
+    tenant_id: str
+    owner: str
+
+    def seal(self, config: Any, keyring: KeyRing | None) -> Any:
+        """The config with every plaintext secret encrypted under the first key.
+
+        ``keyring`` None is allowed only when the config holds no plaintext secret
+        (:class:`~dataworkflows.credentials.SecretKeyError` otherwise)."""
+
+        def seal_one(value: Any, where: str) -> Any:
+            if is_sealed(value):
+                return value
+            if keyring is None:
+                from dataworkflows.credentials import SecretKeyError
+
+                raise SecretKeyError("no secret key to encrypt a secret field with")
+            token = keyring.encrypt(json.dumps(value), self.tenant_id, _name(self.owner, where))
+            return {ENVELOPE_KEY: token}
+
+        return transform(config, self.paths, seal_one)
+
+    def open(self, config: Any, keyring: KeyRing | None) -> Any:
+        """The config with every sealed secret decrypted (plaintext ones are kept)."""
+
+        def open_one(value: Any, where: str) -> Any:
+            if not is_sealed(value):
+                return value
+            if keyring is None:
+                from dataworkflows.credentials import SecretKeyError
+
+                raise SecretKeyError(f"the secret field {where} cannot be decrypted without a key")
+            return json.loads(
+                keyring.decrypt(value[ENVELOPE_KEY], self.tenant_id, _name(self.owner, where))
+            )
+
+        return transform(config, self.paths, open_one)
+
+    def reseal(self, config: Any, keyring: KeyRing) -> tuple[Any, bool]:
+        """(config, changed): plaintext secrets sealed, secrets under an older key sealed
+        again under the first key; ones already under the first key left alone."""
+        changed = False
+
+        def reseal_one(value: Any, where: str) -> Any:
+            nonlocal changed
+            name = _name(self.owner, where)
+            if is_sealed(value):
+                token = value[ENVELOPE_KEY]
+                if token.split(".", 2)[1:2] == [keyring.primary_id]:
+                    return value
+                value = json.loads(keyring.decrypt(token, self.tenant_id, name))
+            changed = True
+            return {ENVELOPE_KEY: keyring.encrypt(json.dumps(value), self.tenant_id, name)}
+
+        return transform(config, self.paths, reseal_one), changed
+
+    def mask(self, config: Any) -> Any:
+        """The config as the API shows it: every secret replaced by :data:`MASK`."""
+        return transform(config, self.paths, lambda value, where: MASK)
+
+    def values(self, config: Any) -> dict[str, Any]:
+        """``{json_path: value}`` of every secret present in a config."""
+        found: dict[str, Any] = {}
+
+        def collect(value: Any, where: str) -> Any:
+            found[where] = value
+            return value
+
+        transform(config, self.paths, collect)
+        return found
+
+    def keep_masked(self, new: Any, old: Any) -> Any:
+        """``new`` where a secret sent back as :data:`MASK` keeps ``old``'s value at the
+        same path (a client may PUT what it read)."""
+        previous = self.values(old)
+        return transform(
+            new,
+            self.paths,
+            lambda value, where: previous.get(where, value) if value == MASK else value,
+        )
+
+
+def trigger_fields(model: type[BaseModel], tenant_id: str, trigger_id: str) -> SecretFields:
+    """The secret fields of a trigger's config (``model``: its type's ``Config``)."""
+    return SecretFields(model_secret_paths(model), tenant_id, f"trigger:{trigger_id}")
+
+
+@dataclass
+class ResealPlan:
+    """What :func:`reseal_trigger_rows` would write, and what it could not do."""
+
+    #: (trigger id, the row's ``updated_at`` as read, the new config)
+    updates: list[tuple[str, Any, Any]]
+    total: int = 0
+    current: int = 0
+    #: {"triggerId", "error"} of rows whose secrets could not be decrypted
+    failed: list[dict[str, str]] | None = None
+    #: ids of triggers whose type is not installed (their secrets are unknown)
+    unknown_type: list[str] | None = None
+
+    def summary(self, written: int) -> dict[str, Any]:
+        """``{"total", "reencrypted", "current", "failed", "unknownType"}``."""
+        return {
+            "total": self.total,
+            "reencrypted": written,
+            "current": self.current + len(self.updates) - written,
+            "failed": self.failed or [],
+            "unknownType": self.unknown_type or [],
+        }
+
+
+def reseal_trigger_rows(
+    rows: list[Mapping[str, Any]],
+    models: Mapping[str, type[BaseModel]],
+    keyring: KeyRing,
+    *,
+    decrypt: bool = False,
+) -> ResealPlan:
+    """Plan the re-encryption of trigger rows (``id``, ``tenant_id``, ``type``, ``config``,
+    ``updated_at``): plaintext secrets and ones under an older key are sealed under the
+    first key. ``decrypt`` does the opposite (the downgrade of migration 0007): every
+    sealed secret is written back as plaintext."""
+    from dataworkflows.credentials import SecretKeyError
+
+    plan = ResealPlan([], total=len(rows), failed=[], unknown_type=[])
+    for row in rows:
+        model = models.get(row["type"])
+        if model is None:
+            plan.unknown_type.append(str(row["id"]))  # type: ignore[union-attr]
+            continue
+        fields = trigger_fields(model, row["tenant_id"], str(row["id"]))
+        config = row["config"]
+        try:
+            if decrypt:
+                new = fields.open(config, keyring)
+                changed = new != config
+            else:
+                new, changed = fields.reseal(config, keyring)
+        except SecretKeyError as exc:
+            plan.failed.append({"triggerId": str(row["id"]), "error": str(exc)})  # type: ignore[union-attr]
+            continue
+        if changed:
+            plan.updates.append((str(row["id"]), row["updated_at"], new))
+        else:
+            plan.current += 1
+    return plan
+
+
+def plaintexts(values: Mapping[str, Any]) -> Iterator[str]:
+    """Every string inside secret values (what the redactor must know)."""
+    stack = list(values.values())
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, Mapping):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+
+
+def safe_errors(exc: ValidationError, root: str) -> str:
+    """A validation error as text without the offending input values (which may be
+    secrets): ``"<path>: <message>; ..."``."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        path = root + "".join(
+            f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.get("loc", ())
+        )
+        parts.append(f"{path}: {err['msg']}")
+    return "; ".join(parts)
+
+
+__all__ = [
+    "ANY_ITEM",
+    "ANY_VALUE",
+    "ENVELOPE_KEY",
+    "MASK",
+    "SecretFields",
+    "is_sealed",
+    "model_secret_paths",
+    "plaintexts",
+    "reseal_trigger_rows",
+    "safe_errors",
+    "schema_secret_paths",
+    "transform",
+    "trigger_fields",
+]
