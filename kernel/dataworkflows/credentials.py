@@ -32,6 +32,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -102,6 +103,8 @@ def _associated_data(tenant_id: str, name: str) -> bytes:
 class _Key:
     id: str
     aead: AESGCM
+    #: key of the synthetic nonces of deterministic encryption (derived, never stored)
+    siv: bytes
 
 
 class KeyRing:
@@ -114,7 +117,8 @@ class KeyRing:
                 raise SecretKeyError(f"a credential key must be {KEY_BYTES} bytes long")
             kid = key_id(key)
             if all(k.id != kid for k in self._keys):
-                self._keys.append(_Key(kid, AESGCM(key)))
+                siv = hashlib.sha256(b"dataworkflows-synthetic-nonce\0" + key).digest()
+                self._keys.append(_Key(kid, AESGCM(key), siv))
         if not self._keys:
             raise SecretKeyError("no credential key given")
 
@@ -149,11 +153,25 @@ class KeyRing:
     def ids(self) -> list[str]:
         return [k.id for k in self._keys]
 
-    def encrypt(self, plaintext: str, tenant_id: str, name: str) -> str:
-        """``v1.<key id>.<base64url(nonce + ciphertext + tag)>`` under the first key."""
+    def encrypt(
+        self, plaintext: str, tenant_id: str, name: str, *, deterministic: bool = False
+    ) -> str:
+        """``v1.<key id>.<base64url(nonce + ciphertext + tag)>`` under the first key.
+
+        ``deterministic``: the nonce is an HMAC of the associated data and the plaintext
+        (a synthetic nonce, as in SIV modes) instead of random, so the same value at the
+        same place under the same key gives the same token. Nonces then never repeat for
+        different plaintexts; what leaks is only whether two tokens hold the same value.
+        Used for workflow definitions, whose checksums must stay equal for equal inputs.
+        """
         key = self._keys[0]
-        nonce = os.urandom(NONCE_BYTES)
-        sealed = key.aead.encrypt(nonce, plaintext.encode(), _associated_data(tenant_id, name))
+        data = _associated_data(tenant_id, name)
+        if deterministic:
+            digest = hmac.new(key.siv, data + b"\0" + plaintext.encode(), hashlib.sha256)
+            nonce = digest.digest()[:NONCE_BYTES]
+        else:
+            nonce = os.urandom(NONCE_BYTES)
+        sealed = key.aead.encrypt(nonce, plaintext.encode(), data)
         body = base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
         return f"{TOKEN_VERSION}.{key.id}.{body}"
 
@@ -707,10 +725,14 @@ def register_credential_commands(cli: click.Group) -> None:
         Exits 1 if some credential could not be decrypted with any key.
         """
 
-        async def work(kernel: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-            return await kernel.credentials.store.re_encrypt(), await kernel.triggers.re_encrypt()
+        async def work(kernel: Any) -> tuple[dict[str, Any], ...]:
+            return (
+                await kernel.credentials.store.re_encrypt(),
+                await kernel.triggers.re_encrypt(),
+                await kernel.service.re_encrypt(),
+            )
 
-        summary, triggers = _with_kernel(work, entrypoints=True)
+        summary, triggers, definitions = _with_kernel(work, entrypoints=True)
         click.echo(
             f"credentials: {summary['reencrypted']} re-encrypted, {summary['current']} already "
             f"current, {len(summary['failed'])} failed (of {summary['total']})"
@@ -720,17 +742,24 @@ def register_credential_commands(cli: click.Group) -> None:
             f"{triggers['current']} already current, {len(triggers['failed'])} failed, "
             f"{len(triggers['unknownType'])} of a type not installed (of {triggers['total']})"
         )
+        click.echo(
+            f"secret parameters: {definitions['reencrypted']} workflow versions re-encrypted, "
+            f"{definitions['current']} already current, {len(definitions['failed'])} failed "
+            f"(of {definitions['total']})"
+        )
         for failure in summary["failed"]:
             click.echo(f"  {failure['tenantId']}/{failure['name']}: {failure['error']}", err=True)
         for failure in triggers["failed"]:
-            click.echo(f"  trigger {failure['triggerId']}: {failure['error']}", err=True)
+            click.echo(f"  trigger {failure['id']}: {failure['error']}", err=True)
+        for failure in definitions["failed"]:
+            click.echo(f"  workflow version {failure['id']}: {failure['error']}", err=True)
         for trigger_id in triggers["unknownType"]:
             click.echo(
                 f"  trigger {trigger_id}: its type's plugin is not installed, so its secret "
                 "fields are unknown; install it and run this again",
                 err=True,
             )
-        if summary["failed"] or triggers["failed"]:
+        if summary["failed"] or triggers["failed"] or definitions["failed"]:
             raise SystemExit(1)
 
 

@@ -29,9 +29,10 @@ from dataworkflows.events import RunEvent
 from dataworkflows.ledger import RunLedger
 from dataworkflows.plugin_api import PluginAPI
 from dataworkflows.plugins import PluginSet, load_plugins
-from dataworkflows.redaction import install_log_redaction
+from dataworkflows.redaction import install_log_redaction, redactor
 from dataworkflows.resources import ResourceStore
 from dataworkflows.scheduler import Scheduler
+from dataworkflows.secret_fields import DefinitionSecrets, plaintexts
 from dataworkflows.service import WorkflowService
 from dataworkflows.settings import Settings
 from dataworkflows.store import WorkflowStore
@@ -79,6 +80,9 @@ class Kernel:
         )
         if secret_key and self.credentials.store.key_problem:
             log.error("credential store disabled: %s", self.credentials.store.key_problem)
+        # secret parameters that actions declare are encrypted in stored definitions
+        self.definition_secrets = DefinitionSecrets(self.action_params())
+        self.store.open_definition = self._open_definition
         self.resources = ResourceStore(self.db)
         self.ledger = RunLedger(
             self.db,
@@ -113,6 +117,8 @@ class Kernel:
             templates=self.templates,
             on_enqueued=self.worker.wake,
             dispatcher=self.worker,
+            secrets=self.definition_secrets,
+            credentials=self.credentials.store,
         )
         self.triggers = TriggerService(
             db=self.db,
@@ -141,12 +147,28 @@ class Kernel:
                 migrate.upgrade,
                 url,
                 secret_key=self._secret_key,
-                trigger_models={n: e.cls.Config for n, e in self.plugins.triggers.items()},
+                trigger_models=self.trigger_configs(),
+                action_models=self.action_params(),
             )
         elif not await asyncio.to_thread(migrate.is_up_to_date, url):
             raise SchemaOutOfDate(
                 "the database schema is not up to date: run `dataworkflows db upgrade`"
             )
+
+    def trigger_configs(self) -> dict[str, Any]:
+        """Trigger type → its ``Config`` model (where its secret fields are declared)."""
+        return {name: entry.cls.Config for name, entry in self.plugins.triggers.items()}
+
+    def action_params(self) -> dict[str, Any]:
+        """Action type → its ``Params`` model (where its secret parameters are declared)."""
+        return {name: entry.cls.Params for name, entry in self.plugins.actions.items()}
+
+    def _open_definition(self, definition: dict[str, Any]) -> dict[str, Any]:
+        """A stored definition with its secret parameters decrypted (and registered with
+        the redactor, so rendered parameters, outputs and logs never show them)."""
+        opened = self.definition_secrets.open(definition, self.credentials.store.keyring_or_none)
+        redactor.add_all(plaintexts(self.definition_secrets.values(opened)))
+        return dict(opened)
 
     def action_services(self, *, tenant_id: str, workflow_id: str) -> dict[str, Any]:
         """The :class:`~dataworkflows.ActionContext` fields of an attempt that come from

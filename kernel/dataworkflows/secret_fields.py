@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
@@ -153,6 +153,17 @@ class SecretFields:
     paths: frozenset[Path]
     tenant_id: str
     owner: str
+    #: equal values at the same place give equal tokens (see ``KeyRing.encrypt``)
+    deterministic: bool = False
+
+    def _encrypt(self, keyring: KeyRing, value: Any, where: str) -> dict[str, str]:
+        token = keyring.encrypt(
+            json.dumps(value),
+            self.tenant_id,
+            _name(self.owner, where),
+            deterministic=self.deterministic,
+        )
+        return {ENVELOPE_KEY: token}
 
     def seal(self, config: Any, keyring: KeyRing | None) -> Any:
         """The config with every plaintext secret encrypted under the first key.
@@ -167,8 +178,7 @@ class SecretFields:
                 from dataworkflows.credentials import SecretKeyError
 
                 raise SecretKeyError("no secret key to encrypt a secret field with")
-            token = keyring.encrypt(json.dumps(value), self.tenant_id, _name(self.owner, where))
-            return {ENVELOPE_KEY: token}
+            return self._encrypt(keyring, value, where)
 
         return transform(config, self.paths, seal_one)
 
@@ -202,7 +212,7 @@ class SecretFields:
                     return value
                 value = json.loads(keyring.decrypt(token, self.tenant_id, name))
             changed = True
-            return {ENVELOPE_KEY: keyring.encrypt(json.dumps(value), self.tenant_id, name)}
+            return self._encrypt(keyring, value, where)
 
         return transform(config, self.paths, reseal_one), changed
 
@@ -232,23 +242,99 @@ class SecretFields:
         )
 
 
+class DefinitionSecrets:
+    """The secret parameters of a workflow definition's nodes, as declared by each node's
+    action (its ``Params`` model). Workflow ids are global, so a token is bound to the
+    workflow id, the node id and the JSON path inside the node's ``parameters``. Tokens
+    are deterministic (equal definitions keep equal checksums and audit diffs)."""
+
+    def __init__(self, models: Mapping[str, type[BaseModel]]) -> None:
+        """``models``: action type → its ``Params`` model."""
+        self.models = models
+
+    def _fields(self, workflow_id: str, node: Any) -> SecretFields | None:
+        if not isinstance(node, Mapping) or not isinstance(node.get("parameters"), Mapping):
+            return None
+        model = self.models.get(node.get("actionType"))  # type: ignore[arg-type]
+        paths = model_secret_paths(model) if model is not None else frozenset()
+        if not paths:
+            return None
+        return SecretFields(paths, "", f"workflow:{workflow_id}:node:{node.get('id')}", True)
+
+    def _each(self, definition: Any, fn: Callable[[SecretFields, Any], Any]) -> Any:
+        """A copy of the definition with ``fn(fields, parameters)`` applied to the
+        parameters of every node that has secret fields."""
+        if not isinstance(definition, Mapping) or not isinstance(definition.get("nodes"), list):
+            return definition
+        workflow_id = str(definition.get("id"))
+        nodes = []
+        for node in definition["nodes"]:
+            fields = self._fields(workflow_id, node)
+            if fields is not None:
+                node = {**node, "parameters": fn(fields, node["parameters"])}
+            nodes.append(node)
+        return {**definition, "nodes": nodes}
+
+    def values(self, definition: Any) -> dict[str, Any]:
+        """``{"<node id>:<json path>": value}`` of every secret parameter present."""
+        found: dict[str, Any] = {}
+
+        def collect(fields: SecretFields, params: Any) -> Any:
+            for where, value in fields.values(params).items():
+                found[f"{fields.owner}:{where}"] = value
+            return params
+
+        self._each(definition, collect)
+        return found
+
+    def seal(self, definition: Any, keyring: KeyRing | None) -> Any:
+        """The definition to store (see :meth:`SecretFields.seal`)."""
+        return self._each(definition, lambda fields, params: fields.seal(params, keyring))
+
+    def open(self, definition: Any, keyring: KeyRing | None) -> Any:
+        """The stored definition with its secret parameters decrypted."""
+        return self._each(definition, lambda fields, params: fields.open(params, keyring))
+
+    def mask(self, definition: Any) -> Any:
+        """The definition as the API shows it."""
+        return self._each(definition, lambda fields, params: fields.mask(params))
+
+    def reseal(self, definition: Any, keyring: KeyRing) -> tuple[Any, bool]:
+        """(definition, changed) with every secret sealed under the first key."""
+        changed = False
+
+        def reseal_params(fields: SecretFields, params: Any) -> Any:
+            nonlocal changed
+            new, node_changed = fields.reseal(params, keyring)
+            changed = changed or node_changed
+            return new
+
+        return self._each(definition, reseal_params), changed
+
+
 def trigger_fields(model: type[BaseModel], tenant_id: str, trigger_id: str) -> SecretFields:
     """The secret fields of a trigger's config (``model``: its type's ``Config``)."""
     return SecretFields(model_secret_paths(model), tenant_id, f"trigger:{trigger_id}")
 
 
+class _Sealer(Protocol):
+    def open(self, value: Any, keyring: KeyRing | None) -> Any: ...
+
+    def reseal(self, value: Any, keyring: KeyRing) -> tuple[Any, bool]: ...
+
+
 @dataclass
 class ResealPlan:
-    """What :func:`reseal_trigger_rows` would write, and what it could not do."""
+    """What :func:`plan_reseal` would write, and what it could not do."""
 
-    #: (trigger id, the row's ``updated_at`` as read, the new config)
-    updates: list[tuple[str, Any, Any]]
+    #: (the row's key, the new value)
+    updates: list[tuple[Any, Any]] = field(default_factory=list)
     total: int = 0
     current: int = 0
-    #: {"triggerId", "error"} of rows whose secrets could not be decrypted
-    failed: list[dict[str, str]] | None = None
-    #: ids of triggers whose type is not installed (their secrets are unknown)
-    unknown_type: list[str] | None = None
+    #: ``{"id", "error"}`` of rows whose secrets could not be decrypted
+    failed: list[dict[str, str]] = field(default_factory=list)
+    #: rows whose owner (a trigger type) is not installed: their secrets are unknown
+    unknown_type: list[str] = field(default_factory=list)
 
     def summary(self, written: int) -> dict[str, Any]:
         """``{"total", "reencrypted", "current", "failed", "unknownType"}``."""
@@ -256,46 +342,61 @@ class ResealPlan:
             "total": self.total,
             "reencrypted": written,
             "current": self.current + len(self.updates) - written,
-            "failed": self.failed or [],
-            "unknownType": self.unknown_type or [],
+            "failed": self.failed,
+            "unknownType": self.unknown_type,
         }
 
 
-def reseal_trigger_rows(
-    rows: list[Mapping[str, Any]],
-    models: Mapping[str, type[BaseModel]],
-    keyring: KeyRing,
-    *,
-    decrypt: bool = False,
+def plan_reseal(
+    rows: list[tuple[Any, Any, _Sealer | None]], keyring: KeyRing, *, decrypt: bool = False
 ) -> ResealPlan:
-    """Plan the re-encryption of trigger rows (``id``, ``tenant_id``, ``type``, ``config``,
-    ``updated_at``): plaintext secrets and ones under an older key are sealed under the
-    first key. ``decrypt`` does the opposite (the downgrade of migration 0007): every
-    sealed secret is written back as plaintext."""
+    """Plan the re-encryption of stored values: ``rows`` are (key, stored value, its
+    sealer or None when its owner is unknown). Plaintext secrets and ones under an older
+    key are sealed under the first key; ``decrypt`` does the opposite (the downgrade of
+    migration 0007): every sealed secret becomes plaintext again."""
     from dataworkflows.credentials import SecretKeyError
 
-    plan = ResealPlan([], total=len(rows), failed=[], unknown_type=[])
-    for row in rows:
-        model = models.get(row["type"])
-        if model is None:
-            plan.unknown_type.append(str(row["id"]))  # type: ignore[union-attr]
+    plan = ResealPlan(total=len(rows))
+    for key, value, sealer in rows:
+        if sealer is None:
+            plan.unknown_type.append(str(key))
             continue
-        fields = trigger_fields(model, row["tenant_id"], str(row["id"]))
-        config = row["config"]
         try:
             if decrypt:
-                new = fields.open(config, keyring)
-                changed = new != config
+                new = sealer.open(value, keyring)
+                changed = new != value
             else:
-                new, changed = fields.reseal(config, keyring)
+                new, changed = sealer.reseal(value, keyring)
         except SecretKeyError as exc:
-            plan.failed.append({"triggerId": str(row["id"]), "error": str(exc)})  # type: ignore[union-attr]
+            plan.failed.append({"id": str(key), "error": str(exc)})
             continue
         if changed:
-            plan.updates.append((str(row["id"]), row["updated_at"], new))
+            plan.updates.append((key, new))
         else:
             plan.current += 1
     return plan
+
+
+def trigger_rows(
+    rows: list[Mapping[str, Any]], models: Mapping[str, type[BaseModel]]
+) -> list[tuple[Any, Any, _Sealer | None]]:
+    """:func:`plan_reseal` rows of ``workflow_triggers`` rows (``id``, ``tenant_id``,
+    ``type``, ``config``); the key is the trigger id."""
+    out: list[tuple[Any, Any, _Sealer | None]] = []
+    for row in rows:
+        model = models.get(row["type"])
+        sealer = trigger_fields(model, row["tenant_id"], str(row["id"])) if model else None
+        out.append((str(row["id"]), row["config"], sealer))
+    return out
+
+
+def definition_rows(
+    rows: list[Mapping[str, Any]], secrets: DefinitionSecrets
+) -> list[tuple[Any, Any, _Sealer | None]]:
+    """:func:`plan_reseal` rows of ``workflow_definitions`` rows (``workflow_id``,
+    ``version``, ``definition``); the key is ``(workflow_id, version)``. Nodes of an
+    action type that is not installed are left as they are."""
+    return [((r["workflow_id"], r["version"]), r["definition"], secrets) for r in rows]
 
 
 def plaintexts(values: Mapping[str, Any]) -> Iterator[str]:
@@ -328,13 +429,16 @@ __all__ = [
     "ANY_VALUE",
     "ENVELOPE_KEY",
     "MASK",
+    "DefinitionSecrets",
     "SecretFields",
+    "definition_rows",
     "is_sealed",
     "model_secret_paths",
     "plaintexts",
-    "reseal_trigger_rows",
+    "plan_reseal",
     "safe_errors",
     "schema_secret_paths",
     "transform",
     "trigger_fields",
+    "trigger_rows",
 ]

@@ -38,9 +38,10 @@ from dataworkflows.redaction import redactor
 from dataworkflows.secret_fields import (
     SecretFields,
     plaintexts,
-    reseal_trigger_rows,
+    plan_reseal,
     safe_errors,
     trigger_fields,
+    trigger_rows,
 )
 from dataworkflows.service import WorkflowService
 from dataworkflows.store import WorkflowStore
@@ -173,13 +174,14 @@ class TriggerService:
                 )
             ]
         models = {name: entry.cls.Config for name, entry in self.plugins.triggers.items()}
-        plan = reseal_trigger_rows(rows, models, keyring)
+        plan = plan_reseal(trigger_rows(rows, models), keyring)
+        read_at = {str(row["id"]): row["updated_at"] for row in rows}
         written = 0
-        for trigger_id, updated_at, config in plan.updates:
+        for trigger_id, config in plan.updates:
             async with self.db.begin() as conn:
                 result = await conn.execute(
                     update(t)
-                    .where(t.c.id == trigger_id, t.c.updated_at == updated_at)
+                    .where(t.c.id == trigger_id, t.c.updated_at == read_at[trigger_id])
                     .values(config=config)
                 )
             written += result.rowcount  # 0: changed meanwhile, by a writer that sealed it

@@ -1,25 +1,29 @@
-"""encrypt the secret fields of stored trigger configs (data only, no schema change)
+"""encrypt the secret fields of stored trigger configs and definitions (data only)
 
 Revision ID: 0007_trigger_secrets
 Revises: 0006_merge
 Create Date: 2026-12-06 20:00:00
 
-Upgrade: every field a trigger type declares secret (``SecretStr`` or ``writeOnly``) that
-is still plaintext in ``workflow_triggers.config`` is replaced by its AES-GCM envelope
-``{"$encrypted": "v1.<key id>.<...>"}`` (see ``dataworkflows.secret_fields`` and
-``dataworkflows.db.seal_secrets``). Needs the key only when such a row exists.
+Upgrade: every field a plugin declares secret (``SecretStr`` or ``writeOnly``: a trigger
+type's config in ``workflow_triggers.config``, an action's parameters in
+``workflow_definitions.definition``) that is still plaintext is replaced by its AES-GCM
+envelope ``{"$encrypted": "v1.<key id>.<...>"}``, and the checksum of a changed definition
+is recomputed over the sealed form (see ``dataworkflows.secret_fields`` and
+``dataworkflows.db.seal_secrets``). Needs the key only when such a value exists.
 
 Downgrade: writes every such secret back as **plaintext**, because the code before this
-revision reads the field as a plain string (a webhook would stop verifying signatures
-otherwise). Needs the key that encrypted them; after a downgrade the secrets are readable
-in the database again, as they were before this revision.
+revision reads the fields as plain values (a webhook would stop verifying signatures, an
+action would receive an envelope). Needs the key that encrypted them. After a downgrade
+the secrets are readable in the database again, as they were before this revision;
+checksums are kept (an identical definition added later is then not recognised as a
+duplicate version, which is harmless).
 """
 
 from collections.abc import Sequence
 
 from alembic import context, op
 
-from dataworkflows.db.seal_secrets import migrate_trigger_secrets
+from dataworkflows.db.seal_secrets import migrate_secret_fields
 
 revision: str = "0007_trigger_secrets"
 down_revision: str | Sequence[str] | None = "0006_merge"
@@ -28,8 +32,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    migrate_trigger_secrets(op.get_bind(), context.config.attributes, decrypt=False)
+    migrate_secret_fields(op.get_bind(), context.config.attributes, decrypt=False)
 
 
 def downgrade() -> None:
-    migrate_trigger_secrets(op.get_bind(), context.config.attributes, decrypt=True)
+    migrate_secret_fields(op.get_bind(), context.config.attributes, decrypt=True)

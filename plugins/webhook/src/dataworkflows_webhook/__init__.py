@@ -72,9 +72,11 @@ class SignatureConfig(_Model):
     seconds, sent in that header), and sends ``prefix + hex`` in ``header``.
     """
 
-    #: the shared secret, stored with the trigger (shown as ``**********``)
+    #: the shared secret, stored with the trigger; ``SecretStr`` declares it secret, so
+    #: the kernel encrypts it at rest and shows it as ``**********``
     secret: SecretStr | None = None
-    #: or: the name of a credential, looked up through the credential providers
+    #: or: the name of a credential, resolved by the kernel's one resolver (encrypted
+    #: store, providers, environment; see ``PluginAPI.resolve_secret``)
     secret_name: str | None = None
     header: str = "X-Signature-256"
     prefix: str = "sha256="

@@ -1,4 +1,5 @@
-"""Secret fields of trigger configs are encrypted at rest (issue #23), on every backend.
+"""Secret fields declared by plugins are encrypted at rest (issue #23), on every backend:
+trigger configs (a webhook's inline signing secret) and actions' parameters in definitions.
 
 A canary secret given inline to a webhook trigger, through the API and the CLI, must appear
 in no table, no database file (SQLite: the file, its WAL, ``.dump``; PostgreSQL:
@@ -90,6 +91,34 @@ def _sqlite_files(path: Path) -> str:
     with sqlite3.connect(path) as raw:  # what `sqlite3 FILE .dump` prints
         parts.append("\n".join(raw.iterdump()))
     return "\n".join(parts)
+
+
+class Answers:
+    """Calls the API and keeps every answer's text (to look for a canary in them)."""
+
+    def __init__(self, api: Any) -> None:
+        self.api = api
+        self.texts: list[str] = []
+
+    async def call(self, method: str, path: str, status: int | None = None, **kw: Any) -> Any:
+        """The parsed answer; its status must be ``status`` (default: any 2xx)."""
+        resp = await self.api.request(method, path, **kw)
+        text = await resp.text()
+        self.texts.append(text)
+        assert resp.status == status if status else resp.status < 300, text
+        return json.loads(text) if text else None
+
+
+async def canary_setup(
+    kernel_factory: Any, api_factory: Any, caplog: pytest.LogCaptureFixture, **kernel: Any
+) -> tuple[str, str, Any, Any, Answers]:
+    """(a canary secret, a key, a kernel with that key, its API, an answer recorder);
+    every log record from now on is captured."""
+    caplog.set_level(logging.DEBUG)
+    key = generate_key()
+    started = await kernel_factory(secret_key=key, **kernel)
+    api = await api_factory(started)
+    return canary(), key, started, api, Answers(api)
 
 
 async def create_workflow(api: Any, load_fixture: Any) -> None:
@@ -217,19 +246,10 @@ async def test_an_inline_webhook_secret_is_never_stored_or_shown(
     database_url: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG)
-    secret = canary()
-    old = generate_key()
-    kernel = await kernel_factory(clock=FakeClock(NOW), secret_key=old)
-    api = await api_factory(kernel)
-    answers: list[str] = []
-
-    async def call(method: str, path: str, **kwargs: Any) -> Any:
-        resp = await api.request(method, path, **kwargs)
-        text = await resp.text()
-        answers.append(text)
-        assert resp.status < 300, text
-        return json.loads(text) if text else None
+    secret, old, kernel, api, recorder = await canary_setup(
+        kernel_factory, api_factory, caplog, clock=FakeClock(NOW)
+    )
+    call, answers = recorder.call, recorder.texts
 
     await create_workflow(api, load_fixture)
     base = "/api/v1/workflows/webhook-echo/triggers"
@@ -494,3 +514,158 @@ async def test_secret_name_resolves_a_credential_stored_through_the_api(
     assert await kernel.plugin_api.resolve_secret("unknown-name") is None
     # another tenant's stored credential is not reachable
     assert await kernel.plugin_api.resolve_secret("hook-key", "other-tenant") is None
+
+
+# -- secret parameters of actions, in stored definitions ------------------------------------
+
+
+class TokenParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: SecretStr
+    note: str = ""
+
+
+def _token_action() -> Any:
+    from dataworkflows import Action, ActionContext, ActionResult
+
+    class UseToken(Action):
+        type = "test.use-token"
+        title = "Uses a secret token parameter"
+        Params = TokenParams
+
+        async def run(self, ctx: ActionContext, params: TokenParams) -> ActionResult:
+            token = params.token.get_secret_value()
+            logging.getLogger("test.use-token").info("using token %s", token)
+            return ActionResult.succeeded({"length": len(token), "echo": token})
+
+    return UseToken
+
+
+class TokenPlugin:
+    @hookimpl
+    def register_actions(self, register: Any) -> None:
+        register(_token_action())
+
+
+def token_workflow(secret: str, workflow_id: str = "uses-token") -> dict[str, Any]:
+    return {
+        "id": workflow_id,
+        "displayName": "Uses a token",
+        "nodes": [
+            {
+                "id": "call",
+                "actionType": "test.use-token",
+                "parameters": {"token": secret, "note": "{{ trigger.note }}"},
+            }
+        ],
+    }
+
+
+async def test_secret_action_parameters_are_sealed_in_definitions(
+    kernel_factory: Any,
+    api_factory: Any,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret, old, kernel, api, recorder = await canary_setup(
+        kernel_factory, api_factory, caplog, plugins=[TokenPlugin()]
+    )
+    call, answers = recorder.call, recorder.texts
+
+    created = await call(
+        "POST", "/api/v1/workflows?autoActivate=true", 201, json=token_workflow(secret)
+    )
+    assert created["definition"]["nodes"][0]["parameters"]["token"] == MASK
+    # the same definition again is recognised (sealing is deterministic for definitions)
+    again = await call(
+        "POST", "/api/v1/workflows/uses-token/versions", 409, json=token_workflow(secret)
+    )
+    assert again["code"] == "duplicate_version"
+    await call(
+        "POST", "/api/v1/workflows/uses-token/versions", 201, json=token_workflow(secret + "2")
+    )
+    await call("GET", "/api/v1/workflows/uses-token")
+    await call("GET", "/api/v1/workflows/uses-token/versions/1")
+    await call("GET", "/api/v1/workflows/uses-token/audit")
+    await call("POST", "/api/v1/workflows/uses-token/publish")  # version 2
+    await call("POST", "/api/v1/workflows/uses-token/rollback")  # back to version 1
+
+    async def run_once(kernel: Any, api: Any) -> None:
+        resp = await api.post(
+            "/api/v1/workflows/uses-token/execute", json={"trigger": {"note": "n"}}
+        )
+        answers.append(await resp.text())
+        execution_id = (await resp.json())["executionId"]
+        assert await kernel.ledger.wait_until_final(uuid.UUID(execution_id), 30) == "Succeeded"
+        run = await call("GET", f"/api/v1/executions/{execution_id}")
+        outputs = run["actions"][0]["outputs"]
+        assert outputs["length"] == len(secret)  # the action got the plaintext
+        await call("GET", f"/api/v1/executions/{execution_id}/events")
+
+    await run_once(kernel, api)
+    stored = await everything_stored(kernel, database_url)
+    assert secret not in stored and ENVELOPE_KEY in stored
+    assert not any(secret in a for a in answers)
+    assert secret not in caplog.text
+
+    # rotation
+    new = generate_key()
+    rotating = await kernel_factory(plugins=[TokenPlugin()], secret_key=f"{new},{old}")
+    assert (await rotating.service.re_encrypt())["reencrypted"] == 2
+    await kernel.close()
+    await rotating.close()
+    rotated = await kernel_factory(plugins=[TokenPlugin()], secret_key=new)
+    await run_once(rotated, await api_factory(rotated))
+    assert secret not in await everything_stored(rotated, database_url)
+    assert not any(secret in a for a in answers)
+
+
+async def test_without_a_key_a_secret_parameter_is_refused(
+    kernel_factory: Any, api_factory: Any
+) -> None:
+    kernel = await kernel_factory(plugins=[TokenPlugin()], secret_key=None, secret_key_file="")
+    api = await api_factory(kernel)
+    resp = await api.post("/api/v1/workflows", json=token_workflow(canary()))
+    assert resp.status == 503 and (await resp.json())["code"] == "secret_key_missing"
+    resp = await api.get("/api/v1/workflows/uses-token")
+    assert resp.status == 404
+
+
+async def test_migration_seals_plaintext_parameters_and_their_checksum(
+    kernel_factory: Any, database_url: str
+) -> None:
+    from dataworkflows.db.models import workflow_definitions
+    from dataworkflows.definitions import checksum
+
+    secret = canary()
+    key = generate_key()
+    kernel = await kernel_factory(plugins=[TokenPlugin()], secret_key=key)
+    await kernel.service.create_workflow(token_workflow(secret), auto_activate=True)
+    plaintext = token_workflow(secret)
+    d = workflow_definitions
+    async with kernel.db.begin() as conn:  # as the code before 0007 stored it
+        await conn.execute(update(d).values(definition=plaintext, checksum=checksum(plaintext)))
+    models = {"test.use-token": TokenParams}
+
+    async def stored() -> tuple[Any, str]:
+        async with kernel.db.connect() as conn:
+            row = (await conn.execute(select(d.c.definition, d.c.checksum))).one()
+        return row.definition, row.checksum
+
+    await asyncio.to_thread(
+        migrate.downgrade, database_url, "0006_merge", secret_key=key, action_models=models
+    )
+    await asyncio.to_thread(migrate.upgrade, database_url, secret_key=key, action_models=models)
+    definition, digest = await stored()
+    assert secret not in json.dumps(definition) and digest == checksum(definition)
+    await asyncio.to_thread(
+        migrate.downgrade, database_url, "0006_merge", secret_key=key, action_models=models
+    )
+    assert (await stored())[0] == plaintext
+    await asyncio.to_thread(migrate.upgrade, database_url, secret_key=key, action_models=models)
+    assert secret not in json.dumps((await stored())[0])
+    await kernel.close()
+    again = await kernel_factory(plugins=[TokenPlugin()], secret_key=key)
+    assert (await again.store.definition("uses-token", 1))["nodes"][0]["parameters"][
+        "token"
+    ] == secret
