@@ -669,3 +669,40 @@ async def test_migration_seals_plaintext_parameters_and_their_checksum(
     assert (await again.store.definition("uses-token", 1))["nodes"][0]["parameters"][
         "token"
     ] == secret
+
+
+async def test_a_masked_secret_sent_back_keeps_the_stored_one_or_is_refused(
+    kernel_factory: Any, api_factory: Any, load_fixture: Any
+) -> None:
+    kernel = await kernel_factory(plugins=[TokenPlugin()], clock=FakeClock(NOW))
+    api = await api_factory(kernel)
+    secret = canary()
+    # definitions: a version built from what GET answered keeps the node's secret
+    assert (await api.post("/api/v1/workflows", json=token_workflow(secret))).status == 201
+    shown = (await (await api.get("/api/v1/workflows/uses-token")).json())["definition"]
+    assert shown["nodes"][0]["parameters"]["token"] == MASK
+    shown["displayName"] = "Uses a token, v2"
+    resp = await api.post("/api/v1/workflows/uses-token/versions", json=shown)
+    assert resp.status == 201, await resp.text()
+    opened = await kernel.store.definition("uses-token", 2)
+    assert opened["nodes"][0]["parameters"]["token"] == secret
+    # ... but a mask with nothing to keep is refused, and nothing is written
+    resp = await api.post("/api/v1/workflows", json=token_workflow(MASK, "masked-only"))
+    assert resp.status == 422
+    problem = (await resp.json())["details"]["problems"][0]
+    assert problem["code"] == "masked_secret" and problem["path"] == "$.nodes[0].parameters.token"
+    assert (await api.get("/api/v1/workflows/masked-only")).status == 404
+    # triggers: the same
+    await create_workflow(api, load_fixture)
+    masked = {"type": "webhook", "config": {"signature": {"secret": MASK}}}
+    resp = await api.post("/api/v1/workflows/webhook-echo/triggers", json=masked)
+    assert resp.status == 422
+    problem = (await resp.json())["details"]["problems"][0]
+    assert problem == {
+        "path": "$.config.signature.secret",
+        "code": "masked_secret",
+        "message": problem["message"],
+    }
+    async with kernel.db.connect() as conn:
+        count = await conn.execute(select(func.count()).select_from(workflow_triggers))
+        assert count.scalar_one() == 0

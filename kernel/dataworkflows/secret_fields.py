@@ -231,6 +231,10 @@ class SecretFields:
         transform(config, self.paths, collect)
         return found
 
+    def masked_without_value(self, config: Any) -> list[str]:
+        """JSON paths where a secret is still :data:`MASK` (nothing stored to keep)."""
+        return [where for where, value in self.values(config).items() if value == MASK]
+
     def keep_masked(self, new: Any, old: Any) -> Any:
         """``new`` where a secret sent back as :data:`MASK` keeps ``old``'s value at the
         same path (a client may PUT what it read)."""
@@ -298,6 +302,39 @@ class DefinitionSecrets:
     def mask(self, definition: Any) -> Any:
         """The definition as the API shows it."""
         return self._each(definition, lambda fields, params: fields.mask(params))
+
+    def keep_masked(self, new: Any, old: Any) -> Any:
+        """``new`` where a secret parameter sent back as :data:`MASK` keeps the value of
+        the node with the same id and action type in ``old`` (a client may send back a
+        definition it read)."""
+        old_nodes = {
+            (n.get("id"), n.get("actionType")): n.get("parameters")
+            for n in (old.get("nodes") or [] if isinstance(old, Mapping) else [])
+            if isinstance(n, Mapping)
+        }
+        if not isinstance(new, Mapping) or not isinstance(new.get("nodes"), list):
+            return new
+        nodes = []
+        for node in new["nodes"]:
+            fields = self._fields(str(new.get("id")), node)
+            previous = old_nodes.get((node.get("id"), node.get("actionType")))
+            if fields is not None and previous is not None:
+                node = {**node, "parameters": fields.keep_masked(node["parameters"], previous)}
+            nodes.append(node)
+        return {**new, "nodes": nodes}
+
+    def masked_without_value(self, definition: Any) -> list[str]:
+        """JSON paths (``$.nodes[i].parameters...``) where a secret parameter is still
+        :data:`MASK` (nothing stored to keep)."""
+        found: list[str] = []
+        if not isinstance(definition, Mapping) or not isinstance(definition.get("nodes"), list):
+            return found
+        for index, node in enumerate(definition["nodes"]):
+            fields = self._fields(str(definition.get("id")), node)
+            if fields is not None:
+                root = f"$.nodes[{index}].parameters"
+                found += [root + w[1:] for w in fields.masked_without_value(node["parameters"])]
+        return found
 
     def reseal(self, definition: Any, keyring: KeyRing) -> tuple[Any, bool]:
         """(definition, changed) with every secret sealed under the first key."""

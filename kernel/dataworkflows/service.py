@@ -78,10 +78,38 @@ class WorkflowService:
 
     # -- definitions ----------------------------------------------------------------------
 
-    def _sealed(self, raw: Any) -> Any:
+    async def _sealed(self, raw: Any, previous: tuple[str, str] | None = None) -> Any:
         """The definition to store: its secret parameters encrypted (503
-        ``secret_key_missing`` if there are some and no key: nothing is written)."""
+        ``secret_key_missing`` if there are some and no key: nothing is written).
+
+        A secret parameter sent back as ``"**********"`` keeps the value of the same node
+        in the latest version of ``previous`` (workflow id, tenant id); without one it is
+        a 422 and nothing is written."""
         values = self.secrets.values(raw) if self.secrets else {}
+        if self.secrets is not None and self.secrets.masked_without_value(raw):
+            if previous is not None:
+                latest = (await self.store.get(*previous))["latest_version"]
+                raw = self.secrets.keep_masked(
+                    raw, await self.store.definition(previous[0], latest)
+                )
+            masked = self.secrets.masked_without_value(raw)
+            if masked:
+                raise Unprocessable(
+                    f"the workflow definition has {len(masked)} problem(s)",
+                    code="invalid_definition",
+                    details={
+                        "problems": [
+                            {
+                                "path": where,
+                                "code": "masked_secret",
+                                "message": '"**********" keeps a stored secret of the same '
+                                "node, and none is stored: send the secret itself",
+                            }
+                            for where in masked
+                        ]
+                    },
+                )
+            values = self.secrets.values(raw)
         if not values:
             return raw
         assert self.secrets is not None and self.credentials is not None
@@ -128,7 +156,7 @@ class WorkflowService:
     ) -> dict[str, Any]:
         """Create a workflow at version 1 (Draft, or Active with ``auto_activate``)."""
         definition = self.validate(raw)
-        stored = self._sealed(raw)
+        stored = await self._sealed(raw)
         row = await self.store.create(
             workflow_id=definition.id,
             display_name=definition.display_name,
@@ -167,7 +195,7 @@ class WorkflowService:
                     ]
                 },
             )
-        stored = self._sealed(raw)
+        stored = await self._sealed(raw, (workflow_id, tenant_id))
         version = await self.store.add_version(
             workflow_id=workflow_id,
             tenant_id=tenant_id,

@@ -130,6 +130,20 @@ class TriggerService:
     def _fields(self, cls: type[TriggerType], row: Mapping[str, Any]) -> SecretFields:
         return trigger_fields(cls.Config, row["tenant_id"], str(row["id"]))
 
+    @staticmethod
+    def _check_masks(fields: SecretFields, config: Any, problems: list[dict[str, str]]) -> None:
+        """A secret sent as ``"**********"`` where none is stored is refused: it would
+        become the secret."""
+        for where in fields.masked_without_value(config):
+            problems.append(
+                _problem(
+                    "$.config" + where[1:],
+                    "masked_secret",
+                    '"**********" keeps a stored secret, and none is stored here: send the '
+                    "secret itself",
+                )
+            )
+
     def _seal(self, fields: SecretFields, config: Any) -> Any:
         """The config to store: its secrets encrypted (503 ``secret_key_missing`` when
         there is a secret and no key: nothing is written)."""
@@ -316,15 +330,16 @@ class TriggerService:
             )
         config_raw = raw.get("config", {})
         config = None
+        trigger_id = str(uuid.uuid4())
         if cls is not None and isinstance(config_raw, dict):
             config = self._validate_config(cls, config_raw, problems)
+            fields = self._fields(cls, {"tenant_id": tenant_id, "id": trigger_id})
+            self._check_masks(fields, config_raw, problems)
         self._validate_condition(raw.get("activationCondition"), problems)
         if problems or cls is None:
             raise _invalid(problems)
         enabled = raw.get("enabled", True)
         now = self.clock.now()
-        trigger_id = str(uuid.uuid4())
-        fields = self._fields(cls, {"tenant_id": tenant_id, "id": trigger_id})
         stored_config = self._seal(fields, config_raw)
         async with self.db.begin() as conn:
             await conn.execute(
@@ -462,6 +477,7 @@ class TriggerService:
                 old = self._open_for_api(fields, row["config"])
                 new_raw = fields.keep_masked(new_raw if replace else merge_patch(old, new_raw), old)
                 config = self._validate_config(cls, new_raw, problems)
+                self._check_masks(fields, new_raw, problems)
                 if config is not None:
                     values["config"] = self._seal(fields, new_raw)
         if "activationCondition" in raw:
