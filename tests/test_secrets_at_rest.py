@@ -303,9 +303,14 @@ async def test_an_inline_webhook_secret_is_never_stored_or_shown(
 
 
 async def test_without_a_key_an_inline_secret_is_refused_and_nothing_is_written(
-    kernel_factory: Any, api_factory: Any, load_fixture: Any
+    kernel_factory: Any, api_factory: Any, load_fixture: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING)
     kernel = await kernel_factory(secret_key=None, secret_key_file="")
+    started = [
+        r.getMessage() for r in caplog.records if "credential store disabled" in r.getMessage()
+    ]
+    assert len(started) == 1 and "dataworkflows credentials generate-key" in started[0]
     api = await api_factory(kernel)
     await create_workflow(api, load_fixture)
     resp = await api.post(

@@ -78,8 +78,12 @@ class Kernel:
         self.credentials = CredentialService(
             CredentialStore(self.db, self.clock, secret_key, missing=missing), self.plugins
         )
-        if secret_key and self.credentials.store.key_problem:
-            log.error("credential store disabled: %s", self.credentials.store.key_problem)
+        if self.credentials.store.key_problem:
+            log.log(
+                logging.ERROR if secret_key else logging.WARNING,
+                "credential store disabled: %s",
+                self.credentials.store.key_problem,
+            )
         # secret parameters that actions declare are encrypted in stored definitions
         self.definition_secrets = DefinitionSecrets(self.action_params())
         self.store.open_definition = self._open_definition
