@@ -1,6 +1,6 @@
 """encrypt the secret fields of stored trigger configs and definitions (data only)
 
-Revision ID: 0007_trigger_secrets
+Revision ID: 0007_secret_fields
 Revises: 0006_merge
 Create Date: 2026-12-06 20:00:00
 
@@ -25,7 +25,7 @@ from alembic import context, op
 
 from dataworkflows.db.seal_secrets import migrate_secret_fields
 
-revision: str = "0007_trigger_secrets"
+revision: str = "0007_secret_fields"
 down_revision: str | Sequence[str] | None = "0006_merge"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
