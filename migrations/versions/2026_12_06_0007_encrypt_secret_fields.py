@@ -10,6 +10,9 @@ type's config in ``workflow_triggers.config``, an action's parameters in
 envelope ``{"$encrypted": "v1.<key id>.<...>"}``, and the checksum of a changed definition
 is recomputed over the sealed form (see ``dataworkflows.secret_fields`` and
 ``dataworkflows.db.seal_secrets``). Needs the key only when such a value exists.
+The rows' old versions may survive in free pages (SQLite) or dead tuples (PostgreSQL) until
+``VACUUM``, and in backups taken before: run ``VACUUM`` afterwards and rotate secrets that
+backups hold in plaintext.
 
 Downgrade: writes every such secret back as **plaintext**, because the code before this
 revision reads the fields as plain values (a webhook would stop verifying signatures, an
