@@ -209,7 +209,7 @@ async def test_unknown_fields_and_bad_json(api_factory, kernel_factory):
 
 
 async def test_without_a_key_nothing_is_stored(api_factory, kernel_factory):
-    kernel = await kernel_factory()
+    kernel = await kernel_factory(secret_key=None, secret_key_file="")  # no key at all
     api = await api_factory(kernel)
     resp = await api.post("/api/v1/credentials", json={"name": "slack", "secret": SECRET})
     assert resp.status == 503
@@ -284,7 +284,7 @@ async def test_a_wrong_key_fails_the_step_clearly(kernel_factory, database_url):
     assert error["code"] == "credential_store_locked"
     assert "re-encrypt" in error["message"] and SECRET not in json.dumps(run)
     await reader.stop_worker()  # the next run must be executed by the key-less kernel
-    locked = await kernel_factory(plugins=[ShowPlugin()])
+    locked = await kernel_factory(plugins=[ShowPlugin()], secret_key=None, secret_key_file="")
     run = await run_as(locked, show("slack", "show-locked"), "default")
     assert run["actions"][0]["error"]["code"] == "credential_store_locked"
     assert "DATAWORKFLOWS_SECRET_KEY is not set" in run["actions"][0]["error"]["message"]
@@ -339,7 +339,9 @@ def test_cli_set_list_rotate_and_delete(database_url, monkeypatch):
     assert [c["name"] for c in listed] == ["slack"] and listed[0]["allowedHosts"] == ["slack.com"]
     assert SECRET not in result.output
 
+    monkeypatch.setenv("DATAWORKFLOWS_SECRET_KEY_FILE", "")  # no key file either
     result = cli("credentials", "set", "nokey", key=None, stdin=SECRET + "\n")
+    monkeypatch.delenv("DATAWORKFLOWS_SECRET_KEY_FILE")
     assert result.exit_code == 1 and "DATAWORKFLOWS_SECRET_KEY is not set" in result.output
 
     result = cli("credentials", "re-encrypt", key=new)  # the old key is missing

@@ -310,7 +310,7 @@ async def test_a_tenants_secret_is_redacted_in_every_tenants_runs(kernel_factory
     kernel = await kernel_factory(plugins=[Plugin()])
     # handed to tenant acme, by each path that hands secrets out
     assert (await kernel.credentials.resolve("acme", "acme-token")).secret == secret
-    assert kernel.plugin_api.resolve_secret("acme-token", "acme") == secret
+    assert await kernel.plugin_api.resolve_secret("acme-token", "acme") == secret
     kernel.credentials.for_tenant("acme").mark_secret("acme-derived-signature")
     assert kernel.redactor.count("acme") == 2
     assert kernel.redactor.count("globex") == 0

@@ -7,8 +7,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
-
 from dataworkflows.clock import FakeClock
 from dataworkflows_webhook import sign
 
@@ -19,14 +17,17 @@ async def test_webhook_fixture_end_to_end(
     kernel_factory: Any,
     api_factory: Any,
     load_fixture: Any,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("DATAWORKFLOWS_CREDENTIAL_WEBHOOK_ECHO_SECRET", SECRET)
+    # as docs/triggers.md's walk-through: the secret is a credential stored through the
+    # API (SQLite: its key file is generated on first start), found by the trigger's
+    # secretName through the same resolver actions use
     clock = FakeClock(datetime(2026, 2, 2, 9, 30, tzinfo=UTC))
     kernel = await kernel_factory(clock=clock)
     api = await api_factory(kernel)
     workflow = load_fixture("workflows/webhook-echo-workflow.json")
     assert (await api.post("/api/v1/workflows?autoActivate=true", json=workflow)).status == 201
+    credential = {"name": "webhook-echo-secret", "secret": SECRET}
+    assert (await api.post("/api/v1/credentials", json=credential)).status == 201
     resp = await api.post(
         "/api/v1/workflows/webhook-echo/triggers",
         json=load_fixture("requests/create-webhook-trigger.json"),

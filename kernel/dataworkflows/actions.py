@@ -284,7 +284,10 @@ class Action:
     Class attributes:
         type: unique name, ``"<plugin>.<verb-noun>"`` (e.g. ``"core.echo"``).
         title: one line for listings.
-        Params: a pydantic model of the parameters. Its JSON schema is published by
+        Params: a pydantic model of the parameters. Parameters declared secret
+            (``pydantic.SecretStr`` or ``"writeOnly": true``) are encrypted in stored
+            definitions and masked by the API (:mod:`dataworkflows.secret_fields`).
+            Its JSON schema is published by
             ``GET /api/v1/plugins``; definitions are checked against it when created or
             published (template strings such as ``"{{ trigger.n }}"`` are checked after
             rendering), and ``run`` receives an instance of it.

@@ -135,10 +135,14 @@ def build_cli() -> click.Group:
     @click.option("--revision", default="heads", show_default=True)
     def db_upgrade(revision: str) -> None:
         """Migrate the database to the latest schema."""
+        from dataworkflows.credentials import SecretKeyError
         from dataworkflows.db import migrate
 
         settings = _settings()
-        migrate.upgrade(settings.database_url, revision)
+        try:
+            migrate.upgrade(settings.database_url, revision)
+        except (SecretKeyError, RuntimeError) as exc:  # a data migration that needs the key
+            raise click.ClickException(str(exc)) from None
         click.echo(
             f"database at {', '.join(sorted(migrate.current_revisions(settings.database_url)))}"
         )
@@ -147,9 +151,13 @@ def build_cli() -> click.Group:
     @click.argument("revision")
     def db_downgrade(revision: str) -> None:
         """Migrate the database down to REVISION (``base`` removes every table)."""
+        from dataworkflows.credentials import SecretKeyError
         from dataworkflows.db import migrate
 
-        migrate.downgrade(_settings().database_url, revision)
+        try:
+            migrate.downgrade(_settings().database_url, revision)
+        except (SecretKeyError, RuntimeError) as exc:
+            raise click.ClickException(str(exc)) from None
         click.echo(f"database downgraded to {revision}")
 
     @db.command("current")

@@ -268,7 +268,8 @@ def runs_watch(execution_id: str, timeout: float, poll: float, tenant: str) -> N
 
 @click.group()
 def triggers() -> None:
-    """List, enable, disable and fire a workflow's triggers."""
+    """Create, list, enable, disable and fire a workflow's triggers (secret fields are
+    encrypted at rest and shown masked)."""
 
 
 @triggers.command("list")
@@ -289,6 +290,22 @@ def triggers_list(workflow_id: str, tenant: str, as_json: bool) -> None:
         [(t["id"], t["type"], t["status"], t.get("name") or "") for t in page["items"]],
         ("id", "type", "status", "name"),
     )
+
+
+@triggers.command("create")
+@click.argument("workflow_id")
+@click.argument("trigger_src", metavar="TRIGGER")
+@tenant_option
+def triggers_create(workflow_id: str, trigger_src: str, tenant: str) -> None:
+    """Create a trigger on WORKFLOW_ID from TRIGGER: JSON, or @FILE.
+
+    TRIGGER is {"type", "config", "name"?, "enabled"?, "activationCondition"?}; secret
+    fields of the config are encrypted at rest and printed masked.
+    """
+    from dataworkflows.cli import _read_json
+
+    raw = _read_json(trigger_src, "trigger")
+    _print_json(_call(lambda k: k.triggers.create(workflow_id, raw, tenant_id=tenant, actor="cli")))
 
 
 def _set_enabled(workflow_id: str, trigger_id: str, enabled: bool, tenant: str) -> None:

@@ -1,6 +1,8 @@
 """Credentials: the encrypted store, tenant-scoped lookup for actions, and the CLI.
 
-Where an action's ``await ctx.credentials.get(name)`` looks, in order:
+Where an action's ``await ctx.credentials.get(name)`` and a plugin's
+``await PluginAPI.resolve_secret(name, tenant_id)`` (a webhook's ``secretName``) look, in
+order (one resolver, :meth:`CredentialService.resolve`):
 
 1. the encrypted store in the database (``credentials`` table), for the run's tenant only;
 2. the ``resolve_secret(name, tenant_id)`` hook: plugin providers first, the kernel's
@@ -15,9 +17,13 @@ with the kernel's :class:`~dataworkflows.redaction.Redactor`.
 Encryption: AES-256-GCM (``cryptography``'s AEAD), a fresh 96-bit nonce per value, the
 tenant and name as associated data. Keys come from ``DATAWORKFLOWS_SECRET_KEY``: one or more
 comma-separated url-safe base64 32-byte keys (``dataworkflows credentials generate-key``);
-the first encrypts, all decrypt. To rotate, set ``"new,old"``, run ``dataworkflows
-credentials re-encrypt``, then drop the old key. Without a key the store refuses to write
-(it never stores plaintext) and reads fail with a message that says what to do.
+the first encrypts, all decrypt. Without that variable, a SQLite database file gets a key
+file beside it (``<database>.key``, mode 0600) generated on first start and announced once
+in the log; PostgreSQL, shared by many processes, needs the explicit variable. To rotate,
+set ``"new,old"``, run ``dataworkflows credentials re-encrypt`` (which also re-encrypts the
+secret fields of triggers, :mod:`dataworkflows.secret_fields`), then drop the old key.
+Without a key the store refuses to write (it never stores plaintext) and reads fail with a
+message that says what to do.
 """
 
 from __future__ import annotations
@@ -26,12 +32,15 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import hmac
 import json
+import logging
 import os
 import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
@@ -50,6 +59,9 @@ if TYPE_CHECKING:
     import click
 
     from dataworkflows.plugins import PluginSet
+    from dataworkflows.settings import Settings
+
+log = logging.getLogger(__name__)
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -92,6 +104,8 @@ def _associated_data(tenant_id: str, name: str) -> bytes:
 class _Key:
     id: str
     aead: AESGCM
+    #: key of the synthetic nonces of deterministic encryption (derived, never stored)
+    siv: bytes
 
 
 class KeyRing:
@@ -104,7 +118,8 @@ class KeyRing:
                 raise SecretKeyError(f"a credential key must be {KEY_BYTES} bytes long")
             kid = key_id(key)
             if all(k.id != kid for k in self._keys):
-                self._keys.append(_Key(kid, AESGCM(key)))
+                siv = hashlib.sha256(b"dataworkflows-synthetic-nonce\0" + key).digest()
+                self._keys.append(_Key(kid, AESGCM(key), siv))
         if not self._keys:
             raise SecretKeyError("no credential key given")
 
@@ -139,11 +154,25 @@ class KeyRing:
     def ids(self) -> list[str]:
         return [k.id for k in self._keys]
 
-    def encrypt(self, plaintext: str, tenant_id: str, name: str) -> str:
-        """``v1.<key id>.<base64url(nonce + ciphertext + tag)>`` under the first key."""
+    def encrypt(
+        self, plaintext: str, tenant_id: str, name: str, *, deterministic: bool = False
+    ) -> str:
+        """``v1.<key id>.<base64url(nonce + ciphertext + tag)>`` under the first key.
+
+        ``deterministic``: the nonce is an HMAC of the associated data and the plaintext
+        (a synthetic nonce, as in SIV modes) instead of random, so the same value at the
+        same place under the same key gives the same token. Nonces then never repeat for
+        different plaintexts; what leaks is only whether two tokens hold the same value.
+        Used for workflow definitions, whose checksums must stay equal for equal inputs.
+        """
         key = self._keys[0]
-        nonce = os.urandom(NONCE_BYTES)
-        sealed = key.aead.encrypt(nonce, plaintext.encode(), _associated_data(tenant_id, name))
+        data = _associated_data(tenant_id, name)
+        if deterministic:
+            digest = hmac.new(key.siv, data + b"\0" + plaintext.encode(), hashlib.sha256)
+            nonce = digest.digest()[:NONCE_BYTES]
+        else:
+            nonce = os.urandom(NONCE_BYTES)
+        sealed = key.aead.encrypt(nonce, plaintext.encode(), data)
         body = base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
         return f"{TOKEN_VERSION}.{key.id}.{body}"
 
@@ -170,6 +199,90 @@ class KeyRing:
                 "tenant or name)"
             ) from None
         return plain.decode()
+
+
+# -- where the key comes from -----------------------------------------------------------
+
+NO_KEY_MESSAGE = (
+    "DATAWORKFLOWS_SECRET_KEY is not set, so stored credentials and secret fields can be "
+    "neither written nor read"
+)
+HOW_TO_MAKE_A_KEY = (
+    "create a key with `dataworkflows credentials generate-key` and set "
+    "DATAWORKFLOWS_SECRET_KEY to it in every process that uses this database"
+)
+
+
+def key_file_path(settings: Settings) -> Path | None:
+    """The key file of these settings: ``secret_key_file`` if set (``""``: none), else
+    ``<database file>.key`` beside a SQLite database file, else None (PostgreSQL,
+    in-memory SQLite)."""
+    if settings.secret_key_file is not None:
+        return Path(settings.secret_key_file).expanduser() if settings.secret_key_file else None
+    if not settings.is_sqlite:
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(settings.database_url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database + ".key")
+
+
+def read_or_create_key_file(path: Path, *, create: bool) -> tuple[str | None, bool]:
+    """(key, created): the key kept in ``path``; when the file does not exist and
+    ``create`` is true, a new key is written there first (mode 0600, atomically: of two
+    processes starting together, one creates it and both use it)."""
+    try:
+        return path.read_text().strip(), False
+    except FileNotFoundError:
+        if not create:
+            return None, False
+    key = generate_key()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)  # fails if another process created it meanwhile
+        except FileExistsError:
+            return path.read_text().strip(), False
+    finally:
+        temporary.unlink(missing_ok=True)
+    return key, True
+
+
+def resolve_secret_key(settings: Settings) -> tuple[str | None, str]:
+    """(key, problem hint): ``DATAWORKFLOWS_SECRET_KEY`` if set, else the key file
+    (generated on SQLite's first start, and logged once with its location), else None
+    with the message that says how to make a key."""
+    if settings.secret_key:
+        return settings.secret_key, ""
+    path = key_file_path(settings)
+    if path is None:
+        if settings.is_sqlite and settings.secret_key_file is None:
+            # an in-memory database lives as long as the process: so may its key
+            log.info("secret key: generated for this in-memory database only")
+            return generate_key(), ""
+        backend = "PostgreSQL is shared by many processes, so no key is generated: "
+        return None, f"{NO_KEY_MESSAGE}; " + (backend if not settings.is_sqlite else "") + (
+            HOW_TO_MAKE_A_KEY
+        )
+    key, created = read_or_create_key_file(path, create=settings.is_sqlite)
+    if key is None:
+        return None, f"{NO_KEY_MESSAGE} and {path} does not exist; {HOW_TO_MAKE_A_KEY}"
+    if created:
+        log.warning(
+            "generated the secret key of the credential store in %s (mode 0600): back it "
+            "up, but not beside the database's backups; without it stored credentials and "
+            "trigger secrets cannot be decrypted (DATAWORKFLOWS_SECRET_KEY overrides it)",
+            path.resolve(),
+        )
+    return key, ""
 
 
 def _split_token(token: str) -> tuple[str, str, str]:
@@ -268,8 +381,12 @@ class CredentialStore:
         clock: Clock,
         secret_key: str | None,
         *,
+        missing: str = "",
         redactor: Redactor | None = None,
     ) -> None:
+        """``secret_key``: the key setting (see :func:`resolve_secret_key`); ``missing``:
+        the message to give when it is None; ``redactor``: the kernel's (secrets it hands
+        out are registered there)."""
         self.db = db
         self.clock = clock
         #: where secrets written or revealed are registered (the kernel's; default the
@@ -283,10 +400,12 @@ class CredentialStore:
             except SecretKeyError as exc:
                 self._key_error = exc
         else:
-            self._key_error = SecretKeyError(
-                "DATAWORKFLOWS_SECRET_KEY is not set, so stored credentials can be neither "
-                "written nor read; create a key with `dataworkflows credentials generate-key`"
-            )
+            self._key_error = SecretKeyError(missing or f"{NO_KEY_MESSAGE}; {HOW_TO_MAKE_A_KEY}")
+
+    @property
+    def keyring_or_none(self) -> KeyRing | None:
+        """The key ring, or None when the store has no usable key."""
+        return self._keyring
 
     @property
     def key_problem(self) -> str | None:
@@ -299,7 +418,8 @@ class CredentialStore:
             raise self._key_error
         return self._keyring
 
-    def _keyring_for_api(self) -> KeyRing:
+    def keyring_for_api(self) -> KeyRing:
+        """The key ring, or a 503 ``secret_key_missing`` API error that says why not."""
         try:
             return self.keyring()
         except SecretKeyError as exc:
@@ -331,7 +451,7 @@ class CredentialStore:
                 code="invalid_credential",
                 details={"path": "$.description"},
             )
-        keyring = self._keyring_for_api()
+        keyring = self.keyring_for_api()
         token = keyring.encrypt(secret, tenant_id, name)
         now = self.clock.now()
         new_id = uuid.uuid4()
@@ -617,27 +737,56 @@ def register_credential_commands(cli: click.Group) -> None:
         Exits 1 if some credential could not be decrypted with any key.
         """
 
-        async def work(store: CredentialStore) -> dict[str, Any]:
-            return await store.re_encrypt()
+        async def work(kernel: Any) -> tuple[dict[str, Any], ...]:
+            return (
+                await kernel.credentials.store.re_encrypt(),
+                await kernel.triggers.re_encrypt(),
+                await kernel.service.re_encrypt(),
+            )
 
-        summary = _with_store(work)
+        summary, triggers, definitions = _with_kernel(work, entrypoints=True)
         click.echo(
-            f"{summary['reencrypted']} re-encrypted, {summary['current']} already current, "
-            f"{len(summary['failed'])} failed (of {summary['total']})"
+            f"credentials: {summary['reencrypted']} re-encrypted, {summary['current']} already "
+            f"current, {len(summary['failed'])} failed (of {summary['total']})"
         )
-        if summary["failed"]:
-            for failure in summary["failed"]:
-                click.echo(
-                    f"  {failure['tenantId']}/{failure['name']}: {failure['error']}", err=True
-                )
+        click.echo(
+            f"trigger secrets: {triggers['reencrypted']} triggers re-encrypted, "
+            f"{triggers['current']} already current, {len(triggers['failed'])} failed, "
+            f"{len(triggers['unknownType'])} of a type not installed (of {triggers['total']})"
+        )
+        click.echo(
+            f"secret parameters: {definitions['reencrypted']} workflow versions re-encrypted, "
+            f"{definitions['current']} already current, {len(definitions['failed'])} failed "
+            f"(of {definitions['total']})"
+        )
+        for failure in summary["failed"]:
+            click.echo(f"  {failure['tenantId']}/{failure['name']}: {failure['error']}", err=True)
+        for failure in triggers["failed"]:
+            click.echo(f"  trigger {failure['id']}: {failure['error']}", err=True)
+        for failure in definitions["failed"]:
+            click.echo(f"  workflow version {failure['id']}: {failure['error']}", err=True)
+        for trigger_id in triggers["unknownType"]:
+            click.echo(
+                f"  trigger {trigger_id}: its type's plugin is not installed, so its secret "
+                "fields are unknown; install it and run this again",
+                err=True,
+            )
+        if summary["failed"] or triggers["failed"] or definitions["failed"]:
             raise SystemExit(1)
 
 
 def _with_store(work: Any) -> Any:
     """Run ``await work(store)`` against the configured database."""
+    return _with_kernel(lambda kernel: work(kernel.credentials.store))
+
+
+def _with_kernel(work: Any, *, entrypoints: bool = False) -> Any:
+    """Run ``await work(kernel)`` against the configured database (``entrypoints``: load
+    the installed plugins, e.g. for their trigger schemas)."""
     import click
 
     from dataworkflows.kernel import Kernel, SchemaOutOfDate
+    from dataworkflows.plugins import PluginError
     from dataworkflows.settings import Settings, SettingsError
 
     try:
@@ -646,16 +795,16 @@ def _with_store(work: Any) -> Any:
         raise click.ClickException(str(exc)) from None
 
     async def main() -> Any:
-        kernel = Kernel(settings, entrypoints=False)
+        kernel = Kernel(settings, entrypoints=entrypoints)
         try:
             await kernel.start()
-            return await work(kernel.credentials.store)
+            return await work(kernel)
         finally:
             await kernel.close()
 
     try:
         return asyncio.run(main())
-    except (SchemaOutOfDate, SecretKeyError) as exc:
+    except (SchemaOutOfDate, SecretKeyError, PluginError) as exc:
         raise click.ClickException(str(exc)) from None
     except ApiError as exc:
         raise click.ClickException(f"{exc.message} [{exc.code}]") from None

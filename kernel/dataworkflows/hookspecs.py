@@ -84,10 +84,12 @@ def register_routes(app: web.Application, kernel: PluginAPI) -> None:
 def resolve_secret(name: str, tenant_id: str) -> str | None:
     """Look up a credential by name for a tenant.
 
-    Called when: an action asks its context for a credential that the kernel's encrypted
-        credential store does not hold for the run's tenant (the store is asked first).
-        Stops at first non-None result; the kernel's environment-variable provider is
-        consulted last.
+    Called when: an action asks its context for a credential, or a plugin calls
+        ``await PluginAPI.resolve_secret(...)`` (a webhook's ``secretName``), and the
+        kernel's encrypted credential store does not hold it for that tenant (the store is
+        asked first: one resolver serves actions, triggers and plugins). Called in a worker
+        thread, so a provider may block (a Vault request). Stops at first non-None result;
+        the kernel's environment-variable provider is consulted last.
     Args: name -- the credential's name as written in the workflow.
         tenant_id -- the tenant of the run asking; providers must not return another
         tenant's secret.

@@ -22,7 +22,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from dataworkflows.clock import Clock, SystemClock
 from dataworkflows.conductor import Conductor
-from dataworkflows.credentials import CredentialService, CredentialStore
+from dataworkflows.credentials import CredentialService, CredentialStore, resolve_secret_key
 from dataworkflows.db import migrate
 from dataworkflows.db.database import Database
 from dataworkflows.events import RunEvent
@@ -33,6 +33,7 @@ from dataworkflows.redaction import Redactor, install_log_redaction
 from dataworkflows.redaction import redactor as process_redactor
 from dataworkflows.resources import ResourceStore
 from dataworkflows.scheduler import Scheduler
+from dataworkflows.secret_fields import DefinitionSecrets, plaintexts
 from dataworkflows.service import WorkflowService
 from dataworkflows.settings import Settings
 from dataworkflows.store import WorkflowStore
@@ -78,12 +79,23 @@ class Kernel:
         self.redactor = Redactor(parent=process_redactor)
         install_log_redaction(self.redactor)
         # connectors: tenant-scoped credentials (secrets redacted) and resource links
+        secret_key, missing = resolve_secret_key(self.settings)
+        self._secret_key = secret_key
         self.credentials = CredentialService(
-            CredentialStore(self.db, self.clock, self.settings.secret_key, redactor=self.redactor),
+            CredentialStore(
+                self.db, self.clock, secret_key, missing=missing, redactor=self.redactor
+            ),
             self.plugins,
         )
-        if self.settings.secret_key and self.credentials.store.key_problem:
-            log.error("credential store disabled: %s", self.credentials.store.key_problem)
+        if self.credentials.store.key_problem:
+            log.log(
+                logging.ERROR if secret_key else logging.WARNING,
+                "credential store disabled: %s",
+                self.credentials.store.key_problem,
+            )
+        # secret parameters that actions declare are encrypted in stored definitions
+        self.definition_secrets = DefinitionSecrets(self.action_params())
+        self.store.open_definition = self._open_definition
         self.resources = ResourceStore(self.db)
         self.ledger = RunLedger(
             self.db,
@@ -120,6 +132,8 @@ class Kernel:
             templates=self.templates,
             on_enqueued=self.worker.wake,
             dispatcher=self.worker,
+            secrets=self.definition_secrets,
+            credentials=self.credentials.store,
         )
         self.triggers = TriggerService(
             db=self.db,
@@ -128,6 +142,7 @@ class Kernel:
             templates=self.templates,
             store=self.store,
             service=self.service,
+            credentials=self.credentials,
         )
         self.scheduler = Scheduler(
             self.triggers,
@@ -143,11 +158,32 @@ class Kernel:
         """Migrate (SQLite, or when asked) or check the schema, then get ready to serve."""
         url = self.db.url
         if self.settings.should_auto_migrate:
-            await asyncio.to_thread(migrate.upgrade, url)
+            await asyncio.to_thread(
+                migrate.upgrade,
+                url,
+                secret_key=self._secret_key,
+                trigger_models=self.trigger_configs(),
+                action_models=self.action_params(),
+            )
         elif not await asyncio.to_thread(migrate.is_up_to_date, url):
             raise SchemaOutOfDate(
                 "the database schema is not up to date: run `dataworkflows db upgrade`"
             )
+
+    def trigger_configs(self) -> dict[str, Any]:
+        """Trigger type → its ``Config`` model (where its secret fields are declared)."""
+        return {name: entry.cls.Config for name, entry in self.plugins.triggers.items()}
+
+    def action_params(self) -> dict[str, Any]:
+        """Action type → its ``Params`` model (where its secret parameters are declared)."""
+        return {name: entry.cls.Params for name, entry in self.plugins.actions.items()}
+
+    def _open_definition(self, definition: dict[str, Any]) -> dict[str, Any]:
+        """A stored definition with its secret parameters decrypted (and registered with
+        the redactor, so rendered parameters, outputs and logs never show them)."""
+        opened = self.definition_secrets.open(definition, self.credentials.store.keyring_or_none)
+        self.redactor.add_all(plaintexts(self.definition_secrets.values(opened)))
+        return dict(opened)
 
     def action_services(self, *, tenant_id: str, workflow_id: str) -> dict[str, Any]:
         """The :class:`~dataworkflows.ActionContext` fields of an attempt that come from

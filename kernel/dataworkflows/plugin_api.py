@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from dataworkflows.actions import CredentialError
 from dataworkflows.trigger_service import request_id_for
 from dataworkflows.triggers import FireResult, TriggerHandle
 
@@ -111,12 +112,23 @@ class PluginAPI:
         """Replace the trigger's persistent plugin state with ``state`` (JSON data only)."""
         await self._kernel.triggers.set_state(trigger_id, state)
 
-    def resolve_secret(self, name: str, tenant_id: str = "default") -> str | None:
-        """A credential by name, from the installed credential providers (or None).
+    async def resolve_secret(self, name: str, tenant_id: str = "default") -> str | None:
+        """The secret of credential ``name`` for ``tenant_id``, or None if nobody knows it.
 
-        The value is registered with the kernel's redactor, as every secret it hands out."""
-        value = self._kernel.plugins.hook.resolve_secret(name=name, tenant_id=tenant_id)
-        if not isinstance(value, str):
-            return None
-        self._kernel.redactor.add(value, tenant_id)
-        return value
+        The same resolver actions use (``ctx.credentials``): the encrypted credential store
+        (credentials stored through the API or the CLI), then the ``resolve_secret`` hooks
+        (run in a thread, so a blocking provider does not stall the event loop), the
+        ``DATAWORKFLOWS_CREDENTIAL_<NAME>`` environment variable last. The value is
+        registered with the redactor. Raises
+        :class:`~dataworkflows.actions.CredentialError` when the name is invalid, a stored
+        credential cannot be decrypted or a provider returned something else than a string.
+
+        Since: 0.2 (a coroutine; in 0.1 it was synchronous and asked the hooks only).
+        """
+        try:
+            credential = await self._kernel.credentials.resolve(tenant_id, name)
+        except CredentialError as exc:
+            if exc.code == "credential_not_found":
+                return None
+            raise
+        return credential.secret

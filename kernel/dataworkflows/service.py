@@ -10,7 +10,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dataworkflows.audit import AuditContext, audit_view
 from dataworkflows.definitions import WorkflowDefinition, checksum, validate_definition
@@ -30,8 +30,17 @@ from dataworkflows.pagination import DEFAULT_LIMIT, MAX_INT, PageRequest
 from dataworkflows.pagination import page as paged
 from dataworkflows.plugins import PluginSet
 from dataworkflows.run_queries import RunQueries
+from dataworkflows.secret_fields import (
+    DefinitionSecrets,
+    definition_rows,
+    plaintexts,
+    plan_reseal,
+)
 from dataworkflows.store import WorkflowStore, version_not_found, workflow_not_found
 from dataworkflows.templating import TemplateEngine
+
+if TYPE_CHECKING:
+    from dataworkflows.credentials import CredentialStore
 
 
 class Dispatcher(Protocol):
@@ -52,10 +61,15 @@ class WorkflowService:
         templates: TemplateEngine,
         on_enqueued: Callable[[], None] = lambda: None,
         dispatcher: Dispatcher | None = None,
+        secrets: DefinitionSecrets | None = None,
+        credentials: CredentialStore | None = None,
     ) -> None:
         """``on_enqueued`` is called after a run was queued; ``dispatcher`` (this process's
-        worker) may take new runs at once (see :meth:`execute`)."""
+        worker) may take new runs at once (see :meth:`execute`). ``secrets`` finds the
+        secret parameters of definitions, sealed with the key of ``credentials``."""
         self.store = store
+        self.secrets = secrets
+        self.credentials = credentials
         self.ledger = ledger
         self.plugins = plugins
         self.templates = templates
@@ -64,6 +78,62 @@ class WorkflowService:
         self._dispatcher = dispatcher
 
     # -- definitions ----------------------------------------------------------------------
+
+    async def _sealed(self, raw: Any, previous: tuple[str, str] | None = None) -> Any:
+        """The definition to store: its secret parameters encrypted (503
+        ``secret_key_missing`` if there are some and no key: nothing is written).
+
+        A secret parameter sent back as ``"**********"`` keeps the value of the same node
+        in the latest version of ``previous`` (workflow id, tenant id); without one it is
+        a 422 and nothing is written."""
+        values = self.secrets.values(raw) if self.secrets else {}
+        if self.secrets is not None and self.secrets.masked_without_value(raw):
+            if previous is not None:
+                latest = (await self.store.get(*previous))["latest_version"]
+                raw = self.secrets.keep_masked(
+                    raw, await self.store.definition(previous[0], latest)
+                )
+            masked = self.secrets.masked_without_value(raw)
+            if masked:
+                raise Unprocessable(
+                    f"the workflow definition has {len(masked)} problem(s)",
+                    code="invalid_definition",
+                    details={
+                        "problems": [
+                            {
+                                "path": where,
+                                "code": "masked_secret",
+                                "message": '"**********" keeps a stored secret of the same '
+                                "node, and none is stored: send the secret itself",
+                            }
+                            for where in masked
+                        ]
+                    },
+                )
+            values = self.secrets.values(raw)
+        if not values:
+            return raw
+        assert self.secrets is not None and self.credentials is not None
+        keyring = self.credentials.keyring_for_api()
+        self.credentials.redactor.add_all(plaintexts(values))
+        return self.secrets.seal(raw, keyring)
+
+    async def re_encrypt(self) -> dict[str, Any]:
+        """Seal every secret parameter of stored definitions under the first key
+        (``dataworkflows credentials re-encrypt``). Checksums are kept: a version's checksum
+        is the one it got when it was saved. Returns ``{"total", "reencrypted", "current",
+        "failed", "unknownType"}`` (counting versions)."""
+        assert self.secrets is not None and self.credentials is not None
+        keyring = self.credentials.keyring()
+        rows = await self.store.stored_definitions()
+        plan = plan_reseal(definition_rows(rows, self.secrets), keyring)
+        for (workflow_id, version), definition in plan.updates:
+            await self.store.reseal_definition(workflow_id, version, definition)
+        return plan.summary(len(plan.updates))
+
+    def _shown(self, definition: Any) -> Any:
+        """A definition as the API shows it: secret parameters masked."""
+        return self.secrets.mask(definition) if self.secrets else definition
 
     def validate(self, raw: Any) -> WorkflowDefinition:
         """Parse and check a definition; raises a 422 listing every problem."""
@@ -87,18 +157,19 @@ class WorkflowService:
     ) -> dict[str, Any]:
         """Create a workflow at version 1 (Draft, or Active with ``auto_activate``)."""
         definition = self.validate(raw)
+        stored = await self._sealed(raw)
         row = await self.store.create(
             workflow_id=definition.id,
             display_name=definition.display_name,
             description=definition.description,
-            definition=raw,
-            checksum=checksum(raw),
+            definition=stored,
+            checksum=checksum(stored),
             tenant_id=tenant_id,
             actor=actor,
             publish=auto_activate,
             audit=_audit(actor, note),
         )
-        return workflow_view(row, raw)
+        return workflow_view(row, self._shown(raw))
 
     async def add_version(
         self,
@@ -125,13 +196,14 @@ class WorkflowService:
                     ]
                 },
             )
+        stored = await self._sealed(raw, (workflow_id, tenant_id))
         version = await self.store.add_version(
             workflow_id=workflow_id,
             tenant_id=tenant_id,
             display_name=definition.display_name,
             description=definition.description,
-            definition=raw,
-            checksum=checksum(raw),
+            definition=stored,
+            checksum=checksum(stored),
             actor=actor,
             audit=_audit(actor, note),
         )
@@ -308,7 +380,8 @@ class WorkflowService:
     async def get_workflow(self, workflow_id: str, *, tenant_id: str = "default") -> dict[str, Any]:
         row = await self.store.get(workflow_id, tenant_id)
         version = row["current_version"] or row["latest_version"]
-        return workflow_view(row, await self.store.definition(workflow_id, version))
+        stored = await self.store.definition(workflow_id, version, opened=False)
+        return workflow_view(row, self._shown(stored))
 
     async def list_workflows(
         self,
@@ -352,7 +425,7 @@ class WorkflowService:
             await self.store.get(workflow_id, tenant_id)
             raise version_not_found(workflow_id, version)
         row, found = await self.store.version(workflow_id, tenant_id, version)
-        return version_view(row, found) | {"definition": found["definition"]}
+        return version_view(row, found) | {"definition": self._shown(found["definition"])}
 
     async def get_audit(
         self, workflow_id: str, *, tenant_id: str = "default", page: PageRequest | None = None

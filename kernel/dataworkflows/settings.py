@@ -89,6 +89,10 @@ class Settings:
     #: Key(s) of the encrypted credential store: comma-separated url-safe base64 32-byte
     #: keys, the one to encrypt with first ("new,old" while rotating). Never printed.
     secret_key: str | None = field(default=None, repr=False)
+    #: Where the key is kept when ``secret_key`` is not set. Default: beside a SQLite
+    #: database file (``<database>.key``, generated on first start with mode 0600); none
+    #: on PostgreSQL (every process sharing it needs the same explicit key). ``""``: off.
+    secret_key_file: str | None = None
     #: Plugin settings: every other ``DATAWORKFLOWS_<NAME>`` variable as ``{"<name>": value}``
     #: (``DATAWORKFLOWS_CREDENTIAL_*`` excluded); actions read them as ``ctx.settings``.
     extra: Mapping[str, str] = field(default_factory=dict)

@@ -16,6 +16,7 @@ Every method is scoped to a tenant: another tenant's workflow is "not found".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -73,6 +74,9 @@ class WorkflowStore:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
+        #: decrypts the secret parameters of a stored definition (set by the kernel; see
+        #: :class:`dataworkflows.secret_fields.DefinitionSecrets`)
+        self.open_definition: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     async def create(
         self,
@@ -461,7 +465,11 @@ class WorkflowStore:
 
         return await self.db.read(query)
 
-    async def definition(self, workflow_id: str, version: int) -> dict[str, Any]:
+    async def definition(
+        self, workflow_id: str, version: int, *, opened: bool = True
+    ) -> dict[str, Any]:
+        """A version's definition: as the actions need it (secret parameters decrypted),
+        or with ``opened=False`` as stored (secret parameters sealed)."""
         t = workflow_definitions
         statement = select(t.c.definition).where(
             t.c.workflow_id == workflow_id, t.c.version == version
@@ -473,7 +481,30 @@ class WorkflowStore:
         row = await self.db.read(query, "loading a definition")
         if row is None:
             raise version_not_found(workflow_id, version)
+        if opened and self.open_definition is not None:
+            return self.open_definition(dict(row.definition))
         return dict(row.definition)
+
+    async def stored_definitions(self) -> list[dict[str, Any]]:
+        """Every version's ``workflow_id``, ``version`` and stored ``definition`` (for
+        re-encrypting secret parameters; every tenant)."""
+        t = workflow_definitions
+        async with self.db.connect() as conn:
+            rows = await conn.execute(select(t.c.workflow_id, t.c.version, t.c.definition))
+            return [dict(r._mapping) for r in rows]
+
+    async def reseal_definition(
+        self, workflow_id: str, version: int, definition: dict[str, Any]
+    ) -> None:
+        """Replace a version's stored definition by the same one with its secret
+        parameters sealed anew (the only change a version ever gets; its checksum stays)."""
+        t = workflow_definitions
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(t)
+                .where(t.c.workflow_id == workflow_id, t.c.version == version)
+                .values(definition=definition)
+            )
 
     async def versions(
         self, workflow_id: str, tenant_id: str, *, after: int | None = None, limit: int = 100

@@ -14,7 +14,9 @@ Fixtures:
                        migrated once per session, so it is fast).
     kernel_factory     ``await kernel_factory(plugins=[...], entrypoints=False, **settings)``:
                        a started :class:`~dataworkflows.kernel.Kernel` on ``database_url``;
-                       closed after the test.
+                       closed after the test. Its secret key is the SQLite key file, or on
+                       PostgreSQL a key generated for the test (shared by every kernel of
+                       the test); pass ``secret_key=...`` (None: no key) to choose.
     kernel             a kernel with every installed plugin.
     api_factory        ``await api_factory(kernel)``: an ``aiohttp`` test client of the
                        real app (HTTP over 127.0.0.1) with its embedded worker.
@@ -147,6 +149,12 @@ def database_url(backend: str, _dw_templates: _Templates) -> Iterator[str]:
         _dw_templates.drop(url)
 
 
+def _generate_key() -> str:
+    from dataworkflows.credentials import generate_key
+
+    return generate_key()
+
+
 @pytest.fixture
 def fake_clock() -> Any:
     from dataworkflows.clock import FakeClock
@@ -167,6 +175,8 @@ if pytest_asyncio is not None:
         from dataworkflows.settings import Settings
 
         kernels: list[Any] = []
+        # PostgreSQL has no key file: every kernel of the test shares one generated key
+        test_key = None if database_url.startswith("sqlite") else _generate_key()
 
         async def make(
             *,
@@ -180,6 +190,8 @@ if pytest_asyncio is not None:
                 "poll_interval": 0.2,
                 "shutdown_grace": 1.0,
             }
+            if test_key is not None:
+                values["secret_key"] = test_key
             values.update(settings)
             kernel = Kernel(
                 Settings(**values), extra_plugins=plugins, entrypoints=entrypoints, clock=clock

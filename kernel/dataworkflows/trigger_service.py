@@ -27,12 +27,23 @@ from pydantic import ValidationError
 from sqlalchemy import and_, func, or_, select, update
 
 from dataworkflows.clock import Clock
+from dataworkflows.credentials import CredentialService, SecretKeyError
 from dataworkflows.db.database import Database
 from dataworkflows.db.models import workflow_executions, workflows
 from dataworkflows.db.trigger_models import workflow_triggers
 from dataworkflows.errors import Conflict, NotFound, Unprocessable
 from dataworkflows.pagination import DEFAULT_LIMIT, PageRequest, encode_cursor
 from dataworkflows.plugins import PluginSet
+from dataworkflows.redaction import Redactor
+from dataworkflows.redaction import redactor as process_redactor
+from dataworkflows.secret_fields import (
+    SecretFields,
+    plaintexts,
+    plan_reseal,
+    safe_errors,
+    trigger_fields,
+    trigger_rows,
+)
 from dataworkflows.service import WorkflowService
 from dataworkflows.store import WorkflowStore
 from dataworkflows.templating import TemplateEngine
@@ -109,8 +120,10 @@ class TriggerService:
         templates: TemplateEngine,
         store: WorkflowStore,
         service: WorkflowService,
+        credentials: CredentialService | None = None,
     ) -> None:
         self.db = db
+        self.credentials = credentials
         self.clock = clock
         self.plugins = plugins
         self.templates = templates
@@ -128,6 +141,87 @@ class TriggerService:
     def _schedule_changed(self) -> None:
         for listener in self._schedule_listeners:
             listener()
+
+    # -- secret fields (encrypted at rest, see dataworkflows.secret_fields) ---------------
+
+    def _fields(self, cls: type[TriggerType], row: Mapping[str, Any]) -> SecretFields:
+        return trigger_fields(cls.Config, row["tenant_id"], str(row["id"]))
+
+    @staticmethod
+    def _check_masks(fields: SecretFields, config: Any, problems: list[dict[str, str]]) -> None:
+        """A secret sent as ``"**********"`` where none is stored is refused: it would
+        become the secret."""
+        for where in fields.masked_without_value(config):
+            problems.append(
+                _problem(
+                    "$.config" + where[1:],
+                    "masked_secret",
+                    '"**********" keeps a stored secret, and none is stored here: send the '
+                    "secret itself",
+                )
+            )
+
+    @property
+    def _redactor(self) -> Redactor:
+        """The kernel's redactor (the process-wide one without a credential service)."""
+        return self.credentials.store.redactor if self.credentials else process_redactor
+
+    def _seal(self, fields: SecretFields, config: Any) -> Any:
+        """The config to store: its secrets encrypted (503 ``secret_key_missing`` when
+        there is a secret and no key: nothing is written)."""
+        secrets = fields.values(config)
+        if not secrets:
+            return config
+        keyring = self.credentials.store.keyring_for_api() if self.credentials else None
+        self._redactor.add_all(plaintexts(secrets))
+        return fields.seal(config, keyring)
+
+    def _open(self, fields: SecretFields, config: Any) -> Any:
+        """The stored config with its secrets decrypted (registered with the redactor).
+        Raises :class:`~dataworkflows.credentials.SecretKeyError`."""
+        keyring = self.credentials.store.keyring_or_none if self.credentials else None
+        opened = fields.open(config, keyring)
+        self._redactor.add_all(plaintexts(fields.values(opened)))
+        return opened
+
+    def _open_for_api(self, fields: SecretFields, config: Any) -> Any:
+        try:
+            return self._open(fields, config)
+        except SecretKeyError as exc:
+            from dataworkflows.credentials import CredentialStoreUnavailable
+
+            raise CredentialStoreUnavailable(
+                f"the trigger's secret fields cannot be decrypted: {exc}",
+                code="secret_key_missing",
+            ) from None
+
+    async def re_encrypt(self) -> dict[str, Any]:
+        """Encrypt every trigger secret still in plaintext and re-encrypt every one not
+        under the first key (``dataworkflows credentials re-encrypt``). Returns
+        ``{"total", "reencrypted", "current", "failed", "unknownType"}``."""
+        assert self.credentials is not None
+        keyring = self.credentials.store.keyring()
+        t = workflow_triggers
+        async with self.db.connect() as conn:
+            rows = [
+                dict(r._mapping)
+                for r in await conn.execute(
+                    select(t.c.id, t.c.tenant_id, t.c.type, t.c.config, t.c.updated_at)
+                )
+            ]
+        models = {name: entry.cls.Config for name, entry in self.plugins.triggers.items()}
+        plan = plan_reseal(trigger_rows(rows, models), keyring)
+        read_at = {str(row["id"]): row["updated_at"] for row in rows}
+        written = 0
+        for trigger_id, config in plan.updates:
+            async with self.db.begin() as conn:
+                result = await conn.execute(
+                    update(t)
+                    .where(t.c.id == trigger_id, t.c.updated_at == read_at[trigger_id])
+                    .values(config=config)
+                )
+            written += result.rowcount  # 0: changed meanwhile, by a writer that sealed it
+        return plan.summary(written)
 
     # -- validation -----------------------------------------------------------------------
 
@@ -254,14 +348,17 @@ class TriggerService:
             )
         config_raw = raw.get("config", {})
         config = None
+        trigger_id = str(uuid.uuid4())
         if cls is not None and isinstance(config_raw, dict):
             config = self._validate_config(cls, config_raw, problems)
+            fields = self._fields(cls, {"tenant_id": tenant_id, "id": trigger_id})
+            self._check_masks(fields, config_raw, problems)
         self._validate_condition(raw.get("activationCondition"), problems)
         if problems or cls is None:
             raise _invalid(problems)
         enabled = raw.get("enabled", True)
         now = self.clock.now()
-        trigger_id = str(uuid.uuid4())
+        stored_config = self._seal(fields, config_raw)
         async with self.db.begin() as conn:
             await conn.execute(
                 workflow_triggers.insert().values(
@@ -270,7 +367,7 @@ class TriggerService:
                     tenant_id=tenant_id,
                     type=type_name,
                     name=raw.get("name"),
-                    config=config_raw,
+                    config=stored_config,
                     activation_condition=raw.get("activationCondition"),
                     enabled=enabled,
                     state={},
@@ -387,7 +484,7 @@ class TriggerService:
         config = None
         config_changed = "config" in raw and isinstance(raw["config"], dict)
         if config_changed:
-            new_raw = raw["config"] if replace else merge_patch(row["config"], raw["config"])
+            new_raw = raw["config"]
             if cls is None:
                 problems.append(
                     _problem(
@@ -398,8 +495,13 @@ class TriggerService:
                     )
                 )
             else:
+                fields = self._fields(cls, row)
+                old = self._open_for_api(fields, row["config"])
+                new_raw = fields.keep_masked(new_raw if replace else merge_patch(old, new_raw), old)
                 config = self._validate_config(cls, new_raw, problems)
-                values["config"] = new_raw
+                self._check_masks(fields, new_raw, problems)
+                if config is not None:
+                    values["config"] = self._seal(fields, new_raw)
         if "activationCondition" in raw:
             self._validate_condition(raw["activationCondition"], problems)
             values["activation_condition"] = raw["activationCondition"]
@@ -412,7 +514,8 @@ class TriggerService:
         now = self.clock.now()
         if cls is not None and cls.time_based and (config_changed or enabled != row["enabled"]):
             if config is None:
-                config = cls.Config.model_validate(row["config"])
+                opened = self._open_for_api(self._fields(cls, row), row["config"])
+                config = cls.Config.model_validate(opened)
             values["next_fire_at"] = self._next_fire(cls, config, now) if enabled else None
             values["lease_owner"] = None
             values["lease_until"] = None
@@ -432,10 +535,13 @@ class TriggerService:
         cls = self.trigger_type(row["type"])
         if cls is not None and cls.time_based:
             if enabled:
+                opened = self._open_for_api(self._fields(cls, row), row["config"])
                 try:
-                    config = cls.Config.model_validate(row["config"])
+                    config = cls.Config.model_validate(opened)
                 except ValidationError as exc:
-                    raise _invalid([_problem("$.config", "invalid_config", str(exc))]) from None
+                    raise _invalid(
+                        [_problem("$.config", "invalid_config", safe_errors(exc, "$.config"))]
+                    ) from None
                 values["next_fire_at"] = self._next_fire(cls, config, self.clock.now())
             else:
                 values["next_fire_at"] = None
@@ -501,15 +607,22 @@ class TriggerService:
         info: dict[str, Any] = {}
         config_error = None
         if entry is not None:
+            fields = self._fields(entry.cls, row)
             try:
-                model = entry.cls.Config.model_validate(row["config"])
+                model = entry.cls.Config.model_validate(self._open(fields, row["config"]))
+            except SecretKeyError as exc:
+                config_error = {
+                    "code": "secret_key_missing",
+                    "message": f"the trigger's secret fields cannot be decrypted: {exc}",
+                }
             except ValidationError as exc:
                 config_error = {
                     "code": "invalid_config",
-                    "message": f"the stored config no longer matches the type's schema: {exc}",
+                    "message": "the stored config no longer matches the type's schema: "
+                    + safe_errors(exc, "$.config"),
                 }
             else:
-                config = model.model_dump(mode="json", by_alias=True)
+                config = fields.mask(model.model_dump(mode="json", by_alias=True))
                 info = entry.cls.describe(row["id"], model)
         if entry is None:
             status = "pluginMissing"
@@ -585,7 +698,10 @@ class TriggerService:
         if cls is None:
             return None
         try:
-            config = cls.Config.model_validate(row["config"])
+            config = cls.Config.model_validate(self._open(self._fields(cls, row), row["config"]))
+        except SecretKeyError as exc:
+            log.error("trigger %s: its secret fields cannot be decrypted: %s", row["id"], exc)
+            return None
         except ValidationError:
             log.warning("trigger %s: stored config no longer validates", row["id"])
             return None

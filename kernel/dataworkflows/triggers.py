@@ -63,8 +63,10 @@ class TriggerType:
     Class attributes:
         type: unique name (``"webhook"``, ``"schedule"``).
         title: one line for listings.
-        Config: a pydantic model of the trigger's configuration. Fields typed
-            ``pydantic.SecretStr`` are shown as ``"**********"`` by the API.
+        Config: a pydantic model of the trigger's configuration. Fields declared secret
+            (typed ``pydantic.SecretStr``, or ``"writeOnly": true`` in their JSON schema)
+            are encrypted at rest by the kernel, shown as ``"**********"`` by the API and
+            given to the plugin decrypted (:mod:`dataworkflows.secret_fields`).
         time_based: True if the kernel's scheduler drives this type (then implement
             :meth:`next_fire_time`; :meth:`fire_policy` and :meth:`event` are optional).
     """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -31,20 +32,24 @@ def migrations_dir() -> Path:
     )
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str, **attributes: Any) -> Config:
+    """The Alembic config for ``url``. ``attributes`` reach the migrations (data
+    migrations read ``secret_key`` and ``trigger_models``, see
+    :mod:`dataworkflows.db.seal_secrets`)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     # Passed as an attribute, not a main option: set_main_option would %-interpolate it.
     cfg.attributes["database_url"] = sync_url(url)
+    cfg.attributes.update({k: v for k, v in attributes.items() if v is not None})
     return cfg
 
 
-def upgrade(url: str, revision: str = "heads") -> None:
-    command.upgrade(alembic_config(url), revision)
+def upgrade(url: str, revision: str = "heads", **attributes: Any) -> None:
+    command.upgrade(alembic_config(url, **attributes), revision)
 
 
-def downgrade(url: str, revision: str) -> None:
-    command.downgrade(alembic_config(url), revision)
+def downgrade(url: str, revision: str, **attributes: Any) -> None:
+    command.downgrade(alembic_config(url, **attributes), revision)
 
 
 def head_revisions() -> set[str]:

@@ -817,6 +817,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         _operation(
             "createTrigger",
             "Attach a trigger (webhook, schedule, ...) to a workflow",
+            description="`config` follows the trigger type's schema (`GET /api/v1/plugins`). "
+            "Fields the type declares secret (`writeOnly: true`) are encrypted at rest and "
+            'answered as `"**********"`; without a secret key a config holding one is a 503 '
+            "`secret_key_missing` and nothing is written.",
             tags=["triggers"],
             params=[_WORKFLOW_ID],
             body=("TriggerRequest", True),

@@ -46,7 +46,7 @@ from aiohttp import hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic.alias_generators import to_camel
 
-from dataworkflows import TriggerType, hookimpl
+from dataworkflows import CredentialError, TriggerType, hookimpl
 
 if TYPE_CHECKING:
     from dataworkflows.plugin_api import PluginAPI
@@ -72,9 +72,11 @@ class SignatureConfig(_Model):
     seconds, sent in that header), and sends ``prefix + hex`` in ``header``.
     """
 
-    #: the shared secret, stored with the trigger (shown as ``**********``)
+    #: the shared secret, stored with the trigger; ``SecretStr`` declares it secret, so
+    #: the kernel encrypts it at rest and shows it as ``**********``
     secret: SecretStr | None = None
-    #: or: the name of a credential, looked up through the credential providers
+    #: or: the name of a credential, resolved by the kernel's one resolver (encrypted
+    #: store, providers, environment; see ``PluginAPI.resolve_secret``)
     secret_name: str | None = None
     header: str = "X-Signature-256"
     prefix: str = "sha256="
@@ -256,11 +258,14 @@ def make_handler(api: PluginAPI) -> Any:
         now = api.clock.now()
         if config.signature is not None:
             sig = config.signature
-            secret = (
-                sig.secret.get_secret_value()
-                if sig.secret is not None
-                else api.resolve_secret(sig.secret_name or "", trigger.tenant_id)
-            )
+            try:
+                secret = (
+                    sig.secret.get_secret_value()
+                    if sig.secret is not None
+                    else await api.resolve_secret(sig.secret_name or "", trigger.tenant_id)
+                )
+            except CredentialError as exc:
+                return _error(500, "signature_secret_unavailable", exc.message)
             if not secret:
                 return _error(
                     500,

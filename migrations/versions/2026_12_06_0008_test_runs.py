@@ -1,7 +1,7 @@
 """test runs: a run of a version that is not published (``dataworkflows run``)
 
-Revision ID: 0007_test_runs
-Revises: 0006_merge
+Revision ID: 0008_test_runs
+Revises: 0007_secret_fields
 Create Date: 2026-12-06 20:40:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_test_runs"
-down_revision: str | Sequence[str] | None = "0006_merge"
+revision: str = "0008_test_runs"
+down_revision: str | Sequence[str] | None = "0007_secret_fields"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
