@@ -83,10 +83,13 @@ def test_the_published_schemas_are_the_documented_ones() -> None:
         for action in plugin["actions"]:
             model = INSTALLED.actions[action["type"]].cls.Params
             assert undocumented(action["parametersSchema"], model) == [], action["type"]
-            assert action["parametersSchema"]["title"] == f"{action['type']} parameters"
         for trigger in plugin["triggers"]:
             model = INSTALLED.triggers[trigger["type"]].cls.Config
             assert undocumented(trigger["configSchema"], model) == [], trigger["type"]
+
+
+class Inner(BaseModel):
+    x: int
 
 
 class Bare(Action):
@@ -95,6 +98,7 @@ class Bare(Action):
     class Params(BaseModel):
         word: str
         times: int = Field(default=1, alias="repeatTimes")
+        inner: list[Inner] | None = None
 
     async def run(self, ctx: Any, params: Any) -> ActionResult:
         return ActionResult.succeeded({})
@@ -127,6 +131,9 @@ def test_a_plugin_without_descriptions_fails_the_check() -> None:
         "the schema has no description",
         "property word has no description",
         "property repeatTimes has no description",
+        "property inner has no description",
+        "$defs/Inner has no description",
+        "property $defs/Inner/x has no description",
     ]
     assert undocumented(Documented.params_schema(), Documented.Params) == []
 
@@ -135,6 +142,41 @@ def test_the_kernel_titles_a_schema_the_plugin_did_not_title() -> None:
     assert Bare.params_schema()["title"] == "test.bare parameters"
     assert BareTrigger.config_schema()["title"] == "test.bare-trigger trigger configuration"
     assert Documented.params_schema()["title"] == "Say something"  # the plugin's own
+
+
+class Wrapped(Action):
+    type = "test.wrapped"
+
+    class Params(BaseModel):
+        """A docstring wrapped
+        over lines, with ``literals``.
+
+        A second paragraph:
+
+        - one item
+          continued
+        - another"""
+
+        model_config = ConfigDict(use_attribute_docstrings=True)
+
+        data: dict[str, Any] = Field(default={"description": "a\nb ``c``"})
+        """Data,
+        wrapped."""
+
+    async def run(self, ctx: Any, params: Any) -> ActionResult:
+        return ActionResult.succeeded({})
+
+
+def test_descriptions_are_published_as_markdown() -> None:
+    schema = Wrapped.params_schema()
+    assert schema["description"] == (
+        "A docstring wrapped over lines, with `literals`.\n\n"
+        "A second paragraph:\n\n"
+        "- one item continued\n- another"
+    )
+    assert schema["properties"]["data"]["description"] == "Data, wrapped."
+    # data (a default, an example) is not a description, even when it has that key
+    assert schema["properties"]["data"]["default"] == {"description": "a\nb ``c``"}
 
 
 def test_property_titles_are_words() -> None:
