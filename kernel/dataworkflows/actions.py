@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from dataworkflows.schemas import model_schema
+
 if TYPE_CHECKING:
     import asyncio
 
@@ -305,5 +307,12 @@ class Action:
 
     @classmethod
     def params_schema(cls) -> dict[str, Any]:
-        """The JSON schema of :attr:`Params`."""
-        return cls.Params.model_json_schema()
+        """The JSON schema of :attr:`Params`, as ``GET /api/v1/plugins`` publishes it.
+
+        Its ``title`` is the model's own (``model_config["title"]``), else
+        ``"<type> parameters"`` (``"core.echo parameters"``, not pydantic's ``"Params"``).
+        Its ``description`` is the model's docstring, and each property's the field's
+        docstring (with ``use_attribute_docstrings=True``) or ``Field(description=...)``:
+        write them for workflow authors (see :mod:`dataworkflows.schemas`).
+        """
+        return model_schema(cls.Params, f"{cls.type} parameters")

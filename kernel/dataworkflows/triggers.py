@@ -24,6 +24,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from dataworkflows.schemas import model_schema
+
 MisfirePolicy = Literal["skip", "catchUpOne", "catchUpAll"]
 OverlapPolicy = Literal["allow", "skip"]
 
@@ -80,8 +82,15 @@ class TriggerType:
 
     @classmethod
     def config_schema(cls) -> dict[str, Any]:
-        """The JSON schema of :attr:`Config`."""
-        return cls.Config.model_json_schema()
+        """The JSON schema of :attr:`Config`, as ``GET /api/v1/plugins`` publishes it.
+
+        Its ``title`` is the model's own (``model_config["title"]``), else
+        ``"<type> trigger configuration"`` (not pydantic's class name, ``"Config"``).
+        Its ``description`` is the model's docstring, and each property's the field's
+        docstring (with ``use_attribute_docstrings=True``) or ``Field(description=...)``:
+        write them for workflow authors (see :mod:`dataworkflows.schemas`).
+        """
+        return model_schema(cls.Config, f"{cls.type} trigger configuration")
 
     @classmethod
     def next_fire_time(cls, config: Any, after: datetime) -> datetime | None:

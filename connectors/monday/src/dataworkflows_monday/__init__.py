@@ -187,14 +187,28 @@ def _board_id(value: BoardId) -> str:
 
 
 class Filter(BaseModel):
-    """One column filter; ``operator`` is monday's name or a short form."""
+    """One column filter, a rule of monday's ``items_page`` query: items whose column
+    ``column`` compares with ``value`` by ``operator``."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
 
     column: str = Field(min_length=1, max_length=200)
+    """The column's id (e.g. ``status``, ``date4``), not its title."""
     operator: str = "any_of"
+    """monday's operator (``any_of``, ``not_any_of``, ``is_empty``, ``is_not_empty``,
+    ``greater_than``, ``greater_than_or_equals``, ``lower_than``, ``lower_than_or_equal``,
+    ``between``, ``contains_text``, ``not_contains_text``, ``contains_terms``,
+    ``starts_with``, ``ends_with``, ``within_the_next``, ``within_the_last``) or a short
+    form (``eq``, ``ne``, ``in``, ``not_in``, ``gt``, ``gte``, ``lt``, ``lte``,
+    ``contains``, ``not_contains``, ``empty``, ``not_empty``). Default: ``any_of``."""
     value: Any = None
+    """What to compare with: a value or a list of values (``any_of`` / ``not_any_of``),
+    ``[from, to]`` for ``between``, nothing for ``is_empty`` / ``is_not_empty``. Status
+    and dropdown columns take label texts (``"Done"``), translated to the indexes monday
+    compares; an unknown label fails the step."""
     compare_attribute: str | None = Field(default=None, alias="compareAttribute")
+    """The attribute of the column to compare, for column types that need one (monday's
+    ``compare_attribute``). Default: none."""
 
     @field_validator("operator")
     @classmethod
@@ -208,10 +222,14 @@ class Filter(BaseModel):
 
 
 class OrderBy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Sort the items by one column."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     column: str = Field(min_length=1, max_length=200)
+    """The id of the column to sort by (e.g. ``date4``)."""
     direction: Literal["asc", "desc"] = "asc"
+    """``asc`` (default) or ``desc``."""
 
 
 def translate_filters(
@@ -379,11 +397,16 @@ def _item_view(item: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Common(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
 
     board_id: BoardId = Field(alias="boardId")
+    """The board's id: the digits in its URL (``.../boards/1234567890``), as a number or a
+    string."""
     credential: str = Field(default="monday", min_length=1, max_length=128)
+    """The name of the credential holding the monday.com API token. Default: ``monday``."""
     timeout_seconds: float = Field(default=30.0, gt=0, le=300, alias="timeoutSeconds")
+    """Seconds each API request may take (at most 300, default 30); a timeout is a
+    retriable failure."""
 
     @field_validator("board_id")
     @classmethod
@@ -400,12 +423,28 @@ class GetItems(Action):
     title = "Get items from a monday.com board"
 
     class Params(_Common):
+        """Read the items of a monday.com board, optionally filtered and sorted, page by
+        page up to ``limit``. Outputs: ``items`` (each with ``id``, ``name``, ``url``,
+        ``group`` and ``columns``: ``{id: {text, value}}``), ``count``, ``hasMore`` and
+        ``cursor``."""
+
         filters: list[Filter] | dict[str, Any] | None = None
+        """Which items to return: a list of column filters, or the shorthand
+        ``{"<column id>": value or [values]}`` (each entry: ``any_of``). Status and
+        dropdown columns are filtered by label text (``{"status": "Done"}``).
+        Default: every item."""
         match: Literal["and", "or"] = "and"
+        """Whether an item must match all filters (``and``, default) or any (``or``)."""
         order_by: list[OrderBy] | None = Field(default=None, alias="orderBy")
+        """Sort order, e.g. ``[{"column": "date4", "direction": "desc"}]``.
+        Default: monday.com's order."""
         columns: list[str] | None = None
+        """The ids of the columns to return for each item. Default: all columns."""
         limit: int = Field(default=100, ge=1, le=10000)
+        """The most items to return (1 to 10000, default 100); ``hasMore`` says whether
+        the board has more."""
         page_size: int = Field(default=100, ge=1, le=500, alias="pageSize")
+        """Items per API request (1 to 500, default 100)."""
 
         @model_validator(mode="after")
         def _translatable(self) -> GetItems.Params:
@@ -500,14 +539,32 @@ class CreateItem(Action):
     title = "Create an item on a monday.com board"
 
     class Params(_Common):
+        """Create an item on a monday.com board, at most once per input: if an earlier run
+        of this workflow created an item with the same ``dedupeKey``, that item is
+        returned with ``created: false``. Outputs: ``id``, ``name``, ``url``, ``boardId``,
+        ``groupId``, ``created`` and ``dedupeKey``."""
+
         group_id: str | None = Field(default=None, alias="groupId", max_length=200)
+        """The id of the group (section) to create the item in (e.g. ``topics``).
+        Default: the board's top group."""
         item_name: str = Field(alias="itemName", min_length=1, max_length=255)
+        """The new item's name (1 to 255 characters)."""
         column_values: dict[str, Any] | None = Field(default=None, alias="columnValues")
+        """Column values as monday.com's API expects them, by column id, e.g.
+        ``{"status": {"label": "Done"}, "date4": {"date": "2026-01-31"}}``.
+        Default: none."""
         create_labels_if_missing: bool = Field(default=False, alias="createLabelsIfMissing")
+        """Create a status or dropdown label that ``columnValues`` names but the column does
+        not have yet. Default: false (monday.com refuses such a label)."""
         dedupe_key: str | None = Field(
             default=None, alias="dedupeKey", min_length=1, max_length=200
         )
+        """What makes two creations the same item: a run finds the item an earlier run of
+        this workflow created with the same key. Default: a hash of board, group, name and
+        column values."""
         verify_existing: bool = Field(default=True, alias="verifyExisting")
+        """Before returning an item created earlier for the same key, check it still exists
+        on monday.com (if it was deleted, a new one is created). Default: true."""
 
     async def run(self, ctx: ActionContext, params: Params) -> ActionResult:
         credential = await ctx.credentials.fetch(params.credential)

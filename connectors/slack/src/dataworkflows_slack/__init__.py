@@ -59,14 +59,31 @@ class PostMessage(Action):
     title = "Post a message to a Slack channel"
 
     class Params(BaseModel):
-        model_config = ConfigDict(extra="forbid", populate_by_name=True)
+        """Post a message to a Slack channel (``chat.postMessage``), optionally as a reply
+        in a thread. Outputs: ``channel``, ``ts`` (the message's id), ``threadTs`` and
+        ``text``. Give ``text``, ``blocks`` or both."""
+
+        model_config = ConfigDict(
+            extra="forbid", populate_by_name=True, use_attribute_docstrings=True
+        )
 
         channel: str = Field(min_length=1, max_length=200)
+        """The channel to post to: its id (``C0123ABCD``) or its name (``#general``)."""
         text: str | None = Field(default=None, max_length=40000)
+        """The message text (Slack ``mrkdwn``, up to 40000 characters). Required unless
+        ``blocks`` is given; with ``blocks`` it is the notification fallback."""
         blocks: list[dict[str, Any]] | None = Field(default=None, max_length=50)
+        """Block Kit blocks, a list of up to 50 block objects, for a rich message.
+        Default: none."""
         thread_ts: str | None = Field(default=None, alias="threadTs")
+        """The ``ts`` of a parent message, to reply in its thread (e.g. the ``ts`` output
+        of an earlier post). Default: a new message in the channel."""
         credential: str = Field(default="slack", min_length=1, max_length=128)
+        """The name of the credential holding the Slack bot token (``xoxb-...``).
+        Default: ``slack``."""
         timeout_seconds: int = Field(default=30, ge=1, le=300, alias="timeoutSeconds")
+        """Seconds the API call may take (1 to 300, default 30); a timeout is a retriable
+        failure."""
 
         @model_validator(mode="after")
         def _text_or_blocks(self) -> PostMessage.Params:

@@ -60,15 +60,26 @@ Scalar = str | int | float | bool
 
 
 class Auth(BaseModel):
-    """How a credential is attached to the request."""
+    """How a credential is attached to the request. A credential with ``allowedHosts`` is
+    only sent to those hosts, and it is dropped when a redirect leaves the request's
+    origin."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     type: Literal["bearer", "basic", "header", "query"]
+    """``bearer``: ``Authorization: Bearer <secret>``; ``basic``: HTTP Basic auth with
+    ``username`` and the secret as password; ``header``: the secret in header ``name``
+    (after ``prefix``); ``query``: the secret as query parameter ``name``."""
     credential: str = Field(min_length=1, max_length=128)
+    """The name of the credential whose secret is sent (never the secret itself)."""
     username: str | None = None
+    """``basic`` only (required there): the user name sent with the secret."""
     name: str | None = Field(default=None, min_length=1, max_length=200)
+    """``header`` and ``query`` only (required there): the header or query parameter that
+    carries the secret, e.g. ``X-API-Key`` or ``api_key``."""
     prefix: str = ""
+    """``header`` only: text put before the secret in the header value, e.g. ``Token ``.
+    Default: none."""
 
     @model_validator(mode="after")
     def _complete(self) -> Auth:
@@ -97,23 +108,55 @@ class HttpRequest(Action):
     socket_factory: ClassVar[Callable[[Any], socket.socket] | None] = None
 
     class Params(BaseModel):
-        model_config = ConfigDict(extra="forbid", populate_by_name=True)
+        """Send one HTTP request and return the response as the step's outputs
+        ``status``, ``headers``, ``json`` or ``text``, ``url`` (the final one) and
+        ``redirects``. Loopback and private-network destinations are refused unless the
+        engine's ``DATAWORKFLOWS_HTTP_ALLOW_NETWORKS`` allows them."""
+
+        model_config = ConfigDict(
+            extra="forbid", populate_by_name=True, use_attribute_docstrings=True
+        )
 
         method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
+        """The HTTP method. Default: ``GET``."""
         url: str = Field(min_length=1, max_length=8000)
+        """The absolute ``http://`` or ``https://`` URL to call."""
         headers: dict[str, str] = Field(default_factory=dict)
+        """Request headers, ``{name: value}``. Headers set by ``auth`` take precedence.
+        Default: none."""
         query: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+        """Query parameters added to the URL's own, ``{name: value}``; a list value repeats
+        the parameter, booleans are sent as ``true`` / ``false``. Default: none."""
         json_body: Any = Field(default=None, alias="json")
+        """A JSON body (any JSON value), sent as ``application/json``. Not together with
+        ``body``. Default: no body."""
         body: str | None = None
+        """A raw text body, sent as UTF-8 (as ``text/plain`` unless ``headers`` sets a
+        ``Content-Type``). Not together with ``json``. Default: no body."""
         auth: Auth | None = None
+        """Attach a stored credential's secret to the request. Default: no authentication."""
         timeout_seconds: float = Field(default=30.0, gt=0, le=3600, alias="timeoutSeconds")
+        """Seconds the whole exchange may take, redirects and reading the response included
+        (at most 3600, default 30); a timeout is a retriable failure."""
         max_response_bytes: int = Field(
             default=1024 * 1024, ge=1, le=64 * 1024 * 1024, alias="maxResponseBytes"
         )
+        """The largest response body accepted, in bytes (at most 64 MiB, default 1 MiB =
+        1048576); a larger one fails the step permanently."""
         follow_redirects: bool = Field(default=True, alias="followRedirects")
+        """Follow 301, 302, 303, 307 and 308 redirects. Default: true. When false, the
+        redirect response itself is the result."""
         max_redirects: int = Field(default=5, ge=0, le=20, alias="maxRedirects")
+        """How many redirects to follow at most (0 to 20, default 5); one more fails the
+        step permanently."""
         response_type: Literal["auto", "json", "text"] = Field(default="auto", alias="responseType")
+        """How the response body is returned: ``auto`` (default: output ``json`` when the
+        response's Content-Type says JSON, else ``text``), ``json`` (a body that is not
+        JSON fails the step) or ``text``."""
         fail_on_status: bool = Field(default=True, alias="failOnStatus")
+        """Treat error statuses as failures (default: true): 408, 429 and 5xx are
+        retriable, honouring ``Retry-After``; other 4xx fail permanently. When false,
+        every status is returned as the step's output."""
 
         @field_validator("url")
         @classmethod

@@ -84,30 +84,55 @@ def is_wildcard(expression: str) -> bool:
 
 
 class ScheduleConfig(BaseModel):
-    """Configuration of a ``schedule`` trigger: exactly one of ``cron`` and ``intervalSeconds``."""
+    """Configuration of a ``schedule`` trigger: exactly one of ``cron`` and ``intervalSeconds``.
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=to_camel)
+    Each fire time starts one run of the workflow; the run's ``trigger`` holds
+    ``scheduledTime``, ``localScheduledTime``, ``catchUp`` and ``data``. Fire times the
+    scheduler reaches late (after downtime) follow ``misfirePolicy``.
+    """
 
-    #: five-field cron expression (or @hourly, @daily, @weekly, @monthly, @yearly)
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        alias_generator=to_camel,
+        use_attribute_docstrings=True,
+    )
+
     cron: str | None = None
-    #: fire every N seconds, at startAt + k * N (startAt defaults to 1970-01-01T00:00Z)
+    """A five-field cron expression (minute hour day-of-month month day-of-week, e.g.
+    ``0 9 * * 1-5``) or ``@hourly``, ``@daily``, ``@weekly``, ``@monthly``, ``@yearly``,
+    read in ``timezone``. Hashed and random values (``H``, ``R``) are refused."""
     interval_seconds: int | None = Field(default=None, ge=1, le=366 * 86400)
-    #: IANA timezone the cron fields are read in
+    """Or: fire every N seconds (1 to 366 days), at ``startAt + k * N``; without
+    ``startAt`` the anchor is 1970-01-01T00:00:00Z. Plain elapsed time: ignores DST."""
     timezone: str = "UTC"
-    #: no fire time before this instant (and the anchor of interval schedules)
+    """The IANA time zone the cron fields are read in, e.g. ``Europe/Berlin``
+    (daylight-saving rules in docs/triggers.md). Default: ``UTC``."""
     start_at: datetime | None = None
-    #: no fire time after this instant
+    """No fire time before this instant (ISO 8601 with an offset or ``Z``); also the
+    anchor of ``intervalSeconds``. Default: no start."""
     end_at: datetime | None = None
+    """No fire time after this instant (ISO 8601 with an offset or ``Z``), after
+    ``startAt``. Default: no end."""
     misfire_policy: Literal["skip", "catchUpOne", "catchUpAll"] = "catchUpOne"
-    #: how late a fire time may be processed and still count as on time
+    """What to do with fire times reached later than ``misfireGraceSeconds`` (e.g. after
+    downtime): ``skip`` starts nothing for them; ``catchUpOne`` (default) starts one run,
+    for the most recent; ``catchUpAll`` starts one run per missed fire time (at most
+    ``maxCatchUp``, the most recent ones). Such runs have ``trigger.catchUp`` true."""
     misfire_grace_seconds: float = Field(default=60, ge=0, le=86400)
-    #: misfired fire times older than this are never caught up
+    """Seconds a fire time may be processed late and still run normally (at most 86400,
+    default 60); later than that it has misfired."""
     catch_up_window_seconds: float = Field(default=3600, ge=0, le=366 * 86400)
-    #: catchUpAll starts at most this many catch-up runs at once
+    """Misfired fire times older than this many seconds are never caught up (default
+    3600: one hour)."""
     max_catch_up: int = Field(default=100, ge=1, le=10_000)
+    """``catchUpAll`` starts at most this many catch-up runs at once (1 to 10000, default
+    100)."""
     overlap_policy: Literal["allow", "skip"] = "allow"
-    #: static JSON data passed to every run as ``trigger.data``
+    """``allow`` (default): start a run at every fire time; ``skip``: skip a fire time
+    while a run this trigger started earlier is still Pending or Running."""
     data: dict[str, Any] = Field(default_factory=dict)
+    """Static JSON object passed to every run as ``trigger.data``. Default: ``{}``."""
 
     @field_validator("cron")
     @classmethod

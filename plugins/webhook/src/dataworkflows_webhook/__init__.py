@@ -61,7 +61,12 @@ MAX_BODY_CEILING = 100 * 1024 * 1024
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=to_camel)
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        alias_generator=to_camel,
+        use_attribute_docstrings=True,  # field docstrings: the schema's descriptions
+    )
 
 
 class SignatureConfig(_Model):
@@ -75,14 +80,25 @@ class SignatureConfig(_Model):
     #: the shared secret, stored with the trigger; ``SecretStr`` declares it secret, so
     #: the kernel encrypts it at rest and shows it as ``**********``
     secret: SecretStr | None = None
+    """The shared secret, stored with the trigger (encrypted at rest) and shown as
+    ``**********``. Give exactly one of ``secret`` and ``secretName``."""
     #: or: the name of a credential, resolved by the kernel's one resolver (encrypted
     #: store, providers, environment; see ``PluginAPI.resolve_secret``)
     secret_name: str | None = None
+    """Or: the name of a credential holding the shared secret (the credential store, a
+    credential provider or ``DATAWORKFLOWS_CREDENTIAL_<NAME>``)."""
     header: str = "X-Signature-256"
+    """The request header carrying the signature. Default: ``X-Signature-256``."""
     prefix: str = "sha256="
+    """Text before the hex digest in the signature header. Default: ``sha256=``."""
     #: None: the body alone is signed and no replay window is enforced
     timestamp_header: str | None = "X-Signature-Timestamp"
+    """The header carrying the signing time (Unix seconds); the signed message is then
+    ``"<timestamp>." + body``. Default: ``X-Signature-Timestamp``. null: the body alone
+    is signed and old deliveries are not refused."""
     tolerance_seconds: int = Field(default=300, ge=1, le=86400)
+    """How far, in seconds, the signing time may be from the engine's clock (1 to 86400,
+    default 300); older or newer deliveries are refused (401 ``stale_timestamp``)."""
 
     @model_validator(mode="after")
     def _one_secret(self) -> SignatureConfig:
@@ -94,13 +110,20 @@ class SignatureConfig(_Model):
 
 
 class WebhookConfig(_Model):
-    """Configuration of a ``webhook`` trigger."""
+    """Configuration of a ``webhook`` trigger: each ``POST /hooks/{triggerId}`` starts a
+    run whose ``trigger`` holds the request's parsed body, headers and query."""
 
     signature: SignatureConfig | None = None
+    """Check an HMAC-SHA256 signature of each delivery (401 when it does not match).
+    Default: null, no check: anyone who knows the URL can start runs."""
     #: the header carrying the sender's delivery id (dedup); None: every call is new
     delivery_id_header: str | None = "X-Delivery-Id"
+    """The header carrying the sender's delivery id: a delivery id seen before starts no
+    second run. Default: ``X-Delivery-Id``. null: every call starts a run."""
     #: body size limit for this trigger; None: the engine's max_body_bytes
     max_body_bytes: int | None = Field(default=None, ge=1, le=MAX_BODY_CEILING)
+    """The largest request body accepted, in bytes (at most 104857600, 100 MiB); larger
+    ones get 413. Default: the engine's ``DATAWORKFLOWS_MAX_BODY_BYTES``."""
 
 
 def sign(secret: str | bytes, body: bytes, timestamp: int | str | None = None) -> str:
