@@ -267,3 +267,21 @@ def test_validate_lists_every_problem(cli: Any, tmp_path: Path) -> None:
     assert "$.nodes[0].actionType: unknown action type 'nope.nope'" in result.output
     assert "$.nodes[1].parameters.message" in result.output
     assert cli("workflows", "list").output == "(none)\n"  # validating writes nothing
+
+
+def test_help_texts_are_whole_and_plain(cli: Any) -> None:
+    """No command description cut with "...", no reST markup, in any group's help."""
+    texts = [cli("--help").output]
+    for group in ("db", "credentials", "workflows", "runs", "triggers"):
+        texts.append(cli(group, "--help").output)
+    for command in ("run", "serve", "worker", "validate", ("db", "downgrade"), ("runs", "watch")):
+        texts.append(cli(*((command,) if isinstance(command, str) else command), "--help").output)
+    for text in texts:
+        assert "``" not in text and ":class:" not in text, text
+        cut = [
+            line
+            for line in text.splitlines()
+            if line.rstrip().endswith("...") and not line.startswith("Usage:")
+        ]
+        assert cut == [], text
+    assert "print the run's\n" in texts[0] or "print the run's ledger" in texts[0]

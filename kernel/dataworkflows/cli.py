@@ -58,10 +58,35 @@ def _fail(exc: ApiError) -> click.ClickException:
     return click.ClickException(message)
 
 
+class HelpGroup(click.Group):
+    """A command group whose command list shows each command's whole first sentence
+    (click cuts it at the terminal width with "..."), and whose subgroups do the same."""
+
+    group_class = type  # subgroups made with @group.group() are HelpGroups too
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is None or command.hidden:
+                continue
+            rows.append((name, _first_sentence(command.get_short_help_str(limit=10_000))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _first_sentence(text: str) -> str:
+    """Up to the first ". " (help texts' first sentence), without reST literals."""
+    text = text.replace("``", "`")
+    head, dot, _rest = text.partition(". ")
+    return head + ("." if dot else "")
+
+
 def build_cli() -> click.Group:
     """The CLI group with the kernel's commands and every plugin's ``register_commands``."""
 
-    @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.group(cls=HelpGroup, context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(__version__, prog_name="dataworkflows")
     def cli() -> None:
         """DataWorkflows: run JSON-defined workflows made of plugin actions."""
@@ -150,7 +175,7 @@ def build_cli() -> click.Group:
     @db.command("downgrade")
     @click.argument("revision")
     def db_downgrade(revision: str) -> None:
-        """Migrate the database down to REVISION (``base`` removes every table)."""
+        """Migrate the database down to REVISION ("base" removes every table)."""
         from dataworkflows.credentials import SecretKeyError
         from dataworkflows.db import migrate
 

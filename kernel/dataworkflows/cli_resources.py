@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 import click
 
+from dataworkflows.cli import HelpGroup
+
 T = TypeVar("T")
 
 TERMINAL_STATUSES = ("Succeeded", "Failed", "Cancelled")
@@ -70,7 +72,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the AP
 # -- workflows ------------------------------------------------------------------------------
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def workflows() -> None:
     """List, show, publish and archive workflows."""
 
@@ -136,7 +138,7 @@ def workflows_archive(workflow_id: str, yes: bool, tenant: str) -> None:
 # -- runs -----------------------------------------------------------------------------------
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def runs() -> None:
     """List, show, watch, cancel and rerun runs."""
 
@@ -266,7 +268,7 @@ def runs_watch(execution_id: str, timeout: float, poll: float, tenant: str) -> N
 # -- triggers -------------------------------------------------------------------------------
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def triggers() -> None:
     """Create, list, enable, disable and fire a workflow's triggers (secret fields are
     encrypted at rest and shown masked)."""
