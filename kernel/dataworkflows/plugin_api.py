@@ -112,6 +112,15 @@ class PluginAPI:
         """Replace the trigger's persistent plugin state with ``state`` (JSON data only)."""
         await self._kernel.triggers.set_state(trigger_id, state)
 
+    async def record_trigger_error(self, trigger_id: str, code: str, message: str) -> None:
+        """Show an event the trigger could not handle as its ``lastError`` (API, CLI).
+
+        For failures of the trigger's set-up that the sender cannot fix (e.g. the signing
+        secret it names does not exist), so that its owner sees them where they look.
+        ``message`` must not contain secrets.
+        """
+        await self._kernel.triggers.record_error(trigger_id, {"code": code, "message": message})
+
     async def resolve_secret(self, name: str, tenant_id: str = "default") -> str | None:
         """The secret of credential ``name`` for ``tenant_id``, or None if nobody knows it.
 

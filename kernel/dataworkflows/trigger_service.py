@@ -772,6 +772,16 @@ class TriggerService:
         )
         return FireResult("started" if created else "duplicate", summary["executionId"])
 
+    async def record_error(self, trigger_id: str, error: dict[str, Any]) -> None:
+        """Set the trigger's ``lastError`` (an event it could not handle)."""
+        t = workflow_triggers
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(t)
+                .where(t.c.id == trigger_id)
+                .values(last_error=error, last_event_at=self.clock.now())
+            )
+
     async def count(self, trigger_id: str, *results: FireResult) -> None:
         """Add outcomes that started no run to the trigger's counters."""
         t = workflow_triggers

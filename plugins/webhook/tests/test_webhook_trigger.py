@@ -212,12 +212,19 @@ async def test_signature_without_timestamp_and_with_a_named_credential(
     assert bad.status == 401
 
 
-async def test_named_credential_that_is_missing_is_a_server_error(api: Any) -> None:
+async def test_named_credential_that_is_missing_is_a_503_shown_as_last_error(api: Any) -> None:
     config = {"signature": {"secretName": "no-such-credential-anywhere"}}
     trigger = await make_trigger(api, echo_definition("unsigned-secret"), config)
+    assert trigger["lastError"] is None
     resp = await api.post(f"/hooks/{trigger['id']}", json={"message": "x"})
-    assert resp.status == 500
-    assert (await resp.json())["code"] == "signature_secret_missing"
+    assert resp.status == 503  # the trigger's set-up, not the sender, is at fault
+    body = await resp.json()
+    assert body["code"] == "signature_secret_missing"
+    assert "dataworkflows credentials set" in body["message"]
+    view = await (
+        await api.get(f"/api/v1/workflows/unsigned-secret/triggers/{trigger['id']}")
+    ).json()
+    assert view["lastError"]["code"] == "signature_secret_missing"
 
 
 async def test_same_delivery_id_five_times_starts_one_run(api: Any, kernel: Any) -> None:

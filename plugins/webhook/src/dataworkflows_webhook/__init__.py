@@ -6,11 +6,13 @@ Each delivery is checked in this order, and the first failure answers:
 2. the body fits ``maxBodyBytes`` (default: the engine's ``DATAWORKFLOWS_MAX_BODY_BYTES``)
    → else **413** ``payload_too_large`` (from ``Content-Length`` before reading, or while
    reading a chunked body);
-3. with ``signature`` configured: an HMAC-SHA256 of the raw body (prefixed by
-   ``"<timestamp>."`` when ``timestampHeader`` is set) matches the signature header,
-   compared in constant time, and the timestamp is within ``toleranceSeconds`` of the
-   engine's clock → else **401** (``missing_signature``, ``invalid_signature``,
-   ``stale_timestamp``);
+3. with ``signature`` configured: with ``scheme: "standard-webhooks"`` (recommended), a
+   ``v1`` signature of ``webhook-signature`` matches the HMAC-SHA256 of
+   ``"<webhook-id>.<webhook-timestamp>.<body>"``; with the default ``hmac-sha256``, an
+   HMAC-SHA256 of the raw body (prefixed by ``"<timestamp>."`` when ``timestampHeader``
+   is set) matches the signature header; compared in constant time, and the timestamp is
+   within ``toleranceSeconds`` of the engine's clock → else **401**
+   (``missing_signature``, ``invalid_signature``, ``stale_timestamp``);
 4. the body parses: JSON (``application/json``, ``*/*+json``), form fields
    (``application/x-www-form-urlencoded``) or text (``text/*``) → else **415**
    ``unsupported_media_type`` or **400** ``malformed_body``;
@@ -19,8 +21,9 @@ Each delivery is checked in this order, and the first failure answers:
 Answers: **202** ``{"executionId", "statusUrl", "activated": true, "duplicate"}`` once
 the run is durably queued (never waiting for the run; a failed insert is a 5xx);
 **200** ``{"activated": false, "reason"}`` when the activation condition is false;
-**409** ``workflow_not_active``. The same delivery id (``deliveryIdHeader``) twice starts
-one run and both calls get 202 with the same execution id.
+**409** ``workflow_not_active``. The same delivery id (``webhook-id`` with Standard
+Webhooks, else ``deliveryIdHeader``) twice starts one run and both calls get 202 with the
+same execution id.
 
 The run's ``trigger`` (templates) is::
 
@@ -35,11 +38,13 @@ Payload values are data: they are never rendered as templates.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
 from datetime import UTC
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl
 
 from aiohttp import hdrs, web
@@ -51,7 +56,7 @@ from dataworkflows import CredentialError, TriggerType, hookimpl
 if TYPE_CHECKING:
     from dataworkflows.plugin_api import PluginAPI
 
-__all__ = ["ROUTE", "SignatureConfig", "Webhook", "WebhookConfig", "sign"]
+__all__ = ["ROUTE", "SignatureConfig", "Webhook", "WebhookConfig", "sign", "sign_standard"]
 
 ROUTE = "/hooks/{trigger_id}"
 #: headers that never reach the run's payload
@@ -70,12 +75,25 @@ class _Model(BaseModel):
 
 
 class SignatureConfig(_Model):
-    """HMAC-SHA256 request signing (a generic scheme most SaaS webhooks can be set up for).
+    """Request signing: Standard Webhooks (recommended) or a generic HMAC-SHA256 header.
 
-    The sender computes ``hex(HMAC-SHA256(secret, message))`` where ``message`` is the raw
-    body, or ``"<timestamp>." + body`` when ``timestampHeader`` is set (timestamp: Unix
-    seconds, sent in that header), and sends ``prefix + hex`` in ``header``.
+    ``standard-webhooks`` (https://www.standardwebhooks.com): the sender signs
+    ``"<webhook-id>.<webhook-timestamp>.<body>"`` with HMAC-SHA256 under the base64 key of
+    a ``whsec_...`` secret and sends ``webhook-id``, ``webhook-timestamp`` (Unix seconds)
+    and ``webhook-signature`` (``v1,<base64>``, several separated by spaces while keys
+    rotate). The delivery id is signed, so a captured delivery cannot be replayed as a new
+    one, and ``webhook-id`` is the delivery id that deduplicates.
+
+    ``hmac-sha256`` (the default, for senders that cannot do the above): the sender
+    computes ``hex(HMAC-SHA256(secret, message))`` where ``message`` is the raw body, or
+    ``"<timestamp>." + body`` when ``timestampHeader`` is set, and sends ``prefix + hex``
+    in ``header``. The delivery id header is not signed: within the tolerance window a
+    signed body can be sent again under another delivery id.
     """
+
+    scheme: Literal["hmac-sha256", "standard-webhooks"] = "hmac-sha256"
+    """``standard-webhooks`` (recommended: the delivery id is signed) or ``hmac-sha256``
+    (a signature header over the body and a timestamp). Default: ``hmac-sha256``."""
 
     #: the shared secret, stored with the trigger; ``SecretStr`` declares it secret, so
     #: the kernel encrypts it at rest and shows it as ``**********``
@@ -88,12 +106,15 @@ class SignatureConfig(_Model):
     """Or: the name of a credential holding the shared secret (the credential store, a
     credential provider or ``DATAWORKFLOWS_CREDENTIAL_<NAME>``)."""
     header: str = "X-Signature-256"
-    """The request header carrying the signature. Default: ``X-Signature-256``."""
+    """hmac-sha256: the request header carrying the signature. Default:
+    ``X-Signature-256``."""
     prefix: str = "sha256="
-    """Text before the hex digest in the signature header. Default: ``sha256=``."""
+    """hmac-sha256: text before the hex digest in the signature header. Default:
+    ``sha256=``."""
     #: None: the body alone is signed and no replay window is enforced
     timestamp_header: str | None = "X-Signature-Timestamp"
-    """The header carrying the signing time (Unix seconds); the signed message is then
+    """hmac-sha256: the header carrying the signing time (Unix seconds); the signed
+    message is then
     ``"<timestamp>." + body``. Default: ``X-Signature-Timestamp``. null: the body alone
     is signed and old deliveries are not refused."""
     tolerance_seconds: int = Field(default=300, ge=1, le=86400)
@@ -106,6 +127,11 @@ class SignatureConfig(_Model):
             raise ValueError("give exactly one of secret and secretName")
         if self.secret is not None and not self.secret.get_secret_value():
             raise ValueError("secret must not be empty")
+        if self.scheme == "standard-webhooks" and self.secret is not None:
+            try:
+                standard_key(self.secret.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
 
@@ -131,6 +157,32 @@ def sign(secret: str | bytes, body: bytes, timestamp: int | str | None = None) -
     key = secret.encode() if isinstance(secret, str) else secret
     message = body if timestamp is None else f"{timestamp}.".encode() + body
     return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+STANDARD_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+
+
+def standard_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret: ``whsec_<base64>`` (or the bare base64);
+    raises ValueError for anything else."""
+    encoded = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(
+            "a standard-webhooks secret is 'whsec_' followed by base64 (e.g. "
+            "'whsec_' + base64 of 24 random bytes)"
+        ) from None
+    if not key:
+        raise ValueError("a standard-webhooks secret must not be empty")
+    return key
+
+
+def sign_standard(secret: str, delivery_id: str, timestamp: int | str, body: bytes) -> str:
+    """The ``webhook-signature`` value a Standard Webhooks sender sends: ``v1,<base64>``."""
+    message = f"{delivery_id}.{timestamp}.".encode() + body
+    digest = hmac.new(standard_key(secret), message, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
 
 
 class Webhook(TriggerType):
@@ -170,9 +222,48 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _verify_standard(
+    config: SignatureConfig, secret: str, request: web.Request, body: bytes, now: float
+) -> web.Response | None:
+    """Standard Webhooks: the three headers, the timestamp window, any ``v1`` signature."""
+    values = {name: request.headers.get(name, "").strip() for name in STANDARD_HEADERS}
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        return _error(
+            401,
+            "missing_signature",
+            f"the {', '.join(missing)} header(s) of Standard Webhooks are missing",
+            {"headers": missing},
+        )
+    try:
+        sent = int(values["webhook-timestamp"])
+    except ValueError:
+        return _error(401, "invalid_signature", "webhook-timestamp must be Unix seconds")
+    if abs(now - sent) > config.tolerance_seconds:
+        return _error(
+            401,
+            "stale_timestamp",
+            f"the signature timestamp is more than {config.tolerance_seconds} s "
+            "away from the server's clock",
+            {"toleranceSeconds": config.tolerance_seconds},
+        )
+    try:
+        expected = sign_standard(secret, values["webhook-id"], sent, body).encode()
+    except ValueError as exc:
+        return _error(503, "signature_secret_invalid", str(exc))
+    for candidate in values["webhook-signature"].split():
+        if hmac.compare_digest(expected, candidate.encode("utf-8", "replace")):
+            return None
+    return _error(
+        401, "invalid_signature", "no webhook-signature matches the id, timestamp and body"
+    )
+
+
 def _verify(
     config: SignatureConfig, secret: str, request: web.Request, body: bytes, now: float
 ) -> web.Response | None:
+    if config.scheme == "standard-webhooks":
+        return _verify_standard(config, secret, request, body, now)
     provided = request.headers.get(config.header)
     if not provided:
         return _error(
@@ -259,6 +350,20 @@ def _parse_body(request: web.Request, body: bytes) -> Any:
     )
 
 
+async def _unavailable(api: PluginAPI, trigger_id: str, code: str, message: str) -> web.Response:
+    """503: the trigger's own set-up fails (not the sender's fault); shown as its lastError."""
+    await api.record_trigger_error(trigger_id, code, message)
+    return _error(503, code, message)
+
+
+def _delivery_id(config: WebhookConfig, request: web.Request) -> str | None:
+    """Standard Webhooks: the signed ``webhook-id``; else ``deliveryIdHeader``'s value."""
+    if config.signature is not None and config.signature.scheme == "standard-webhooks":
+        return request.headers.get("webhook-id") or None
+    header = config.delivery_id_header
+    return (request.headers.get(header) if header else None) or None
+
+
 def make_handler(api: PluginAPI) -> Any:
     """The ``POST /hooks/{trigger_id}`` handler bound to the kernel's plugin API."""
 
@@ -288,13 +393,16 @@ def make_handler(api: PluginAPI) -> Any:
                     else await api.resolve_secret(sig.secret_name or "", trigger.tenant_id)
                 )
             except CredentialError as exc:
-                return _error(500, "signature_secret_unavailable", exc.message)
+                return await _unavailable(
+                    api, trigger.id, "signature_secret_unavailable", exc.message
+                )
             if not secret:
-                return _error(
-                    500,
+                return await _unavailable(
+                    api,
+                    trigger.id,
                     "signature_secret_missing",
                     f"the credential {sig.secret_name!r} this trigger verifies with is not "
-                    "available",
+                    "available: store it (dataworkflows credentials set) or fix secretName",
                 )
             failure = _verify(sig, secret, request, body, now.timestamp())
             if failure is not None:
@@ -302,9 +410,7 @@ def make_handler(api: PluginAPI) -> Any:
         parsed = _parse_body(request, body)
         if isinstance(parsed, web.Response):
             return parsed
-        delivery_id = (
-            request.headers.get(config.delivery_id_header) if config.delivery_id_header else None
-        ) or None
+        delivery_id = _delivery_id(config, request)
         event = {
             "body": parsed,
             "headers": _headers(request),
