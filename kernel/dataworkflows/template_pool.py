@@ -100,7 +100,7 @@ class TemplatePool:
         if self._slots is None:
             self._slots = asyncio.Semaphore(max(1, self.limits.workers))
         async with self._slots:
-            worker = self._idle.pop() if self._idle else self._start()
+            worker = self._idle.pop() if self._idle else await self._start()
             healthy = False
             try:
                 reply = await worker.call(request, self.limits.timeout + KILL_MARGIN)
@@ -126,8 +126,10 @@ class TemplatePool:
             raise TemplateBudgetExceeded(rest[0], rest[1])
         raise TemplateError(rest[0], rest[1])
 
-    def _start(self) -> _Worker:
-        worker = _Worker(self.engine)
+    async def _start(self) -> _Worker:
+        # forking copies the page tables of this process: tens of ms for a big one, so
+        # not on the event loop
+        worker = await asyncio.to_thread(_Worker, self.engine)
         self._all.add(worker)
         return worker
 

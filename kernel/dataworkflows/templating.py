@@ -562,18 +562,15 @@ def _static_overrun(tree: ast.Template, limits: TemplateLimits) -> str | None:
 
     def walk(node: ast.Node, times: int) -> None:
         nonlocal worst
-        for child in node.iter_child_nodes():
-            if isinstance(child, ast.For):
-                walk(child.iter, times)
-                count = _known_length(child.iter) or 1
-                worst = max(worst, times * count)
-                walk(child.target, times)
-                for body in (*child.body, *child.else_):
-                    walk(body, times * count)
-                if child.test is not None:
-                    walk(child.test, times * count)
-            else:
+        if not isinstance(node, ast.For):
+            for child in node.iter_child_nodes():
                 walk(child, times)
+            return
+        walk(node.iter, times)
+        count = _known_length(node.iter) or 1
+        worst = max(worst, times * count)
+        for inner in (*node.body, *node.else_, *([node.test] if node.test else [])):
+            walk(inner, times * count)
 
     walk(tree, 1)
     if worst > limits.max_operations:
