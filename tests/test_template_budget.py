@@ -163,6 +163,7 @@ def test_cheap_shapes_are_recognised(engine: TemplateEngine) -> None:
         "Hello {{ trigger.user.name|default('you')|upper }}!",
         "{% if trigger.ok %}{{ nodes.a.outputs.x ~ '!' }}{% endif %}",
         {"a": ["{{ trigger.items|length }}", 3], "b": "plain"},
+        "{% for it in trigger.items %}{{ loop.index }}: {{ it.sku }}{% endfor %}",
     ]
     costly = [
         NESTED,
@@ -197,10 +198,16 @@ async def test_costly_evaluations_run_in_a_worker_process() -> None:
     engine = TemplateEngine(limits=TemplateLimits(timeout=5.0, workers=1))
     try:
         assert await engine.render_async("{{ trigger.n + 1 }}", CONTEXT) == 100000
+        loop = "{% for i in trigger.big %}{{ i }}{% endfor %}"
+        small = {"trigger": {"big": [0, 1, 2]}}
+        assert await engine.render_async(loop, small) == "012"
         assert engine.pool.offloaded == 0  # cheap: inline
         text = await engine.render_async("{% for i in range(3) %}{{ i }}{% endfor %}", CONTEXT)
         assert text == "012"
         assert engine.pool.offloaded == 1
+        # a cheap shape that does not fit the inline budget is evaluated again in a worker
+        assert len(await engine.render_async(loop, CONTEXT)) > 50_000
+        assert engine.pool.offloaded == 2
         with pytest.raises(TemplateBudgetExceeded) as caught:
             await engine.render_async({"p": NESTED}, CONTEXT, "$.nodes[0].parameters")
         assert caught.value.path == "$.nodes[0].parameters.p"

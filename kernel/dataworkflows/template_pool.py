@@ -5,7 +5,8 @@ trigger. Whatever they wrote, the API, the heartbeats and the other runs of the 
 must keep going. So (docs/semantics.md, "Templates"):
 
 * A template or condition whose *shape* is cheap (:meth:`TemplateEngine.is_cheap`: no
-  loops, calls, macros or size-taking filters, at most a couple of thousand characters)
+  calls, macros or size-taking filters, at most a couple of thousand characters; loops
+  over data spend one operation per item)
   is evaluated inline, under a small budget (``INLINE_*`` in :mod:`dataworkflows.templating`).
   If it goes over that budget, it is evaluated again as below.
 * Everything else is evaluated in one of ``workers`` processes, forked from this one so
@@ -129,7 +130,12 @@ class TemplatePool:
     async def _start(self) -> _Worker:
         # forking copies the page tables of this process: tens of ms for a big one, so
         # not on the event loop
-        worker = await asyncio.to_thread(_Worker, self.engine)
+        starting = asyncio.ensure_future(asyncio.to_thread(_Worker, self.engine))
+        try:
+            worker = await asyncio.shield(starting)
+        except asyncio.CancelledError:  # the process still starts: stop it when it has
+            starting.add_done_callback(_kill_started)
+            raise
         self._all.add(worker)
         return worker
 
@@ -182,6 +188,11 @@ class _Worker:
             with contextlib.suppress(OSError):
                 self.process.kill()
         # reaped by multiprocessing when the next process starts, or by ``close``
+
+
+def _kill_started(starting: asyncio.Future[_Worker]) -> None:
+    if not starting.cancelled() and starting.exception() is None:
+        starting.result().kill()
 
 
 def _serve(conn: Connection, engine: TemplateEngine) -> None:

@@ -79,7 +79,7 @@ _CHEAP_NODES = (
     ast.Getattr, ast.Getitem, ast.Slice, ast.Compare, ast.Operand, ast.And, ast.Or, ast.Not,
     ast.Neg, ast.Pos, ast.CondExpr, ast.Concat, ast.Add, ast.Sub, ast.Mul, ast.Div,
     ast.FloorDiv, ast.Mod, ast.Pow, ast.List, ast.Tuple, ast.Dict, ast.Pair, ast.Keyword,
-    ast.Filter, ast.Test,
+    ast.Filter, ast.Test, ast.For,  # a loop spends one operation per item: bounded inline
 )  # fmt: skip
 #: filters that walk their input once (charged per item) and take no size argument
 _CHEAP_FILTERS = frozenset(
@@ -324,9 +324,10 @@ class TemplateEngine:
                 continue
 
     def is_cheap(self, value: Any) -> bool:
-        """True if every template in a tree has a shape whose cost is bounded by its
-        length (no loops, calls, macros or size-taking filters) and is short: these
-        render inline on the event loop (still under a budget)."""
+        """True if every template in a tree has a shape in which every step spends the
+        budget before doing work (no calls, macros or size-taking filters; loops spend
+        per item) and is short: these render inline on the event loop, under the small
+        inline budget."""
         return all(self._cheap_source(text, False) for _, text in _templates(value, "$"))
 
     def _cheap_source(self, source: str, condition: bool) -> bool:
