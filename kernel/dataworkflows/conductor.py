@@ -426,12 +426,7 @@ class Conductor:
             outcome = None
         condition_error: dict[str, Any] | None = None
         fired_any = False
-        if (
-            replay
-            and node.status == FAILED
-            and (node.error or {}).get("code") in CONDITION_ERRORS
-            and str((node.error or {}).get("details", {}).get("path", "")).endswith(".condition")
-        ):
+        if replay and node.status == FAILED and _failed_routing(node.error):
             outcome = None  # it failed routing when it ran; it fails the run again
             condition_error = node.error
         for edge in plan_node.outgoing:
@@ -807,6 +802,13 @@ class Conductor:
             started_at=started or now,
             ended_at=now,
         )
+
+
+def _failed_routing(error: Mapping[str, Any] | None) -> bool:
+    """True for the error of a node that failed because one of its edge conditions did."""
+    error = error or {}
+    path = str((error.get("details") or {}).get("path", ""))
+    return error.get("code") in CONDITION_ERRORS and path.endswith(".condition")
 
 
 def _is_json(value: Any) -> bool:
