@@ -283,3 +283,13 @@ def test_json_limits_let_ordinary_bodies_through() -> None:
         loads_limited(b"[1e999]")
     with pytest.raises(ValueError, match="not a JSON value"):
         loads_limited(b"[NaN]")
+
+
+async def test_a_context_that_cannot_reach_a_worker_is_a_template_error() -> None:
+    engine = TemplateEngine(limits=TemplateLimits(workers=1))
+    try:
+        with pytest.raises(TemplateError, match="cannot be sent to a worker"):
+            await engine.render_async("{{ range(2)|list }}", {"x": lambda: 1}, "$.p")
+        assert await engine.render_async("{{ range(2)|list }}", {}) == [0, 1]
+    finally:
+        await engine.close()

@@ -30,6 +30,7 @@ import os
 import signal
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
 from dataworkflows.templating import (
@@ -98,13 +99,19 @@ class TemplatePool:
 
     async def _run(self, request: Request) -> Any:
         path = request[3]
+        try:
+            payload = bytes(ForkingPickler.dumps(request))
+        except Exception as exc:  # e.g. a plugin put an object that does not pickle
+            raise TemplateError(
+                path, f"its context cannot be sent to a worker process: {exc}"
+            ) from None
         if self._slots is None:
             self._slots = asyncio.Semaphore(max(1, self.limits.workers))
         async with self._slots:
             worker = self._idle.pop() if self._idle else await self._start()
             healthy = False
             try:
-                reply = await worker.call(request, self.limits.timeout + KILL_MARGIN)
+                reply = await worker.call(payload, self.limits.timeout + KILL_MARGIN)
                 healthy = True
             except TimeoutError:
                 raise TemplateBudgetExceeded(
@@ -162,9 +169,10 @@ class _Worker:
         self.process.start()
         child.close()
 
-    async def call(self, request: Request, timeout: float) -> tuple[Any, ...]:
+    async def call(self, payload: bytes, timeout: float) -> tuple[Any, ...]:
+        """Send a pickled request; the reply, or TimeoutError after ``timeout`` s."""
         loop = asyncio.get_running_loop()
-        self.conn.send(request)
+        self.conn.send_bytes(payload)
         readable = loop.create_future()
         fd = self.conn.fileno()
         try:
