@@ -293,3 +293,16 @@ async def test_a_context_that_cannot_reach_a_worker_is_a_template_error() -> Non
         assert await engine.render_async("{{ range(2)|list }}", {}) == [0, 1]
     finally:
         await engine.close()
+
+
+async def test_the_pool_can_start_its_processes_ahead() -> None:
+    engine = TemplateEngine(limits=TemplateLimits(workers=2))
+    try:
+        await engine.pool.start()
+        pids = {w.process.pid for w in engine.pool._all}
+        assert len(pids) == 2
+        assert await engine.render_async("{{ range(2)|list }}", {}) == [0, 1]
+        assert {w.process.pid for w in engine.pool._all} == pids  # no new fork
+    finally:
+        await engine.close()
+    assert not engine.pool._all

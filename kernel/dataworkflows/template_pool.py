@@ -86,6 +86,16 @@ class TemplatePool:
                 pass
         return await self._run(request)
 
+    async def start(self) -> None:
+        """Start every worker process now (``serve`` and ``worker`` do, before traffic).
+
+        Forking holds the interpreter lock while the kernel copies this process's page
+        tables, tens of milliseconds for a large process, so it is best done before any
+        request is served; otherwise processes start on first need (and after a kill).
+        """
+        while len(self._all) < max(1, self.limits.workers):
+            self._idle.append(await self._start())
+
     async def close(self) -> None:
         """Stop every worker process (idle ones exit, busy ones are killed)."""
         workers, self._all, self._idle = list(self._all), set(), []
