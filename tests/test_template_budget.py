@@ -306,3 +306,41 @@ async def test_the_pool_can_start_its_processes_ahead() -> None:
     finally:
         await engine.close()
     assert not engine.pool._all
+
+
+def test_worker_processes_exit_when_the_engine_process_dies() -> None:
+    """An engine killed outright (kill -9) leaves no template process behind."""
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio, os\n"
+        "from dataworkflows.templating import TemplateEngine\n"
+        "async def main():\n"
+        "    engine = TemplateEngine()\n"
+        "    await engine.pool.start()\n"
+        "    print(*[w.process.pid for w in engine.pool._all], flush=True)\n"
+        "    await asyncio.Event().wait()\n"
+        "asyncio.run(main())\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    for pid in pids:  # each reads EOF on its pipe and exits; reaped by init
+        deadline = time.monotonic() + 30
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling a process we cannot wait for (not our child)
+        assert not _alive(pid), f"template process {pid} outlived its engine"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

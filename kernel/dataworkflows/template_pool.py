@@ -172,7 +172,7 @@ class _Worker:
         self.conn, child = context.Pipe()
         self.process: ForkProcess = context.Process(
             target=_serve,
-            args=(child, engine),
+            args=(child, self.conn, engine),
             name="dataworkflows-templates",
             daemon=True,
         )
@@ -213,8 +213,12 @@ def _kill_started(starting: asyncio.Future[_Worker]) -> None:
         starting.result().kill()
 
 
-def _serve(conn: Connection, engine: TemplateEngine) -> None:
-    """The worker process: answer requests until the pipe closes."""
+def _serve(conn: Connection, parent_end: Connection, engine: TemplateEngine) -> None:
+    """The worker process: answer requests until the pipe closes (the engine closed it,
+    or its process died)."""
+    # the fork copied the engine's end of this pipe too: keep it open here, and this
+    # process would never read EOF, and outlive an engine that was killed
+    parent_end.close()
     _detach(engine.limits.memory_mb)
     while True:
         try:
