@@ -166,7 +166,8 @@ async def test_correlation_id_is_stored_with_the_run_and_in_every_log_line(
         (b'{"x": "\\ud800"}', 422, "invalid_request"),
         (b'{"x": NaN}', 400, "malformed_json"),
         (b'{"x": Infinity}', 400, "malformed_json"),
-        (b"[" * 100000 + b"]" * 100000, 400, "malformed_json"),
+        # nesting is refused before parsing (DATAWORKFLOWS_JSON_MAX_DEPTH)
+        (b"[" * 100000 + b"]" * 100000, 400, "json_limit_exceeded"),
         (b"\xff\xfe\x00", 400, "malformed_json"),
     ],
 )

@@ -20,6 +20,7 @@ from dataworkflows.actions import (
     StepOutcome,
 )
 from dataworkflows.hookspecs import hookimpl
+from dataworkflows.jsonlimits import JSONLimitError, loads_limited
 from dataworkflows.triggers import TriggerType
 
 __version__ = "0.1.0"
@@ -32,10 +33,12 @@ __all__ = [
     "Credential",
     "CredentialError",
     "Credentials",
+    "JSONLimitError",
     "ResourceLink",
     "Resources",
     "StepOutcome",
     "TriggerType",
     "__version__",
     "hookimpl",
+    "loads_limited",
 ]

@@ -108,6 +108,7 @@ def build_cli() -> click.Group:
         asyncio.set_event_loop(loop)
         kernel = _make_kernel(settings)
         app = create_app(kernel, run_worker=not no_worker)
+        app.on_startup.append(_start_template_workers)
         banner = (
             f"DataWorkflows {__version__} on http://{settings.host}:{settings.port} "
             f"(database {kernel.db.engine.url.render_as_string()}, "
@@ -331,6 +332,7 @@ async def _worker_main(settings: Settings) -> None:
 
     kernel = _make_kernel(settings)
     await _start(kernel)
+    await kernel.templates.pool.start()  # fork before claiming runs, not during them
     loop = asyncio.get_running_loop()
     first_signal: float | None = None
 
@@ -359,6 +361,13 @@ async def _worker_main(settings: Settings) -> None:
     finally:
         await kernel.close()
     click.echo("worker stopped", err=True)
+
+
+async def _start_template_workers(app: Any) -> None:
+    """Fork the template worker processes before the first request (docs/semantics.md)."""
+    from dataworkflows.web.keys import kernel_key
+
+    await app[kernel_key].templates.pool.start()
 
 
 async def _start(kernel: Any) -> None:

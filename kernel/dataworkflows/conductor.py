@@ -59,7 +59,7 @@ from dataworkflows.plan import (
 from dataworkflows.plugins import PluginSet
 from dataworkflows.settings import Settings
 from dataworkflows.store import WorkflowStore
-from dataworkflows.templating import TemplateEngine, TemplateError
+from dataworkflows.templating import TemplateBudgetExceeded, TemplateEngine, TemplateError
 from dataworkflows.validation_messages import friendly_errors
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ CANCELLED = "Cancelled"
 #: statuses a node never leaves (TimedOut is final only when no attempt is left)
 FINAL_STATUSES = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELLED})
 FAILURES = frozenset({FAILED, TIMED_OUT})
+#: error codes of a node that failed because an edge condition could not be evaluated
+CONDITION_ERRORS = frozenset({"condition_error", TemplateBudgetExceeded.code})
 #: seconds an action gets to react to cancellation before it is abandoned
 CANCEL_GRACE = 5.0
 
@@ -261,7 +263,7 @@ class Conductor:
             self._restore(state, await self.ledger.list_actions(run.id))
         for node_id in plan.order:
             if state.nodes[node_id].status is not None:
-                self._route(state, state.nodes[node_id], replay=True)
+                await self._route(state, state.nodes[node_id], replay=True)
         for node in state.nodes.values():
             # a run stopped by its timeout or a cancel request says so on its Cancelled rows
             reason = (node.error or {}).get("reason") if node.status == CANCELLED else None
@@ -310,7 +312,7 @@ class Conductor:
                     if any(n.status is not None for n in ready):
                         for node in ready:
                             if node.status is not None:
-                                self._route(state, node)
+                                await self._route(state, node)
                         continue
                 await self._flush(state, pending)
                 for node in ready:
@@ -328,7 +330,7 @@ class Conductor:
                     (t for t in done if t in running), key=lambda t: position[running[t].plan.id]
                 ):
                     node = running.pop(task)
-                    pending.append(self._settle(state, node, task.result()))
+                    pending.append(await self._settle(state, node, task.result()))
                 if not done and deadline is not None and state.failure is None:
                     self._timed_out(state)
                 if state.failure is not None or run.cancel_requested.is_set():
@@ -449,14 +451,14 @@ class Conductor:
             skipped.append(record)
         return skipped, ready
 
-    def _settle(self, state: _Run, node: _Node, record: StepRecord) -> StepRecord:
+    async def _settle(self, state: _Run, node: _Node, record: StepRecord) -> StepRecord:
         """Take a node's final attempt: mark it, route it; returns the row to write."""
         self._mark(node, record)
         if record.status == CANCELLED:
             for edge in node.plan.outgoing:
                 state.edges[edge] = False
             return record
-        condition_error = self._route(state, node)
+        condition_error = await self._route(state, node)
         if condition_error is not None:
             # The action succeeded (its outputs stay on the row) but routing failed.
             record = replace(record, status=FAILED, error=condition_error)
@@ -469,7 +471,9 @@ class Conductor:
         node.outputs = record.outputs if record.status == SUCCEEDED else None
         node.error = record.error
 
-    def _route(self, state: _Run, node: _Node, *, replay: bool = False) -> dict[str, Any] | None:
+    async def _route(
+        self, state: _Run, node: _Node, *, replay: bool = False
+    ) -> dict[str, Any] | None:
         """Resolve ``node``'s outgoing edges from its final status.
 
         Records the run's failure if the node failed and no edge fired. Returns the error
@@ -484,11 +488,7 @@ class Conductor:
             outcome = None
         condition_error: dict[str, Any] | None = None
         fired_any = False
-        if (
-            replay
-            and node.status == FAILED
-            and (node.error or {}).get("code") == ("condition_error")
-        ):
+        if replay and node.status == FAILED and _failed_routing(node.error):
             outcome = None  # it failed routing when it ran; it fails the run again
             condition_error = node.error
         for edge in plan_node.outgoing:
@@ -504,12 +504,13 @@ class Conductor:
                 else:
                     context = self._context(state, plan_node.ancestors | {plan_node.id})
                     try:
-                        fires = self.templates.evaluate_condition(
+                        fires = await self.templates.evaluate_condition_async(
                             edge.condition, context, f"{edge.path}.condition"
                         )
                     except TemplateError as exc:
+                        budget = isinstance(exc, TemplateBudgetExceeded)
                         condition_error = {
-                            "code": "condition_error",
+                            "code": exc.code if budget else "condition_error",
                             "message": exc.message,
                             "details": {"path": exc.path},
                         }
@@ -631,7 +632,7 @@ class Conductor:
                     rendered = node.parameters
                 else:
                     context = self._context(state, readable, attempt=attempt, extra=extra)
-                    rendered = self.templates.render(
+                    rendered = await self.templates.render_async(
                         definition.parameters, context, f"$.nodes[{plan_node.index}].parameters"
                     )
                     node.parameters = rendered
@@ -639,7 +640,7 @@ class Conductor:
             except TemplateError as exc:
                 result = ActionResult.failed(
                     f"node {plan_node.id!r}, {exc.path}: {exc.message}",
-                    code="template_error",
+                    code=exc.code,  # template_error or template_budget_exceeded
                     details={"path": exc.path},
                 )
             except ValidationError as exc:
@@ -879,6 +880,13 @@ class Conductor:
             started_at=started or now,
             ended_at=now,
         )
+
+
+def _failed_routing(error: Mapping[str, Any] | None) -> bool:
+    """True for the error of a node that failed because one of its edge conditions did."""
+    error = error or {}
+    path = str((error.get("details") or {}).get("path", ""))
+    return error.get("code") in CONDITION_ERRORS and path.endswith(".condition")
 
 
 def _is_json(value: Any) -> bool:

@@ -314,6 +314,10 @@ def _check_node(
         Problem(err.path, err.message, "template_syntax")
         for err in templates.check(node.parameters, f"{base}.parameters")
     )
+    problems.extend(  # loops or products that must exceed the budget whatever the data
+        Problem(err.path, err.message, "template_unbounded")
+        for err in templates.shape_problems(node.parameters, f"{base}.parameters")
+    )
     for ref in templates.references(node.parameters, f"{base}.parameters"):
         problems.extend(_check_references(ref, names, readable, definition, node.id))
     for j, edge in enumerate(node.edges):

@@ -105,6 +105,12 @@ def prepare_jinja2_environment(env: jinja2.Environment) -> None:
     Called when: once, after the kernel creates its ``SandboxedEnvironment``.
     Args: env -- the environment; mutate it in place (``env.filters["slug"] = ...``).
     Returns: nothing.
+    Afterwards the kernel hardens the environment: every filter is wrapped so that it
+    spends the evaluation's work budget (one operation, one per item of its input, and
+    the size of what it returns) and size arguments are checked; templates that use a
+    plugin's filters or globals are evaluated in worker processes forked from the
+    engine (docs/semantics.md, "The work budget"). A filter that itself loops or blocks
+    is stopped by the wall-clock limit.
     Since: 0.1.
     """
 

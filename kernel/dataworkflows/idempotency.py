@@ -33,6 +33,7 @@ from sqlalchemy import delete, select, update
 from dataworkflows.clock import Clock
 from dataworkflows.db.database import Database
 from dataworkflows.db.lifecycle_models import idempotency_keys
+from dataworkflows.jsonlimits import loads_limited
 
 MAX_KEY_LENGTH = 255
 
@@ -72,10 +73,11 @@ Outcome = Reserved | Replay | KeyReused | InProgress
 
 def fingerprint(method: str, path_qs: str, body: bytes) -> str:
     """SHA-256 of the request: method, path with query, and the body — canonical JSON when
-    it parses (so key order and whitespace do not matter), the raw bytes otherwise."""
+    it parses within the default JSON limits (so key order and whitespace do not matter),
+    the raw bytes otherwise."""
     try:
         canonical = json.dumps(
-            json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            loads_limited(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode()
     except (ValueError, UnicodeDecodeError, RecursionError):
         canonical = body

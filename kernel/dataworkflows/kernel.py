@@ -37,7 +37,7 @@ from dataworkflows.secret_fields import DefinitionSecrets, plaintexts
 from dataworkflows.service import WorkflowService
 from dataworkflows.settings import Settings
 from dataworkflows.store import WorkflowStore
-from dataworkflows.templating import TemplateEngine
+from dataworkflows.templating import TemplateEngine, TemplateLimits
 from dataworkflows.trigger_service import TriggerService
 from dataworkflows.worker import Worker
 
@@ -69,7 +69,17 @@ class Kernel:
         self.clock: Clock = clock or SystemClock()
         env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
         self.plugins.hook.prepare_jinja2_environment(env=env)
-        self.templates = TemplateEngine(env)
+        self.templates = TemplateEngine(
+            env,
+            TemplateLimits(
+                max_operations=self.settings.template_max_operations,
+                max_size=self.settings.template_max_size,
+                timeout=self.settings.template_timeout,
+                workers=self.settings.template_workers,
+                memory_mb=self.settings.template_memory_mb,
+                cache_size=self.settings.template_cache_size,
+            ),
+        )
         self.db = Database(
             self.settings.database_url, sqlite_synchronous=self.settings.sqlite_synchronous
         )
@@ -240,6 +250,7 @@ class Kernel:
         await self.conductor.close()
         if self._http is not None:
             await self._http.close()
+        await self.templates.close()
         await self.db.dispose()
 
     def _observe(self, event: RunEvent) -> None:

@@ -82,6 +82,22 @@ class Settings:
     #: commits on power loss or an OS crash (never on a process crash) -- figures in
     #: benchmarks/RESULTS.md. Ignored on PostgreSQL.
     sqlite_synchronous: str = "FULL"
+    #: Work budget of one template or condition evaluation (docs/semantics.md, "Templates"):
+    #: operations (loop iterations, calls, reads, operators, filter items), characters or
+    #: items built, and seconds of wall clock; past any, ``template_budget_exceeded``.
+    template_max_operations: int = 1_000_000
+    template_max_size: int = 10_000_000
+    template_timeout: float = 1.0
+    #: processes that evaluate the templates too costly to run on the event loop
+    template_workers: int = 2
+    #: megabytes of address space a template worker process may grow by (0: no bound)
+    template_memory_mb: int = 512
+    #: compiled templates and conditions kept per process (least recently used go first)
+    template_cache_size: int = 1024
+    #: JSON request bodies (API and webhooks): deepest nesting of arrays/objects, and the
+    #: most characters one number may have; checked before the body is parsed (400)
+    json_max_depth: int = 64
+    json_max_number_length: int = 100
     log_level: str = "INFO"
     #: the event loop of ``serve`` and ``worker``: ``auto`` (uvloop where it is installed,
     #: as it is by default on Linux and macOS), ``uvloop`` or ``asyncio``

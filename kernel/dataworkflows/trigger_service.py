@@ -46,7 +46,7 @@ from dataworkflows.secret_fields import (
 )
 from dataworkflows.service import WorkflowService
 from dataworkflows.store import WorkflowStore
-from dataworkflows.templating import TemplateEngine
+from dataworkflows.templating import TemplateBudgetExceeded, TemplateEngine, TemplateError
 from dataworkflows.triggers import FireResult, TriggerHandle, TriggerType
 from dataworkflows.validation_messages import friendly_errors
 
@@ -129,7 +129,6 @@ class TriggerService:
         self.templates = templates
         self.store = store
         self.service = service
-        self._conditions: dict[str, Any] = {}
         self._schedule_listeners: list[Callable[[], None]] = []
 
     def on_schedule_change(self, listener: Callable[[], None]) -> None:
@@ -286,36 +285,21 @@ class TriggerService:
     # -- conditions -----------------------------------------------------------------------
 
     def _compile_condition(self, source: str) -> Any:
-        compiled = self._conditions.get(source)
-        if compiled is None:
-            expr = source.strip()
-            if expr.startswith("{{") and expr.endswith("}}") and expr.count("{{") == 1:
-                expr = expr[2:-2]
-            if not expr.strip() or any(m in expr for m in ("{{", "}}", "{%", "{#")):
-                raise jinja2.TemplateSyntaxError(
-                    "a condition is one expression, optionally inside a single {{ }}", 1
-                )
-            compiled = self.templates.env.compile_expression(expr, undefined_to_none=False)
-            self._conditions[source] = compiled
-        return compiled
+        # the engine's (LRU-bounded) cache; an activation condition is an edge condition
+        return self.templates.compile_condition(source)
 
-    def evaluate_condition(self, source: str, payload: Mapping[str, Any]) -> bool:
-        """Evaluate an activation condition with the payload as ``trigger``.
+    async def evaluate_condition(self, source: str, payload: Mapping[str, Any]) -> bool:
+        """Evaluate an activation condition with the payload as ``trigger``, under the
+        template budget and off the event loop when it is not cheap.
 
-        Raises :class:`ValueError` with a readable message when it cannot be evaluated
-        (undefined names, sandbox refusals, errors inside the expression).
+        Raises :class:`~dataworkflows.templating.TemplateError` with a readable message
+        when it cannot be evaluated (undefined names, sandbox refusals, errors inside the
+        expression); :class:`~dataworkflows.templating.TemplateBudgetExceeded` past its
+        budget.
         """
-        try:
-            value = self._compile_condition(source)(trigger=payload)
-            if isinstance(value, jinja2.Undefined):
-                value._fail_with_undefined_error()
-            return bool(value)
-        except jinja2.UndefinedError as exc:
-            raise ValueError(f"undefined: {exc.message}") from None
-        except jinja2.exceptions.SecurityError as exc:
-            raise ValueError(f"refused by the sandbox: {exc}") from None
-        except Exception as exc:
-            raise ValueError(f"{type(exc).__name__}: {exc}") from None
+        return await self.templates.evaluate_condition_async(
+            source, {"trigger": payload}, "$.activationCondition"
+        )
 
     # -- CRUD -----------------------------------------------------------------------------
 
@@ -749,13 +733,18 @@ class TriggerService:
         if handle.activation_condition:
             result: FireResult | None = None
             try:
-                if not self.evaluate_condition(handle.activation_condition, payload):
+                if not await self.evaluate_condition(handle.activation_condition, payload):
                     result = FireResult("notActivated", reason="conditionFalse")
-            except ValueError as exc:
+            except TemplateError as exc:
+                budget = isinstance(exc, TemplateBudgetExceeded)
                 result = FireResult(
                     "conditionError",
                     reason="conditionError",
-                    error={"code": "condition_error", "message": str(exc)},
+                    error={
+                        "code": exc.code if budget else "condition_error",
+                        "message": exc.message,
+                        "details": {"path": exc.path, "triggerId": handle.id},
+                    },
                 )
             if result is not None:
                 if count:

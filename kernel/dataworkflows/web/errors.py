@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from dataworkflows.errors import ApiError, Unprocessable
+from dataworkflows.jsonlimits import JSONLimitError, loads_limited
 from dataworkflows.web.keys import kernel_key
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,10 @@ async def read_json_object(request: web.Request, *, required: bool = True) -> di
     """The request body as a JSON object.
 
     400 ``empty_body`` / ``malformed_json`` (also ``NaN``/``Infinity``, which are not JSON,
-    and nesting too deep to parse); 422 ``invalid_request`` for a value that is not an
-    object, and for strings no database can store (NUL characters, lone surrogates).
+    and floats out of range); 400 ``json_limit_exceeded`` for nesting deeper than
+    ``json_max_depth`` or a number longer than ``json_max_number_length`` (found before
+    parsing, see :mod:`dataworkflows.jsonlimits`); 422 ``invalid_request`` for a value
+    that is not an object, and for strings no database can store (NUL characters, lone surrogates).
     """
     raw = await request.read()
     if not raw.strip():
@@ -89,8 +92,19 @@ async def read_json_object(request: web.Request, *, required: bool = True) -> di
                 "the request body is empty; a JSON object is expected", code="empty_body"
             )
         return {}
+    settings = request.app[kernel_key].settings
     try:
-        data = json.loads(raw, parse_constant=_reject_constant)
+        data = loads_limited(
+            raw,
+            max_depth=settings.json_max_depth,
+            max_number_length=settings.json_max_number_length,
+        )
+    except JSONLimitError as exc:
+        raise ApiError(
+            f"the request body is refused before parsing: {exc}",
+            code="json_limit_exceeded",
+            details={"limit": exc.limit, "maximum": exc.maximum},
+        ) from None
     except json.JSONDecodeError as exc:
         raise ApiError(
             f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column "
@@ -119,10 +133,6 @@ async def read_json_object(request: web.Request, *, required: bool = True) -> di
             details={"path": bad},
         )
     return data
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
 
 
 def _unstorable_string(data: Any) -> str | None:

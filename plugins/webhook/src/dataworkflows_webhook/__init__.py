@@ -42,7 +42,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl
@@ -51,10 +50,11 @@ from aiohttp import hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic.alias_generators import to_camel
 
-from dataworkflows import CredentialError, TriggerType, hookimpl
+from dataworkflows import CredentialError, JSONLimitError, TriggerType, hookimpl, loads_limited
 
 if TYPE_CHECKING:
     from dataworkflows.plugin_api import PluginAPI
+    from dataworkflows.settings import Settings
 
 __all__ = ["ROUTE", "SignatureConfig", "Webhook", "WebhookConfig", "sign", "sign_standard"]
 
@@ -322,8 +322,9 @@ def _multi(pairs: Any) -> dict[str, Any]:
     return out
 
 
-def _parse_body(request: web.Request, body: bytes) -> Any:
-    """Parsed body, or an error response (415/400)."""
+def _parse_body(request: web.Request, body: bytes, settings: Settings) -> Any:
+    """Parsed body, or an error response (415/400); JSON within the engine's depth and
+    number-length limits (checked before parsing: 400 ``json_limit_exceeded``)."""
     if not body:
         return None
     if hdrs.CONTENT_TYPE not in request.headers:
@@ -333,12 +334,23 @@ def _parse_body(request: web.Request, body: bytes) -> Any:
     mime = request.content_type.lower()
     try:
         if mime == "application/json" or mime.endswith("+json"):
-            return json.loads(body.decode(request.charset or "utf-8"))
+            return loads_limited(
+                body.decode(request.charset or "utf-8"),
+                max_depth=settings.json_max_depth,
+                max_number_length=settings.json_max_number_length,
+            )
         if mime == "application/x-www-form-urlencoded":
             text = body.decode(request.charset or "utf-8")
             return _multi(parse_qsl(text, keep_blank_values=True))
         if mime.startswith("text/"):
             return body.decode(request.charset or "utf-8")
+    except JSONLimitError as exc:
+        return _error(
+            400,
+            "json_limit_exceeded",
+            f"the {mime} body is refused before parsing: {exc}",
+            {"limit": exc.limit, "maximum": exc.maximum},
+        )
     except (ValueError, LookupError) as exc:
         return _error(400, "malformed_body", f"the {mime} body cannot be parsed: {exc}")
     return _error(
@@ -407,7 +419,7 @@ def make_handler(api: PluginAPI) -> Any:
             failure = _verify(sig, secret, request, body, now.timestamp())
             if failure is not None:
                 return failure
-        parsed = _parse_body(request, body)
+        parsed = _parse_body(request, body, api.settings)
         if isinstance(parsed, web.Response):
             return parsed
         delivery_id = _delivery_id(config, request)
