@@ -203,13 +203,15 @@ async def bad_activation(kernel: Any, api: Any) -> None:
     assert resp.status == 200
     answer = await resp.json()
     assert answer["activated"] is False
-    assert answer["reason"] == "conditionError"
-    assert answer["error"]["code"] == "template_budget_exceeded"
-    assert answer["error"]["details"] == {"path": "$.activationCondition", "triggerId": trigger_id}
+    assert answer == {"activated": False, "reason": "conditionError"}  # no details: the owner's
     assert elapsed < TIMEOUT + MARGIN
     view = await (await api.get(f"/api/v1/workflows/good/triggers/{trigger_id}")).json()
     assert view["stats"]["conditionErrors"] == 1
     assert view["lastError"]["code"] == "template_budget_exceeded"
+    assert view["lastError"]["details"] == {
+        "path": "$.activationCondition",
+        "triggerId": trigger_id,
+    }
 
 
 SCENARIOS = {"template": bad_template, "edge condition": bad_edge, "activation": bad_activation}

@@ -441,11 +441,26 @@ def _errors(path: str) -> Iterator[None]:
     except jinja2.exceptions.SecurityError as exc:
         raise TemplateError(path, f"refused by the sandbox: {exc}") from None
     except jinja2.UndefinedError as exc:
-        raise TemplateError(path, f"undefined: {exc.message}") from None
+        raise TemplateError(path, f"undefined: {undefined_message(exc.message)}") from None
     except jinja2.TemplateError as exc:
         raise TemplateError(path, f"template error: {exc}") from None
     except Exception as exc:  # raised inside expressions: 1/0, bad filter arguments, ...
         raise TemplateError(path, f"{type(exc).__name__}: {exc}") from None
+
+
+_MISSING_KEY = re.compile(r"^'(?:dict|list) object' has no attribute '(?P<name>[^']*)'$")
+
+
+def undefined_message(message: str | None) -> str:
+    """Jinja's "'dict object' has no attribute 'x'" in the author's terms."""
+    match = _MISSING_KEY.match(message or "")
+    if match is None:
+        return message or "an undefined value was used"
+    name = match["name"]
+    return (
+        f"there is no key {name!r} here; to treat a missing key as absent write "
+        f"`….get({name!r})` or `… is defined`"
+    )
 
 
 def _whole_expression(source: str) -> str | None:

@@ -382,13 +382,24 @@ async def test_activation_condition_counts_non_activations(api: Any, kernel: Any
     # a condition that cannot be evaluated starts nothing and is counted apart
     resp = await api.post(url, json={"action": "opened", "message": "no query"})
     assert resp.status == 200
-    answer = await resp.json()
-    assert answer["reason"] == "conditionError"
-    assert "undefined" in answer["error"]["message"]
+    # the sender learns that nothing started, never the expression or Jinja's words
+    assert await resp.json() == {"activated": False, "reason": "conditionError"}
 
     view = await (await api.get(f"/api/v1/workflows/only-opened/triggers/{trigger['id']}")).json()
     assert view["stats"] == {"runs": 1, "notActivated": 2, "conditionErrors": 1, "skipped": 0}
     assert view["lastError"]["code"] == "condition_error"
+    # the owner does, in their terms, with the way to allow a missing key
+    assert "there is no key 'env' here" in view["lastError"]["message"]
+    assert ".get('env')" in view["lastError"]["message"]
+    assert "dict object" not in view["lastError"]["message"]
+    # written so, a missing key is simply false
+    resp = await api.patch(
+        f"/api/v1/workflows/only-opened/triggers/{trigger['id']}",
+        json={"activationCondition": "trigger.query.get('env') == 'prod'"},
+    )
+    assert resp.status == 200, await resp.text()
+    resp = await api.post(url, json={"action": "opened", "message": "no query"})
+    assert await resp.json() == {"activated": False, "reason": "notActivated"}
     assert view["lastEventAt"] == "2026-05-04T10:00:00Z"
     assert await count_runs(kernel, "only-opened") == 1
 

@@ -441,10 +441,9 @@ def make_handler(api: PluginAPI) -> Any:
             or None,
         )
         if not result.activated:
-            body_out: dict[str, Any] = {"activated": False, "reason": result.outcome}
-            if result.error:
-                body_out["error"] = result.error
-            return web.json_response(body_out, status=200)
+            # The condition's error is the trigger owner's business (its lastError and
+            # conditionErrors counter), not the sender's: it never sees the expression.
+            return web.json_response({"activated": False, "reason": result.outcome}, status=200)
         execution_id = result.execution_id
         return web.json_response(
             {
