@@ -203,3 +203,26 @@ def test_condition_references(engine):
     ref = engine.condition_references("nodes.a.outputs.ok and trigger.n", "$.c")
     assert ref is not None and ref.node_ids == {"a"} and ref.names == {"nodes", "trigger"}
     assert engine.condition_references("a ==", "$.c") is None
+
+
+async def test_the_kernel_renders_like_the_tests_one_environment(kernel, run_workflow) -> None:
+    """One environment factory: a trailing newline survives in production too."""
+    from dataworkflows.templating import new_environment
+
+    assert kernel.templates.env.keep_trailing_newline is new_environment().keep_trailing_newline
+    run = await run_workflow(
+        kernel,
+        {
+            "id": "newline",
+            "displayName": "Newline",
+            "nodes": [
+                {
+                    "id": "a",
+                    "actionType": "core.echo",
+                    "parameters": {"message": "x {{ trigger.a }}\n"},
+                }
+            ],
+        },
+        trigger={"a": 1},
+    )
+    assert run["actions"][0]["outputs"] == {"echo": "x 1\n"}

@@ -17,8 +17,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
-from jinja2 import StrictUndefined
-from jinja2.sandbox import SandboxedEnvironment
 
 from dataworkflows.clock import Clock, SystemClock
 from dataworkflows.conductor import Conductor
@@ -37,7 +35,7 @@ from dataworkflows.secret_fields import DefinitionSecrets, plaintexts
 from dataworkflows.service import WorkflowService
 from dataworkflows.settings import Settings
 from dataworkflows.store import WorkflowStore
-from dataworkflows.templating import TemplateEngine, TemplateLimits
+from dataworkflows.templating import TemplateEngine, TemplateLimits, new_environment
 from dataworkflows.trigger_service import TriggerService
 from dataworkflows.worker import Worker
 
@@ -67,7 +65,8 @@ class Kernel:
             trace=self.settings.trace_plugins,
         )
         self.clock: Clock = clock or SystemClock()
-        env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+        # the one factory tests use too: production and tests render alike
+        env = new_environment()
         self.plugins.hook.prepare_jinja2_environment(env=env)
         self.templates = TemplateEngine(
             env,
