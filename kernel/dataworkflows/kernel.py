@@ -161,6 +161,7 @@ class Kernel:
         )
         self._scheduler_task: asyncio.Task[None] | None = None
         self.plugin_api = PluginAPI(self)
+        self.triggers.plugin_api = self.plugin_api
         self._worker_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

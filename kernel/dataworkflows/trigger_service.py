@@ -130,6 +130,8 @@ class TriggerService:
         self.store = store
         self.service = service
         self._schedule_listeners: list[Callable[[], None]] = []
+        #: the kernel's PluginAPI, handed to :meth:`TriggerType.check` (set by the kernel)
+        self.plugin_api: Any = None
 
     def on_schedule_change(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (in this process, after the commit) whenever a time-based
@@ -590,6 +592,7 @@ class TriggerService:
         config: dict[str, Any] | None = None
         info: dict[str, Any] = {}
         config_error = None
+        model: Any = None
         if entry is not None:
             fields = self._fields(entry.cls, row)
             try:
@@ -608,12 +611,18 @@ class TriggerService:
             else:
                 config = fields.mask(model.model_dump(mode="json", by_alias=True))
                 info = entry.cls.describe(row["id"], model)
+        problems: list[dict[str, str]] = []
         if entry is None:
             status = "pluginMissing"
         elif config_error is not None:
             status = "invalidConfig"
         else:
             status = "enabled" if row["enabled"] else "disabled"
+            if self.plugin_api is not None and model is not None:
+                problems = await entry.cls.check(model, self.plugin_api, row["tenant_id"])
+            if problems:
+                missing = any(p.get("code") == "secret_missing" for p in problems)
+                status = "secretMissing" if missing else "setupIncomplete"
         runs, last_execution = await self.run_stats(row)
         view: dict[str, Any] = {
             "id": row["id"],
@@ -646,6 +655,7 @@ class TriggerService:
             "lastEventAt": _ts(row["last_event_at"]),
             "lastExecution": last_execution,
             "lastError": config_error or row["last_error"],
+            "problems": problems,
             "createdAt": _ts(row["created_at"]),
             "updatedAt": _ts(row["updated_at"]),
             "createdBy": row["created_by"],

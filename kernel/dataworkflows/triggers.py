@@ -93,6 +93,21 @@ class TriggerType:
         return model_schema(cls.Config, f"{cls.type} trigger configuration")
 
     @classmethod
+    async def check(cls, config: Any, api: Any, tenant_id: str) -> list[dict[str, str]]:
+        """Problems of a saved trigger that only show when it fires: e.g. a credential its
+        config names that does not exist (yet).
+
+        Called when: the kernel shows the trigger (``GET``, list, after create, update,
+        enable); a problem makes its ``status`` visible (``secretMissing`` for the code
+        ``secret_missing``, else ``setupIncomplete``) and is listed in ``problems``.
+        Args: ``config``: the validated :attr:`Config` (secrets decrypted); ``api``: the
+        :class:`~dataworkflows.plugin_api.PluginAPI`; ``tenant_id``: the trigger's tenant.
+        Returns: ``[{"code", "message"}]``, ``[]`` when the trigger is ready (the default).
+        Never put a secret in a message.
+        """
+        return []
+
+    @classmethod
     def next_fire_time(cls, config: Any, after: datetime) -> datetime | None:
         """Time-based types: the first fire time strictly after ``after``.
 

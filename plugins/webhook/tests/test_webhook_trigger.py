@@ -216,6 +216,10 @@ async def test_named_credential_that_is_missing_is_a_503_shown_as_last_error(api
     config = {"signature": {"secretName": "no-such-credential-anywhere"}}
     trigger = await make_trigger(api, echo_definition("unsigned-secret"), config)
     assert trigger["lastError"] is None
+    # reported as soon as it is created, not first by a failing delivery
+    assert trigger["status"] == "secretMissing"
+    assert [p["code"] for p in trigger["problems"]] == ["secret_missing"]
+    assert "no-such-credential-anywhere" in trigger["problems"][0]["message"]
     resp = await api.post(f"/hooks/{trigger['id']}", json={"message": "x"})
     assert resp.status == 503  # the trigger's set-up, not the sender, is at fault
     body = await resp.json()
@@ -225,6 +229,15 @@ async def test_named_credential_that_is_missing_is_a_503_shown_as_last_error(api
         await api.get(f"/api/v1/workflows/unsigned-secret/triggers/{trigger['id']}")
     ).json()
     assert view["lastError"]["code"] == "signature_secret_missing"
+    # once the credential exists the trigger is ready
+    resp = await api.post(
+        "/api/v1/credentials", json={"name": "no-such-credential-anywhere", "secret": SECRET}
+    )
+    assert resp.status == 201, await resp.text()
+    view = await (
+        await api.get(f"/api/v1/workflows/unsigned-secret/triggers/{trigger['id']}")
+    ).json()
+    assert (view["status"], view["problems"]) == ("enabled", [])
 
 
 async def test_same_delivery_id_five_times_starts_one_run(api: Any, kernel: Any) -> None:

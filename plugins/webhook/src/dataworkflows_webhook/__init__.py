@@ -196,6 +196,29 @@ class Webhook(TriggerType):
     def describe(cls, trigger_id: str, config: WebhookConfig) -> dict[str, Any]:
         return {"path": ROUTE.format(trigger_id=trigger_id), "method": "POST"}
 
+    @classmethod
+    async def check(
+        cls, config: WebhookConfig, api: PluginAPI, tenant_id: str
+    ) -> list[dict[str, str]]:
+        """A ``secretName`` that names no credential (yet): deliveries would get 503."""
+        name = config.signature.secret_name if config.signature else None
+        if not name:
+            return []
+        try:
+            found = await api.resolve_secret(name, tenant_id) is not None
+        except CredentialError as exc:
+            return [{"code": "secret_unavailable", "message": exc.message}]
+        if found:
+            return []
+        return [
+            {
+                "code": "secret_missing",
+                "message": f"the credential {name!r} this trigger verifies signatures with "
+                "does not exist: store it (dataworkflows credentials set, or POST "
+                "/api/v1/credentials); until then deliveries are answered 503",
+            }
+        ]
+
 
 def _error(status: int, code: str, message: str, details: Any = None) -> web.Response:
     body: dict[str, Any] = {"code": code, "message": message}
