@@ -164,3 +164,61 @@ def test_signed_webhook_walkthrough(server: int) -> None:
     assert run["trigger"]["deliveryId"] == "evt-001"
     inline = answers[-1]  # the trigger with an inline secret
     assert inline["config"]["signature"]["secret"] == "**********"
+
+
+def test_key_rotation_walkthrough_on_sqlite(tmp_path: Path) -> None:
+    """docs/connectors.md: rotating the key of the key file, as written, in a folder with
+    the default ./dataworkflows.db; the stored credential still opens with the new key."""
+    blocks = [
+        b for b in shell_blocks("docs/connectors.md", "### The encrypted store") if "NEW=" in b
+    ]
+    assert len(blocks) == 1
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAWORKFLOWS_")}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+
+    def cli(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(bin_dir / "dataworkflows"), *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            **kwargs,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    cli("credentials", "set", "api-token", input="tok-3f9a-rotate-me\n")
+    old_key = (tmp_path / "dataworkflows.db.key").read_text().strip()
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", blocks[0]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "credentials: 1 re-encrypted, 0 already current, 0 failed" in done.stdout, done.stdout
+    new_key = (tmp_path / "dataworkflows.db.key").read_text().strip()
+    assert new_key != old_key
+
+    check = (
+        "import asyncio\n"
+        "from dataworkflows.kernel import Kernel\n"
+        "async def main():\n"
+        "    kernel = Kernel()\n"
+        "    await kernel.start()\n"
+        "    try:\n"
+        "        print((await kernel.credentials.resolve('default', 'api-token')).secret)\n"
+        "    finally:\n"
+        "        await kernel.close()\n"
+        "asyncio.run(main())\n"
+    )
+    opened = subprocess.run(
+        [sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert opened.returncode == 0, opened.stderr
+    assert opened.stdout.strip() == "tok-3f9a-rotate-me"  # with the new key, from the file
