@@ -89,3 +89,13 @@ async def test_a_non_durable_transaction_skips_the_flush_for_itself_only(
         await conn.execute(text("INSERT INTO volatile_probe VALUES (1)"))  # committed above
     async with db.connect() as conn:
         assert (await conn.execute(show)).scalar_one() == durable
+
+
+def test_a_renamed_setting_warns_instead_of_doing_nothing_silently(caplog) -> None:
+    from dataworkflows.settings import Settings
+
+    with caplog.at_level("WARNING", logger="dataworkflows.settings"):
+        settings = Settings.from_env({"DATAWORKFLOWS_SCHEDULER_INTERVAL": "5"})
+    assert "DATAWORKFLOWS_SCHEDULER_INTERVAL is no longer read: use " in caplog.text
+    assert "DATAWORKFLOWS_SCHEDULER_MAX_SLEEP" in caplog.text
+    assert "scheduler_interval" not in settings.extra  # not handed to plugins either

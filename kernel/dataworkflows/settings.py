@@ -5,10 +5,17 @@ Every setting is listed in the README's configuration table; keep the two in ste
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: settings that were renamed: setting the old name warns at start-up (it does nothing)
+RENAMED = {"DATAWORKFLOWS_SCHEDULER_INTERVAL": "DATAWORKFLOWS_SCHEDULER_MAX_SLEEP"}
+_RENAMED_NAMES = {old.removeprefix("DATAWORKFLOWS_").lower() for old in RENAMED}
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./dataworkflows.db"
 
@@ -137,7 +144,10 @@ class Settings:
             key = "DATAWORKFLOWS_" + f.name.upper()
             if key in env:
                 values[f.name] = _parse(key, env[key], f.type)
-        values["extra"] = _plugin_settings(env, {f.name for f in fields(cls)})
+        for old, new in RENAMED.items():
+            if old in env:
+                log.warning("%s is no longer read: use %s (see the README)", old, new)
+        values["extra"] = _plugin_settings(env, {f.name for f in fields(cls)} | _RENAMED_NAMES)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
