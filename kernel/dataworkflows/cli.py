@@ -304,8 +304,8 @@ def build_cli() -> click.Group:
             raise _fail(exc) from None
         click.echo(f"{file}: valid")
 
+    from dataworkflows.cli_credentials import register_credential_commands
     from dataworkflows.cli_resources import register_resource_commands
-    from dataworkflows.credentials import register_credential_commands
 
     register_credential_commands(cli)
     register_resource_commands(cli)
