@@ -24,7 +24,7 @@ from typing import Any
 
 from benchmarks.common import fmt, machine_info, table
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "peer", "ceiling", "sched", "redaction")
+WORKLOADS = ("W1", "W2", "W3", "W4", "peer", "ceiling", "sched", "redaction", "startup")
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--redaction-lines", type=int, default=250, help="timed redactions per line and round"
+    )
+    run.add_argument(
+        "--startup-runs", type=int, default=10, help="startup: processes per CLI command"
     )
     run.add_argument(
         "--concurrency", type=int, default=None, help="engine worker concurrency (engine default)"
@@ -134,7 +137,15 @@ def _log(message: str) -> None:
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks import ceiling, peers, profiling, redaction, schedule_latency, workloads
+    from benchmarks import (
+        ceiling,
+        cli_startup,
+        peers,
+        profiling,
+        redaction,
+        schedule_latency,
+        workloads,
+    )
     from benchmarks.common import BenchmarkError
 
     only = {w.strip() for w in args.only.split(",") if w.strip()}
@@ -203,6 +214,9 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             except (BenchmarkError, Exception) as exc:
                 report["ceiling"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        if "startup" in only:
+            _log(f"startup: dataworkflows --help and plugins, {args.startup_runs} runs each")
+            report["startup"] = await asyncio.to_thread(cli_startup.run_startup, args.startup_runs)
         if "redaction" in only:
             _log(f"redaction: {args.redaction_secrets:,} secrets, 1 KB lines")
             report["redaction"] = await asyncio.to_thread(
@@ -388,6 +402,15 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         50,
         False,
     )
+    start = report.get("startup") or {}
+    for name, shown in (("help", "dataworkflows --help"), ("plugins", "dataworkflows plugins")):
+        figure = (start.get("commands") or {}).get(name) if start.get("ok") else None
+        add(
+            f"startup: {shown} <= 0.4 s (median)",
+            round(figure["median_s"], 2) if figure else None,
+            0.4,
+            False,
+        )
     return targets
 
 
@@ -523,6 +546,10 @@ def render(report: dict[str, Any]) -> str:
             )
             lines.append("  plan of the newest-50 query (EXPLAIN ANALYZE):")
             lines.extend(f"    {row}" for row in sql["newest_50_plan"])
+    if report.get("startup"):
+        from benchmarks.cli_startup import render as render_startup
+
+        lines += ["", *render_startup(report["startup"])]
     if report.get("redaction"):
         from benchmarks.redaction import render as render_redaction
 

@@ -116,6 +116,8 @@ def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
             "300",
             "--redaction-lines",
             "20",
+            "--startup-runs",
+            "1",
         ]
     else:
         args += ["--only", "W1,W2,W3,sched"]
@@ -170,6 +172,11 @@ def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
     assert redaction["add_amortised_us"] > 0
     assert set(redaction["redact_us"]) == {"no_secret", "one_secret", "encoded_forms"}
     assert any(t["target"].startswith("redaction: a 1 KB line") for t in report["targets"])
+
+    startup = report["startup"]
+    assert startup["ok"], startup.get("error")
+    assert set(startup["commands"]) == {"help", "plugins"}
+    assert all(f["best_s"] > 0 for f in startup["commands"].values())
 
     peer = _result(report, "W1-DBOS", backend)
     if importlib.util.find_spec("dbos") is None:
