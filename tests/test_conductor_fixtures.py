@@ -239,7 +239,8 @@ async def test_templated_params_fixture_missing_trigger_field_is_a_permanent_err
     assert error["details"] == {"path": "$.nodes[1].parameters.message.total"}
     assert error["message"] == (
         "node 'typed', $.nodes[1].parameters.message.total: "
-        "undefined: 'dict object' has no attribute 'price'"
+        "undefined: there is no key 'price' here; to treat a missing key as absent write "
+        "`….get('price')` or `… is defined`"
     )
     assert run["actions"][1]["parameters"] is None
     assert run["error"]["nodeId"] == "typed"
