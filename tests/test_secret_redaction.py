@@ -378,8 +378,10 @@ def test_ten_thousand_secrets_still_redact_every_form():
         assert redactor.wait_idle(timeout=120)
     assert redactor.count() == 10_000
     assert redactor.merges > 0
-    # merged into a few automata (geometric levels), not one per batch of 8
-    assert redactor.shard_count <= 6
+    # merged into a few automata (geometric levels), not one per batch of 8 (1,250): at most
+    # two levels near MAX_LEVEL (each at least half full) plus a geometric tail of smaller
+    # ones (growth 4) and the newest batch; the exact count depends on when merges ran
+    assert redactor.shard_count <= 8
 
 
 def test_a_secret_is_redacted_as_soon_as_it_is_added_while_merges_run():
@@ -394,7 +396,10 @@ def test_a_secret_is_redacted_as_soon_as_it_is_added_while_merges_run():
             assert redactor.redact_text(every) == " | ".join([REDACTED] * (index + 1))
     assert redactor.wait_idle(timeout=60)
     assert redactor.merges > 0
-    assert redactor.shard_count <= 300 // 64 + 4
+    # a few automata, not one per sealed pair (150): a level stops growing once the next
+    # batch would take it past max_level, so levels are at least half full (≤ 2 × 300 / 64),
+    # plus a geometric tail of smaller ones; the exact count depends on when merges ran
+    assert redactor.shard_count <= 2 * (300 // 64) + 8
     assert redactor.redact_text(" | ".join(secrets)) == " | ".join([REDACTED] * 300)
 
 
