@@ -397,7 +397,7 @@ def test_a_secret_is_redacted_as_soon_as_it_is_added_while_merges_run():
     assert redactor.wait_idle(timeout=60)
     assert redactor.merges > 0
     # a few automata, not one per sealed pair (150): a level stops growing once the next
-    # batch would take it past max_level, so levels are at least half full (≤ 2 × 300 / 64),
+    # batch would take it past max_level, so levels are at least half full (at most 2 * 300 / 64),
     # plus a geometric tail of smaller ones; the exact count depends on when merges ran
     assert redactor.shard_count <= 2 * (300 // 64) + 8
     assert redactor.redact_text(" | ".join(secrets)) == " | ".join([REDACTED] * 300)
