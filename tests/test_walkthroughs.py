@@ -177,9 +177,9 @@ def test_key_rotation_walkthrough_on_sqlite(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATAWORKFLOWS_")}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
 
-    def cli(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    def run(*command: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [str(bin_dir / "dataworkflows"), *args],
+            list(command),
             cwd=tmp_path,
             env=env,
             capture_output=True,
@@ -190,17 +190,15 @@ def test_key_rotation_walkthrough_on_sqlite(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stdout + done.stderr
         return done
 
-    cli("credentials", "set", "api-token", input="tok-3f9a-rotate-me\n")
-    old_key = (tmp_path / "dataworkflows.db.key").read_text().strip()
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", blocks[0]],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    run(
+        str(bin_dir / "dataworkflows"),
+        "credentials",
+        "set",
+        "api-token",
+        input="tok-3f9a-rotate-me\n",
     )
-    assert done.returncode == 0, done.stdout + done.stderr
+    old_key = (tmp_path / "dataworkflows.db.key").read_text().strip()
+    done = run("bash", "-euo", "pipefail", "-c", blocks[0])
     assert "credentials: 1 re-encrypted, 0 already current, 0 failed" in done.stdout, done.stdout
     new_key = (tmp_path / "dataworkflows.db.key").read_text().strip()
     assert new_key != old_key

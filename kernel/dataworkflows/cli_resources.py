@@ -310,29 +310,28 @@ def triggers_create(workflow_id: str, trigger_src: str, tenant: str) -> None:
     _print_json(_call(lambda k: k.triggers.create(workflow_id, raw, tenant_id=tenant, actor="cli")))
 
 
-def _set_enabled(workflow_id: str, trigger_id: str, enabled: bool, tenant: str) -> None:
-    view = _call(
-        lambda k: k.triggers.set_enabled(workflow_id, trigger_id, enabled, tenant_id=tenant)
-    )
-    click.echo(f"trigger {view['id']} is {view['status']}")
+def _enabling_command(name: str, enabled: bool, summary: str) -> click.Command:
+    """``triggers enable`` / ``triggers disable``: the same command but for the flag."""
+
+    @triggers.command(name, help=summary)
+    @click.argument("workflow_id")
+    @click.argument("trigger_id")
+    @tenant_option
+    def command(workflow_id: str, trigger_id: str, tenant: str) -> None:
+        view = _call(
+            lambda k: k.triggers.set_enabled(workflow_id, trigger_id, enabled, tenant_id=tenant)
+        )
+        click.echo(f"trigger {view['id']} is {view['status']}")
+
+    return command
 
 
-@triggers.command("enable")
-@click.argument("workflow_id")
-@click.argument("trigger_id")
-@tenant_option
-def triggers_enable(workflow_id: str, trigger_id: str, tenant: str) -> None:
-    """Enable a trigger (a schedule fires from now on)."""
-    _set_enabled(workflow_id, trigger_id, True, tenant)
-
-
-@triggers.command("disable")
-@click.argument("workflow_id")
-@click.argument("trigger_id")
-@tenant_option
-def triggers_disable(workflow_id: str, trigger_id: str, tenant: str) -> None:
-    """Disable a trigger: it starts no runs until enabled again."""
-    _set_enabled(workflow_id, trigger_id, False, tenant)
+triggers_enable = _enabling_command(
+    "enable", True, "Enable a trigger (a schedule fires from now on)."
+)
+triggers_disable = _enabling_command(
+    "disable", False, "Disable a trigger: it starts no runs until enabled again."
+)
 
 
 @triggers.command("fire")

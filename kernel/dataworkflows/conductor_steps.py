@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from collections.abc import Callable, Coroutine, Iterable, Mapping
@@ -23,6 +22,7 @@ from dataworkflows.actions import ActionContext, ActionError, ActionResult, Step
 from dataworkflows.clock import Clock
 from dataworkflows.definitions import json_path
 from dataworkflows.ledger import ClaimedRun, StepRecord
+from dataworkflows.ledger_records import json_problem
 from dataworkflows.plan import (
     ExecutionPlan,
     PlanEdge,
@@ -236,18 +236,18 @@ class NodeRunner:
                 result, status = invoked
 
         outputs = dict(result.outputs) if result.outcome is StepOutcome.SUCCEEDED else None
-        if outputs is not None and not _is_json(outputs):
+        if outputs is not None and json_problem(outputs) is not None:
             result = ActionResult.failed(
                 "the action returned outputs that are not JSON-serialisable",
                 code="invalid_outputs",
             )
             outputs = None
-        if result.error and not _is_json(dict(result.error)):
+        problem = json_problem(dict(result.error)) if result.error else None
+        if problem is not None:
             # checked here, before the row joins a shared write: a bad value fails this
             # attempt, permanently, and nothing else
             result = ActionResult.failed(
-                "the action returned an error whose details are not JSON-serialisable: "
-                f"{_unserializable(dict(result.error))}",
+                f"the action returned an error whose details are not JSON-serialisable: {problem}",
                 code="unserializable_result",
             )
         record = StepRecord(
@@ -440,22 +440,6 @@ def _failed_routing(error: Mapping[str, Any] | None) -> bool:
     error = error or {}
     path = str((error.get("details") or {}).get("path", ""))
     return error.get("code") in CONDITION_ERRORS and path.endswith(".condition")
-
-
-def _is_json(value: Any) -> bool:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _unserializable(value: Any) -> str:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        return str(exc)
-    return "unknown"  # pragma: no cover - only called for values that fail
 
 
 def _sanitised(record: StepRecord, message: str) -> StepRecord:

@@ -65,12 +65,13 @@ class GroupCommit(Generic[Item, Result]):
         self._retry = retry
         self._queue: list[tuple[Item, asyncio.Future[Result]]] = []
         self._room = asyncio.Semaphore(max_pending)
+        self._pending = 0
         self._flusher: asyncio.Task[None] | None = None
 
     @property
     def pending(self) -> int:
         """Items submitted and not yet answered."""
-        return self.max_pending - self._room._value
+        return self._pending
 
     async def submit(self, item: Item) -> Result:
         """Write ``item`` in a coming batch; returns its result once its rows committed.
@@ -80,6 +81,7 @@ class GroupCommit(Generic[Item, Result]):
         (then nothing of the item was committed).
         """
         await self._room.acquire()
+        self._pending += 1
         try:
             future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
             self._queue.append((item, future))
@@ -88,6 +90,7 @@ class GroupCommit(Generic[Item, Result]):
             # shielded: a caller that goes away does not cancel the write of its item
             return await asyncio.shield(future)
         finally:
+            self._pending -= 1
             self._room.release()
 
     async def drain(self) -> None:

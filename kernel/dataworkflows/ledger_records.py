@@ -170,8 +170,8 @@ class UnwritableRecord(UnwritableValue):
         self.records: list[StepRecord] = []
 
 
-def check_json(value: Any, path: str) -> None:
-    """Raise :class:`UnwritableValue` unless ``value`` is storable JSON.
+def json_problem(value: Any) -> str | None:
+    """Why ``value`` is not storable JSON, or None if it is.
 
     Storable means what both databases accept: ``json.dumps`` without NaN or infinities
     (PostgreSQL's JSONB refuses them), with string keys.
@@ -179,7 +179,15 @@ def check_json(value: Any, path: str) -> None:
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise UnwritableValue(path, f"not storable as JSON ({exc})") from None
+        return str(exc)
+    return None
+
+
+def check_json(value: Any, path: str) -> None:
+    """Raise :class:`UnwritableValue` unless ``value`` is storable JSON (:func:`json_problem`)."""
+    problem = json_problem(value)
+    if problem is not None:
+        raise UnwritableValue(path, f"not storable as JSON ({problem})")
 
 
 def check_step(step: StepRecord) -> None:

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
+from dataworkflows.definitions import json_path
+
 if TYPE_CHECKING:
     from dataworkflows.credentials import KeyRing
 
@@ -454,10 +456,7 @@ def safe_errors(exc: ValidationError, root: str) -> str:
     secrets): ``"<path>: <message>; ..."``."""
     parts = []
     for err in exc.errors(include_input=False, include_url=False):
-        path = root + "".join(
-            f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.get("loc", ())
-        )
-        parts.append(f"{path}: {err['msg']}")
+        parts.append(f"{json_path(tuple(err.get('loc', ())), root)}: {err['msg']}")
     return "; ".join(parts)
 
 

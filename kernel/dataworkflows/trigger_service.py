@@ -31,6 +31,7 @@ from dataworkflows.credentials import CredentialService, SecretKeyError
 from dataworkflows.db.database import Database
 from dataworkflows.db.models import workflow_executions, workflows
 from dataworkflows.db.trigger_models import workflow_triggers
+from dataworkflows.definitions import json_path
 from dataworkflows.errors import Conflict, NotFound, Unprocessable
 from dataworkflows.pagination import DEFAULT_LIMIT, PageRequest, encode_cursor
 from dataworkflows.plugins import PluginSet
@@ -74,13 +75,6 @@ def request_id_for(trigger_id: str, key: str) -> str:
 
 def _ts(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
-
-
-def _json_path(loc: tuple[Any, ...], root: str) -> str:
-    path = root
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return path
 
 
 def _problem(path: str, code: str, message: str) -> dict[str, str]:
@@ -238,7 +232,7 @@ class TriggerService:
             config = cls.Config.model_validate(raw)
         except ValidationError as exc:
             for loc, message, _kind in friendly_errors(exc, cls.Config):
-                problems.append(_problem(_json_path(loc, "$.config"), "invalid_config", message))
+                problems.append(_problem(json_path(loc, "$.config"), "invalid_config", message))
             return None
         if cls.time_based:
             try:

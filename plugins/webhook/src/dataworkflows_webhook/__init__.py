@@ -245,6 +245,25 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _timestamp_problem(
+    config: SignatureConfig, header: str, value: str, now: float
+) -> web.Response | None:
+    """401 unless ``value`` is Unix seconds within ``toleranceSeconds`` of ``now``."""
+    try:
+        sent = int(value)
+    except ValueError:
+        return _error(401, "invalid_signature", f"{header} must be Unix seconds")
+    if abs(now - sent) > config.tolerance_seconds:
+        return _error(
+            401,
+            "stale_timestamp",
+            f"the signature timestamp is more than {config.tolerance_seconds} s "
+            "away from the server's clock",
+            {"toleranceSeconds": config.tolerance_seconds},
+        )
+    return None
+
+
 def _verify_standard(
     config: SignatureConfig, secret: str, request: web.Request, body: bytes, now: float
 ) -> web.Response | None:
@@ -258,20 +277,13 @@ def _verify_standard(
             f"the {', '.join(missing)} header(s) of Standard Webhooks are missing",
             {"headers": missing},
         )
+    stale = _timestamp_problem(config, "webhook-timestamp", values["webhook-timestamp"], now)
+    if stale is not None:
+        return stale
     try:
-        sent = int(values["webhook-timestamp"])
-    except ValueError:
-        return _error(401, "invalid_signature", "webhook-timestamp must be Unix seconds")
-    if abs(now - sent) > config.tolerance_seconds:
-        return _error(
-            401,
-            "stale_timestamp",
-            f"the signature timestamp is more than {config.tolerance_seconds} s "
-            "away from the server's clock",
-            {"toleranceSeconds": config.tolerance_seconds},
-        )
-    try:
-        expected = sign_standard(secret, values["webhook-id"], sent, body).encode()
+        expected = sign_standard(
+            secret, values["webhook-id"], int(values["webhook-timestamp"]), body
+        ).encode()
     except ValueError as exc:
         return _error(503, "signature_secret_invalid", str(exc))
     for candidate in values["webhook-signature"].split():
@@ -305,20 +317,9 @@ def _verify(
                 f"the {config.timestamp_header} header is missing",
                 {"header": config.timestamp_header},
             )
-        try:
-            sent = int(timestamp)
-        except ValueError:
-            return _error(
-                401, "invalid_signature", f"{config.timestamp_header} must be Unix seconds"
-            )
-        if abs(now - sent) > config.tolerance_seconds:
-            return _error(
-                401,
-                "stale_timestamp",
-                f"the signature timestamp is more than {config.tolerance_seconds} s "
-                "away from the server's clock",
-                {"toleranceSeconds": config.tolerance_seconds},
-            )
+        stale = _timestamp_problem(config, config.timestamp_header, timestamp, now)
+        if stale is not None:
+            return stale
     expected = (config.prefix + sign(secret, body, timestamp)).encode()
     if not hmac.compare_digest(expected, provided.strip().encode("utf-8", "replace")):
         return _error(401, "invalid_signature", "the signature does not match the body")
