@@ -27,7 +27,7 @@ def register_credential_commands(cli: click.Group) -> None:
     @credentials_group.command("generate-key")
     def generate_key_cmd() -> None:
         """Print a new random key for DATAWORKFLOWS_SECRET_KEY."""
-        from dataworkflows.credentials import generate_key
+        from dataworkflows.credential_keys import generate_key
 
         click.echo(generate_key())
 
