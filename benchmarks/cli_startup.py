@@ -32,7 +32,7 @@ def run_startup(runs: int = 10) -> dict[str, Any]:
             for _ in range(runs):
                 started = time.perf_counter()
                 done = subprocess.run(
-                    [sys.executable, "-m", "dataworkflows.cli", *args],
+                    [sys.executable, "-m", "dataworkflows.cli.main", *args],
                     env=env,
                     capture_output=True,
                     check=False,

@@ -67,7 +67,7 @@ def main() -> None:
     out = os.environ.get("DWBENCH_COMMIT_TRACE")
     if out:
         install(out)
-    from dataworkflows.cli import main as cli_main
+    from dataworkflows.cli.main import main as cli_main
 
     cli_main()
 

@@ -35,7 +35,7 @@ def engine_command() -> list[str]:
     script = Path(sys.executable).parent / "dataworkflows"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "dataworkflows.cli"]
+    return [sys.executable, "-m", "dataworkflows.cli.main"]
 
 
 def pyspy_command() -> str | None:

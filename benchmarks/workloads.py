@@ -198,7 +198,7 @@ async def setup_workflow(
     the kernel's service layer, in this process: not part of any measurement, and no extra
     engine start-up. Returns ``trigger_id`` (None if webhook triggers are unavailable) and
     a note."""
-    from dataworkflows.errors import ApiError
+    from dataworkflows.common.errors import ApiError
     from dataworkflows.kernel import Kernel
     from dataworkflows.settings import Settings
 

@@ -45,7 +45,7 @@ def cli(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     database; returns click's result (``exit_code``, ``output``)."""
     from click.testing import CliRunner
 
-    from dataworkflows.cli import build_cli
+    from dataworkflows.cli.main import build_cli
 
     monkeypatch.setenv("DATAWORKFLOWS_DATABASE_URL", database_url)
     monkeypatch.delenv("DATAWORKFLOWS_LOAD_PLUGINS", raising=False)

@@ -127,7 +127,7 @@ def _request(port: int, method: str, path: str, body: Any = None) -> tuple[int, 
 
 def _serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dataworkflows.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "dataworkflows.cli.main", "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -199,7 +199,7 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         done = subprocess.run(
-            [sys.executable, "-m", "dataworkflows.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "dataworkflows.cli.main", "serve", "--port", str(port)],
             env=env,
             capture_output=True,
             text=True,

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 import dataworkflows_echo
 from dataworkflows import Action, ActionContext, ActionResult, hookimpl
-from dataworkflows.ledger import RunFinish, StaleRunError, StepRecord
+from dataworkflows.ledger.run_ledger import RunFinish, StaleRunError, StepRecord
 
 # -- a test plugin ------------------------------------------------------------------------
 

@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import func, select
 
 from dataworkflows import Action, ActionContext, ActionResult, hookimpl
-from dataworkflows.cli import build_cli
-from dataworkflows.credentials import (
+from dataworkflows.cli.main import build_cli
+from dataworkflows.db.connector_models import credentials as credentials_table
+from dataworkflows.secrets.credentials import (
     CredentialStore,
     KeyRing,
     SecretKeyError,
@@ -22,7 +23,6 @@ from dataworkflows.credentials import (
     host_allowed,
     key_id,
 )
-from dataworkflows.db.connector_models import credentials as credentials_table
 
 SECRET = "xoxb-0123-Sup3r+secret/value="
 

@@ -67,7 +67,7 @@ class Workers:
             [
                 sys.executable,
                 "-m",
-                "dataworkflows.cli",
+                "dataworkflows.cli.main",
                 "worker",
                 "--concurrency",
                 str(concurrency),
@@ -430,7 +430,7 @@ async def test_recovery_never_changes_a_finished_run(kernel, run_workflow, simpl
 
 
 async def test_a_stale_claim_cannot_write(kernel, simple_echo):
-    from dataworkflows.ledger import RunFinish, StaleRunError
+    from dataworkflows.ledger.run_ledger import RunFinish, StaleRunError
 
     await kernel.service.apply(simple_echo)
     summary, _ = await kernel.service.execute("simple-echo", trigger={})

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from dataworkflows.cli import build_cli
-from dataworkflows.event_loop import loop_factory, loop_name
+from dataworkflows.cli.event_loop import loop_factory, loop_name
+from dataworkflows.cli.main import build_cli
 from dataworkflows.settings import Settings, SettingsError
 
 

@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
+from dataworkflows.common.errors import Conflict, NotFound
 from dataworkflows.db.models import execution_events, workflow_executions
 from dataworkflows.db.transient import RetryPolicy
-from dataworkflows.errors import Conflict, NotFound
-from dataworkflows.group_commit import GroupCommit
+from dataworkflows.ledger.group_commit import GroupCommit
 
 FAST = RetryPolicy(attempts=4, initial_delay=0.001, max_delay=0.002)
 

@@ -8,10 +8,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from dataworkflows.api.idempotency import Reserved, fingerprint
+from dataworkflows.api.middleware import idempotency_key
 from dataworkflows.db.lifecycle_models import idempotency_keys, workflow_audit_log
 from dataworkflows.db.models import workflow_definitions, workflow_executions, workflows
-from dataworkflows.idempotency import Reserved, fingerprint
-from dataworkflows.web.middleware import idempotency_key
 
 
 def echo(workflow_id: str = "idem", message: str = "hi") -> dict[str, Any]:

@@ -13,10 +13,10 @@ from typing import Any
 import jsonschema_rs
 import pytest
 
-import dataworkflows.web.openapi as openapi
-from dataworkflows.web import create_app
-from dataworkflows.web.app import ROUTE_TABLES
-from dataworkflows.web.openapi import OPERATIONS, build_document, route_keys
+import dataworkflows.api.openapi as openapi
+from dataworkflows.api import create_app
+from dataworkflows.api.app import ROUTE_TABLES
+from dataworkflows.api.openapi import OPERATIONS, build_document, route_keys
 
 
 def _table_keys() -> set[tuple[str, str]]:

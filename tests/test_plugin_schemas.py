@@ -14,8 +14,8 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from dataworkflows import Action, ActionResult, TriggerType
-from dataworkflows.plugins import load_plugins
-from dataworkflows.schemas import PluginSchemaGenerator
+from dataworkflows.common.schemas import PluginSchemaGenerator
+from dataworkflows.plugins.manager import load_plugins
 
 BUNDLED_ACTIONS = {
     "core.echo",

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from pydantic import BaseModel
 
 from dataworkflows import Action, ActionResult, TriggerType, hookimpl, hookspecs
-from dataworkflows.plugins import PluginError, load_plugins
+from dataworkflows.plugins.manager import PluginError, load_plugins
 
 HOOK_NAMES = sorted(
     name
@@ -153,11 +153,11 @@ async def test_hook_prepare_jinja2_environment_adds_filters(kernel_factory, run_
 
 
 def test_hook_register_commands_adds_cli_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dataworkflows import cli as cli_module
+    from dataworkflows.cli import main as cli_module
 
     # the CLI loads plugins inside build_cli, never at import
     assert not hasattr(cli_module, "load_plugins")
-    import dataworkflows.plugins as plugins_module
+    import dataworkflows.plugins.manager as plugins_module
 
     original = plugins_module.load_plugins
     monkeypatch.setattr(

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from dataworkflows import Action, ActionContext, ActionResult, ResourceLink, hookimpl
 from dataworkflows.db.connector_models import workflow_resource_links
-from dataworkflows.ledger import RunFinish, StaleRunError, StepRecord
+from dataworkflows.ledger.run_ledger import RunFinish, StaleRunError, StepRecord
 
 
 class MakeThing(Action):

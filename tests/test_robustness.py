@@ -20,10 +20,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select, text
 
 from dataworkflows import Action, ActionContext, ActionResult, hookimpl
+from dataworkflows.common.errors import Unprocessable
 from dataworkflows.db.database import libpq_url
 from dataworkflows.db.models import action_executions, workflow_executions
-from dataworkflows.errors import Unprocessable
-from dataworkflows.ledger import StepRecord, UnwritableRecord
+from dataworkflows.ledger.run_ledger import StepRecord, UnwritableRecord
 from dataworkflows.testing import postgres_only
 
 

@@ -2,7 +2,7 @@
 stays exactly-once with replicas that do not tick in step.
 
 Every test runs the real loop (:meth:`Kernel.start_scheduler`) on a
-:class:`~dataworkflows.clock.FakeClock`: the scheduler sleeps on that clock, so moving
+:class:`~dataworkflows.common.clock.FakeClock`: the scheduler sleeps on that clock, so moving
 the clock past a deadline wakes it at once, and no test waits for real time. Tests
 synchronise on the scheduler's own sleep counter (:meth:`Scheduler.wait_for_sleep`,
 :meth:`Scheduler.wait_idle`), never on a sleep.
@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from dataworkflows.clock import FakeClock
+from dataworkflows.common.clock import FakeClock
 from dataworkflows.db.models import workflow_executions
 from dataworkflows.testing import postgres_only
 

@@ -29,14 +29,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
 from dataworkflows import TriggerType, hookimpl
-from dataworkflows.cli import build_cli
-from dataworkflows.clock import FakeClock
-from dataworkflows.credentials import SecretKeyError, generate_key, key_file_path
+from dataworkflows.cli.main import build_cli
+from dataworkflows.common.clock import FakeClock
 from dataworkflows.db import migrate
 from dataworkflows.db.database import libpq_url
 from dataworkflows.db.schema import metadata
 from dataworkflows.db.trigger_models import workflow_triggers
-from dataworkflows.secret_fields import (
+from dataworkflows.secrets.credentials import SecretKeyError, generate_key, key_file_path
+from dataworkflows.secrets.fields import (
     ANY_ITEM,
     ENVELOPE_KEY,
     MASK,
@@ -185,7 +185,7 @@ def test_secret_paths_come_from_the_owners_schema() -> None:
 
 
 def test_seal_open_mask_and_binding() -> None:
-    from dataworkflows.credentials import KeyRing
+    from dataworkflows.secrets.credentials import KeyRing
 
     ring = KeyRing.from_setting(generate_key())
     secret = canary()
@@ -412,7 +412,7 @@ async def test_first_start_on_sqlite_generates_a_key_file(
 
 
 def test_postgresql_needs_an_explicit_key_and_says_how() -> None:
-    from dataworkflows.credentials import resolve_secret_key
+    from dataworkflows.secrets.credentials import resolve_secret_key
 
     settings = Settings(database_url="postgresql+psycopg://u@127.0.0.1/x")
     assert key_file_path(settings) is None
@@ -640,7 +640,7 @@ async def test_migration_seals_plaintext_parameters_and_their_checksum(
     kernel_factory: Any, database_url: str
 ) -> None:
     from dataworkflows.db.models import workflow_definitions
-    from dataworkflows.definitions import checksum
+    from dataworkflows.engine.definitions import checksum
 
     secret = canary()
     key = generate_key()

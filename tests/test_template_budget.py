@@ -16,8 +16,8 @@ from typing import Any
 import jinja2
 import pytest
 
-from dataworkflows.jsonlimits import JSONLimitError, check_limits, loads_limited
-from dataworkflows.templating import (
+from dataworkflows.common.jsonlimits import JSONLimitError, check_limits, loads_limited
+from dataworkflows.engine.templating import (
     TemplateBudgetExceeded,
     TemplateEngine,
     TemplateError,
@@ -315,7 +315,7 @@ def test_worker_processes_exit_when_the_engine_process_dies() -> None:
 
     script = (
         "import asyncio, os\n"
-        "from dataworkflows.templating import TemplateEngine\n"
+        "from dataworkflows.engine.templating import TemplateEngine\n"
         "async def main():\n"
         "    engine = TemplateEngine()\n"
         "    await engine.pool.start()\n"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from dataworkflows.templating import TemplateEngine, TemplateError
+from dataworkflows.engine.templating import TemplateEngine, TemplateError
 
 CONTEXT: dict[str, Any] = {
     "trigger": {
@@ -207,7 +207,7 @@ def test_condition_references(engine):
 
 async def test_the_kernel_renders_like_the_tests_one_environment(kernel, run_workflow) -> None:
     """One environment factory: a trailing newline survives in production too."""
-    from dataworkflows.templating import new_environment
+    from dataworkflows.engine.templating import new_environment
 
     assert kernel.templates.env.keep_trailing_newline is new_environment().keep_trailing_newline
     run = await run_workflow(

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from dataworkflows.api.openapi import OPERATIONS
 from dataworkflows.db.lifecycle_models import workflow_audit_log
 from dataworkflows.db.models import dead_letters
-from dataworkflows.web.openapi import OPERATIONS
 
 ACME = {"X-Tenant-Id": "acme", "X-Principal": "bob", "Correlation-Id": "acme-req-1"}
 GLOBEX = {"X-Tenant-Id": "globex", "X-Principal": "mallory"}

@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from dataworkflows import TriggerType, hookimpl
-from dataworkflows.errors import Conflict, NotFound
+from dataworkflows.common.errors import Conflict, NotFound
 from dataworkflows.plugin_api import PluginAPI
 
 BASE = "/api/v1/workflows/hello/triggers"

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from dataworkflows.clock import FakeClock
+from dataworkflows.common.clock import FakeClock
 from dataworkflows_webhook import sign
 
 SECRET = "fixture-secret"

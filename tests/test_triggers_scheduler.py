@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from dataworkflows.clock import FakeClock
+from dataworkflows.common.clock import FakeClock
 from dataworkflows.db.models import workflow_executions
-from dataworkflows.scheduler import plan_fires
+from dataworkflows.service.scheduler import plan_fires
 from dataworkflows.triggers import FirePolicy
 from dataworkflows_schedule import Schedule, ScheduleConfig
 

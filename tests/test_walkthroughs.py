@@ -67,7 +67,7 @@ def server(tmp_path: Path) -> Iterator[int]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("DATAWORKFLOWS_")}
     env["DATAWORKFLOWS_DATABASE_URL"] = f"sqlite:///{tmp_path / 'walkthrough.db'}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dataworkflows.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "dataworkflows.cli.main", "serve", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -19,8 +19,8 @@ from dataworkflows.actions import (
     Resources,
     StepOutcome,
 )
+from dataworkflows.common.jsonlimits import JSONLimitError, loads_limited
 from dataworkflows.hookspecs import hookimpl
-from dataworkflows.jsonlimits import JSONLimitError, loads_limited
 from dataworkflows.triggers import TriggerType
 
 __version__ = "0.1.0"

@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from dataworkflows.schemas import model_schema
+from dataworkflows.common.schemas import model_schema
 
 if TYPE_CHECKING:
     import asyncio
 
     import aiohttp
 
-    from dataworkflows.redaction import Redactor
+    from dataworkflows.secrets.redaction import Redactor
 
 
 class StepOutcome(enum.StrEnum):
@@ -199,7 +199,7 @@ class Credentials:
 
     tenant_id: str = "default"
     #: where :meth:`mark_secret` registers values: the kernel's redactor (None outside a
-    #: kernel: the process-wide one of :mod:`dataworkflows.redaction`)
+    #: kernel: the process-wide one of :mod:`dataworkflows.secrets.redaction`)
     redactor: Redactor | None = None
 
     async def fetch(self, name: str) -> Credential:
@@ -212,7 +212,7 @@ class Credentials:
 
     def mark_secret(self, value: str) -> None:
         """Register a value derived from a secret (a signed token...) for redaction too."""
-        from dataworkflows.redaction import redactor as process_redactor
+        from dataworkflows.secrets.redaction import redactor as process_redactor
 
         (self.redactor if self.redactor is not None else process_redactor).add(
             value, self.tenant_id
@@ -288,7 +288,7 @@ class Action:
         title: one line for listings.
         Params: a pydantic model of the parameters. Parameters declared secret
             (``pydantic.SecretStr`` or ``"writeOnly": true``) are encrypted in stored
-            definitions and masked by the API (:mod:`dataworkflows.secret_fields`).
+            definitions and masked by the API (:mod:`dataworkflows.secrets.fields`).
             Its JSON schema is published by
             ``GET /api/v1/plugins``; definitions are checked against it when created or
             published (template strings such as ``"{{ trigger.n }}"`` are checked after
@@ -313,6 +313,6 @@ class Action:
         ``"<type> parameters"`` (``"core.echo parameters"``, not pydantic's ``"Params"``).
         Its ``description`` is the model's docstring, and each property's the field's
         docstring (with ``use_attribute_docstrings=True``) or ``Field(description=...)``:
-        write them for workflow authors (see :mod:`dataworkflows.schemas`).
+        write them for workflow authors (see :mod:`dataworkflows.common.schemas`).
         """
         return model_schema(cls.Params, f"{cls.type} parameters")

@@ -18,26 +18,26 @@ from typing import Any
 
 import aiohttp
 
-from dataworkflows.clock import Clock, SystemClock
-from dataworkflows.conductor import Conductor
-from dataworkflows.credentials import CredentialService, CredentialStore, resolve_secret_key
+from dataworkflows.common.clock import Clock, SystemClock
 from dataworkflows.db import migrate
 from dataworkflows.db.database import Database
+from dataworkflows.engine.conductor import Conductor
+from dataworkflows.engine.templating import TemplateEngine, TemplateLimits, new_environment
+from dataworkflows.engine.worker import Worker
 from dataworkflows.events import RunEvent
-from dataworkflows.ledger import RunLedger
+from dataworkflows.ledger.resources import ResourceStore
+from dataworkflows.ledger.run_ledger import RunLedger
 from dataworkflows.plugin_api import PluginAPI
-from dataworkflows.plugins import PluginSet, load_plugins
-from dataworkflows.redaction import Redactor, install_log_redaction
-from dataworkflows.redaction import redactor as process_redactor
-from dataworkflows.resources import ResourceStore
-from dataworkflows.scheduler import Scheduler
-from dataworkflows.secret_fields import DefinitionSecrets, plaintexts
-from dataworkflows.service import WorkflowService
+from dataworkflows.plugins.manager import PluginSet, load_plugins
+from dataworkflows.secrets.credentials import CredentialService, CredentialStore, resolve_secret_key
+from dataworkflows.secrets.fields import DefinitionSecrets, plaintexts
+from dataworkflows.secrets.redaction import Redactor, install_log_redaction
+from dataworkflows.secrets.redaction import redactor as process_redactor
+from dataworkflows.service.scheduler import Scheduler
+from dataworkflows.service.store import WorkflowStore
+from dataworkflows.service.triggers import TriggerService
+from dataworkflows.service.workflows import WorkflowService
 from dataworkflows.settings import Settings
-from dataworkflows.store import WorkflowStore
-from dataworkflows.templating import TemplateEngine, TemplateLimits, new_environment
-from dataworkflows.trigger_service import TriggerService
-from dataworkflows.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,8 @@ class Kernel:
             self.settings.database_url, sqlite_synchronous=self.settings.sqlite_synchronous
         )
         self.store = WorkflowStore(self.db, self.clock)
-        #: this kernel's secrets, of every tenant (dataworkflows.redaction): redacted from its
-        #: ledger and, while the kernel lives, from every log record of the process
+        #: this kernel's secrets, of every tenant (dataworkflows.secrets.redaction): redacted
+        #: from its ledger and, while the kernel lives, from every log record of the process
         self.redactor = Redactor(parent=process_redactor)
         install_log_redaction(self.redactor)
         # connectors: tenant-scoped credentials (secrets redacted) and resource links

@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from dataworkflows.actions import CredentialError
-from dataworkflows.trigger_service import request_id_for
+from dataworkflows.service.triggers import request_id_for
 from dataworkflows.triggers import FireResult, TriggerHandle
 
 if TYPE_CHECKING:
-    from dataworkflows.clock import Clock
+    from dataworkflows.common.clock import Clock
     from dataworkflows.kernel import Kernel
     from dataworkflows.settings import Settings
 
@@ -28,7 +28,8 @@ class PluginAPI:
 
     @property
     def clock(self) -> Clock:
-        """The kernel's clock; tests replace it with a :class:`~dataworkflows.clock.FakeClock`."""
+        """The kernel's clock; tests swap in a
+        :class:`~dataworkflows.common.clock.FakeClock`."""
         return self._kernel.clock
 
     @property
@@ -56,7 +57,7 @@ class PluginAPI:
         counted as that trigger's: the payload gets ``triggerId`` and the request id is
         namespaced as ``trg:<triggerId>:<request_id>``. This bypasses the trigger's
         enabled flag and activation condition; a trigger plugin normally calls
-        :meth:`fire_trigger` instead. Raises :class:`~dataworkflows.errors.ApiError`
+        :meth:`fire_trigger` instead. Raises :class:`~dataworkflows.common.errors.ApiError`
         subclasses (404 unknown workflow, 409 not Active) that a route can render as they are.
         """
         if trigger_id is not None:
@@ -97,8 +98,8 @@ class PluginAPI:
         ``key`` identifies the event (a delivery id): the same key twice returns the first
         run (``outcome == "duplicate"``); without a key every call is a new event. Returns
         only after the run is durably queued. Raises
-        :class:`~dataworkflows.errors.NotFound` (disabled trigger) and
-        :class:`~dataworkflows.errors.Conflict` (workflow not Active).
+        :class:`~dataworkflows.common.errors.NotFound` (disabled trigger) and
+        :class:`~dataworkflows.common.errors.Conflict` (workflow not Active).
         """
         return await self._kernel.triggers.start(
             trigger, event, key=key, principal=principal, correlation_id=correlation_id

@@ -23,7 +23,7 @@ Fixtures:
     api                ``api_factory(kernel)``.
     run_workflow       ``await run_workflow(kernel, definition, trigger=...)``: create,
                        publish, execute and wait; returns the execution view with actions.
-    fake_clock         a :class:`~dataworkflows.clock.FakeClock`.
+    fake_clock         a :class:`~dataworkflows.common.clock.FakeClock`.
 """
 
 from __future__ import annotations
@@ -150,14 +150,14 @@ def database_url(backend: str, _dw_templates: _Templates) -> Iterator[str]:
 
 
 def _generate_key() -> str:
-    from dataworkflows.credentials import generate_key
+    from dataworkflows.secrets.credentials import generate_key
 
     return generate_key()
 
 
 @pytest.fixture
 def fake_clock() -> Any:
-    from dataworkflows.clock import FakeClock
+    from dataworkflows.common.clock import FakeClock
 
     return FakeClock()
 
@@ -212,7 +212,7 @@ if pytest_asyncio is not None:
     async def api_factory() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
         from aiohttp.test_utils import TestClient, TestServer
 
-        from dataworkflows.web import create_app
+        from dataworkflows.api import create_app
 
         clients: list[Any] = []
 

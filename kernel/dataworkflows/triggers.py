@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from dataworkflows.schemas import model_schema
+from dataworkflows.common.schemas import model_schema
 
 MisfirePolicy = Literal["skip", "catchUpOne", "catchUpAll"]
 OverlapPolicy = Literal["allow", "skip"]
@@ -68,7 +68,7 @@ class TriggerType:
         Config: a pydantic model of the trigger's configuration. Fields declared secret
             (typed ``pydantic.SecretStr``, or ``"writeOnly": true`` in their JSON schema)
             are encrypted at rest by the kernel, shown as ``"**********"`` by the API and
-            given to the plugin decrypted (:mod:`dataworkflows.secret_fields`).
+            given to the plugin decrypted (:mod:`dataworkflows.secrets.fields`).
         time_based: True if the kernel's scheduler drives this type (then implement
             :meth:`next_fire_time`; :meth:`fire_policy` and :meth:`event` are optional).
     """
@@ -88,7 +88,7 @@ class TriggerType:
         ``"<type> trigger configuration"`` (not pydantic's class name, ``"Config"``).
         Its ``description`` is the model's docstring, and each property's the field's
         docstring (with ``use_attribute_docstrings=True``) or ``Field(description=...)``:
-        write them for workflow authors (see :mod:`dataworkflows.schemas`).
+        write them for workflow authors (see :mod:`dataworkflows.common.schemas`).
         """
         return model_schema(cls.Config, f"{cls.type} trigger configuration")
 

@@ -8,7 +8,7 @@ Upgrade: every field a plugin declares secret (``SecretStr`` or ``writeOnly``: a
 type's config in ``workflow_triggers.config``, an action's parameters in
 ``workflow_definitions.definition``) that is still plaintext is replaced by its AES-GCM
 envelope ``{"$encrypted": "v1.<key id>.<...>"}``, and the checksum of a changed definition
-is recomputed over the sealed form (see ``dataworkflows.secret_fields`` and
+is recomputed over the sealed form (see ``dataworkflows.secrets.fields`` and
 ``dataworkflows.db.seal_secrets``). Needs the key only when such a value exists.
 The rows' old versions may survive in free pages (SQLite) or dead tuples (PostgreSQL) until
 ``VACUUM``, and in backups taken before: run ``VACUUM`` afterwards and rotate secrets that

@@ -13,7 +13,7 @@ import pytest
 from multidict import CIMultiDict
 
 import dataworkflows_monday
-from dataworkflows.credentials import generate_key
+from dataworkflows.secrets.credentials import generate_key
 from dataworkflows_monday import Filter, GetItems, OrderBy, translate_filters
 from dataworkflows_monday.client import classify
 
@@ -300,7 +300,7 @@ def test_filter_translation():
 
 async def test_bad_operator_is_rejected_when_the_workflow_is_created(kernel_factory, fake_monday):
     kernel = await monday_kernel(kernel_factory, fake_monday)
-    from dataworkflows.errors import Unprocessable
+    from dataworkflows.common.errors import Unprocessable
 
     with pytest.raises(Unprocessable) as info:
         await kernel.service.apply(

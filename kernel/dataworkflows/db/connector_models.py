@@ -1,7 +1,7 @@
 """Tables for connectors: the encrypted credential store and resource links.
 
 ``credentials`` holds one row per tenant + name; ``ciphertext`` is AES-256-GCM output bound
-to that tenant and name (see :mod:`dataworkflows.credentials`), never the secret itself.
+to that tenant and name (see :mod:`dataworkflows.secrets.credentials`), never the secret itself.
 
 ``workflow_resource_links`` (the seeds' WorkflowResourceLinks) records the external objects
 steps created, one row per workflow + system + type + external id, so that a re-run can

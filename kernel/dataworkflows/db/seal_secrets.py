@@ -1,6 +1,6 @@
 """The data step of migration ``0007``: secret fields stored in plaintext get encrypted.
 
-Two places hold plugin-declared secrets (see :mod:`dataworkflows.secret_fields`): trigger
+Two places hold plugin-declared secrets (see :mod:`dataworkflows.secrets.fields`): trigger
 configs (``workflow_triggers.config``) and the parameters of workflow definitions
 (``workflow_definitions.definition``, whose checksum is then recomputed over the sealed
 form so that it holds no digest of a plaintext secret). Which fields are secret is known
@@ -50,7 +50,7 @@ class _Context:
         return self._settings
 
     def plugins(self) -> Any:
-        from dataworkflows.plugins import load_plugins
+        from dataworkflows.plugins.manager import load_plugins
 
         if self._plugins is None:
             settings = self.settings()
@@ -72,7 +72,7 @@ class _Context:
         return dict(models)
 
     def keyring(self) -> Any:
-        from dataworkflows.credentials import KeyRing, SecretKeyError, resolve_secret_key
+        from dataworkflows.secrets.credentials import KeyRing, SecretKeyError, resolve_secret_key
 
         secret_key = self.attributes.get("secret_key")
         if secret_key is None:
@@ -83,9 +83,9 @@ class _Context:
 
 
 def _plan(context: _Context, rows: list[Any], *, decrypt: bool, what: str) -> Any:
-    """The reseal plan of ``rows`` (see :func:`~dataworkflows.secret_fields.plan_reseal`),
+    """The reseal plan of ``rows`` (see :func:`~dataworkflows.secrets.fields.plan_reseal`),
     asking for the key only if some value has a secret."""
-    from dataworkflows.secret_fields import is_sealed, plan_reseal
+    from dataworkflows.secrets.fields import is_sealed, plan_reseal
 
     def has_secret(value: Any, sealer: Any) -> bool:
         found = sealer.values(value) if sealer is not None else {}
@@ -107,8 +107,8 @@ def migrate_secret_fields(
 ) -> None:
     """Encrypt (``decrypt=False``) or decrypt every declared secret of every trigger
     config and every stored definition."""
-    from dataworkflows.definitions import checksum
-    from dataworkflows.secret_fields import (
+    from dataworkflows.engine.definitions import checksum
+    from dataworkflows.secrets.fields import (
         DefinitionSecrets,
         definition_rows,
         trigger_rows,

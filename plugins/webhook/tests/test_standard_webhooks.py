@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dataworkflows.clock import FakeClock
+from dataworkflows.common.clock import FakeClock
 from dataworkflows_webhook import sign_standard
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789").decode()

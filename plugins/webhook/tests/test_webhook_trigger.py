@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from dataworkflows.clock import FakeClock
+from dataworkflows.common.clock import FakeClock
 from dataworkflows.db.models import workflow_executions
 from dataworkflows_webhook import Webhook, sign
 

@@ -1,0 +1,50 @@
+"""``create_app(kernel)``: the aiohttp application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from dataworkflows.api.connector_routes import connector_routes
+from dataworkflows.api.errors import error_middleware
+from dataworkflows.api.keys import kernel_key
+from dataworkflows.api.middleware import setup_api
+from dataworkflows.api.openapi import openapi_routes
+from dataworkflows.api.routes import routes
+from dataworkflows.api.trigger_routes import trigger_routes
+from dataworkflows.kernel import Kernel
+
+#: Route tables of the kernel's feature areas; each module adds its own ``RouteTableDef``.
+ROUTE_TABLES = [routes, trigger_routes, connector_routes, openapi_routes]
+
+
+def create_app(
+    kernel: Kernel, *, run_worker: bool = True, run_scheduler: bool = True
+) -> web.Application:
+    """Build the web application around a (not yet started) kernel.
+
+    The app's ``cleanup_ctx`` starts the kernel (migrating SQLite), runs the embedded worker
+    when ``run_worker`` is true, the scheduler loop (time-based triggers) when
+    ``run_scheduler`` is true, and closes everything on shutdown.
+    """
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=kernel.settings.max_body_bytes
+    )
+    app[kernel_key] = kernel
+    setup_api(app)  # Correlation-Id, common headers, Idempotency-Key (docs/api.md)
+    for table in ROUTE_TABLES:
+        app.add_routes(table)
+    kernel.plugins.hook.register_routes(app=app, kernel=kernel.plugin_api)
+
+    async def kernel_ctx(app: web.Application) -> AsyncIterator[None]:
+        await kernel.start()
+        if run_worker:
+            kernel.start_worker()
+        if run_scheduler:
+            kernel.start_scheduler()
+        yield
+        await kernel.close()
+
+    app.cleanup_ctx.append(kernel_ctx)
+    return app

@@ -1,0 +1,155 @@
+"""Credentials (write-only secrets) and the resource links of a run.
+
+    POST   /api/v1/credentials                   {name, secret, description?, allowedHosts?}
+    GET    /api/v1/credentials                   the tenant's credentials, never secrets
+    GET    /api/v1/credentials/{name}
+    PUT    /api/v1/credentials/{name}            {secret, description?, allowedHosts?}
+    DELETE /api/v1/credentials/{name}
+    GET    /api/v1/executions/{id}/resources     links the run's steps recorded
+
+The tenant is the ``X-Tenant-Id`` header (``default`` without it), as for workflows.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from dataworkflows.api.errors import read_json_object
+from dataworkflows.api.keys import kernel_key
+from dataworkflows.common.errors import NotFound, Unprocessable
+from dataworkflows.common.pagination import page as paged
+from dataworkflows.common.pagination import parse_page
+from dataworkflows.ledger.resources import link_view
+from dataworkflows.secrets.credentials import credential_view
+
+connector_routes = web.RouteTableDef()
+
+_CREATE_FIELDS = {"name", "secret", "description", "allowedHosts"}
+
+
+def _tenant(request: web.Request) -> str:
+    return request.headers.get("X-Tenant-Id") or "default"
+
+
+def _principal(request: web.Request) -> str | None:
+    return request.headers.get("X-Principal") or None
+
+
+def _no_unknown_fields(body: dict[str, object], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise Unprocessable(
+            f"unknown fields: {', '.join(unknown)}",
+            code="invalid_request",
+            details={"fields": unknown},
+        )
+
+
+def _not_found(name: str, tenant: str) -> NotFound:
+    return NotFound(f"no credential {name!r} for tenant {tenant!r}", code="credential_not_found")
+
+
+@connector_routes.post("/api/v1/credentials")
+async def create_credential(request: web.Request) -> web.Response:
+    kernel = request.app[kernel_key]
+    body = await read_json_object(request)
+    _no_unknown_fields(body, _CREATE_FIELDS)
+    for required in ("name", "secret"):
+        if required not in body:
+            raise Unprocessable(
+                f"{required} is required",
+                code="invalid_credential",
+                details={"path": f"$.{required}"},
+            )
+    row, _ = await kernel.credentials.store.put(
+        _tenant(request),
+        body["name"],
+        body["secret"],
+        description=body.get("description"),
+        allowed_hosts=body.get("allowedHosts"),
+        actor=_principal(request),
+        create_only=True,
+    )
+    return web.json_response(
+        credential_view(row),
+        status=201,
+        headers={"Location": f"/api/v1/credentials/{row['name']}"},
+    )
+
+
+@connector_routes.get("/api/v1/credentials")
+async def list_credentials(request: web.Request) -> web.Response:
+    kernel = request.app[kernel_key]
+    request_page = parse_page(request.query, "credentials")
+    after = request_page.after[0] if request_page.after else None
+    rows = await kernel.credentials.store.list(
+        _tenant(request), after=after, limit=request_page.limit + 1
+    )
+    return web.json_response(
+        paged("credentials", rows, request_page, lambda r: [r["name"]], credential_view)
+    )
+
+
+@connector_routes.get("/api/v1/credentials/{name}")
+async def get_credential(request: web.Request) -> web.Response:
+    kernel = request.app[kernel_key]
+    name, tenant = request.match_info["name"], _tenant(request)
+    row = await kernel.credentials.store.get(tenant, name)
+    if row is None:
+        raise _not_found(name, tenant)
+    return web.json_response(credential_view(row))
+
+
+@connector_routes.put("/api/v1/credentials/{name}")
+async def put_credential(request: web.Request) -> web.Response:
+    kernel = request.app[kernel_key]
+    name = request.match_info["name"]
+    body = await read_json_object(request)
+    _no_unknown_fields(body, _CREATE_FIELDS)
+    if "name" in body and body["name"] != name:
+        raise Unprocessable(
+            "the body's name does not match the URL",
+            code="invalid_credential",
+            details={"path": "$.name"},
+        )
+    if "secret" not in body:
+        raise Unprocessable(
+            "secret is required (secrets are write-only: send it again to change metadata)",
+            code="invalid_credential",
+            details={"path": "$.secret"},
+        )
+    row, created = await kernel.credentials.store.put(
+        _tenant(request),
+        name,
+        body["secret"],
+        description=body.get("description"),
+        allowed_hosts=body.get("allowedHosts"),
+        actor=_principal(request),
+    )
+    return web.json_response(credential_view(row), status=201 if created else 200)
+
+
+@connector_routes.delete("/api/v1/credentials/{name}")
+async def delete_credential(request: web.Request) -> web.Response:
+    kernel = request.app[kernel_key]
+    name, tenant = request.match_info["name"], _tenant(request)
+    if not await kernel.credentials.store.delete(tenant, name):
+        raise _not_found(name, tenant)
+    return web.Response(status=204)
+
+
+@connector_routes.get("/api/v1/executions/{execution_id}/resources")
+async def execution_resources(request: web.Request) -> web.Response:
+    kernel = request.app[kernel_key]
+    raw = request.match_info["execution_id"]
+    try:
+        execution_id = uuid.UUID(raw)
+    except ValueError:
+        raise NotFound(f"no execution {raw!r}", code="execution_not_found") from None
+    row = await kernel.ledger.get_execution(execution_id)
+    if row is None or row["tenant_id"] != _tenant(request):
+        raise NotFound(f"no execution {raw!r}", code="execution_not_found")
+    links = await kernel.resources.list_for_execution(execution_id)
+    return web.json_response({"items": [link_view(r) for r in links]})

@@ -1,0 +1,1 @@
+"""The ``dataworkflows`` command line."""

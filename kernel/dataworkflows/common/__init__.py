@@ -1,0 +1,2 @@
+"""Small building blocks every layer uses: errors, the clock, bounded JSON parsing, log
+context, pagination, validation messages, JSON schemas of plugin models."""

@@ -1,0 +1,455 @@
+"""Running one node of a run: its attempts, rendering, the action call, cancellation.
+
+:class:`NodeRunner` is the half of :class:`~dataworkflows.engine.conductor.Conductor` that deals
+with a single node (the conductor inherits it); the other half schedules nodes as a graph.
+The in-memory state of a run and its nodes, and the statuses, are defined here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+import aiohttp
+from pydantic import ValidationError
+
+from dataworkflows.actions import ActionContext, ActionError, ActionResult, StepOutcome
+from dataworkflows.common.clock import Clock
+from dataworkflows.common.validation_messages import friendly_errors
+from dataworkflows.engine.definitions import json_path
+from dataworkflows.engine.plan import (
+    ExecutionPlan,
+    PlanEdge,
+    PlanNode,
+)
+from dataworkflows.engine.templating import TemplateBudgetExceeded, TemplateEngine, TemplateError
+from dataworkflows.ledger.records import json_problem
+from dataworkflows.ledger.run_ledger import ClaimedRun, StepRecord
+from dataworkflows.plugins.manager import PluginSet
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+RETRIABLE = "RetriableFailure"
+TIMED_OUT = "TimedOut"
+SKIPPED = "Skipped"
+CANCELLED = "Cancelled"
+#: statuses a node never leaves (TimedOut is final only when no attempt is left)
+FINAL_STATUSES = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELLED})
+FAILURES = frozenset({FAILED, TIMED_OUT})
+#: error codes of a node that failed because an edge condition could not be evaluated
+CONDITION_ERRORS = frozenset({"condition_error", TemplateBudgetExceeded.code})
+#: seconds an action gets to react to cancellation before it is abandoned
+CANCEL_GRACE = 5.0
+
+
+@dataclass
+class Attempt:
+    """The outcome of one attempt, before it is written."""
+
+    record: StepRecord
+    result: ActionResult
+
+
+@dataclass
+class _Node:
+    """What the conductor knows about one node of one run."""
+
+    plan: PlanNode
+    status: str | None = None  # the final status, once known
+    attempts: int = 0  # attempts recorded so far
+    outputs: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = None  # rendered, reused by retries
+    started: bool = False
+
+    def view(self) -> dict[str, Any]:
+        """The node as templates see it under ``nodes.<id>``."""
+        return {
+            "status": self.status,
+            "outputs": self.outputs or {},
+            "error": self.error,
+            "attempts": self.attempts,
+        }
+
+
+@dataclass
+class _Run:
+    """One run in flight."""
+
+    run: ClaimedRun
+    plan: ExecutionPlan
+    nodes: dict[str, _Node]
+    slots: asyncio.Semaphore
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: set when nodes in flight must stop (failure, timeout, cancel request)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    edges: dict[PlanEdge, bool] = field(default_factory=dict)  # fired (True) or dead (False)
+    failure: dict[str, Any] | None = None
+    #: why nodes in flight are being cancelled: (reason code, message)
+    stop_reason: tuple[str, str] = ("run_cancelled", "the run was cancelled")
+
+
+class NodeRunner:
+    """Attempts of one node; mixed into :class:`~dataworkflows.engine.conductor.Conductor`."""
+
+    plugins: PluginSet
+    templates: TemplateEngine
+    clock: Clock
+    _http: Callable[[], aiohttp.ClientSession]
+    _rng: random.Random
+    _abandoned: set[asyncio.Future[Any]]
+    _action_services: Callable[..., Mapping[str, Any]] | None
+
+    # -- one node -------------------------------------------------------------------------
+
+    async def _run_node(
+        self,
+        state: _Run,
+        node: _Node,
+        stop: asyncio.Event,
+        readable: Iterable[str],
+        extra: Mapping[str, Any] | None = None,
+    ) -> StepRecord:
+        """All attempts of one node; returns its final row, unwritten.
+
+        Non-final rows (``RetriableFailure``, ``TimedOut`` with attempts left) are written
+        here. As soon as ``stop`` is set it returns a ``Cancelled`` row. ``readable``: the
+        nodes whose outputs its templates see.
+        """
+        plan_node = node.plan
+        retry = plan_node.retry
+        attempt = node.attempts + 1
+        while True:
+            if stop.is_set():
+                acquired = False
+            elif not state.slots.locked():
+                acquired = await state.slots.acquire()  # a free slot: no waiting, no task
+            else:
+                acquired, _ = await self._unless(
+                    stop, state.slots.acquire(), late=lambda _: state.slots.release()
+                )
+            if not acquired:
+                return self._cancelled(state, node, attempt)
+            try:
+                outcome = await self._attempt(state, node, attempt, stop, readable, extra)
+            finally:
+                state.slots.release()
+            record, result = outcome.record, outcome.result
+            if record.status in (SUCCEEDED, FAILED, CANCELLED) or attempt >= retry.max_attempts:
+                if record.status == RETRIABLE:  # no attempt left: the failure is final
+                    record = replace(record, status=FAILED)
+                return record
+            await self._write(state, record)
+            node.attempts = attempt
+            delay = retry.delay(attempt, self._rng.random())
+            delay = max(delay, result.retry_after or 0.0)
+            waited, _ = await self._unless(stop, asyncio.sleep(delay))
+            attempt += 1
+            if not waited:
+                return self._cancelled(state, node, attempt)
+
+    async def _attempt(
+        self,
+        state: _Run,
+        node: _Node,
+        attempt: int,
+        stop: asyncio.Event,
+        readable: Iterable[str],
+        extra: Mapping[str, Any] | None,
+    ) -> Attempt:
+        """Render, validate and run one attempt; never raises for action errors."""
+        run, plan_node = state.run, node.plan
+        definition = plan_node.node
+        started = self.clock.now()
+        action_cls = self.plugins.action(definition.action_type)
+        rendered: dict[str, Any] | None = None
+        result: ActionResult
+        status: str | None = None
+        if action_cls is None:
+            result = ActionResult.failed(
+                f"action type {definition.action_type!r} is not installed on this worker",
+                code="unknown_action_type",
+            )
+        else:
+            try:
+                if node.parameters is not None and not definition.rerender_on_retry:
+                    rendered = node.parameters
+                else:
+                    context = self._context(state, readable, attempt=attempt, extra=extra)
+                    rendered = await self.templates.render_async(
+                        definition.parameters, context, f"$.nodes[{plan_node.index}].parameters"
+                    )
+                    node.parameters = rendered
+                params = action_cls.Params.model_validate(rendered)
+            except TemplateError as exc:
+                result = ActionResult.failed(
+                    f"node {plan_node.id!r}, {exc.path}: {exc.message}",
+                    code=exc.code,  # template_error or template_budget_exceeded
+                    details={"path": exc.path},
+                )
+            except ValidationError as exc:
+                base = f"$.nodes[{plan_node.index}].parameters"
+                result = ActionResult.failed(
+                    "rendered parameters do not match the action's schema",
+                    code="invalid_parameters",
+                    details=[
+                        {"path": json_path(loc, base), "message": message}
+                        for loc, message, _kind in friendly_errors(exc, action_cls.Params)
+                    ],
+                )
+            else:
+                ctx = ActionContext(
+                    execution_id=run.id_str,
+                    workflow_id=run.workflow_id,
+                    workflow_version=run.workflow_version,
+                    node_id=plan_node.id,
+                    attempt=attempt,
+                    idempotency_key=f"{run.id}:{plan_node.id}",
+                    trigger=run.trigger,
+                    http=self._http(),
+                    # the execution id reaches log records through logcontext (bound in
+                    # execute); passing it as ``extra`` too would collide with its factory
+                    log=logging.LoggerAdapter(
+                        logging.getLogger(f"dataworkflows.action.{definition.action_type}"),
+                        {"node_id": plan_node.id, "attempt": attempt},
+                    ),
+                    cancelled=stop,
+                    tenant_id=run.tenant_id,
+                    principal=run.principal,
+                    **self._services(run),
+                )
+                finished, invoked = await self._unless(
+                    stop, self._invoke(action_cls(), ctx, params, plan_node.timeout)
+                )
+                if not finished:
+                    record = self._cancelled(state, node, attempt, started, rendered)
+                    return Attempt(record, ActionResult.failed("cancelled", code="cancelled"))
+                result, status = invoked
+
+        outputs = dict(result.outputs) if result.outcome is StepOutcome.SUCCEEDED else None
+        if outputs is not None and json_problem(outputs) is not None:
+            result = ActionResult.failed(
+                "the action returned outputs that are not JSON-serialisable",
+                code="invalid_outputs",
+            )
+            outputs = None
+        problem = json_problem(dict(result.error)) if result.error else None
+        if problem is not None:
+            # checked here, before the row joins a shared write: a bad value fails this
+            # attempt, permanently, and nothing else
+            result = ActionResult.failed(
+                f"the action returned an error whose details are not JSON-serialisable: {problem}",
+                code="unserializable_result",
+            )
+        record = StepRecord(
+            node_id=plan_node.id,
+            action_type=definition.action_type,
+            attempt=attempt,
+            status=status or str(result.outcome),
+            parameters=rendered,
+            outputs=outputs,
+            error=dict(result.error) if result.error else None,
+            started_at=started,
+            ended_at=self.clock.now(),
+            links=tuple(result.links) if outputs is not None else (),
+        )
+        return Attempt(record, result)
+
+    async def _invoke(
+        self, action: Any, ctx: ActionContext, params: Any, timeout: float
+    ) -> tuple[ActionResult, str | None]:
+        try:
+            async with asyncio.timeout(timeout):
+                result = await action.run(ctx, params)
+        except TimeoutError:
+            return (
+                ActionResult.retriable(
+                    f"the action did not finish within {timeout:g} s", code="timeout"
+                ),
+                TIMED_OUT,
+            )
+        except ActionError as exc:
+            return exc.to_result(), None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # we are cancelling it
+            with contextlib.suppress(Exception):
+                ctx.log.error("action raised CancelledError without being cancelled")
+            return (
+                ActionResult.failed("the action raised CancelledError", code="unhandled_exception"),
+                None,
+            )
+        except Exception as exc:
+            with contextlib.suppress(Exception):  # a broken log handler must not crash the run
+                ctx.log.exception("action raised")
+            return (
+                ActionResult.failed(f"{type(exc).__name__}: {exc}", code="unhandled_exception"),
+                None,
+            )
+        if not isinstance(result, ActionResult):
+            return (
+                ActionResult.failed(
+                    f"the action returned {type(result).__name__}, not an ActionResult",
+                    code="invalid_result",
+                ),
+                None,
+            )
+        return result, None
+
+    async def _unless(
+        self,
+        stop: asyncio.Event,
+        coro: Coroutine[Any, Any, T],
+        late: Callable[[T], None] | None = None,
+    ) -> tuple[bool, T | None]:
+        """Await ``coro`` unless ``stop`` is set first: (True, result) or (False, None).
+
+        A result that arrives together with ``stop`` wins. When ``stop`` wins, ``coro`` is
+        cancelled and given :data:`CANCEL_GRACE` seconds to unwind; if it completes anyway,
+        ``late`` receives its result (e.g. to give back a semaphore slot).
+        """
+        task = asyncio.ensure_future(coro)
+        if not stop.is_set():
+            waiter = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            finally:
+                waiter.cancel()
+        if task.done():
+            return True, task.result()
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=CANCEL_GRACE)
+        if not done:
+            log.warning("an action ignored cancellation for %s s; abandoning it", CANCEL_GRACE)
+            self._abandoned.add(task)
+            task.add_done_callback(self._abandoned.discard)
+        elif late is not None and not task.cancelled() and task.exception() is None:
+            late(task.result())
+        return False, None
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _services(self, run: ClaimedRun) -> Mapping[str, Any]:
+        if self._action_services is None:
+            return {}
+        return self._action_services(tenant_id=run.tenant_id, workflow_id=run.workflow_id)
+
+    def _context(
+        self,
+        state: _Run,
+        readable: Iterable[str],
+        *,
+        attempt: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        run = state.run
+        nodes = {}
+        for node_id in readable:
+            node = state.nodes.get(node_id)
+            if node is not None and node.status is not None:
+                nodes[node_id] = node.view()
+        context: dict[str, Any] = {
+            "trigger": run.trigger,
+            "nodes": nodes,
+            "execution": {
+                "id": run.id_str,
+                "workflowId": run.workflow_id,
+                "version": run.workflow_version,
+                "principal": run.principal,
+                # set by time-based triggers (the schedule plugin): when the run was due
+                "scheduledTime": run.trigger.get("scheduledTime"),
+            },
+        }
+        if attempt is not None:
+            context["attempt"] = attempt
+        if extra:
+            context.update(extra)
+        return context
+
+    def _lost(self, node: _Node, *, final: bool = False) -> StepRecord:
+        """The row of an attempt a dead worker may have been running (see ``_drive``).
+
+        ``final``: no attempt follows (the run goes to the dead letters).
+        """
+        attempt = node.attempts + 1
+        now = self.clock.now()
+        record = StepRecord(
+            node_id=node.plan.id,
+            action_type=node.plan.node.action_type,
+            attempt=attempt,
+            status=FAILED if final or attempt >= node.plan.retry.max_attempts else RETRIABLE,
+            parameters=node.parameters,
+            outputs=None,
+            error={
+                "code": "worker_lost",
+                "message": "the worker running this node stopped before the attempt ended; "
+                "its outcome is unknown",
+            },
+            # when it started is not known (it was never recorded): null, not a guess;
+            # it is known to have ended by now, when its loss was noticed
+            started_at=None,
+            ended_at=now,
+        )
+        if record.status == FAILED:
+            self._mark(node, record)
+        else:
+            node.attempts = attempt
+        return record
+
+    def _cancelled(
+        self,
+        state: _Run,
+        node: _Node,
+        attempt: int,
+        started: Any = None,
+        parameters: dict[str, Any] | None = None,
+    ) -> StepRecord:
+        now = self.clock.now()
+        return StepRecord(
+            node_id=node.plan.id,
+            action_type=node.plan.node.action_type,
+            attempt=attempt,
+            status=CANCELLED,
+            parameters=parameters,
+            outputs=None,
+            error={
+                "code": "cancelled",
+                "message": f"cancelled: {state.stop_reason[1]}",
+                "reason": state.stop_reason[0],
+            },
+            started_at=started or now,
+            ended_at=now,
+        )
+
+
+def _failed_routing(error: Mapping[str, Any] | None) -> bool:
+    """True for the error of a node that failed because one of its edge conditions did."""
+    error = error or {}
+    path = str((error.get("details") or {}).get("path", ""))
+    return error.get("code") in CONDITION_ERRORS and path.endswith(".condition")
+
+
+def _sanitised(record: StepRecord, message: str) -> StepRecord:
+    """A row the database will take in place of one it refused: its values are dropped,
+    what happened stays (a final attempt that could not be recorded failed)."""
+    return replace(
+        record,
+        status=record.status if record.status in (FAILED, CANCELLED, SKIPPED) else FAILED,
+        parameters=None,
+        outputs=None,
+        error={"code": "unserializable_result", "message": message},
+        links=(),
+    )

@@ -1,0 +1,348 @@
+"""Runs: queue one, read one or a page of them, cancel, requeue dead letters, events.
+
+The run half of :class:`~dataworkflows.service.workflows.WorkflowService` (which inherits
+:class:`RunOperations`), with the API views of runs, attempts, events and dead letters.
+Kept apart from the workflow lifecycle (create, version, publish, archive) because it talks
+to the ledger and the worker, not to the workflow store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from dataworkflows.common.errors import Conflict, NotFound, Unprocessable
+from dataworkflows.common.logcontext import current_correlation_id
+from dataworkflows.common.pagination import DEFAULT_LIMIT, PageRequest
+from dataworkflows.common.pagination import page as paged
+from dataworkflows.ledger.queries import RunQueries
+from dataworkflows.ledger.run_ledger import (
+    AlreadyRequeued,
+    ClaimedRun,
+    Enqueued,
+    RequestIdReused,
+    RunIsFinal,
+    RunLedger,
+    UnwritableValue,
+    WorkflowNotRunnable,
+)
+from dataworkflows.service.store import workflow_not_found
+
+if TYPE_CHECKING:
+    from dataworkflows.service.workflows import Dispatcher
+
+
+class RunOperations:
+    """Run use cases; mixed into :class:`~dataworkflows.service.workflows.WorkflowService`."""
+
+    ledger: RunLedger
+    runs: RunQueries
+    _dispatcher: Dispatcher | None
+    _on_enqueued: Callable[[], None]
+
+    async def execute(
+        self,
+        workflow_id: str,
+        *,
+        trigger: dict[str, Any] | None = None,
+        request_id: str | None = None,
+        tenant_id: str = "default",
+        principal: str | None = None,
+        correlation_id: str | None = None,
+        redelivery_may_differ: bool = False,
+        test_version: int | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Enqueue a run of the workflow's published version. Returns (run summary, created).
+
+        A ``request_id`` already used with another trigger payload is a 409
+        ``request_id_reused`` unless ``redelivery_may_differ`` (events of triggers, whose
+        request id is the event's identity).
+
+        The run pins that version: publishing later never changes it. Without an explicit
+        ``correlation_id`` the run takes the one bound to the current request
+        (:mod:`dataworkflows.common.logcontext`), so webhook-started runs carry theirs too.
+        """
+        if trigger is not None and not isinstance(trigger, dict):
+            raise Unprocessable(
+                "trigger must be a JSON object",
+                code="invalid_request",
+                details={"path": "$.trigger"},
+            )
+        if request_id is not None and (
+            not isinstance(request_id, str) or not request_id or len(request_id) > 200
+        ):
+            raise Unprocessable(
+                "requestId must be a non-empty string of at most 200 characters",
+                code="invalid_request",
+                details={"path": "$.requestId"},
+            )
+        # a free slot of this process's worker takes the run in the enqueue transaction
+        dispatcher = self._dispatcher
+        owner = dispatcher.reserve() if dispatcher is not None else None
+        enqueue = asyncio.ensure_future(
+            self.ledger.enqueue(
+                workflow_id=workflow_id,
+                trigger=trigger or {},
+                request_id=request_id,
+                tenant_id=tenant_id,
+                principal=principal,
+                correlation_id=correlation_id or current_correlation_id(),
+                start_as=owner,
+                redelivery_may_differ=redelivery_may_differ,
+                test_version=test_version,
+            )
+        )
+        if dispatcher is not None and owner is not None:
+            # exactly once, when the write is over, even if our caller is cancelled meanwhile
+            enqueue.add_done_callback(lambda task: dispatcher.adopt(_claimed(task)))
+        try:
+            enqueued = await asyncio.shield(enqueue)
+        except RequestIdReused as exc:
+            raise Conflict(
+                f"requestId {request_id!r} already started run {exc.args[0]} with another "
+                "trigger payload; use a new requestId for a new run",
+                code="request_id_reused",
+                details={"executionId": str(exc.args[0]), "path": "$.requestId"},
+            ) from None
+        except UnwritableValue as exc:
+            raise Unprocessable(
+                f"the run cannot be stored: {exc.message}",
+                code=exc.code,
+                details={"path": exc.path},
+            ) from None
+        except WorkflowNotRunnable as exc:
+            if exc.status is None:
+                raise workflow_not_found(workflow_id) from None
+            raise Conflict(
+                f"workflow {workflow_id!r} is {exc.status}; only Active workflows execute",
+                code="workflow_not_active",
+                details={"status": exc.status},
+            ) from None
+        if enqueued.created and enqueued.claimed is None:
+            self._on_enqueued()
+        return run_summary(enqueued.execution), enqueued.created
+
+    async def _execution(self, execution_id: str, tenant_id: str | None) -> dict[str, Any]:
+        """The run's row; another tenant's run is "not found" like a missing one."""
+        row = await self.ledger.get_execution(_uuid(execution_id))
+        return _visible(row, execution_id, tenant_id)
+
+    async def get_execution(
+        self, execution_id: str, *, tenant_id: str | None = None
+    ) -> dict[str, Any]:
+        """The run with every attempt. ``tenant_id`` None: any tenant (internal callers)."""
+        row, actions = await self.ledger.get_execution_with_actions(_uuid(execution_id))
+        return execution_view(_visible(row, execution_id, tenant_id), actions)
+
+    async def list_executions(
+        self,
+        *,
+        tenant_id: str = "default",
+        page: PageRequest | None = None,
+        workflow_id: str | None = None,
+        status: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+    ) -> dict[str, Any]:
+        """A page of the tenant's runs, newest first, without their attempts."""
+        page = page or PageRequest(DEFAULT_LIMIT, None)
+        rows = await self.runs.executions(
+            tenant_id,
+            workflow_id=workflow_id,
+            status=status,
+            created_from=created_from,
+            created_to=created_to,
+            after=page.after,  # type: ignore[arg-type]
+            limit=page.limit + 1,
+        )
+        return paged(
+            "executions", rows, page, lambda r: [r["created_at"], r["id"]], execution_summary
+        )
+
+    async def cancel(self, execution_id: str, *, tenant_id: str | None = None) -> dict[str, Any]:
+        """Cancel a run: a Pending run never starts, a Running one is stopped by its worker."""
+        key = (await self._execution(execution_id, tenant_id))["id"]
+        try:
+            status = await self.ledger.request_cancel(key)
+        except LookupError:
+            raise NotFound(f"no execution {execution_id!r}", code="execution_not_found") from None
+        except RunIsFinal as exc:
+            raise Conflict(
+                f"execution {execution_id} already ended {exc.args[0]}; it cannot be cancelled",
+                code="execution_finished",
+                details={"status": exc.args[0]},
+            ) from None
+        return {
+            "executionId": str(key),
+            "status": status,
+            "cancelRequested": True,
+            "statusUrl": f"/api/v1/executions/{key}",
+        }
+
+    async def list_dead_letters(
+        self, *, tenant_id: str = "default", page: PageRequest | None = None
+    ) -> dict[str, Any]:
+        """A page of the tenant's dead letters, newest first."""
+        page = page or PageRequest(DEFAULT_LIMIT, None)
+        rows = await self.runs.dead_letters(
+            tenant_id,
+            after=page.after,  # type: ignore[arg-type]
+            limit=page.limit + 1,
+        )
+        return paged(
+            "deadLetters", rows, page, lambda r: [r["created_at"], r["id"]], dead_letter_view
+        )
+
+    async def requeue_dead_letter(
+        self, dead_letter_id: str, *, tenant_id: str = "default"
+    ) -> dict[str, Any]:
+        try:
+            key = uuid.UUID(dead_letter_id)
+            new_id = await self.ledger.requeue_dead_letter(key, tenant_id)
+        except (ValueError, LookupError):
+            raise NotFound(
+                f"no dead letter {dead_letter_id!r}", code="dead_letter_not_found"
+            ) from None
+        except AlreadyRequeued as exc:
+            raise Conflict(
+                f"dead letter {dead_letter_id} was already requeued as {exc.args[0]}",
+                code="already_requeued",
+                details={"executionId": str(exc.args[0])},
+            ) from None
+        self._on_enqueued()
+        return {
+            "executionId": str(new_id),
+            "status": "Pending",
+            "statusUrl": f"/api/v1/executions/{new_id}",
+        }
+
+    async def get_events(
+        self, execution_id: str, *, after: int = 0, tenant_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The run's events after sequence ``after`` (at most 1000)."""
+        row = await self._execution(execution_id, tenant_id)
+        return [event_view(e) for e in await self.ledger.list_events(row["id"], after=after)]
+
+    async def events_page(
+        self,
+        execution_id: str,
+        *,
+        after: int = 0,
+        tenant_id: str | None = None,
+        page: PageRequest | None = None,
+    ) -> dict[str, Any]:
+        """A page of the run's events in sequence order, after ``after`` and the cursor."""
+        page = page or PageRequest(DEFAULT_LIMIT, None)
+        row = await self._execution(execution_id, tenant_id)
+        start = max(after, page.after[0] if page.after else 0)
+        rows = await self.ledger.list_events(row["id"], after=start, limit=page.limit + 1)
+        return paged("events", rows, page, lambda e: [e["sequence"]], event_view)
+
+
+def _visible(
+    row: dict[str, Any] | None, execution_id: str, tenant_id: str | None
+) -> dict[str, Any]:
+    """The run's row; another tenant's run is "not found" like a missing one."""
+    if row is None or (tenant_id is not None and row["tenant_id"] != tenant_id):
+        raise NotFound(f"no execution {execution_id!r}", code="execution_not_found")
+    return row
+
+
+def _claimed(task: asyncio.Future[Enqueued]) -> ClaimedRun | None:
+    """The run an enqueue claimed for this process's worker (None if it failed)."""
+    if task.cancelled() or task.exception() is not None:
+        return None
+    return task.result().claimed
+
+
+def _uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        raise NotFound(f"no execution {value!r}", code="execution_not_found") from None
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def run_summary(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "executionId": str(row["id"]),
+        "status": row["status"],
+        "statusUrl": f"/api/v1/executions/{row['id']}",
+    }
+
+
+def _execution_fields(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "workflowId": row["workflow_id"],
+        "workflowVersion": row["workflow_version"],
+        "requestId": row["request_id"],
+        "status": row["status"],
+        "error": row["error"],
+        "principal": row["principal"],
+        "correlationId": row["correlation_id"],
+        "createdAt": _ts(row["created_at"]),
+        "startedAt": _ts(row["started_at"]),
+        "endedAt": _ts(row["ended_at"]),
+        "testRun": bool(row.get("test_run", False)),
+    }
+
+
+def execution_view(row: dict[str, Any], actions: list[dict[str, Any]]) -> dict[str, Any]:
+    """A run with its trigger payload and every attempt."""
+    return {
+        **_execution_fields(row),
+        "trigger": row["trigger"],
+        "actions": [action_view(a) for a in actions],
+    }
+
+
+def execution_summary(row: dict[str, Any]) -> dict[str, Any]:
+    """A run in a list: no trigger payload and no attempts (GET the run for those)."""
+    return {**_execution_fields(row), "statusUrl": f"/api/v1/executions/{row['id']}"}
+
+
+def action_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "nodeId": row["node_id"],
+        "actionType": row["action_type"],
+        "attempt": row["attempt"],
+        "status": row["status"],
+        "parameters": row["parameters"],
+        "outputs": row["outputs"],
+        "error": row["error"],
+        "startedAt": _ts(row["started_at"]),
+        "endedAt": _ts(row["ended_at"]),
+    }
+
+
+def dead_letter_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "executionId": str(row["execution_id"]),
+        "workflowId": row["workflow_id"],
+        "reason": row["reason"],
+        "details": row["details"],
+        "createdAt": _ts(row["created_at"]),
+        "requeuedAt": _ts(row["requeued_at"]),
+        "requeuedExecutionId": (
+            str(row["requeued_execution_id"]) if row["requeued_execution_id"] else None
+        ),
+    }
+
+
+def event_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "sequence": row["sequence"],
+        "type": row["type"],
+        "nodeId": row["node_id"],
+        "payload": row["payload"],
+        "createdAt": _ts(row["created_at"]),
+    }
