@@ -521,7 +521,9 @@ async def test_cancel_request_stops_the_run(graph_kernel):
     graph_kernel.start_worker()
     await asyncio.wait_for(Gate.event(Gate.started, key).wait(), 10)
     execution_id = uuid.UUID(summary["executionId"])
-    await graph_kernel.ledger.request_cancel(execution_id)
+    # what the API and the CLI call: the ledger records the request, the worker stops it
+    answer = await graph_kernel.service.cancel(summary["executionId"])
+    assert (answer["status"], answer["cancelRequested"]) == ("Running", True)
     assert await graph_kernel.ledger.wait_until_final(execution_id, 10) == "Cancelled"
     run = await graph_kernel.service.get_execution(summary["executionId"])
     assert statuses(run) == {"a": "Succeeded", "b": "Succeeded", "wait": "Cancelled"}

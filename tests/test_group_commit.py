@@ -280,14 +280,15 @@ async def test_a_free_worker_slot_takes_the_run_in_the_enqueue_transaction(kerne
 async def test_a_full_worker_leaves_the_run_pending_for_the_claim_loop(kernel_factory, simple_echo):
     kernel = await kernel_factory(worker_concurrency=1)
     await kernel.service.create_workflow(simple_echo, auto_activate=True)
-    assert kernel.worker.reserve() is None  # not running: nothing to promise
+    assert kernel.worker._reserve() is None  # not running: nothing to promise
     kernel.start_worker()
     await asyncio.sleep(0)
-    owner = kernel.worker.reserve()  # the only slot, as an enqueue in flight would hold it
+    owner = kernel.worker._reserve()  # the only slot, as an enqueue in flight would hold it
     assert owner == kernel.worker.owner
     summary, _ = await kernel.service.execute("simple-echo")
     assert summary["status"] == "Pending"
-    kernel.worker.adopt(None)  # give the slot back: the claim loop takes the run
+    kernel.worker._reserved -= 1  # the slot is free again, as when that enqueue ends:
+    kernel.worker.wake()  # the claim loop takes the run
     status = await kernel.ledger.wait_until_final(uuid.UUID(summary["executionId"]), timeout=30)
     assert status == "Succeeded"
     assert kernel.worker._reserved == 0

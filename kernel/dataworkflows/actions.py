@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     import aiohttp
 
-    from dataworkflows.secrets.redaction import Redactor
+    from dataworkflows.common.redaction import Redactor
 
 
 class StepOutcome(enum.StrEnum):
@@ -199,7 +199,7 @@ class Credentials:
 
     tenant_id: str = "default"
     #: where :meth:`mark_secret` registers values: the kernel's redactor (None outside a
-    #: kernel: the process-wide one of :mod:`dataworkflows.secrets.redaction`)
+    #: kernel: the process-wide one of :mod:`dataworkflows.common.redaction`)
     redactor: Redactor | None = None
 
     async def fetch(self, name: str) -> Credential:
@@ -212,7 +212,7 @@ class Credentials:
 
     def mark_secret(self, value: str) -> None:
         """Register a value derived from a secret (a signed token...) for redaction too."""
-        from dataworkflows.secrets.redaction import redactor as process_redactor
+        from dataworkflows.common.redaction import redactor as process_redactor
 
         (self.redactor if self.redactor is not None else process_redactor).add(
             value, self.tenant_id

@@ -19,6 +19,8 @@ from typing import Any
 import aiohttp
 
 from dataworkflows.common.clock import Clock, SystemClock
+from dataworkflows.common.redaction import Redactor, install_log_redaction
+from dataworkflows.common.redaction import redactor as process_redactor
 from dataworkflows.db import migrate
 from dataworkflows.db.database import Database
 from dataworkflows.engine.conductor import Conductor
@@ -31,8 +33,6 @@ from dataworkflows.plugin_api import PluginAPI
 from dataworkflows.plugins.manager import PluginSet, load_plugins
 from dataworkflows.secrets.credentials import CredentialService, CredentialStore, resolve_secret_key
 from dataworkflows.secrets.fields import DefinitionSecrets, plaintexts
-from dataworkflows.secrets.redaction import Redactor, install_log_redaction
-from dataworkflows.secrets.redaction import redactor as process_redactor
 from dataworkflows.service.scheduler import Scheduler
 from dataworkflows.service.store import WorkflowStore
 from dataworkflows.service.triggers import TriggerService
@@ -83,7 +83,7 @@ class Kernel:
             self.settings.database_url, sqlite_synchronous=self.settings.sqlite_synchronous
         )
         self.store = WorkflowStore(self.db, self.clock)
-        #: this kernel's secrets, of every tenant (dataworkflows.secrets.redaction): redacted
+        #: this kernel's secrets, of every tenant (dataworkflows.common.redaction): redacted
         #: from its ledger and, while the kernel lives, from every log record of the process
         self.redactor = Redactor(parent=process_redactor)
         install_log_redaction(self.redactor)
@@ -139,8 +139,7 @@ class Kernel:
             ledger=self.ledger,
             plugins=self.plugins,
             templates=self.templates,
-            on_enqueued=self.worker.wake,
-            dispatcher=self.worker,
+            intake=self.worker,
             secrets=self.definition_secrets,
             credentials=self.credentials.store,
         )
@@ -160,7 +159,13 @@ class Kernel:
             lease=self.settings.scheduler_lease,
         )
         self._scheduler_task: asyncio.Task[None] | None = None
-        self.plugin_api = PluginAPI(self)
+        self.plugin_api = PluginAPI(
+            clock=self.clock,
+            settings=self.settings,
+            runs=self.service,
+            triggers=self.triggers,
+            credentials=self.credentials,
+        )
         self.triggers.plugin_api = self.plugin_api
         self._worker_task: asyncio.Task[None] | None = None
 

@@ -1,41 +1,97 @@
 """What the kernel offers plugins at run time (trigger endpoints, schedulers).
 
 Plugins receive a :class:`PluginAPI` (e.g. in ``register_routes``) and use it instead of
-the database: the kernel keeps its tables to itself.
+the database: the kernel keeps its tables to itself. The API is built by the composition
+root (:mod:`dataworkflows.kernel`) from the services it needs, each described here by a
+small protocol, so this contract module depends on no part of the kernel.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from dataworkflows.actions import CredentialError
-from dataworkflows.service.triggers import request_id_for
-from dataworkflows.triggers import FireResult, TriggerHandle
+from dataworkflows.actions import Credential, CredentialError
+from dataworkflows.triggers import FireResult, TriggerHandle, request_id_for
 
 if TYPE_CHECKING:
     from dataworkflows.common.clock import Clock
-    from dataworkflows.kernel import Kernel
     from dataworkflows.settings import Settings
+
+
+class RunStarter(Protocol):
+    """Queues runs (the kernel's workflow service)."""
+
+    async def execute(
+        self,
+        workflow_id: str,
+        *,
+        trigger: dict[str, Any] | None = None,
+        request_id: str | None = None,
+        tenant_id: str = "default",
+        principal: str | None = None,
+        correlation_id: str | None = None,
+        redelivery_may_differ: bool = False,
+    ) -> tuple[dict[str, Any], bool]: ...
+
+
+class TriggerRuntime(Protocol):
+    """What plugins may do with triggers (the kernel's trigger service)."""
+
+    async def handle(self, trigger_id: str) -> TriggerHandle | None: ...
+
+    async def start(
+        self,
+        trigger: TriggerHandle,
+        event: Mapping[str, Any],
+        *,
+        key: str | None = None,
+        principal: str | None = None,
+        correlation_id: str | None = None,
+    ) -> FireResult: ...
+
+    async def get_state(self, trigger_id: str) -> dict[str, Any]: ...
+
+    async def set_state(self, trigger_id: str, state: Mapping[str, Any]) -> None: ...
+
+    async def record_error(self, trigger_id: str, error: dict[str, str]) -> None: ...
+
+
+class SecretResolver(Protocol):
+    """Resolves a tenant's credential by name (the kernel's credential service)."""
+
+    async def resolve(self, tenant_id: str, name: str) -> Credential: ...
 
 
 class PluginAPI:
     """The kernel as a plugin sees it."""
 
-    def __init__(self, kernel: Kernel) -> None:
-        self._kernel = kernel
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        settings: Settings,
+        runs: RunStarter,
+        triggers: TriggerRuntime,
+        credentials: SecretResolver,
+    ) -> None:
+        self._clock = clock
+        self._settings = settings
+        self._runs = runs
+        self._triggers = triggers
+        self._credentials = credentials
 
     @property
     def clock(self) -> Clock:
         """The kernel's clock; tests swap in a
         :class:`~dataworkflows.common.clock.FakeClock`."""
-        return self._kernel.clock
+        return self._clock
 
     @property
     def settings(self) -> Settings:
         """The engine's settings (read-only), e.g. ``max_body_bytes``."""
-        return self._kernel.settings
+        return self._settings
 
     async def start_execution(
         self,
@@ -63,7 +119,7 @@ class PluginAPI:
         if trigger_id is not None:
             trigger = {**trigger, "triggerId": trigger_id}
             request_id = request_id_for(trigger_id, request_id or uuid.uuid4().hex)
-        summary, created = await self._kernel.service.execute(
+        summary, created = await self._runs.execute(
             workflow_id,
             trigger=trigger,
             request_id=request_id,
@@ -79,7 +135,7 @@ class PluginAPI:
         """Look a trigger up by id: its workflow, type, validated config, enabled flag and
         whether its workflow is Active. None if there is no such trigger or its type's
         plugin is not installed. Check ``handle.type`` before trusting the config."""
-        return await self._kernel.triggers.handle(trigger_id)
+        return await self._triggers.handle(trigger_id)
 
     async def fire_trigger(
         self,
@@ -101,17 +157,17 @@ class PluginAPI:
         :class:`~dataworkflows.common.errors.NotFound` (disabled trigger) and
         :class:`~dataworkflows.common.errors.Conflict` (workflow not Active).
         """
-        return await self._kernel.triggers.start(
+        return await self._triggers.start(
             trigger, event, key=key, principal=principal, correlation_id=correlation_id
         )
 
     async def get_trigger_state(self, trigger_id: str) -> dict[str, Any]:
         """The trigger's persistent plugin state (a JSON object; ``{}`` at first)."""
-        return await self._kernel.triggers.get_state(trigger_id)
+        return await self._triggers.get_state(trigger_id)
 
     async def set_trigger_state(self, trigger_id: str, state: Mapping[str, Any]) -> None:
         """Replace the trigger's persistent plugin state with ``state`` (JSON data only)."""
-        await self._kernel.triggers.set_state(trigger_id, state)
+        await self._triggers.set_state(trigger_id, state)
 
     async def record_trigger_error(self, trigger_id: str, code: str, message: str) -> None:
         """Show an event the trigger could not handle as its ``lastError`` (API, CLI).
@@ -120,7 +176,7 @@ class PluginAPI:
         secret it names does not exist), so that its owner sees them where they look.
         ``message`` must not contain secrets.
         """
-        await self._kernel.triggers.record_error(trigger_id, {"code": code, "message": message})
+        await self._triggers.record_error(trigger_id, {"code": code, "message": message})
 
     async def resolve_secret(self, name: str, tenant_id: str = "default") -> str | None:
         """The secret of credential ``name`` for ``tenant_id``, or None if nobody knows it.
@@ -136,7 +192,7 @@ class PluginAPI:
         Since: 0.2 (a coroutine; in 0.1 it was synchronous and asked the hooks only).
         """
         try:
-            credential = await self._kernel.credentials.resolve(tenant_id, name)
+            credential = await self._credentials.resolve(tenant_id, name)
         except CredentialError as exc:
             if exc.code == "credential_not_found":
                 return None

@@ -18,6 +18,7 @@ Two kinds of trigger types exist:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
@@ -25,6 +26,19 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 from dataworkflows.common.schemas import model_schema
+
+#: request ids of runs started by a trigger: ``trg:<triggerId>:<key>``
+REQUEST_PREFIX = "trg:"
+#: event keys longer than this are hashed so the request id stays within 200 characters
+MAX_KEY_LENGTH = 120
+
+
+def request_id_for(trigger_id: str, key: str) -> str:
+    """The request id of the run an event with ``key`` starts (stable across processes)."""
+    if len(key) > MAX_KEY_LENGTH:
+        key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    return f"{REQUEST_PREFIX}{trigger_id}:{key}"
+
 
 MisfirePolicy = Literal["skip", "catchUpOne", "catchUpAll"]
 OverlapPolicy = Literal["allow", "skip"]

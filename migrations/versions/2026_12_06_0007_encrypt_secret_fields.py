@@ -9,7 +9,7 @@ type's config in ``workflow_triggers.config``, an action's parameters in
 ``workflow_definitions.definition``) that is still plaintext is replaced by its AES-GCM
 envelope ``{"$encrypted": "v1.<key id>.<...>"}``, and the checksum of a changed definition
 is recomputed over the sealed form (see ``dataworkflows.secrets.fields`` and
-``dataworkflows.db.seal_secrets``). Needs the key only when such a value exists.
+``dataworkflows.service.seal_secrets``). Needs the key only when such a value exists.
 The rows' old versions may survive in free pages (SQLite) or dead tuples (PostgreSQL) until
 ``VACUUM``, and in backups taken before: run ``VACUUM`` afterwards and rotate secrets that
 backups hold in plaintext.
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from alembic import context, op
 
-from dataworkflows.db.seal_secrets import migrate_secret_fields
+from dataworkflows.service.seal_secrets import migrate_secret_fields
 
 revision: str = "0007_secret_fields"
 down_revision: str | Sequence[str] | None = "0006_merge"

@@ -8,19 +8,18 @@ from aiohttp import web
 
 from dataworkflows.api.connector_routes import connector_routes
 from dataworkflows.api.errors import error_middleware
-from dataworkflows.api.keys import kernel_key
+from dataworkflows.api.keys import ApiServices, kernel_key
 from dataworkflows.api.middleware import setup_api
 from dataworkflows.api.openapi import openapi_routes
 from dataworkflows.api.routes import routes
 from dataworkflows.api.trigger_routes import trigger_routes
-from dataworkflows.kernel import Kernel
 
 #: Route tables of the kernel's feature areas; each module adds its own ``RouteTableDef``.
 ROUTE_TABLES = [routes, trigger_routes, connector_routes, openapi_routes]
 
 
 def create_app(
-    kernel: Kernel, *, run_worker: bool = True, run_scheduler: bool = True
+    kernel: ApiServices, *, run_worker: bool = True, run_scheduler: bool = True
 ) -> web.Application:
     """Build the web application around a (not yet started) kernel.
 

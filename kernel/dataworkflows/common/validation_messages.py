@@ -20,6 +20,14 @@ from pydantic import BaseModel, ValidationError
 _PREFIXES = ("Value error, ", "Assertion failed, ")
 
 
+def json_path(loc: tuple[Any, ...], root: str = "$") -> str:
+    """A validation error's location as a JSON path: ``("a", 0, "b")`` → ``$.a[0].b``."""
+    path = root
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
 def friendly_errors(
     exc: ValidationError, model: type[BaseModel] | None = None
 ) -> Iterator[tuple[tuple[Any, ...], str, str]]:

@@ -35,7 +35,7 @@ def migrations_dir() -> Path:
 def alembic_config(url: str, **attributes: Any) -> Config:
     """The Alembic config for ``url``. ``attributes`` reach the migrations (data
     migrations read ``secret_key`` and ``trigger_models``, see
-    :mod:`dataworkflows.db.seal_secrets`)."""
+    :mod:`dataworkflows.service.seal_secrets`)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     # Passed as an attribute, not a main option: set_main_option would %-interpolate it.

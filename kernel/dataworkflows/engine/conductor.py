@@ -41,7 +41,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -78,10 +78,15 @@ from dataworkflows.ledger.run_ledger import (
     UnwritableRecord,
 )
 from dataworkflows.plugins.manager import PluginSet
-from dataworkflows.service.store import WorkflowStore
 from dataworkflows.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class DefinitionSource(Protocol):
+    """Where the conductor reads a version's definition (the workflow store)."""
+
+    async def definition(self, workflow_id: str, version: int) -> dict[str, Any]: ...
 
 
 class Conductor(NodeRunner):
@@ -91,7 +96,7 @@ class Conductor(NodeRunner):
         self,
         *,
         ledger: RunLedger,
-        store: WorkflowStore,
+        store: DefinitionSource,
         plugins: PluginSet,
         templates: TemplateEngine,
         http: Callable[[], aiohttp.ClientSession],

@@ -15,13 +15,18 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from dataworkflows.common.validation_messages import friendly_errors, friendly_message
-from dataworkflows.engine import plan
+from dataworkflows.common.validation_messages import (
+    friendly_errors,
+    friendly_message,
+    json_path,
+)
+from dataworkflows.engine import graph
 from dataworkflows.engine.templating import References, TemplateEngine, is_template
 
 if TYPE_CHECKING:
@@ -86,9 +91,27 @@ class WorkflowDefinition(_Model):
     def has_edges(self) -> bool:
         return any(node.edges for node in self.nodes)
 
-    @property
-    def first_node(self) -> str:
-        return self.start_node or self.nodes[0].id
+    def first_node(self) -> str | None:
+        """The node a run starts at: ``startNode``, or the first node of a linear definition
+        (None for a graph without ``startNode``: validation reports it)."""
+        if self.start_node is not None:
+            return self.start_node
+        if self.has_edges:
+            return None
+        chain = [n.id for n in self.nodes if n.id != self.on_failure]
+        return chain[0] if chain else None
+
+    def graph_edges(self) -> list[tuple[str, str, str, str | None, str]]:
+        """Every edge as (source, target, when, condition, path); a linear definition is
+        a chain of ``success`` edges (its ``onFailure`` node is never part of it)."""
+        if self.has_edges:
+            return [
+                (node.id, edge.target_node, edge.when, edge.condition, f"$.nodes[{i}].edges[{j}]")
+                for i, node in enumerate(self.nodes)
+                for j, edge in enumerate(node.edges)
+            ]
+        chain = [(i, n.id) for i, n in enumerate(self.nodes) if n.id != self.on_failure]
+        return [(a, b, "success", None, f"$.nodes[{i}]") for (i, a), (_, b) in pairwise(chain)]
 
     def node(self, node_id: str) -> Node:
         for node in self.nodes:
@@ -113,13 +136,6 @@ def checksum(definition: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON form (sorted keys, no whitespace)."""
     canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def json_path(loc: tuple[Any, ...], root: str = "$") -> str:
-    path = root
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return path
 
 
 #: names every template may read; ``error`` only in the ``onFailure`` node
@@ -189,7 +205,7 @@ def _check_graph(
         )
         on_failure = None
 
-    start = plan.start_node(definition)
+    start = definition.first_node()
     if definition.start_node is None and definition.has_edges:
         problems.append(
             Problem(
@@ -224,7 +240,7 @@ def _check_graph(
             )
             start = None
 
-    edges = plan.graph_edges(definition)
+    edges = definition.graph_edges()
     sound = start is not None
     for _source, target, _when, _condition, path in edges:
         if target not in ids:
@@ -268,15 +284,15 @@ def _check_graph(
     if len(ids) != len(definition.nodes):
         return _Graph(None)  # with duplicate ids the graph is ambiguous; fix those first
     graph_ids = [n for n in ids if n != on_failure]
-    succ = plan.successors(graph_ids, [(e[0], e[1]) for e in edges])
-    cycles = plan.find_cycles(graph_ids, succ)
+    succ = graph.successors(graph_ids, [(e[0], e[1]) for e in edges])
+    cycles = graph.find_cycles(graph_ids, succ)
     for cycle in cycles:
         source, target = cycle[-2], cycle[-1]
         path = next(p for s, t, _w, _c, p in edges if s == source and t == target)
         problems.append(Problem(path, "the edges form a cycle: " + " -> ".join(cycle), "cycle"))
     if start is None:
         return _Graph(None)
-    reach = plan.reachable(start, succ)
+    reach = graph.reachable(start, succ)
     for node_id in graph_ids:
         if node_id not in reach:
             problems.append(
@@ -288,7 +304,7 @@ def _check_graph(
             )
     if cycles or not sound:
         return _Graph(None)
-    return _Graph(plan.ancestor_sets(plan.topological_order(graph_ids, succ), succ))
+    return _Graph(graph.ancestor_sets(graph.topological_order(graph_ids, succ), succ))
 
 
 def _check_node(

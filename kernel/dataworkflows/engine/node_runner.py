@@ -20,8 +20,7 @@ from pydantic import ValidationError
 
 from dataworkflows.actions import ActionContext, ActionError, ActionResult, StepOutcome
 from dataworkflows.common.clock import Clock
-from dataworkflows.common.validation_messages import friendly_errors
-from dataworkflows.engine.definitions import json_path
+from dataworkflows.common.validation_messages import friendly_errors, json_path
 from dataworkflows.engine.plan import (
     ExecutionPlan,
     PlanEdge,

@@ -32,19 +32,32 @@ import signal
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from dataworkflows.engine.templating import (
-    Budget,
-    NeedsWorker,
-    TemplateBudgetExceeded,
-    TemplateError,
-)
+from dataworkflows.engine.template_budget import Budget, NeedsWorker, TemplateLimits
+from dataworkflows.engine.template_errors import TemplateBudgetExceeded, TemplateError
 
 if TYPE_CHECKING:
     from multiprocessing.context import ForkProcess
 
-    from dataworkflows.engine.templating import TemplateEngine
+
+class Evaluator(Protocol):
+    """What the pool runs (the :class:`~dataworkflows.engine.templating.TemplateEngine`)."""
+
+    limits: TemplateLimits
+
+    def is_cheap(self, value: Any) -> bool: ...
+
+    def condition_is_cheap(self, source: str) -> bool: ...
+
+    def render(
+        self, value: Any, context: Mapping[str, Any], path: str = "$", budget: Budget | None = None
+    ) -> Any: ...
+
+    def evaluate_condition(
+        self, source: str, context: Mapping[str, Any], path: str = "$", budget: Budget | None = None
+    ) -> bool: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +72,7 @@ Request = tuple[str, Any, Mapping[str, Any], str]
 class TemplatePool:
     """Runs evaluations inline when cheap, else in worker processes killed at the limit."""
 
-    def __init__(self, engine: TemplateEngine) -> None:
+    def __init__(self, engine: Evaluator) -> None:
         self.engine = engine
         self.limits = engine.limits
         self._idle: list[_Worker] = []
@@ -168,7 +181,7 @@ class TemplatePool:
 class _Worker:
     """One forked process evaluating one request at a time over a pipe."""
 
-    def __init__(self, engine: TemplateEngine) -> None:
+    def __init__(self, engine: Evaluator) -> None:
         context = multiprocessing.get_context("fork")
         self.conn, child = context.Pipe()
         self.process: ForkProcess = context.Process(
@@ -214,7 +227,7 @@ def _kill_started(starting: asyncio.Future[_Worker]) -> None:
         starting.result().kill()
 
 
-def _serve(conn: Connection, parent_end: Connection, engine: TemplateEngine) -> None:
+def _serve(conn: Connection, parent_end: Connection, engine: Evaluator) -> None:
     """The worker process: answer requests until the pipe closes (the engine closed it,
     or its process died)."""
     # the fork copied the engine's end of this pipe too: keep it open here, and this
@@ -235,7 +248,7 @@ def _serve(conn: Connection, parent_end: Connection, engine: TemplateEngine) -> 
             conn.send(("template_error", request[3], f"{type(exc).__name__}: {exc}"))
 
 
-def _evaluate(engine: TemplateEngine, request: Request) -> tuple[Any, ...]:
+def _evaluate(engine: Evaluator, request: Request) -> tuple[Any, ...]:
     kind, payload, context, path = request
     budget = Budget(engine.limits)
     try:

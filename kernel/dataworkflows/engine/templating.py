@@ -56,30 +56,13 @@ from dataworkflows.engine.template_budget import (
     _static_overrun,
     spending,
 )
+from dataworkflows.engine.template_errors import TemplateBudgetExceeded, TemplateError
 
 if TYPE_CHECKING:
     from dataworkflows.engine.template_pool import TemplatePool
 
 WHOLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
 MARKERS = ("{{", "{%", "{#")
-
-
-#: the most characters or items ``*`` may produce, and the largest exponent ``**`` accepts
-class TemplateError(Exception):
-    """A template could not be compiled or rendered; ``path`` says which parameter."""
-
-    code = "template_error"
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
-        self.message = message
-
-
-class TemplateBudgetExceeded(TemplateError):
-    """An evaluation went over its work budget (operations, size, time, memory, depth)."""
-
-    code = "template_budget_exceeded"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ number of workers, in any number of processes or machines, share one database:
 * a heartbeat renews the leases of the runs a worker holds; a run whose lease is lost
   (the worker stalled past it and another took over) is stopped at once, and its writes
   would be rejected anyway by the fencing token;
+* :meth:`Worker.enqueue` is how this process queues runs: a free slot here takes the run
+  in the enqueue transaction;
 * a cancel request reaches the worker holding the run (in-process at once, across
   processes by NOTIFY or at the next heartbeat);
 * :meth:`Worker.stop` stops claiming, lets in-flight runs finish within a grace period and
@@ -23,10 +25,17 @@ import logging
 import os
 import socket
 import uuid
+from typing import Any
 
 from dataworkflows.common import logcontext
 from dataworkflows.engine.conductor import Conductor
-from dataworkflows.ledger.run_ledger import CANCEL_CHANNEL, RUNS_CHANNEL, ClaimedRun, RunLedger
+from dataworkflows.ledger.run_ledger import (
+    CANCEL_CHANNEL,
+    RUNS_CHANNEL,
+    ClaimedRun,
+    Enqueued,
+    RunLedger,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,24 +71,33 @@ class Worker:
         self._grace = 30.0
         self._started = False
         self._stopped = asyncio.Event()
-        #: slots promised to runs being enqueued in this process (see reserve)
+        #: slots promised to runs being enqueued in this process (see enqueue)
         self._reserved = 0
-        self._releasing: set[asyncio.Task[None]] = set()
+        #: enqueue writes in flight (see enqueue); awaited before the worker stops
+        self._intake: set[asyncio.Task[Enqueued]] = set()
 
     def wake(self) -> None:
         self._wakeup.set()
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._running)
+    async def enqueue(self, **fields: Any) -> Enqueued:
+        """Queue a run (:meth:`RunLedger.enqueue`'s arguments); the one path by which a run
+        queued in this process starts here at once.
 
-    def reserve(self) -> str | None:
-        """Promise a free slot to a run this process is about to enqueue.
-
-        Returns this worker's owner name (for :meth:`RunLedger.enqueue`'s ``start_as``), or
-        None when the worker is not running here, is stopping or has no free slot. Every
-        reservation must be followed by exactly one :meth:`adopt`.
+        When this worker runs in this process and has a free slot, the run is written
+        already claimed by it (``Running`` under a lease, in the enqueue transaction) and
+        starts without a claim round trip. Otherwise it is queued ``Pending`` for any
+        worker. The write and the hand-over of the run are one task this worker owns: a
+        caller that goes away meanwhile neither cancels the write nor leaks the slot.
         """
+        owner = self._reserve()
+        intake = asyncio.create_task(self._write_and_take(owner, fields))
+        self._intake.add(intake)
+        intake.add_done_callback(self._intake.discard)
+        return await asyncio.shield(intake)
+
+    def _reserve(self) -> str | None:
+        """Promise a free slot to a run being enqueued: this worker's owner name, or None
+        when the worker is not running here, is stopping or has no free slot."""
         if not self._started or self._stopping:
             return None
         if len(self._running) + self._reserved >= self.concurrency:
@@ -87,18 +105,32 @@ class Worker:
         self._reserved += 1
         return self.owner
 
-    def adopt(self, run: ClaimedRun | None) -> None:
-        """Fill a reserved slot with the run claimed at enqueue, or give the slot back."""
-        self._reserved -= 1
-        if run is None:
-            self.wake()  # the slot is free again
+    async def _write_and_take(self, owner: str | None, fields: dict[str, Any]) -> Enqueued:
+        try:
+            enqueued = await self.ledger.enqueue(**fields, start_as=owner)
+        except BaseException:
+            if owner is not None:
+                self._reserved -= 1
+                self.wake()  # the slot is free again
+            raise
+        if owner is not None:
+            self._reserved -= 1
+        if enqueued.claimed is None:
+            if enqueued.created or owner is not None:
+                self.wake()  # a new Pending run, or a slot free again
         elif self._stopping:
             # stopped meanwhile: give the run back at once for another worker
-            task = asyncio.create_task(self.ledger.release(self.owner, [run]))
-            self._releasing.add(task)
-            task.add_done_callback(self._releasing.discard)
+            await self.ledger.release(self.owner, [enqueued.claimed])
         else:
-            self._start(run)
+            self._start(enqueued.claimed)
+        return enqueued
+
+    def cancel_requested(self, execution_id: uuid.UUID) -> None:
+        """A cancel request was written for a run: stop it if it runs here (runs in other
+        processes hear of it by ``NOTIFY`` or at their next heartbeat)."""
+        entry = self._running.get(execution_id)
+        if entry is not None:
+            entry[0].cancel_requested.set()
 
     async def run(self) -> None:
         """Claim and execute runs until a stop is requested, then drain (see :meth:`stop`)."""
@@ -113,8 +145,8 @@ class Worker:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            # runs given back while stopping (see adopt): their release is written
-            await asyncio.gather(*self._releasing, return_exceptions=True)
+            # runs enqueued while stopping are given back (see enqueue): wait for that
+            await asyncio.gather(*self._intake, return_exceptions=True)
             self._stopped.set()
 
     async def _claim_loop(self) -> None:
@@ -137,7 +169,6 @@ class Worker:
                 self._start(run)
 
     def _start(self, run: ClaimedRun) -> None:
-        self.ledger.local_runs[run.id] = run
         task = asyncio.create_task(self._execute(run), name=f"run-{run.id}")
         self._running[run.id] = (run, task)
 
@@ -152,7 +183,6 @@ class Worker:
             log.exception("run %s crashed in the conductor", run.id)
         finally:
             self._running.pop(run.id, None)
-            self.ledger.local_runs.pop(run.id, None)
             self.wake()
 
     async def _heartbeat(self) -> None:
@@ -196,9 +226,7 @@ class Worker:
 
     def _deliver_cancel(self, payload: str) -> None:
         with contextlib.suppress(ValueError):
-            entry = self._running.get(uuid.UUID(payload))
-            if entry is not None:
-                entry[0].cancel_requested.set()
+            self.cancel_requested(uuid.UUID(payload))
 
     async def run_once(self) -> bool:
         """Claim and execute one run in the foreground; False if none was claimable."""

@@ -15,12 +15,12 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from dataworkflows.common.redaction import Redactor
 from dataworkflows.db.models import (
     action_executions,
     workflow_executions,
 )
 from dataworkflows.events import EventType, RunEvent
-from dataworkflows.secrets.redaction import Redactor
 
 
 @dataclass

@@ -9,10 +9,11 @@ enqueues, claims with claims, step writes with step writes — so under load a r
 well under one commit, while each caller still returns only after its own rows are durable.
 This class is the one seam where writes are batched; callers never see it.
 
-The class is assembled from three modules by responsibility: enqueue and requeue
-(:mod:`dataworkflows.ledger.enqueue`), reads and waiting (:mod:`dataworkflows.ledger.reads`)
-and, here, claims, step writes, leases and cancellation; its records, errors and row
-builders live in :mod:`dataworkflows.ledger.records` and are importable from here.
+The class is assembled from four modules by responsibility: enqueue and requeue
+(:mod:`dataworkflows.ledger.enqueue`), claims, leases and cancellation
+(:mod:`dataworkflows.ledger.claims`), reads and waiting (:mod:`dataworkflows.ledger.reads`)
+and, here, step writes and the end of a run; its records, errors and row builders live in
+:mod:`dataworkflows.ledger.records` and are importable from here.
 """
 
 from __future__ import annotations
@@ -25,23 +26,24 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import select
 
 from dataworkflows.common.clock import Clock
+from dataworkflows.common.redaction import Redactor
+from dataworkflows.common.redaction import redactor as process_redactor
 from dataworkflows.db.database import Database
 from dataworkflows.db.models import (
     dead_letters,
     execution_events,
-    workflow_executions,
 )
-from dataworkflows.db.transient import is_data_error, retry_transient
-from dataworkflows.events import EventType, RunEvent
+from dataworkflows.db.transient import is_data_error
+from dataworkflows.events import RunEvent
 from dataworkflows.ledger import statements as sql
+from dataworkflows.ledger.claims import LedgerClaims
 from dataworkflows.ledger.enqueue import LedgerEnqueues
 from dataworkflows.ledger.group_commit import GroupCommit
 from dataworkflows.ledger.reads import LedgerReads
 from dataworkflows.ledger.records import (
-    _CANCELLED_ERROR,
     CANCEL_CHANNEL,
     RUNS_CHANNEL,
     AlreadyRequeued,
@@ -70,13 +72,11 @@ from dataworkflows.ledger.records import (
     check_step,
 )
 from dataworkflows.ledger.resources import insert_links, link_rows
-from dataworkflows.secrets.redaction import Redactor
-from dataworkflows.secrets.redaction import redactor as process_redactor
 
 log = logging.getLogger(__name__)
 
 
-class RunLedger(LedgerEnqueues, LedgerReads):
+class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
     """Writes and reads of runs, steps and events."""
 
     def __init__(
@@ -98,8 +98,6 @@ class RunLedger(LedgerEnqueues, LedgerReads):
         self.lease = timedelta(seconds=lease_seconds)
         self.max_recoveries = max_recoveries
         self._finished: dict[uuid.UUID, list[asyncio.Future[str]]] = {}
-        #: runs this process executes, so a cancel request can reach them at once
-        self.local_runs: dict[uuid.UUID, ClaimedRun] = {}
         #: group commit of enqueues and of step writes (see enqueue, record_steps)
         self._enqueues: GroupCommit[_EnqueueRequest, Enqueued | None] = GroupCommit(
             self._write_enqueues,
@@ -115,129 +113,6 @@ class RunLedger(LedgerEnqueues, LedgerReads):
         )
         self._claim_statement = sql.claim_statement(skip_locked=not db.is_sqlite)
         self._enqueue_statement = sql.enqueue_statement(db)
-
-    # -- claim ----------------------------------------------------------------------------
-
-    async def claim(self, owner: str = "local") -> ClaimedRun | None:
-        """Take the oldest claimable run and mark it ``Running`` under a lease, or return None.
-
-        Claimable: ``Pending``, or ``Running`` whose lease has expired (its worker died or
-        stalled). Atomic on both backends — a conditional UPDATE under ``BEGIN IMMEDIATE``
-        on SQLite, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL — so two workers never hold the
-        same run. Every claim increases the run's fencing token. A run recovered more than
-        ``max_recoveries`` times comes back with :attr:`ClaimedRun.recovery_count` over the
-        limit: the conductor records its lost attempt and moves it to the dead letters
-        (:meth:`is_over_recovery_limit`).
-        """
-        runs = await self.claim_many(owner, 1)
-        return runs[0] if runs else None
-
-    def is_over_recovery_limit(self, run: ClaimedRun) -> bool:
-        """True when the run was taken over from stopped workers too often."""
-        return run.recovery_count > self.max_recoveries
-
-    def dead_letter_finish(self, run: ClaimedRun) -> RunFinish:
-        """The end of a run that keeps stopping its worker (see :meth:`claim`)."""
-        reason = (
-            f"the run was recovered {run.recovery_count} times (limit {self.max_recoveries}): "
-            "a step keeps stopping its worker"
-        )
-        error = {"code": "recovery_limit", "message": reason, "recoveries": run.recovery_count}
-        return RunFinish("Failed", error, dead_letter=True)
-
-    async def claim_many(self, owner: str, limit: int) -> list[ClaimedRun]:
-        """Claim up to ``limit`` runs in one transaction (see :meth:`claim`).
-
-        A transient database error is retried on a fresh connection. (Should the server
-        have committed a claim whose answer was lost, that run is taken over when its lease
-        expires, as after a crash.)
-        """
-        return await retry_transient(lambda: self._claim_batch(owner, limit), what="claim")
-
-    async def _claim_batch(self, owner: str, limit: int) -> list[ClaimedRun]:
-        claimed: list[ClaimedRun] = []
-        recorded: list[tuple[ClaimedRun, list[RunEvent]]] = []
-        async with self.db.begin() as conn:
-            now = self.clock.now()  # inside the transaction: after the write lock is held
-            rows = (
-                await conn.execute(
-                    self._claim_statement,
-                    {
-                        "p_now": now,
-                        "p_owner": owner,
-                        "p_lease_until": now + self.lease,
-                        "p_limit": limit,
-                    },
-                )
-            ).all()
-            if not rows:
-                # nothing claimed: roll back rather than commit an empty transaction
-                await conn.rollback()
-                return []
-            rows.sort(key=lambda r: r.created_at)
-            # A first claim (fencing token 1) follows only RunQueued (sequence 1): nothing
-            # else writes events for a run that never ran. Others read where they stopped.
-            resumed = [r.id for r in rows if r.fencing_token > 1]
-            last_seq: dict[uuid.UUID, int] = {}
-            if resumed:
-                last_seq = dict(
-                    (
-                        await conn.execute(
-                            select(
-                                execution_events.c.execution_id,
-                                func.max(execution_events.c.sequence),
-                            )
-                            .where(execution_events.c.execution_id.in_(resumed))
-                            .group_by(execution_events.c.execution_id)
-                        )
-                    ).all()
-                )
-            events: list[dict[str, Any]] = []
-            for row in rows:
-                run = ClaimedRun(
-                    id=row.id,
-                    workflow_id=row.workflow_id,
-                    workflow_version=row.workflow_version,
-                    trigger=row.trigger,
-                    tenant_id=row.tenant_id,
-                    principal=row.principal,
-                    correlation_id=row.correlation_id,
-                    next_sequence=last_seq.get(row.id, 1) + 1,
-                    started_at=row.started_at,
-                    fencing_token=row.fencing_token,
-                    recovered=row.fencing_token > 1,
-                    recovery_count=row.recovery_count,
-                )
-                if row.cancel_requested:
-                    run.cancel_requested.set()
-                if run.recovered:
-                    event = NewEvent(
-                        EventType.RUN_RESUMED,
-                        payload={"recoveryCount": row.recovery_count, "owner": owner},
-                    )
-                else:
-                    event = NewEvent(EventType.RUN_STARTED, payload={"owner": owner})
-                numbered = self._number_events(run, [event], now)
-                run.claimed_sequence = run.next_sequence
-                events.append(_event_row(run.id, numbered[0].sequence, event, now))
-                claimed.append(run)
-                recorded.append((run, numbered))
-            if events:
-                await conn.execute(sql.INSERT_EVENTS, events)
-        for _run, numbered in recorded:
-            self._emit_events(numbered)
-        return claimed
-
-    def _dead_letter_row(self, run: ClaimedRun, finish: RunFinish, now: datetime) -> dict[str, Any]:
-        return {
-            "id": uuid.uuid4(),
-            "execution_id": run.id,
-            "workflow_id": run.workflow_id,
-            "tenant_id": run.tenant_id,
-            "reason": (finish.error or {}).get("message", "dead letter"),
-            "details": {"recoveries": run.recovery_count, "limit": self.max_recoveries},
-            "created_at": now,
-        }
 
     # -- steps and the end of a run -------------------------------------------------------
 
@@ -260,7 +135,7 @@ class RunLedger(LedgerEnqueues, LedgerReads):
         caller still returns only after its rows are committed, so nothing that depends on
         a step starts before the step is durable.
         """
-        # secrets handed to actions never reach the ledger (dataworkflows.secrets.redaction)
+        # secrets handed to actions never reach the ledger (dataworkflows.common.redaction)
         steps = [_redacted(step, self.redactor) for step in steps]
         if finish is not None and finish.error:
             finish = replace(finish, error=self.redactor.redact(finish.error))
@@ -446,133 +321,6 @@ class RunLedger(LedgerEnqueues, LedgerReads):
                 self._observe(event)
             except Exception:
                 log.exception("an on_run_event observer failed (run %s)", event.execution_id)
-
-    # -- leases ---------------------------------------------------------------------------
-
-    async def renew(self, owner: str, runs: list[ClaimedRun]) -> list[ClaimedRun]:
-        """Extend the leases of ``runs``; returns the ones whose lease was lost.
-
-        Also delivers cancel requests: a run whose ``cancel_requested`` flag is set in the
-        database gets its :attr:`ClaimedRun.cancel_requested` event set.
-        """
-        if not runs:
-            return []
-        t = workflow_executions
-
-        async def renew_once() -> list[Any]:
-            async with self.db.begin() as conn:
-                now = self.clock.now()
-                return list(
-                    await conn.execute(
-                        update(t)
-                        .where(
-                            # the claim, not only the owner: a run this worker claimed again
-                            # after losing it must not keep the old claim alive
-                            tuple_(t.c.id, t.c.fencing_token).in_(
-                                [(r.id, r.fencing_token) for r in runs]
-                            ),
-                            t.c.status == "Running",
-                            t.c.lease_owner == owner,
-                        )
-                        .values(lease_expires_at=now + self.lease)
-                        .returning(t.c.id, t.c.fencing_token, t.c.cancel_requested)
-                    )
-                )
-
-        rows = await retry_transient(renew_once, what="lease renewal")
-        held = {row.id: row for row in rows}
-        lost = []
-        for run in runs:
-            row = held.get(run.id)
-            if row is None or row.fencing_token != run.fencing_token:
-                lost.append(run)
-            elif row.cancel_requested:
-                run.cancel_requested.set()
-        return lost
-
-    async def release(self, owner: str, runs: list[ClaimedRun]) -> None:
-        """Give runs back (graceful shutdown): another worker may claim them at once."""
-        if not runs:
-            return
-        t = workflow_executions
-
-        async def release_once() -> None:
-            async with self.db.begin() as conn:
-                now = self.clock.now()
-                for run in runs:
-                    await conn.execute(
-                        update(t)
-                        .where(
-                            t.c.id == run.id,
-                            t.c.status == "Running",
-                            t.c.fencing_token == run.fencing_token,
-                        )
-                        .values(lease_owner=None, lease_expires_at=now)
-                    )
-                await self._notify(conn, RUNS_CHANNEL, "")
-
-        await retry_transient(release_once, what="releasing runs")
-
-    # -- cancellation ---------------------------------------------------------------------
-
-    async def request_cancel(self, execution_id: uuid.UUID) -> str:
-        """Cancel a run. Returns its status afterwards (``Cancelled`` or ``Running``).
-
-        A ``Pending`` run is cancelled at once and never starts. A ``Running`` run gets its
-        ``cancel_requested`` flag; the worker holding it (in this or any process) stops its
-        in-flight steps and ends it ``Cancelled``. A final run raises :class:`RunIsFinal`.
-        """
-        t = workflow_executions
-        recorded: RunEvent | None = None
-        async with self.db.begin() as conn:
-            now = self.clock.now()  # inside the transaction: after the write lock is held
-            cancelled = (
-                await conn.execute(
-                    update(t)
-                    .where(t.c.id == execution_id, t.c.status == "Pending")
-                    .values(status="Cancelled", ended_at=now, error=_CANCELLED_ERROR)
-                    .returning(t.c.workflow_id)
-                )
-            ).one_or_none()
-            if cancelled is not None:
-                last = (
-                    await conn.execute(
-                        select(func.max(execution_events.c.sequence)).where(
-                            execution_events.c.execution_id == execution_id
-                        )
-                    )
-                ).scalar_one()
-                event = NewEvent(EventType.RUN_CANCELLED, payload={"status": "Cancelled"})
-                row = _event_row(execution_id, (last or 0) + 1, event, now)
-                await conn.execute(sql.INSERT_EVENTS, [row])
-                recorded = _run_event(cancelled.workflow_id, row)
-                status = "Cancelled"
-            else:
-                row = (
-                    await conn.execute(
-                        update(t)
-                        .where(t.c.id == execution_id, t.c.status == "Running")
-                        .values(cancel_requested=True)
-                        .returning(t.c.status)
-                    )
-                ).one_or_none()
-                if row is None:
-                    current = (
-                        await conn.execute(select(t.c.status).where(t.c.id == execution_id))
-                    ).scalar_one_or_none()
-                    if current is None:
-                        raise LookupError(str(execution_id))
-                    raise RunIsFinal(current)
-                await self._notify(conn, CANCEL_CHANNEL, str(execution_id))
-                status = "Running"
-        if recorded is not None:
-            self._emit_events([recorded])
-            self._resolve(execution_id, "Cancelled")
-        else:
-            local = self.local_runs.get(execution_id)
-            if local is not None:
-                local.cancel_requested.set()
-        return status
 
 
 #: the ledger's API: records and errors are defined in dataworkflows.ledger.records

@@ -1,2 +1,2 @@
-"""Secrets: the encrypted credential store and its keys, secret fields of plugin configs,
-and redaction of secret values from everything the engine writes."""
+"""Secrets: the encrypted credential store and its keys, and the secret fields of plugin
+configs (sealed at rest). Redacting secret values is :mod:`dataworkflows.common.redaction`."""

@@ -12,7 +12,7 @@ A name nobody knows for that tenant is a permanent :class:`~dataworkflows.Creden
 raised before the action sends anything; another tenant's stored credential is never
 reachable (rows are looked up by tenant, and the ciphertext is bound to its tenant and name,
 so a row copied to another tenant does not decrypt). Every secret handed out is registered
-with the kernel's :class:`~dataworkflows.secrets.redaction.Redactor`.
+with the kernel's :class:`~dataworkflows.common.redaction.Redactor`.
 
 Encryption: AES-256-GCM (``cryptography``'s AEAD), a fresh 96-bit nonce per value, the
 tenant and name as associated data. Keys come from ``DATAWORKFLOWS_SECRET_KEY``: one or more
@@ -40,10 +40,10 @@ from sqlalchemy import delete, select, update
 from dataworkflows.actions import Credential, CredentialError, Credentials
 from dataworkflows.common.clock import Clock
 from dataworkflows.common.errors import ApiError, Conflict, Unprocessable
+from dataworkflows.common.redaction import Redactor
+from dataworkflows.common.redaction import redactor as process_redactor
 from dataworkflows.db.connector_models import credentials as credentials_table
 from dataworkflows.db.database import Database
-from dataworkflows.secrets.redaction import Redactor
-from dataworkflows.secrets.redaction import redactor as process_redactor
 
 if TYPE_CHECKING:
     from dataworkflows.plugins.manager import PluginSet

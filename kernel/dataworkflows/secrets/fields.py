@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from dataworkflows.engine.definitions import json_path
+from dataworkflows.common.validation_messages import json_path
 
 if TYPE_CHECKING:
     from dataworkflows.secrets.credentials import KeyRing

@@ -8,11 +8,9 @@ to the ledger and the worker, not to the workflow store.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from dataworkflows.common.errors import Conflict, NotFound, Unprocessable
 from dataworkflows.common.logcontext import current_correlation_id
@@ -21,7 +19,6 @@ from dataworkflows.common.pagination import page as paged
 from dataworkflows.ledger.queries import RunQueries
 from dataworkflows.ledger.run_ledger import (
     AlreadyRequeued,
-    ClaimedRun,
     Enqueued,
     RequestIdReused,
     RunIsFinal,
@@ -31,8 +28,28 @@ from dataworkflows.ledger.run_ledger import (
 )
 from dataworkflows.service.store import workflow_not_found
 
-if TYPE_CHECKING:
-    from dataworkflows.service.workflows import Dispatcher
+
+class RunIntake(Protocol):
+    """Where runs are queued: this process's worker (:meth:`Worker.enqueue
+    <dataworkflows.engine.worker.Worker.enqueue>`), which takes a run at once when it
+    has a free slot, and hears of cancel requests for the runs it holds."""
+
+    async def enqueue(
+        self,
+        *,
+        workflow_id: str,
+        trigger: dict[str, Any],
+        request_id: str | None,
+        tenant_id: str,
+        principal: str | None,
+        correlation_id: str | None,
+        redelivery_may_differ: bool,
+        test_version: int | None,
+    ) -> Enqueued: ...
+
+    def cancel_requested(self, execution_id: uuid.UUID) -> None: ...
+
+    def wake(self) -> None: ...
 
 
 class RunOperations:
@@ -40,8 +57,7 @@ class RunOperations:
 
     ledger: RunLedger
     runs: RunQueries
-    _dispatcher: Dispatcher | None
-    _on_enqueued: Callable[[], None]
+    _intake: RunIntake
 
     async def execute(
         self,
@@ -79,27 +95,17 @@ class RunOperations:
                 code="invalid_request",
                 details={"path": "$.requestId"},
             )
-        # a free slot of this process's worker takes the run in the enqueue transaction
-        dispatcher = self._dispatcher
-        owner = dispatcher.reserve() if dispatcher is not None else None
-        enqueue = asyncio.ensure_future(
-            self.ledger.enqueue(
+        try:
+            enqueued = await self._intake.enqueue(
                 workflow_id=workflow_id,
                 trigger=trigger or {},
                 request_id=request_id,
                 tenant_id=tenant_id,
                 principal=principal,
                 correlation_id=correlation_id or current_correlation_id(),
-                start_as=owner,
                 redelivery_may_differ=redelivery_may_differ,
                 test_version=test_version,
             )
-        )
-        if dispatcher is not None and owner is not None:
-            # exactly once, when the write is over, even if our caller is cancelled meanwhile
-            enqueue.add_done_callback(lambda task: dispatcher.adopt(_claimed(task)))
-        try:
-            enqueued = await asyncio.shield(enqueue)
         except RequestIdReused as exc:
             raise Conflict(
                 f"requestId {request_id!r} already started run {exc.args[0]} with another "
@@ -121,8 +127,6 @@ class RunOperations:
                 code="workflow_not_active",
                 details={"status": exc.status},
             ) from None
-        if enqueued.created and enqueued.claimed is None:
-            self._on_enqueued()
         return run_summary(enqueued.execution), enqueued.created
 
     async def _execution(self, execution_id: str, tenant_id: str | None) -> dict[str, Any]:
@@ -175,6 +179,8 @@ class RunOperations:
                 code="execution_finished",
                 details={"status": exc.args[0]},
             ) from None
+        if status == "Running":
+            self._intake.cancel_requested(key)
         return {
             "executionId": str(key),
             "status": status,
@@ -212,7 +218,7 @@ class RunOperations:
                 code="already_requeued",
                 details={"executionId": str(exc.args[0])},
             ) from None
-        self._on_enqueued()
+        self._intake.wake()
         return {
             "executionId": str(new_id),
             "status": "Pending",
@@ -249,13 +255,6 @@ def _visible(
     if row is None or (tenant_id is not None and row["tenant_id"] != tenant_id):
         raise NotFound(f"no execution {execution_id!r}", code="execution_not_found")
     return row
-
-
-def _claimed(task: asyncio.Future[Enqueued]) -> ClaimedRun | None:
-    """The run an enqueue claimed for this process's worker (None if it failed)."""
-    if task.cancelled() or task.exception() is not None:
-        return None
-    return task.result().claimed
 
 
 def _uuid(value: str) -> uuid.UUID:

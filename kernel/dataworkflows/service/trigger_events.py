@@ -6,7 +6,6 @@ Part of :class:`~dataworkflows.service.triggers.TriggerService`, which inherits
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import uuid
@@ -21,21 +20,9 @@ from dataworkflows.db.models import workflow_executions, workflows
 from dataworkflows.db.trigger_models import workflow_triggers
 from dataworkflows.engine.templating import TemplateBudgetExceeded, TemplateError
 from dataworkflows.secrets.credentials import SecretKeyError
-from dataworkflows.triggers import FireResult, TriggerHandle
+from dataworkflows.triggers import REQUEST_PREFIX, FireResult, TriggerHandle, request_id_for
 
 log = logging.getLogger(__name__)
-
-#: request ids of runs started by a trigger: ``trg:<triggerId>:<key>``
-REQUEST_PREFIX = "trg:"
-#: event keys longer than this are hashed so the request id stays within 200 characters
-MAX_KEY_LENGTH = 120
-
-
-def request_id_for(trigger_id: str, key: str) -> str:
-    """The request id of the run an event with ``key`` starts (stable across processes)."""
-    if len(key) > MAX_KEY_LENGTH:
-        key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
-    return f"{REQUEST_PREFIX}{trigger_id}:{key}"
 
 
 class TriggerEvents:

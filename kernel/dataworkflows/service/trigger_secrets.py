@@ -12,6 +12,8 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from dataworkflows.common.redaction import Redactor
+from dataworkflows.common.redaction import redactor as process_redactor
 from dataworkflows.db.trigger_models import workflow_triggers
 from dataworkflows.secrets.credentials import SecretKeyError
 from dataworkflows.secrets.fields import (
@@ -21,8 +23,6 @@ from dataworkflows.secrets.fields import (
     trigger_fields,
     trigger_rows,
 )
-from dataworkflows.secrets.redaction import Redactor
-from dataworkflows.secrets.redaction import redactor as process_redactor
 from dataworkflows.triggers import TriggerType
 
 log = logging.getLogger(__name__)

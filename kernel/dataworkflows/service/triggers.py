@@ -27,11 +27,10 @@ from sqlalchemy import and_, func, or_, select, update
 from dataworkflows.common.clock import Clock
 from dataworkflows.common.errors import NotFound, Unprocessable
 from dataworkflows.common.pagination import DEFAULT_LIMIT, PageRequest, encode_cursor
-from dataworkflows.common.validation_messages import friendly_errors
+from dataworkflows.common.validation_messages import friendly_errors, json_path
 from dataworkflows.db.database import Database
 from dataworkflows.db.models import workflow_executions
 from dataworkflows.db.trigger_models import workflow_triggers
-from dataworkflows.engine.definitions import json_path
 from dataworkflows.engine.templating import TemplateEngine
 from dataworkflows.plugins.manager import PluginSet
 from dataworkflows.secrets.credentials import CredentialService, SecretKeyError
@@ -39,10 +38,10 @@ from dataworkflows.secrets.fields import (
     safe_errors,
 )
 from dataworkflows.service.store import WorkflowStore
-from dataworkflows.service.trigger_events import REQUEST_PREFIX, TriggerEvents, request_id_for
+from dataworkflows.service.trigger_events import TriggerEvents
 from dataworkflows.service.trigger_secrets import TriggerSecrets, _problem
 from dataworkflows.service.workflows import WorkflowService
-from dataworkflows.triggers import TriggerType
+from dataworkflows.triggers import REQUEST_PREFIX, TriggerType
 
 log = logging.getLogger(__name__)
 
@@ -558,4 +557,4 @@ class TriggerService(TriggerSecrets, TriggerEvents):
         return view
 
 
-__all__ = ["REQUEST_PREFIX", "TriggerService", "merge_patch", "request_id_for"]
+__all__ = ["TriggerService", "merge_patch"]

@@ -6,8 +6,7 @@ Results are plain dicts in the API's camelCase shape.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from dataworkflows.common.errors import Conflict, NotFound, Unprocessable
 from dataworkflows.common.logcontext import current_correlation_id
@@ -17,7 +16,6 @@ from dataworkflows.engine.definitions import WorkflowDefinition, checksum, valid
 from dataworkflows.engine.templating import TemplateEngine
 from dataworkflows.ledger.queries import RunQueries
 from dataworkflows.ledger.run_ledger import (
-    ClaimedRun,
     RunLedger,
 )
 from dataworkflows.plugins.manager import PluginSet
@@ -28,19 +26,11 @@ from dataworkflows.secrets.fields import (
     plan_reseal,
 )
 from dataworkflows.service.audit import AuditContext, audit_view
-from dataworkflows.service.runs import RunOperations, _ts
+from dataworkflows.service.runs import RunIntake, RunOperations, _ts
 from dataworkflows.service.store import WorkflowStore, version_not_found
 
 if TYPE_CHECKING:
     from dataworkflows.secrets.credentials import CredentialStore
-
-
-class Dispatcher(Protocol):
-    """A worker in this process that can take a run the moment it is enqueued."""
-
-    def reserve(self) -> str | None: ...
-
-    def adopt(self, run: ClaimedRun | None) -> None: ...
 
 
 class WorkflowService(RunOperations):
@@ -54,14 +44,13 @@ class WorkflowService(RunOperations):
         ledger: RunLedger,
         plugins: PluginSet,
         templates: TemplateEngine,
-        on_enqueued: Callable[[], None] = lambda: None,
-        dispatcher: Dispatcher | None = None,
+        intake: RunIntake,
         secrets: DefinitionSecrets | None = None,
         credentials: CredentialStore | None = None,
     ) -> None:
-        """``on_enqueued`` is called after a run was queued; ``dispatcher`` (this process's
-        worker) may take new runs at once (see :meth:`execute`). ``secrets`` finds the
-        secret parameters of definitions, sealed with the key of ``credentials``."""
+        """``intake`` (this process's worker) queues runs and may take them at once (see
+        :meth:`execute`). ``secrets`` finds the secret parameters of definitions, sealed
+        with the key of ``credentials``."""
         self.store = store
         self.secrets = secrets
         self.credentials = credentials
@@ -69,8 +58,7 @@ class WorkflowService(RunOperations):
         self.plugins = plugins
         self.templates = templates
         self.runs = RunQueries(store.db)
-        self._on_enqueued = on_enqueued
-        self._dispatcher = dispatcher
+        self._intake = intake
 
     # -- definitions ----------------------------------------------------------------------
 
