@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 import dataworkflows_echo
 from dataworkflows import Action, ActionResult, hookimpl
 from dataworkflows.db.schema import metadata
-from dataworkflows.engine.definitions import validate_definition
 from dataworkflows.engine.templating import TemplateEngine
+from dataworkflows.engine.validation import validate_definition
 from dataworkflows.plugins.manager import load_plugins
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "workflows"

@@ -13,6 +13,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
+def iso_utc(value: datetime | None) -> str | None:
+    """A time as the API shows it: ISO 8601 in UTC with a ``Z`` (None stays None). A naive
+    value is taken to be UTC already (what SQLite gives back)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 class Clock(Protocol):
     def now(self) -> datetime:
         """The current time, timezone-aware UTC."""

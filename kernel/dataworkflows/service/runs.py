@@ -27,6 +27,13 @@ from dataworkflows.ledger.run_ledger import (
     WorkflowNotRunnable,
 )
 from dataworkflows.service.store import workflow_not_found
+from dataworkflows.service.views import (
+    dead_letter_view,
+    event_view,
+    execution_summary,
+    execution_view,
+    run_summary,
+)
 
 
 class RunIntake(Protocol):
@@ -262,86 +269,3 @@ def _uuid(value: str) -> uuid.UUID:
         return uuid.UUID(value)
     except (ValueError, AttributeError, TypeError):
         raise NotFound(f"no execution {value!r}", code="execution_not_found") from None
-
-
-def _ts(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def run_summary(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "executionId": str(row["id"]),
-        "status": row["status"],
-        "statusUrl": f"/api/v1/executions/{row['id']}",
-    }
-
-
-def _execution_fields(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": str(row["id"]),
-        "workflowId": row["workflow_id"],
-        "workflowVersion": row["workflow_version"],
-        "requestId": row["request_id"],
-        "status": row["status"],
-        "error": row["error"],
-        "principal": row["principal"],
-        "correlationId": row["correlation_id"],
-        "createdAt": _ts(row["created_at"]),
-        "startedAt": _ts(row["started_at"]),
-        "endedAt": _ts(row["ended_at"]),
-        "testRun": bool(row.get("test_run", False)),
-    }
-
-
-def execution_view(row: dict[str, Any], actions: list[dict[str, Any]]) -> dict[str, Any]:
-    """A run with its trigger payload and every attempt."""
-    return {
-        **_execution_fields(row),
-        "trigger": row["trigger"],
-        "actions": [action_view(a) for a in actions],
-    }
-
-
-def execution_summary(row: dict[str, Any]) -> dict[str, Any]:
-    """A run in a list: no trigger payload and no attempts (GET the run for those)."""
-    return {**_execution_fields(row), "statusUrl": f"/api/v1/executions/{row['id']}"}
-
-
-def action_view(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": str(row["id"]),
-        "nodeId": row["node_id"],
-        "actionType": row["action_type"],
-        "attempt": row["attempt"],
-        "status": row["status"],
-        "parameters": row["parameters"],
-        "outputs": row["outputs"],
-        "error": row["error"],
-        "startedAt": _ts(row["started_at"]),
-        "endedAt": _ts(row["ended_at"]),
-    }
-
-
-def dead_letter_view(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": str(row["id"]),
-        "executionId": str(row["execution_id"]),
-        "workflowId": row["workflow_id"],
-        "reason": row["reason"],
-        "details": row["details"],
-        "createdAt": _ts(row["created_at"]),
-        "requeuedAt": _ts(row["requeued_at"]),
-        "requeuedExecutionId": (
-            str(row["requeued_execution_id"]) if row["requeued_execution_id"] else None
-        ),
-    }
-
-
-def event_view(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "sequence": row["sequence"],
-        "type": row["type"],
-        "nodeId": row["node_id"],
-        "payload": row["payload"],
-        "createdAt": _ts(row["created_at"]),
-    }

@@ -12,8 +12,9 @@ from dataworkflows.common.errors import Conflict, NotFound, Unprocessable
 from dataworkflows.common.logcontext import current_correlation_id
 from dataworkflows.common.pagination import DEFAULT_LIMIT, MAX_INT, PageRequest
 from dataworkflows.common.pagination import page as paged
-from dataworkflows.engine.definitions import WorkflowDefinition, checksum, validate_definition
+from dataworkflows.engine.definitions import WorkflowDefinition, checksum
 from dataworkflows.engine.templating import TemplateEngine
+from dataworkflows.engine.validation import validate_definition
 from dataworkflows.ledger.queries import RunQueries
 from dataworkflows.ledger.run_ledger import (
     RunLedger,
@@ -26,8 +27,9 @@ from dataworkflows.secrets.fields import (
     plan_reseal,
 )
 from dataworkflows.service.audit import AuditContext, audit_view
-from dataworkflows.service.runs import RunIntake, RunOperations, _ts
+from dataworkflows.service.runs import RunIntake, RunOperations
 from dataworkflows.service.store import WorkflowStore, version_not_found
+from dataworkflows.service.views import version_view, workflow_view
 
 if TYPE_CHECKING:
     from dataworkflows.secrets.credentials import CredentialStore
@@ -426,31 +428,3 @@ class WorkflowService(RunOperations):
 
 def _audit(actor: str | None, note: str | None = None) -> AuditContext:
     return AuditContext(actor=actor, note=note, correlation_id=current_correlation_id())
-
-
-def workflow_view(row: dict[str, Any], definition: dict[str, Any] | None = None) -> dict[str, Any]:
-    view = {
-        "id": row["id"],
-        "displayName": row["display_name"],
-        "description": row["description"],
-        "status": row["status"],
-        "currentVersion": row["current_version"],
-        "latestVersion": row["latest_version"],
-        "createdAt": _ts(row["created_at"]),
-        "updatedAt": _ts(row["updated_at"]),
-    }
-    if definition is not None:
-        view["definition"] = definition
-    return view
-
-
-def version_view(workflow: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "workflowId": workflow["id"],
-        "version": row["version"],
-        "checksum": row["checksum"],
-        "createdAt": _ts(row["created_at"]),
-        "createdBy": row["created_by"],
-        "current": workflow["current_version"] == row["version"],
-        "latest": workflow["latest_version"] == row["version"],
-    }
