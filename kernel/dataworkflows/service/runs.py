@@ -29,7 +29,7 @@ from dataworkflows.ledger.run_ledger import (
     UnwritableValue,
     WorkflowNotRunnable,
 )
-from dataworkflows.service.store import workflow_not_found
+from dataworkflows.service.workflow_reads import workflow_not_found
 
 if TYPE_CHECKING:
     from dataworkflows.service.workflows import Dispatcher

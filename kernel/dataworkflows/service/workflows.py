@@ -29,7 +29,8 @@ from dataworkflows.secrets.fields import (
 )
 from dataworkflows.service.audit import AuditContext, audit_view
 from dataworkflows.service.runs import RunOperations, _ts
-from dataworkflows.service.store import WorkflowStore, version_not_found
+from dataworkflows.service.store import WorkflowStore
+from dataworkflows.service.workflow_reads import version_not_found
 
 if TYPE_CHECKING:
     from dataworkflows.secrets.credentials import CredentialStore
