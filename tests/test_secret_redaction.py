@@ -18,7 +18,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from dataworkflows import Action, ActionContext, ActionResult, ResourceLink, hookimpl
-from dataworkflows.secrets.credentials import generate_key
+from dataworkflows.secrets.keys import generate_key
 from dataworkflows.secrets.redaction import REDACTED, Redactor, secret_forms
 
 CANARY = "cAn4ry/S3cr3t+v@lue=&x y"

@@ -29,8 +29,10 @@ from dataworkflows.ledger.resources import ResourceStore
 from dataworkflows.ledger.run_ledger import RunLedger
 from dataworkflows.plugin_api import PluginAPI
 from dataworkflows.plugins.manager import PluginSet, load_plugins
-from dataworkflows.secrets.credentials import CredentialService, CredentialStore, resolve_secret_key
+from dataworkflows.secrets.credential_resolver import CredentialService
+from dataworkflows.secrets.credentials import CredentialStore
 from dataworkflows.secrets.fields import DefinitionSecrets, plaintexts
+from dataworkflows.secrets.keys import resolve_secret_key
 from dataworkflows.secrets.redaction import Redactor, install_log_redaction
 from dataworkflows.secrets.redaction import redactor as process_redactor
 from dataworkflows.service.scheduler import Scheduler

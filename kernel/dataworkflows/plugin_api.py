@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from dataworkflows.actions import CredentialError
-from dataworkflows.service.triggers import request_id_for
+from dataworkflows.service.trigger_events import request_id_for
 from dataworkflows.triggers import FireResult, TriggerHandle
 
 if TYPE_CHECKING:

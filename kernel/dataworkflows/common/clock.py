@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, overload
+
+
+@overload
+def iso_utc(value: datetime) -> str: ...
+@overload
+def iso_utc(value: None) -> None: ...
+def iso_utc(value: datetime | None) -> str | None:
+    """``value`` as the API writes times: ISO 8601 in UTC with a ``Z`` (None stays None)."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
 class Clock(Protocol):

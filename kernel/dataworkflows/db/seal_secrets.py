@@ -72,7 +72,7 @@ class _Context:
         return dict(models)
 
     def keyring(self) -> Any:
-        from dataworkflows.secrets.credentials import KeyRing, SecretKeyError, resolve_secret_key
+        from dataworkflows.secrets.keys import KeyRing, SecretKeyError, resolve_secret_key
 
         secret_key = self.attributes.get("secret_key")
         if secret_key is None:

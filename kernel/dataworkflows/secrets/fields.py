@@ -34,7 +34,7 @@ from pydantic import BaseModel, ValidationError
 from dataworkflows.engine.definitions import json_path
 
 if TYPE_CHECKING:
-    from dataworkflows.secrets.credentials import KeyRing
+    from dataworkflows.secrets.keys import KeyRing
 
 #: the key of the JSON object that replaces a secret value at rest
 ENVELOPE_KEY = "$encrypted"
@@ -171,13 +171,13 @@ class SecretFields:
         """The config with every plaintext secret encrypted under the first key.
 
         ``keyring`` None is allowed only when the config holds no plaintext secret
-        (:class:`~dataworkflows.secrets.credentials.SecretKeyError` otherwise)."""
+        (:class:`~dataworkflows.secrets.keys.SecretKeyError` otherwise)."""
 
         def seal_one(value: Any, where: str) -> Any:
             if is_sealed(value):
                 return value
             if keyring is None:
-                from dataworkflows.secrets.credentials import SecretKeyError
+                from dataworkflows.secrets.keys import SecretKeyError
 
                 raise SecretKeyError("no secret key to encrypt a secret field with")
             return self._encrypt(keyring, value, where)
@@ -191,7 +191,7 @@ class SecretFields:
             if not is_sealed(value):
                 return value
             if keyring is None:
-                from dataworkflows.secrets.credentials import SecretKeyError
+                from dataworkflows.secrets.keys import SecretKeyError
 
                 raise SecretKeyError(f"the secret field {where} cannot be decrypted without a key")
             return json.loads(
@@ -393,7 +393,7 @@ def plan_reseal(
     sealer or None when its owner is unknown). Plaintext secrets and ones under an older
     key are sealed under the first key; ``decrypt`` does the opposite (the downgrade of
     migration 0007): every sealed secret becomes plaintext again."""
-    from dataworkflows.secrets.credentials import SecretKeyError
+    from dataworkflows.secrets.keys import SecretKeyError
 
     plan = ResealPlan(total=len(rows))
     for key, value, sealer in rows:
