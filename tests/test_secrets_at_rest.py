@@ -35,15 +35,9 @@ from dataworkflows.db import migrate
 from dataworkflows.db.database import libpq_url
 from dataworkflows.db.schema import metadata
 from dataworkflows.db.trigger_models import workflow_triggers
-from dataworkflows.secrets.fields import (
-    ANY_ITEM,
-    ENVELOPE_KEY,
-    MASK,
-    is_sealed,
-    model_secret_paths,
-    trigger_fields,
-)
+from dataworkflows.secrets.fields import ENVELOPE_KEY, MASK, is_sealed, trigger_fields
 from dataworkflows.secrets.keys import SecretKeyError, generate_key, key_file_path
+from dataworkflows.secrets.secret_paths import ANY_ITEM, model_secret_paths
 from dataworkflows.settings import Settings
 from dataworkflows_webhook import WebhookConfig, sign
 

@@ -33,7 +33,8 @@ from dataworkflows.secrets.credential_resolver import CredentialService
 from dataworkflows.secrets.credentials import CredentialStore
 from dataworkflows.secrets.fields import DefinitionSecrets, plaintexts
 from dataworkflows.secrets.keys import resolve_secret_key
-from dataworkflows.secrets.redaction import Redactor, install_log_redaction
+from dataworkflows.secrets.log_redaction import install_log_redaction
+from dataworkflows.secrets.redaction import Redactor
 from dataworkflows.secrets.redaction import redactor as process_redactor
 from dataworkflows.service.scheduler import Scheduler
 from dataworkflows.service.store import WorkflowStore

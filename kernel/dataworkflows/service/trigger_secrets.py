@@ -13,16 +13,11 @@ from typing import Any
 from sqlalchemy import select, update
 
 from dataworkflows.db.trigger_models import workflow_triggers
-from dataworkflows.secrets.fields import (
-    SecretFields,
-    plaintexts,
-    plan_reseal,
-    trigger_fields,
-    trigger_rows,
-)
+from dataworkflows.secrets.fields import SecretFields, plaintexts, trigger_fields
 from dataworkflows.secrets.keys import SecretKeyError
 from dataworkflows.secrets.redaction import Redactor
 from dataworkflows.secrets.redaction import redactor as process_redactor
+from dataworkflows.secrets.reseal import plan_reseal, trigger_rows
 from dataworkflows.service.trigger_validation import problem
 from dataworkflows.triggers import TriggerType
 

@@ -37,9 +37,7 @@ from dataworkflows.db.trigger_models import workflow_triggers
 from dataworkflows.engine.templating import TemplateEngine
 from dataworkflows.plugins.manager import PluginSet
 from dataworkflows.secrets.credential_resolver import CredentialService
-from dataworkflows.secrets.fields import (
-    safe_errors,
-)
+from dataworkflows.secrets.fields import safe_errors
 from dataworkflows.service.store import WorkflowStore
 from dataworkflows.service.trigger_events import TriggerEvents
 from dataworkflows.service.trigger_secrets import TriggerSecrets

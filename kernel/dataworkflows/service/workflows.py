@@ -21,12 +21,8 @@ from dataworkflows.ledger.run_ledger import (
     RunLedger,
 )
 from dataworkflows.plugins.manager import PluginSet
-from dataworkflows.secrets.fields import (
-    DefinitionSecrets,
-    definition_rows,
-    plaintexts,
-    plan_reseal,
-)
+from dataworkflows.secrets.fields import DefinitionSecrets, plaintexts
+from dataworkflows.secrets.reseal import definition_rows, plan_reseal
 from dataworkflows.service.audit import AuditContext, audit_view
 from dataworkflows.service.runs import RunOperations, _ts
 from dataworkflows.service.store import WorkflowStore
