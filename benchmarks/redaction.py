@@ -104,7 +104,8 @@ def _time_calls(fn: Callable[[], object], repeat: int, rounds: int = ROUNDS) -> 
 
 def run_redaction(secrets: int = 10_000, lines: int = 250, seed: int = 13) -> dict[str, Any]:
     """Measure add and redact costs; returns the workload's result (``ok`` and figures)."""
-    from dataworkflows.common.redaction import REDACTED, Redactor, install_log_redaction
+    from dataworkflows.common.log_redaction import install_log_redaction
+    from dataworkflows.common.redaction import REDACTED, Redactor
     from dataworkflows.common.redaction import redactor as process_redactor
 
     load_before = loadavg()

@@ -249,7 +249,7 @@ async def test_trigger_and_credential_lists_are_paginated(api, kernel, simple_ec
 
 
 async def test_credential_list_pages_by_name(api_factory, kernel_factory):
-    from dataworkflows.secrets.credentials import generate_key
+    from dataworkflows.secrets.keys import generate_key
 
     api = await api_factory(await kernel_factory(secret_key=generate_key()))
     for name in ("gamma", "alpha", "beta"):

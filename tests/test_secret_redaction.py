@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from dataworkflows import Action, ActionContext, ActionResult, ResourceLink, hookimpl
 from dataworkflows.common.redaction import REDACTED, Redactor, secret_forms
-from dataworkflows.secrets.credentials import generate_key
+from dataworkflows.secrets.keys import generate_key
 
 CANARY = "cAn4ry/S3cr3t+v@lue=&x y"
 ENV_CANARY = "env-Canary:7f3a/9+Zz"
@@ -238,7 +238,8 @@ def test_short_values_are_not_registered_and_nothing_is_redacted_before():
 
 
 def test_log_records_are_redacted_whatever_the_logger(caplog):
-    from dataworkflows.common.redaction import install_log_redaction, redactor
+    from dataworkflows.common.log_redaction import install_log_redaction
+    from dataworkflows.common.redaction import redactor
 
     install_log_redaction()
     redactor.add("log-canary-31337")
@@ -267,7 +268,7 @@ def test_round_trip_forms(secret):
 async def test_each_kernel_owns_its_redactor_and_logs_redact_every_live_one(
     kernel_factory, run_workflow, tmp_path, monkeypatch, caplog
 ):
-    from dataworkflows.common.redaction import live_redactors
+    from dataworkflows.common.log_redaction import live_redactors
     from dataworkflows.common.redaction import redactor as process_redactor
 
     secret_a, secret_b = "kernel-A-s3cret/value", "kernel-B-s3cret+value"
@@ -412,7 +413,7 @@ def test_overlapping_forms_are_redacted_whole():
 
 
 def test_the_log_registry_holds_redactors_weakly(caplog):
-    from dataworkflows.common.redaction import install_log_redaction, live_redactors
+    from dataworkflows.common.log_redaction import install_log_redaction, live_redactors
 
     redactor = Redactor()
     install_log_redaction(redactor)
@@ -436,5 +437,4 @@ def test_text_with_lone_surrogates_is_still_redacted():
     redactor.add("surrogate-canary-77")
     text = "file=b\udcffd.txt token=surrogate-canary-77"
     assert redactor.redact_text(text) == f"file=b\udcffd.txt token={REDACTED}"
-    assert redactor.contains_secret(text)
     assert redactor.redact_text("only b\udcffd") == "only b\udcffd"

@@ -35,15 +35,9 @@ from dataworkflows.db import migrate
 from dataworkflows.db.database import libpq_url
 from dataworkflows.db.schema import metadata
 from dataworkflows.db.trigger_models import workflow_triggers
-from dataworkflows.secrets.credentials import SecretKeyError, generate_key, key_file_path
-from dataworkflows.secrets.fields import (
-    ANY_ITEM,
-    ENVELOPE_KEY,
-    MASK,
-    is_sealed,
-    model_secret_paths,
-    trigger_fields,
-)
+from dataworkflows.secrets.fields import ENVELOPE_KEY, MASK, is_sealed, trigger_fields
+from dataworkflows.secrets.keys import SecretKeyError, generate_key, key_file_path
+from dataworkflows.secrets.secret_paths import ANY_ITEM, model_secret_paths
 from dataworkflows.settings import Settings
 from dataworkflows_webhook import WebhookConfig, sign
 
@@ -185,7 +179,7 @@ def test_secret_paths_come_from_the_owners_schema() -> None:
 
 
 def test_seal_open_mask_and_binding() -> None:
-    from dataworkflows.secrets.credentials import KeyRing
+    from dataworkflows.secrets.keys import KeyRing
 
     ring = KeyRing.from_setting(generate_key())
     secret = canary()
@@ -412,7 +406,7 @@ async def test_first_start_on_sqlite_generates_a_key_file(
 
 
 def test_postgresql_needs_an_explicit_key_and_says_how() -> None:
-    from dataworkflows.secrets.credentials import resolve_secret_key
+    from dataworkflows.secrets.keys import resolve_secret_key
 
     settings = Settings(database_url="postgresql+psycopg://u@127.0.0.1/x")
     assert key_file_path(settings) is None

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from dataworkflows.common.clock import FakeClock
 from dataworkflows.db.models import workflow_executions
-from dataworkflows.service.scheduler import plan_fires
+from dataworkflows.service.fire_plan import plan_fires
 from dataworkflows.triggers import FirePolicy
 from dataworkflows_schedule import Schedule, ScheduleConfig
 

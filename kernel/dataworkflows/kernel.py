@@ -19,7 +19,8 @@ from typing import Any
 import aiohttp
 
 from dataworkflows.common.clock import Clock, SystemClock
-from dataworkflows.common.redaction import Redactor, install_log_redaction
+from dataworkflows.common.log_redaction import install_log_redaction
+from dataworkflows.common.redaction import Redactor
 from dataworkflows.common.redaction import redactor as process_redactor
 from dataworkflows.db import migrate
 from dataworkflows.db.database import Database
@@ -31,8 +32,10 @@ from dataworkflows.ledger.resources import ResourceStore
 from dataworkflows.ledger.run_ledger import RunLedger
 from dataworkflows.plugin_api import PluginAPI
 from dataworkflows.plugins.manager import PluginSet, load_plugins
-from dataworkflows.secrets.credentials import CredentialService, CredentialStore, resolve_secret_key
+from dataworkflows.secrets.credential_resolver import CredentialService
+from dataworkflows.secrets.credentials import CredentialStore
 from dataworkflows.secrets.fields import DefinitionSecrets, plaintexts
+from dataworkflows.secrets.keys import resolve_secret_key
 from dataworkflows.service.scheduler import Scheduler
 from dataworkflows.service.store import WorkflowStore
 from dataworkflows.service.triggers import TriggerService

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -150,9 +150,6 @@ class Settings:
         values["extra"] = _plugin_settings(env, {f.name for f in fields(cls)} | _RENAMED_NAMES)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
-
-    def with_(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
 
     @property
     def is_sqlite(self) -> bool:

@@ -150,7 +150,7 @@ def database_url(backend: str, _dw_templates: _Templates) -> Iterator[str]:
 
 
 def _generate_key() -> str:
-    from dataworkflows.secrets.credentials import generate_key
+    from dataworkflows.secrets.keys import generate_key
 
     return generate_key()
 

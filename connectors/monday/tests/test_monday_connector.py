@@ -13,7 +13,7 @@ import pytest
 from multidict import CIMultiDict
 
 import dataworkflows_monday
-from dataworkflows.secrets.credentials import generate_key
+from dataworkflows.secrets.keys import generate_key
 from dataworkflows_monday import Filter, GetItems, OrderBy, translate_filters
 from dataworkflows_monday.client import classify
 

@@ -16,7 +16,7 @@ import pytest
 
 import dataworkflows_slack
 from dataworkflows import ActionContext, Credential, CredentialError, Credentials, StepOutcome
-from dataworkflows.secrets.credentials import generate_key
+from dataworkflows.secrets.keys import generate_key
 from dataworkflows_slack import PostMessage
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -24,7 +24,7 @@ from dataworkflows.common.pagination import MAX_INT, parse_choice, parse_page, p
 from dataworkflows.db.models import RUN_STATUSES, WORKFLOW_STATUSES
 from dataworkflows.engine.definitions import ID_PATTERN
 from dataworkflows.service.audit import check_note
-from dataworkflows.service.store import workflow_not_found
+from dataworkflows.service.workflow_reads import workflow_not_found
 
 routes = web.RouteTableDef()
 

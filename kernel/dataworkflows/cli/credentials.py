@@ -165,7 +165,7 @@ def _with_kernel(work: Any, *, entrypoints: bool = False) -> Any:
     from dataworkflows.common.errors import ApiError
     from dataworkflows.kernel import Kernel, SchemaOutOfDate
     from dataworkflows.plugins.manager import PluginError
-    from dataworkflows.secrets.credentials import SecretKeyError
+    from dataworkflows.secrets.keys import SecretKeyError
     from dataworkflows.settings import Settings, SettingsError
 
     try:

@@ -162,7 +162,7 @@ def build_cli() -> click.Group:
     def db_upgrade(revision: str) -> None:
         """Migrate the database to the latest schema."""
         from dataworkflows.db import migrate
-        from dataworkflows.secrets.credentials import SecretKeyError
+        from dataworkflows.secrets.keys import SecretKeyError
 
         settings = _settings()
         try:
@@ -178,7 +178,7 @@ def build_cli() -> click.Group:
     def db_downgrade(revision: str) -> None:
         """Migrate the database down to REVISION ("base" removes every table)."""
         from dataworkflows.db import migrate
-        from dataworkflows.secrets.credentials import SecretKeyError
+        from dataworkflows.secrets.keys import SecretKeyError
 
         try:
             migrate.downgrade(_settings().database_url, revision)

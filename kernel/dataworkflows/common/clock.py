@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, overload
 
 
+@overload
+def iso_utc(value: datetime) -> str: ...
+@overload
+def iso_utc(value: None) -> None: ...
 def iso_utc(value: datetime | None) -> str | None:
     """A time as the API shows it: ISO 8601 in UTC with a ``Z`` (None stays None). A naive
     value is taken to be UTC already (what SQLite gives back)."""

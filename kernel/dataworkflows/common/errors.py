@@ -45,11 +45,6 @@ class Conflict(ApiError):
     code = "conflict"
 
 
-class PayloadTooLarge(ApiError):
-    status = 413
-    code = "payload_too_large"
-
-
 class Unprocessable(ApiError):
     status = 422
     code = "validation_failed"

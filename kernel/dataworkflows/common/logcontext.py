@@ -56,15 +56,6 @@ def bind(*, correlation_id: str | None = None, execution_id: str | None = None) 
             var.reset(token)
 
 
-class ContextFilter(logging.Filter):
-    """Adds ``correlation_id`` and ``execution_id`` to records (for handlers that prefer a
-    filter to :func:`install`'s record factory)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        _stamp(record)
-        return True
-
-
 def _stamp(record: logging.LogRecord) -> None:
     if not hasattr(record, "correlation_id"):
         record.correlation_id = correlation_id_var.get() or "-"

@@ -8,11 +8,9 @@ registered with it. From then on:
 * the kernel's run ledger replaces it in step parameters, outputs, errors and resource
   links before writing them (so events, ``on_run_event`` observers and API responses, which
   are read from those rows, never see it either);
-* a log-record factory installed by :func:`install_log_redaction` replaces it in every log
-  message and formatted traceback, whichever logger, thread or handler the record goes to:
-  logging is process-wide, so the factory applies the secrets of every *live* redactor
-  (kernels register theirs; the registry holds weak references, so a closed and collected
-  kernel drops out by itself).
+* a log-record factory installed by
+  :func:`~dataworkflows.common.log_redaction.install_log_redaction` replaces it in every
+  log message and formatted traceback (:mod:`dataworkflows.common.log_redaction`).
 
 A secret is recognised in the forms it most often leaks in: as is, URL-encoded (``%2F``
 and ``+`` styles, upper- and lower-case hex), JSON-escaped and base64-encoded (standard and
@@ -58,11 +56,8 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import re
 import threading
-import traceback
-import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -295,12 +290,6 @@ class Redactor:
         spans = _spans(automata, text)
         return _replace(text, spans) if spans else text
 
-    def contains_secret(self, text: str) -> bool:
-        """True if ``text`` holds a form of a known secret."""
-        if not text:
-            return False
-        return bool(_spans(self.automata(), text))
-
     def redact(self, value: Any) -> Any:
         """A copy of a JSON-like value (dicts, lists, strings) with secrets replaced."""
         if not self.active:
@@ -395,64 +384,3 @@ class Redactor:
 #: The process-wide fallback: secrets registered outside any kernel (e.g. by an action
 #: under a unit test). Every kernel's redactor has it as parent, and logs always use it.
 redactor = Redactor()
-
-# reentrant: a weakref callback (_forget) can run inside install_log_redaction when an
-# allocation there triggers a garbage collection in the same thread
-_registry_lock = threading.RLock()
-_live: tuple[weakref.ref[Redactor], ...] = (weakref.ref(redactor),)
-_installed = False
-
-
-def live_redactors() -> list[Redactor]:
-    """The redactors whose secrets the log-record factory removes (alive, registered)."""
-    return [r for ref in _live if (r := ref()) is not None]
-
-
-def _forget(ref: weakref.ref[Redactor]) -> None:
-    global _live
-    with _registry_lock:
-        _live = tuple(r for r in _live if r is not ref)
-
-
-def install_log_redaction(owner: Redactor | None = None) -> None:
-    """Make every log record redacted; register ``owner``'s secrets for it too.
-
-    The record factory is installed once per process; each call may add a redactor (a
-    kernel's) to the registry, which keeps only a weak reference to it.
-    """
-    global _installed, _live
-    with _registry_lock:
-        if owner is not None and all(ref() is not owner for ref in _live):
-            _live = (*_live, weakref.ref(owner, _forget))
-        if _installed:
-            return
-        previous = logging.getLogRecordFactory()
-
-        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-            record = previous(*args, **kwargs)
-            active = [r for r in live_redactors() if r.active]
-            if active:
-                _redact_record(record, active)
-            return record
-
-        logging.setLogRecordFactory(factory)
-        _installed = True
-
-
-def _redact_record(record: logging.LogRecord, redactors: list[Redactor]) -> None:
-    try:
-        message = record.getMessage()
-    except Exception:  # a broken format string: leave it to logging to report
-        return
-    cleaned = redact_text_with(redactors, message)
-    if cleaned != message:
-        record.msg = cleaned
-        record.args = None
-    if record.exc_info and record.exc_info[1] is not None:
-        text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
-        cleaned = redact_text_with(redactors, text)
-        if cleaned != text:
-            record.exc_text = cleaned
-            record.exc_info = None
-    if record.stack_info:
-        record.stack_info = redact_text_with(redactors, record.stack_info)

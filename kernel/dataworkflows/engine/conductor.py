@@ -30,7 +30,8 @@ with a final row are not run again; a node whose last row is ``RetriableFailure`
 
 This module schedules the graph; running one node (its attempts, the action call,
 cancellation) is :class:`~dataworkflows.engine.node_runner.NodeRunner`, which the conductor
-inherits.
+inherits; the state of a run in flight and its transitions are
+:mod:`dataworkflows.engine.run_state`.
 """
 
 from __future__ import annotations
@@ -38,8 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -47,27 +47,21 @@ import aiohttp
 
 from dataworkflows.common import logcontext
 from dataworkflows.common.clock import Clock
-from dataworkflows.engine.definitions import WorkflowDefinition
-from dataworkflows.engine.node_runner import (
-    CANCEL_GRACE,
+from dataworkflows.engine.node_runner import CANCEL_GRACE, NodeRunner
+from dataworkflows.engine.plan_cache import PlanCache, plan_defaults
+from dataworkflows.engine.run_state import (
     CANCELLED,
     FAILED,
     FAILURES,
-    FINAL_STATUSES,
-    SKIPPED,
     SUCCEEDED,
-    TIMED_OUT,
-    NodeRunner,
-    _failed_routing,
-    _Node,
-    _Run,
-    _sanitised,
-)
-from dataworkflows.engine.plan import (
-    ExecutionPlan,
-    PlanDefaults,
-    RetrySettings,
-    compile_plan,
+    Node,
+    RunState,
+    failed_routing,
+    mark,
+    restore,
+    sanitised,
+    scan,
+    timed_out,
 )
 from dataworkflows.engine.templating import TemplateBudgetExceeded, TemplateEngine, TemplateError
 from dataworkflows.ledger.run_ledger import (
@@ -115,47 +109,17 @@ class Conductor(NodeRunner):
         self._http = http
         self.clock = clock
         settings = settings or Settings()
-        if settings.default_max_parallel_actions < 1:
-            raise ValueError("default_max_parallel_actions must be at least 1")
-        self.defaults = PlanDefaults(
-            retry=RetrySettings(
-                max_attempts=max(1, settings.default_retry_max_attempts),
-                initial_delay=settings.default_retry_initial_delay,
-                backoff_multiplier=settings.default_retry_backoff_multiplier,
-                max_delay=settings.default_retry_max_delay,
-                jitter=settings.default_retry_jitter,
-            ),
-            action_timeout=default_action_timeout,
-            max_parallel_actions=settings.default_max_parallel_actions,
-            workflow_timeout=settings.default_workflow_timeout or None,
+        self.plans = PlanCache(
+            lambda workflow_id, version: self.store.definition(workflow_id, version),
+            plan_defaults(settings, default_action_timeout),
+            settings.plan_cache_size,
         )
         self._action_services = action_services
         self._rng = rng or random.Random()
-        #: compiled plans by (workflow, version), least recently used first (bounded)
-        self._plans: OrderedDict[tuple[str, int], asyncio.Future[ExecutionPlan]] = OrderedDict()
-        self.max_cached_plans = max(1, settings.plan_cache_size)
         #: actions that ignored cancellation (see _unless); awaited by close()
         self._abandoned: set[asyncio.Future[Any]] = set()
 
     # -- public ---------------------------------------------------------------------------
-
-    async def plan(self, workflow_id: str, version: int) -> ExecutionPlan:
-        """The compiled plan of a version, cached: versions are immutable."""
-        key = (workflow_id, version)
-        plan = self._plans.get(key)
-        if plan is None:
-            # one load per version, however many runs of it start at once
-            plan = self._plans[key] = asyncio.ensure_future(self._load_plan(workflow_id, version))
-            while len(self._plans) > self.max_cached_plans:
-                self._plans.popitem(last=False)
-        else:
-            self._plans.move_to_end(key)
-        try:
-            return await asyncio.shield(plan)
-        except Exception:
-            if self._plans.get(key) is plan:
-                del self._plans[key]  # a failed load is retried by the next run
-            raise
 
     async def close(self, grace: float = CANCEL_GRACE) -> None:
         """Wait (up to ``grace`` seconds) for actions that ignored cancellation to end."""
@@ -168,10 +132,6 @@ class Conductor(NodeRunner):
             log.warning("%d action(s) still ignore cancellation at shutdown", len(pending))
             await asyncio.wait(pending, timeout=grace)
 
-    async def _load_plan(self, workflow_id: str, version: int) -> ExecutionPlan:
-        raw = await self.store.definition(workflow_id, version)
-        return compile_plan(WorkflowDefinition.model_validate(raw), self.defaults)
-
     async def execute(self, run: ClaimedRun) -> str:
         """Run (or resume) to the end; returns the final status.
 
@@ -181,23 +141,23 @@ class Conductor(NodeRunner):
         ``Running`` for another worker to resume.
         """
         try:
-            plan = await self.plan(run.workflow_id, run.workflow_version)
+            plan = await self.plans.get(run.workflow_id, run.workflow_version)
         except Exception as exc:
             log.exception("run %s: cannot load its definition", run.id)
             finish = RunFinish("Failed", {"code": "definition_error", "message": str(exc)})
             await self.ledger.finish(run, finish)
             return finish.status
-        nodes = {node_id: _Node(p) for node_id, p in plan.nodes.items()}
+        nodes = {node_id: Node(p) for node_id, p in plan.nodes.items()}
         if plan.on_failure is not None:
-            nodes[plan.on_failure.id] = _Node(plan.on_failure)
-        state = _Run(run, plan, nodes, asyncio.Semaphore(plan.max_parallel))
+            nodes[plan.on_failure.id] = Node(plan.on_failure)
+        state = RunState(run, plan, nodes, asyncio.Semaphore(plan.max_parallel))
         with logcontext.bind(correlation_id=run.correlation_id, execution_id=run.id_str):
             try:
                 return await self._drive(state)
             except UnwritableRecord as exc:
                 return await self._unwritable(state, exc)
 
-    async def _unwritable(self, state: _Run, exc: UnwritableRecord) -> str:
+    async def _unwritable(self, state: RunState, exc: UnwritableRecord) -> str:
         """End a run whose step rows the database refused (a value it cannot store).
 
         Only this run is affected (group commit wrote the other runs of the batch). The
@@ -210,18 +170,18 @@ class Conductor(NodeRunner):
             error["nodeId"] = records[0].node_id
         finish = RunFinish("Failed", error)
         await self.ledger.record_steps(
-            state.run, [_sanitised(r, exc.message) for r in records], finish
+            state.run, [sanitised(r, exc.message) for r in records], finish
         )
         return finish.status
 
     # -- the scheduler --------------------------------------------------------------------
 
-    async def _drive(self, state: _Run) -> str:
+    async def _drive(self, state: RunState) -> str:
         plan, run = state.plan, state.run
         pending: list[StepRecord] = []  # final rows not yet written
         # a first claim has nothing recorded yet: only a run with history reads it back
         if run.has_history:
-            self._restore(state, await self.ledger.list_actions(run.id))
+            restore(state, await self.ledger.list_actions(run.id))
         for node_id in plan.order:
             if state.nodes[node_id].status is not None:
                 await self._route(state, state.nodes[node_id], replay=True)
@@ -229,7 +189,7 @@ class Conductor(NodeRunner):
             # a run stopped by its timeout or a cancel request says so on its Cancelled rows
             reason = (node.error or {}).get("reason") if node.status == CANCELLED else None
             if reason == "workflow_timeout" and state.failure is None:
-                self._timed_out(state)
+                timed_out(state)
             elif reason == "run_cancelled":
                 run.cancel_requested.set()
         if state.failure is not None:
@@ -238,28 +198,28 @@ class Conductor(NodeRunner):
                 node = state.nodes[node_id]
                 if node.status is None and node.attempts:
                     pending.append(self._cancelled(state, node, node.attempts + 1))
-                    self._mark(node, pending[-1])
+                    mark(node, pending[-1])
         if self.ledger.is_over_recovery_limit(run):
             return await self._dead_letter(state, pending)
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + plan.timeout if plan.timeout else None
-        running: dict[asyncio.Task[StepRecord], _Node] = {}
+        running: dict[asyncio.Task[StepRecord], Node] = {}
         position = {node_id: i for i, node_id in enumerate(plan.order)}  # topological
         cancel_waiter = asyncio.ensure_future(run.cancel_requested.wait())
         lost_checked = not run.recovered
         try:
             while True:
-                ready: list[_Node] = []
+                ready: list[Node] = []
                 if state.failure is None:
-                    skipped, ready = self._scan(state)
+                    skipped, ready = scan(state, self.clock)
                     pending.extend(skipped)
                 if run.cancel_requested.is_set() and state.failure is None:
                     # cancelled before these ready nodes could start (only ever on the first
                     # pass: later, a cancel is noticed before new nodes become ready)
                     for node in ready:
                         pending.append(self._cancelled(state, node, node.attempts + 1))
-                        self._mark(node, pending[-1])
+                        mark(node, pending[-1])
                     break
                 if state.failure is not None or (not ready and not running):
                     break
@@ -293,7 +253,7 @@ class Conductor(NodeRunner):
                     node = running.pop(task)
                     pending.append(await self._settle(state, node, task.result()))
                 if not done and deadline is not None and state.failure is None:
-                    self._timed_out(state)
+                    timed_out(state)
                 if state.failure is not None or run.cancel_requested.is_set():
                     break
 
@@ -303,7 +263,7 @@ class Conductor(NodeRunner):
                 for task in sorted(running, key=lambda t: position[running[t].plan.id]):
                     node = running.pop(task)
                     record = task.result()
-                    self._mark(node, record)
+                    mark(node, record)
                     pending.append(record)
         finally:
             cancel_waiter.cancel()
@@ -321,7 +281,7 @@ class Conductor(NodeRunner):
                 record = await self._run_node(
                     state, on_failure, asyncio.Event(), plan.nodes, {"error": state.failure}
                 )
-                self._mark(on_failure, record)
+                mark(on_failure, record)
                 pending.append(record)
         elif run.cancel_requested.is_set():
             finish = RunFinish(
@@ -332,7 +292,7 @@ class Conductor(NodeRunner):
         await self._flush(state, pending, finish)
         return finish.status
 
-    async def _dead_letter(self, state: _Run, pending: list[StepRecord]) -> str:
+    async def _dead_letter(self, state: RunState, pending: list[StepRecord]) -> str:
         """Give up a run whose steps keep stopping their workers.
 
         The attempts the last worker was running when it stopped get their row (outcome
@@ -340,7 +300,7 @@ class Conductor(NodeRunner):
         the dead letters, in one transaction.
         """
         if state.failure is None:
-            skipped, ready = self._scan(state)
+            skipped, ready = scan(state, self.clock)
             pending.extend(skipped)
         else:  # it was failing fast: only its onFailure node can have been running
             on_failure = state.plan.on_failure
@@ -351,70 +311,9 @@ class Conductor(NodeRunner):
         await self._flush(state, pending, finish)
         return finish.status
 
-    def _restore(self, state: _Run, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Rebuild node states from the recorded attempts of this run."""
-        last: dict[str, Mapping[str, Any]] = {}
-        for row in sorted(rows, key=lambda r: (r["node_id"], r["attempt"])):
-            node = state.nodes.get(row["node_id"])
-            if node is None:
-                log.warning("run %s: ledger row for unknown node %r", state.run.id, row["node_id"])
-                continue
-            node.attempts = max(node.attempts, row["attempt"])
-            last[row["node_id"]] = row
-        for node_id, row in last.items():
-            node = state.nodes[node_id]
-            status = row["status"]
-            node.started = True
-            node.error = row["error"]
-            if status in FINAL_STATUSES or (
-                status == TIMED_OUT and node.attempts >= node.plan.retry.max_attempts
-            ):
-                node.status = status
-                node.outputs = row["outputs"] if status == SUCCEEDED else None
-            elif node.attempts >= node.plan.retry.max_attempts:
-                node.status = FAILED  # no attempt left; nothing more to write
-            else:
-                node.parameters = row["parameters"]
-                node.started = False  # continues with attempt ``attempts + 1`` when ready
-
-    def _scan(self, state: _Run) -> tuple[list[StepRecord], list[_Node]]:
-        """Skip the nodes whose incoming edges are all dead; return (skip rows, ready nodes)."""
-        skipped: list[StepRecord] = []
-        ready: list[_Node] = []
-        for node_id in state.plan.order:
-            node = state.nodes[node_id]
-            if node.status is not None or node.started:
-                continue
-            if node_id == state.plan.start:
-                ready.append(node)
-                continue
-            incoming = [state.edges.get(e) for e in node.plan.incoming]
-            if any(fired is None for fired in incoming):
-                continue
-            if any(incoming):
-                ready.append(node)
-                continue
-            now = self.clock.now()
-            record = StepRecord(
-                node_id=node_id,
-                action_type=node.plan.node.action_type,
-                attempt=node.attempts + 1,
-                status=SKIPPED,
-                parameters=None,
-                outputs=None,
-                error=None,
-                started_at=now,
-                ended_at=now,
-            )
-            self._mark(node, record)
-            for edge in node.plan.outgoing:
-                state.edges[edge] = False
-            skipped.append(record)
-        return skipped, ready
-
-    async def _settle(self, state: _Run, node: _Node, record: StepRecord) -> StepRecord:
+    async def _settle(self, state: RunState, node: Node, record: StepRecord) -> StepRecord:
         """Take a node's final attempt: mark it, route it; returns the row to write."""
-        self._mark(node, record)
+        mark(node, record)
         if record.status == CANCELLED:
             for edge in node.plan.outgoing:
                 state.edges[edge] = False
@@ -423,17 +322,11 @@ class Conductor(NodeRunner):
         if condition_error is not None:
             # The action succeeded (its outputs stay on the row) but routing failed.
             record = replace(record, status=FAILED, error=condition_error)
-            self._mark(node, record)
+            mark(node, record)
         return record
 
-    def _mark(self, node: _Node, record: StepRecord) -> None:
-        node.status = record.status
-        node.attempts = max(node.attempts, record.attempt)
-        node.outputs = record.outputs if record.status == SUCCEEDED else None
-        node.error = record.error
-
     async def _route(
-        self, state: _Run, node: _Node, *, replay: bool = False
+        self, state: RunState, node: Node, *, replay: bool = False
     ) -> dict[str, Any] | None:
         """Resolve ``node``'s outgoing edges from its final status.
 
@@ -449,7 +342,7 @@ class Conductor(NodeRunner):
             outcome = None
         condition_error: dict[str, Any] | None = None
         fired_any = False
-        if replay and node.status == FAILED and _failed_routing(node.error):
+        if replay and node.status == FAILED and failed_routing(node.error):
             outcome = None  # it failed routing when it ran; it fails the run again
             condition_error = node.error
         for edge in plan_node.outgoing:
@@ -491,16 +384,8 @@ class Conductor(NodeRunner):
             state.stop_reason = ("node_failed", f"node {plan_node.id!r} failed")
         return condition_error if not replay else None
 
-    def _timed_out(self, state: _Run) -> None:
-        timeout = state.plan.timeout or 0
-        state.failure = {
-            "code": "workflow_timeout",
-            "message": f"the run did not finish within its timeout of {timeout:g} s",
-        }
-        state.stop_reason = ("workflow_timeout", "the workflow timed out")
-
     async def _flush(
-        self, state: _Run, records: list[StepRecord], finish: RunFinish | None = None
+        self, state: RunState, records: list[StepRecord], finish: RunFinish | None = None
     ) -> None:
         """Write ``records`` (and ``finish``) in one transaction; empties ``records``."""
         if not records and finish is None:
@@ -514,5 +399,5 @@ class Conductor(NodeRunner):
                 exc.records = batch
                 raise
 
-    async def _write(self, state: _Run, record: StepRecord) -> None:
+    async def _write(self, state: RunState, record: StepRecord) -> None:
         await self._flush(state, [record])

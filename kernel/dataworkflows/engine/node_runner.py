@@ -2,7 +2,8 @@
 
 :class:`NodeRunner` is the half of :class:`~dataworkflows.engine.conductor.Conductor` that deals
 with a single node (the conductor inherits it); the other half schedules nodes as a graph.
-The in-memory state of a run and its nodes, and the statuses, are defined here too.
+The in-memory state of a run and its nodes, and the statuses, are
+:mod:`dataworkflows.engine.run_state`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -21,12 +22,17 @@ from pydantic import ValidationError
 from dataworkflows.actions import ActionContext, ActionError, ActionResult, StepOutcome
 from dataworkflows.common.clock import Clock
 from dataworkflows.common.validation_messages import friendly_errors, json_path
-from dataworkflows.engine.plan import (
-    ExecutionPlan,
-    PlanEdge,
-    PlanNode,
+from dataworkflows.engine.run_state import (
+    CANCELLED,
+    FAILED,
+    RETRIABLE,
+    SUCCEEDED,
+    TIMED_OUT,
+    Node,
+    RunState,
+    mark,
 )
-from dataworkflows.engine.templating import TemplateBudgetExceeded, TemplateEngine, TemplateError
+from dataworkflows.engine.templating import TemplateEngine, TemplateError
 from dataworkflows.ledger.records import json_problem
 from dataworkflows.ledger.run_ledger import ClaimedRun, StepRecord
 from dataworkflows.plugins.manager import PluginSet
@@ -35,17 +41,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SUCCEEDED = "Succeeded"
-FAILED = "Failed"
-RETRIABLE = "RetriableFailure"
-TIMED_OUT = "TimedOut"
-SKIPPED = "Skipped"
-CANCELLED = "Cancelled"
-#: statuses a node never leaves (TimedOut is final only when no attempt is left)
-FINAL_STATUSES = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELLED})
-FAILURES = frozenset({FAILED, TIMED_OUT})
-#: error codes of a node that failed because an edge condition could not be evaluated
-CONDITION_ERRORS = frozenset({"condition_error", TemplateBudgetExceeded.code})
 #: seconds an action gets to react to cancellation before it is abandoned
 CANCEL_GRACE = 5.0
 
@@ -56,45 +51,6 @@ class Attempt:
 
     record: StepRecord
     result: ActionResult
-
-
-@dataclass
-class _Node:
-    """What the conductor knows about one node of one run."""
-
-    plan: PlanNode
-    status: str | None = None  # the final status, once known
-    attempts: int = 0  # attempts recorded so far
-    outputs: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    parameters: dict[str, Any] | None = None  # rendered, reused by retries
-    started: bool = False
-
-    def view(self) -> dict[str, Any]:
-        """The node as templates see it under ``nodes.<id>``."""
-        return {
-            "status": self.status,
-            "outputs": self.outputs or {},
-            "error": self.error,
-            "attempts": self.attempts,
-        }
-
-
-@dataclass
-class _Run:
-    """One run in flight."""
-
-    run: ClaimedRun
-    plan: ExecutionPlan
-    nodes: dict[str, _Node]
-    slots: asyncio.Semaphore
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    #: set when nodes in flight must stop (failure, timeout, cancel request)
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-    edges: dict[PlanEdge, bool] = field(default_factory=dict)  # fired (True) or dead (False)
-    failure: dict[str, Any] | None = None
-    #: why nodes in flight are being cancelled: (reason code, message)
-    stop_reason: tuple[str, str] = ("run_cancelled", "the run was cancelled")
 
 
 class NodeRunner:
@@ -112,8 +68,8 @@ class NodeRunner:
 
     async def _run_node(
         self,
-        state: _Run,
-        node: _Node,
+        state: RunState,
+        node: Node,
         stop: asyncio.Event,
         readable: Iterable[str],
         extra: Mapping[str, Any] | None = None,
@@ -158,8 +114,8 @@ class NodeRunner:
 
     async def _attempt(
         self,
-        state: _Run,
-        node: _Node,
+        state: RunState,
+        node: Node,
         attempt: int,
         stop: asyncio.Event,
         readable: Iterable[str],
@@ -348,7 +304,7 @@ class NodeRunner:
 
     def _context(
         self,
-        state: _Run,
+        state: RunState,
         readable: Iterable[str],
         *,
         attempt: int | None = None,
@@ -378,7 +334,7 @@ class NodeRunner:
             context.update(extra)
         return context
 
-    def _lost(self, node: _Node, *, final: bool = False) -> StepRecord:
+    def _lost(self, node: Node, *, final: bool = False) -> StepRecord:
         """The row of an attempt a dead worker may have been running (see ``_drive``).
 
         ``final``: no attempt follows (the run goes to the dead letters).
@@ -403,15 +359,15 @@ class NodeRunner:
             ended_at=now,
         )
         if record.status == FAILED:
-            self._mark(node, record)
+            mark(node, record)
         else:
             node.attempts = attempt
         return record
 
     def _cancelled(
         self,
-        state: _Run,
-        node: _Node,
+        state: RunState,
+        node: Node,
         attempt: int,
         started: Any = None,
         parameters: dict[str, Any] | None = None,
@@ -432,23 +388,3 @@ class NodeRunner:
             started_at=started or now,
             ended_at=now,
         )
-
-
-def _failed_routing(error: Mapping[str, Any] | None) -> bool:
-    """True for the error of a node that failed because one of its edge conditions did."""
-    error = error or {}
-    path = str((error.get("details") or {}).get("path", ""))
-    return error.get("code") in CONDITION_ERRORS and path.endswith(".condition")
-
-
-def _sanitised(record: StepRecord, message: str) -> StepRecord:
-    """A row the database will take in place of one it refused: its values are dropped,
-    what happened stays (a final attempt that could not be recorded failed)."""
-    return replace(
-        record,
-        status=record.status if record.status in (FAILED, CANCELLED, SKIPPED) else FAILED,
-        parameters=None,
-        outputs=None,
-        error={"code": "unserializable_result", "message": message},
-        links=(),
-    )

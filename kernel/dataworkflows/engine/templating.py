@@ -52,11 +52,11 @@ from dataworkflows.engine.template_budget import (
     NeedsWorker,
     TemplateLimits,
     _cheap_tree,
-    _harden,
     _static_overrun,
     spending,
 )
 from dataworkflows.engine.template_errors import TemplateBudgetExceeded, TemplateError
+from dataworkflows.engine.template_sandbox import _harden
 
 if TYPE_CHECKING:
     from dataworkflows.engine.template_pool import TemplatePool

@@ -2,7 +2,8 @@
 
 Where an action's ``await ctx.credentials.get(name)`` and a plugin's
 ``await PluginAPI.resolve_secret(name, tenant_id)`` (a webhook's ``secretName``) look, in
-order (one resolver, :meth:`CredentialService.resolve`):
+order (one resolver,
+:meth:`~dataworkflows.secrets.credential_resolver.CredentialService.resolve`):
 
 1. the encrypted store in the database (``credentials`` table), for the run's tenant only;
 2. the ``resolve_secret(name, tenant_id)`` hook: plugin providers first, the kernel's
@@ -28,37 +29,21 @@ message that says what to do.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from dataworkflows.actions import Credential, CredentialError, Credentials
-from dataworkflows.common.clock import Clock
+from dataworkflows.actions import Credential
+from dataworkflows.common.clock import Clock, iso_utc
 from dataworkflows.common.errors import ApiError, Conflict, Unprocessable
 from dataworkflows.common.redaction import Redactor
 from dataworkflows.common.redaction import redactor as process_redactor
 from dataworkflows.db.connector_models import credentials as credentials_table
 from dataworkflows.db.database import Database
-
-if TYPE_CHECKING:
-    from dataworkflows.plugins.manager import PluginSet
-
-from dataworkflows.secrets.keys import (
-    HOW_TO_MAKE_A_KEY,
-    NO_KEY_MESSAGE,
-    KeyRing,
-    SecretKeyError,
-    generate_key,
-    key_file_path,
-    key_id,
-    read_or_create_key_file,
-    resolve_secret_key,
-)
+from dataworkflows.secrets.keys import HOW_TO_MAKE_A_KEY, NO_KEY_MESSAGE, KeyRing, SecretKeyError
 
 log = logging.getLogger(__name__)
 
@@ -127,17 +112,8 @@ def _check_hosts(hosts: Any) -> list[str]:
     return out
 
 
-def host_allowed(host: str, allowed: Iterable[str]) -> bool:
-    """Whether ``host`` matches one of ``allowed`` (``*.example.com`` matches subdomains);
-    an empty list allows any host."""
-    return Credential("", "", tuple(allowed)).allows_host(host)
-
-
 def credential_view(row: dict[str, Any]) -> dict[str, Any]:
     """The API shape of a stored credential: metadata only, never the secret."""
-
-    def ts(value: Any) -> str | None:
-        return value.isoformat().replace("+00:00", "Z") if value else None
 
     return {
         "name": row["name"],
@@ -145,8 +121,8 @@ def credential_view(row: dict[str, Any]) -> dict[str, Any]:
         "description": row["description"],
         "allowedHosts": list(row["allowed_hosts"] or []),
         "keyId": row["key_id"],
-        "createdAt": ts(row["created_at"]),
-        "updatedAt": ts(row["updated_at"]),
+        "createdAt": iso_utc(row["created_at"]),
+        "updatedAt": iso_utc(row["updated_at"]),
         "createdBy": row["created_by"],
         "updatedBy": row["updated_by"],
     }
@@ -360,82 +336,3 @@ class CredentialStore:
             else:  # replaced meanwhile, by a writer that used the current key
                 summary["current"] += 1
         return summary
-
-
-# -- what actions see -------------------------------------------------------------------
-
-
-class CredentialService:
-    """Builds each attempt's ``ctx.credentials``: the store first, then the hook."""
-
-    def __init__(self, store: CredentialStore, plugins: PluginSet) -> None:
-        self.store = store
-        self.plugins = plugins
-
-    def for_tenant(self, tenant_id: str) -> RunCredentials:
-        return RunCredentials(self, tenant_id)
-
-    async def resolve(self, tenant_id: str, name: str) -> Credential:
-        if not isinstance(name, str) or not NAME_PATTERN.match(name):
-            raise CredentialError(
-                f"{name!r} is not a valid credential name", code="invalid_credential_name"
-            )
-        try:
-            stored = await self.store.reveal(tenant_id, name)
-        except SecretKeyError as exc:
-            raise CredentialError(str(exc), code="credential_store_locked") from None
-        if stored is not None:
-            return stored
-        value = await asyncio.to_thread(
-            lambda: self.plugins.hook.resolve_secret(name=name, tenant_id=tenant_id)
-        )
-        if value is None:
-            raise CredentialError(
-                f"no credential named {name!r} is available to tenant {tenant_id!r}",
-                code="credential_not_found",
-            )
-        if not isinstance(value, str):
-            raise CredentialError(
-                f"the provider of credential {name!r} returned a {type(value).__name__}, "
-                "not a string",
-                code="credential_invalid",
-            )
-        self.store.redactor.add(value, tenant_id)
-        return Credential(name, value, (), source="provider")
-
-
-class RunCredentials(Credentials):
-    """``ctx.credentials`` for one attempt: bound to the run's tenant, cached by name."""
-
-    def __init__(self, service: CredentialService, tenant_id: str) -> None:
-        self._service = service
-        self.tenant_id = tenant_id
-        self.redactor = service.store.redactor
-        self._cache: dict[str, Credential] = {}
-
-    async def fetch(self, name: str) -> Credential:
-        cached = self._cache.get(name)
-        if cached is None:
-            cached = await self._service.resolve(self.tenant_id, name)
-            self._cache[name] = cached
-        return cached
-
-
-# -- the command line -------------------------------------------------------------------
-
-
-__all__ = [
-    "CredentialService",
-    "CredentialStore",
-    "CredentialStoreUnavailable",
-    "KeyRing",
-    "RunCredentials",
-    "SecretKeyError",
-    "credential_view",
-    "generate_key",
-    "host_allowed",
-    "key_file_path",
-    "key_id",
-    "read_or_create_key_file",
-    "resolve_secret_key",
-]

@@ -19,120 +19,30 @@ For every declared field the kernel:
 
 The plaintext is the JSON text of the value (any JSON type may be declared secret).
 A value still in plaintext (written before migration ``0007``) is read as is and sealed
-by the migration or by ``dataworkflows credentials re-encrypt``.
+by the migration or by ``dataworkflows credentials re-encrypt``
+(:mod:`dataworkflows.secrets.reseal`). Where the secrets are in a config comes from
+:mod:`dataworkflows.secrets.secret_paths`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
 from dataworkflows.common.validation_messages import json_path
+from dataworkflows.secrets.secret_paths import Path, model_secret_paths, transform
 
 if TYPE_CHECKING:
-    from dataworkflows.secrets.credentials import KeyRing
+    from dataworkflows.secrets.keys import KeyRing
 
 #: the key of the JSON object that replaces a secret value at rest
 ENVELOPE_KEY = "$encrypted"
 #: what the API shows instead of a secret value
 MASK = "**********"
-
-
-class _Wildcard:
-    """A path step matching every item of a list (``[*]``) or value of an object (``{*}``)."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-ANY_ITEM = _Wildcard("[*]")
-ANY_VALUE = _Wildcard("{*}")
-
-Step = str | _Wildcard
-Path = tuple[Step, ...]
-
-
-def schema_secret_paths(schema: Mapping[str, Any]) -> frozenset[Path]:
-    """The paths of every ``writeOnly: true`` subschema of a JSON schema.
-
-    Follows ``$ref`` into ``$defs``, ``anyOf``/``oneOf``/``allOf``, ``properties``,
-    ``items`` (as :data:`ANY_ITEM`) and ``additionalProperties`` (as :data:`ANY_VALUE`).
-    """
-    defs = schema.get("$defs", {}) if isinstance(schema, Mapping) else {}
-    found: set[Path] = set()
-
-    def walk(node: Any, path: Path, seen: frozenset[str]) -> None:
-        if not isinstance(node, Mapping):
-            return
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            name = ref.rsplit("/", 1)[-1]
-            if name not in seen and name in defs:
-                walk(defs[name], path, seen | {name})
-        if node.get("writeOnly") is True:
-            found.add(path)
-            return
-        for key in ("anyOf", "oneOf", "allOf"):
-            for sub in node.get(key) or ():
-                walk(sub, path, seen)
-        for name, sub in (node.get("properties") or {}).items():
-            walk(sub, (*path, name), seen)
-        if isinstance(node.get("items"), Mapping):
-            walk(node["items"], (*path, ANY_ITEM), seen)
-        if isinstance(node.get("additionalProperties"), Mapping):
-            walk(node["additionalProperties"], (*path, ANY_VALUE), seen)
-
-    walk(schema, (), frozenset())
-    return frozenset(found)
-
-
-_MODEL_PATHS: dict[type[BaseModel], frozenset[Path]] = {}
-
-
-def model_secret_paths(model: type[BaseModel]) -> frozenset[Path]:
-    """The secret paths of a pydantic model, under its aliases and its field names
-    (a config may be written either way when the model populates by name)."""
-    paths = _MODEL_PATHS.get(model)
-    if paths is None:
-        paths = schema_secret_paths(model.model_json_schema(by_alias=True)) | (
-            schema_secret_paths(model.model_json_schema(by_alias=False))
-        )
-        _MODEL_PATHS[model] = paths
-    return paths
-
-
-def _visit(node: Any, path: Path, index: int, where: str, fn: Callable[[Any, str], Any]) -> Any:
-    """A copy of ``node`` with ``fn(value, json_path)`` applied at ``path``."""
-    if index == len(path):
-        return node if node is None else fn(node, where)
-    step = path[index]
-    if step is ANY_ITEM:
-        if not isinstance(node, list):
-            return node
-        return [_visit(v, path, index + 1, f"{where}[{i}]", fn) for i, v in enumerate(node)]
-    if step is ANY_VALUE:
-        if not isinstance(node, Mapping):
-            return node
-        return {k: _visit(v, path, index + 1, f"{where}.{k}", fn) for k, v in node.items()}
-    if not isinstance(node, Mapping) or step not in node:
-        return node
-    out = dict(node)
-    out[step] = _visit(node[step], path, index + 1, f"{where}.{step}", fn)
-    return out
-
-
-def transform(value: Any, paths: frozenset[Path], fn: Callable[[Any, str], Any]) -> Any:
-    """``value`` (a JSON object) with ``fn(secret, json_path)`` applied to every secret."""
-    for path in sorted(paths, key=lambda p: tuple(str(s) for s in p)):
-        value = _visit(value, path, 0, "$", fn)
-    return value
 
 
 def is_sealed(value: Any) -> bool:
@@ -171,13 +81,13 @@ class SecretFields:
         """The config with every plaintext secret encrypted under the first key.
 
         ``keyring`` None is allowed only when the config holds no plaintext secret
-        (:class:`~dataworkflows.secrets.credentials.SecretKeyError` otherwise)."""
+        (:class:`~dataworkflows.secrets.keys.SecretKeyError` otherwise)."""
 
         def seal_one(value: Any, where: str) -> Any:
             if is_sealed(value):
                 return value
             if keyring is None:
-                from dataworkflows.secrets.credentials import SecretKeyError
+                from dataworkflows.secrets.keys import SecretKeyError
 
                 raise SecretKeyError("no secret key to encrypt a secret field with")
             return self._encrypt(keyring, value, where)
@@ -191,7 +101,7 @@ class SecretFields:
             if not is_sealed(value):
                 return value
             if keyring is None:
-                from dataworkflows.secrets.credentials import SecretKeyError
+                from dataworkflows.secrets.keys import SecretKeyError
 
                 raise SecretKeyError(f"the secret field {where} cannot be decrypted without a key")
             return json.loads(
@@ -356,88 +266,6 @@ def trigger_fields(model: type[BaseModel], tenant_id: str, trigger_id: str) -> S
     return SecretFields(model_secret_paths(model), tenant_id, f"trigger:{trigger_id}")
 
 
-class _Sealer(Protocol):
-    def open(self, value: Any, keyring: KeyRing | None) -> Any: ...
-
-    def reseal(self, value: Any, keyring: KeyRing) -> tuple[Any, bool]: ...
-
-
-@dataclass
-class ResealPlan:
-    """What :func:`plan_reseal` would write, and what it could not do."""
-
-    #: (the row's key, the new value)
-    updates: list[tuple[Any, Any]] = field(default_factory=list)
-    total: int = 0
-    current: int = 0
-    #: ``{"id", "error"}`` of rows whose secrets could not be decrypted
-    failed: list[dict[str, str]] = field(default_factory=list)
-    #: rows whose owner (a trigger type) is not installed: their secrets are unknown
-    unknown_type: list[str] = field(default_factory=list)
-
-    def summary(self, written: int) -> dict[str, Any]:
-        """``{"total", "reencrypted", "current", "failed", "unknownType"}``."""
-        return {
-            "total": self.total,
-            "reencrypted": written,
-            "current": self.current + len(self.updates) - written,
-            "failed": self.failed,
-            "unknownType": self.unknown_type,
-        }
-
-
-def plan_reseal(
-    rows: list[tuple[Any, Any, _Sealer | None]], keyring: KeyRing, *, decrypt: bool = False
-) -> ResealPlan:
-    """Plan the re-encryption of stored values: ``rows`` are (key, stored value, its
-    sealer or None when its owner is unknown). Plaintext secrets and ones under an older
-    key are sealed under the first key; ``decrypt`` does the opposite (the downgrade of
-    migration 0007): every sealed secret becomes plaintext again."""
-    from dataworkflows.secrets.credentials import SecretKeyError
-
-    plan = ResealPlan(total=len(rows))
-    for key, value, sealer in rows:
-        if sealer is None:
-            plan.unknown_type.append(str(key))
-            continue
-        try:
-            if decrypt:
-                new = sealer.open(value, keyring)
-                changed = new != value
-            else:
-                new, changed = sealer.reseal(value, keyring)
-        except SecretKeyError as exc:
-            plan.failed.append({"id": str(key), "error": str(exc)})
-            continue
-        if changed:
-            plan.updates.append((key, new))
-        else:
-            plan.current += 1
-    return plan
-
-
-def trigger_rows(
-    rows: list[Mapping[str, Any]], models: Mapping[str, type[BaseModel]]
-) -> list[tuple[Any, Any, _Sealer | None]]:
-    """:func:`plan_reseal` rows of ``workflow_triggers`` rows (``id``, ``tenant_id``,
-    ``type``, ``config``); the key is the trigger id."""
-    out: list[tuple[Any, Any, _Sealer | None]] = []
-    for row in rows:
-        model = models.get(row["type"])
-        sealer = trigger_fields(model, row["tenant_id"], str(row["id"])) if model else None
-        out.append((str(row["id"]), row["config"], sealer))
-    return out
-
-
-def definition_rows(
-    rows: list[Mapping[str, Any]], secrets: DefinitionSecrets
-) -> list[tuple[Any, Any, _Sealer | None]]:
-    """:func:`plan_reseal` rows of ``workflow_definitions`` rows (``workflow_id``,
-    ``version``, ``definition``); the key is ``(workflow_id, version)``. Nodes of an
-    action type that is not installed are left as they are."""
-    return [((r["workflow_id"], r["version"]), r["definition"], secrets) for r in rows]
-
-
 def plaintexts(values: Mapping[str, Any]) -> Iterator[str]:
     """Every string inside secret values (what the redactor must know)."""
     stack = list(values.values())
@@ -458,23 +286,3 @@ def safe_errors(exc: ValidationError, root: str) -> str:
     for err in exc.errors(include_input=False, include_url=False):
         parts.append(f"{json_path(tuple(err.get('loc', ())), root)}: {err['msg']}")
     return "; ".join(parts)
-
-
-__all__ = [
-    "ANY_ITEM",
-    "ANY_VALUE",
-    "ENVELOPE_KEY",
-    "MASK",
-    "DefinitionSecrets",
-    "SecretFields",
-    "definition_rows",
-    "is_sealed",
-    "model_secret_paths",
-    "plaintexts",
-    "plan_reseal",
-    "safe_errors",
-    "schema_secret_paths",
-    "transform",
-    "trigger_fields",
-    "trigger_rows",
-]

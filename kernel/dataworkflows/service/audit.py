@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from dataworkflows.common.clock import iso_utc
 from dataworkflows.common.errors import Unprocessable
 from dataworkflows.db.lifecycle_models import workflow_audit_log
 
@@ -120,7 +121,6 @@ def _nodes(definition: dict[str, Any]) -> dict[str, Any]:
 
 
 def audit_view(row: dict[str, Any]) -> dict[str, Any]:
-    created = row["created_at"]
     return {
         "id": row["id"],
         "workflowId": row["workflow_id"],
@@ -130,5 +130,5 @@ def audit_view(row: dict[str, Any]) -> dict[str, Any]:
         "note": row["note"],
         "diff": row["diff"],
         "correlationId": row["correlation_id"],
-        "createdAt": created.isoformat().replace("+00:00", "Z") if created else None,
+        "createdAt": iso_utc(row["created_at"]),
     }

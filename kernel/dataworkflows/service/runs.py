@@ -26,7 +26,6 @@ from dataworkflows.ledger.run_ledger import (
     UnwritableValue,
     WorkflowNotRunnable,
 )
-from dataworkflows.service.store import workflow_not_found
 from dataworkflows.service.views import (
     dead_letter_view,
     event_view,
@@ -34,6 +33,7 @@ from dataworkflows.service.views import (
     execution_view,
     run_summary,
 )
+from dataworkflows.service.workflow_reads import workflow_not_found
 
 
 class RunIntake(Protocol):

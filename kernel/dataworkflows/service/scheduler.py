@@ -33,91 +33,22 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
 
-from dataworkflows.common.clock import Clock
+from dataworkflows.common.clock import Clock, iso_utc
+from dataworkflows.common.counter import WaitableCounter
 from dataworkflows.common.errors import ApiError
 from dataworkflows.db.listen import listen_forever
 from dataworkflows.db.models import workflows
 from dataworkflows.db.trigger_models import workflow_triggers
+from dataworkflows.service.fire_plan import plan_fires
 from dataworkflows.service.triggers import SCHEDULE_CHANNEL, TriggerService
 from dataworkflows.triggers import FirePolicy, FireResult, TriggerType
 
 log = logging.getLogger(__name__)
-
-#: the most fire times one trigger may produce in one tick (a guard against tiny intervals)
-MAX_FIRE_TIMES_PER_TICK = 10_000
-_EPSILON = timedelta(microseconds=1)
-
-
-def _utc(when: datetime | None) -> datetime | None:
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        raise ValueError("next_fire_time returned a naive datetime")
-    return when.astimezone(UTC)
-
-
-def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-@dataclass
-class FirePlan:
-    """The fire times of one trigger due at one tick."""
-
-    #: (fire time, is a catch-up of a misfired time), oldest first
-    fire: list[tuple[datetime, bool]]
-    #: fire times that start no run because of the misfire policy
-    skipped: int
-    #: the new cursor: the first fire time after now (None: never again)
-    next_fire_at: datetime | None
-
-
-def plan_fires(
-    cls: type[TriggerType],
-    config: Any,
-    cursor: datetime,
-    now: datetime,
-    policy: FirePolicy,
-) -> FirePlan:
-    """Which fire times in ``[cursor, now]`` start runs under ``policy`` (pure function)."""
-
-    def following(after: datetime) -> datetime | None:
-        return _utc(cls.next_fire_time(config, after))
-
-    grace = policy.misfire_grace
-    skipped = 0
-    horizon = now - max(policy.catch_up_window, grace)
-    when: datetime | None = cursor
-    if when < horizon:
-        # older than the catch-up window: never caught up, counted as one skip
-        skipped += 1
-        when = following(horizon - _EPSILON)
-    due: list[datetime] = []
-    while when is not None and when <= now and len(due) < MAX_FIRE_TIMES_PER_TICK:
-        due.append(when)
-        when = following(when)
-    if when is not None and when <= now:
-        skipped += 1
-        when = following(now)
-    on_time = [t for t in due if now - t <= grace]
-    late = [t for t in due if now - t > grace]
-    if policy.misfire == "skip":
-        caught_up: list[datetime] = []
-    elif policy.misfire == "catchUpOne":
-        caught_up = late[-1:]
-    else:
-        caught_up = late[-policy.max_catch_up :] if policy.max_catch_up > 0 else []
-    skipped += len(late) - len(caught_up)
-    return FirePlan(
-        fire=[(t, True) for t in caught_up] + [(t, False) for t in on_time],
-        skipped=skipped,
-        next_fire_at=when,
-    )
 
 
 @dataclass
@@ -131,33 +62,6 @@ class TickReport:
     skipped: int = 0
     errors: int = 0
     executions: list[str] = field(default_factory=list)
-
-
-class _Counter:
-    """A counter that tasks can wait on (``await counter.reached(n)``), without polling."""
-
-    def __init__(self) -> None:
-        self.value = 0
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-
-    def bump(self) -> None:
-        """Add one and release the waiters whose target is reached."""
-        self.value += 1
-        remaining = []
-        for target, future in self._waiters:
-            if target > self.value:
-                remaining.append((target, future))
-            elif not future.done():
-                future.set_result(None)
-        self._waiters = remaining
-
-    async def reached(self, target: int, timeout: float) -> None:
-        """Return once the value is ``target`` or more (TimeoutError after ``timeout`` s)."""
-        if self.value >= target:
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((target, future))
-        await asyncio.wait_for(future, timeout)
 
 
 class Scheduler:
@@ -194,8 +98,8 @@ class Scheduler:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._started_ticks = 0
-        self._completed = _Counter()
-        self._sleeps = _Counter()
+        self._completed = WaitableCounter()
+        self._sleeps = WaitableCounter()
         #: the earliest time a tick may find work, as last computed (None: nothing scheduled)
         self.next_due: datetime | None = None
         #: the deadline of the current (or last) sleep: ``next_due`` bounded by ``max_sleep``
@@ -480,7 +384,7 @@ class Scheduler:
         catch_up: bool,
         now: datetime,
     ) -> FireResult:
-        key = _iso(fire_time)
+        key = iso_utc(fire_time)
         if not handle.workflow_active:
             return FireResult("skipped", reason="workflowNotActive", details={"fireTime": key})
         if policy.overlap == "skip" and await self.triggers.has_active_run(handle):
@@ -488,7 +392,7 @@ class Scheduler:
         event = {
             **cls.event(handle.config, fire_time),
             "scheduledTime": key,
-            "firedAt": _iso(now),
+            "firedAt": iso_utc(now),
             "catchUp": catch_up,
         }
         try:

@@ -72,7 +72,7 @@ class _Context:
         return dict(models)
 
     def keyring(self) -> Any:
-        from dataworkflows.secrets.credentials import KeyRing, SecretKeyError, resolve_secret_key
+        from dataworkflows.secrets.keys import KeyRing, SecretKeyError, resolve_secret_key
 
         secret_key = self.attributes.get("secret_key")
         if secret_key is None:
@@ -83,9 +83,10 @@ class _Context:
 
 
 def _plan(context: _Context, rows: list[Any], *, decrypt: bool, what: str) -> Any:
-    """The reseal plan of ``rows`` (see :func:`~dataworkflows.secrets.fields.plan_reseal`),
+    """The reseal plan of ``rows`` (see :func:`~dataworkflows.secrets.reseal.plan_reseal`),
     asking for the key only if some value has a secret."""
-    from dataworkflows.secrets.fields import is_sealed, plan_reseal
+    from dataworkflows.secrets.fields import is_sealed
+    from dataworkflows.secrets.reseal import plan_reseal
 
     def has_secret(value: Any, sealer: Any) -> bool:
         found = sealer.values(value) if sealer is not None else {}
@@ -108,11 +109,8 @@ def migrate_secret_fields(
     """Encrypt (``decrypt=False``) or decrypt every declared secret of every trigger
     config and every stored definition."""
     from dataworkflows.engine.definitions import checksum
-    from dataworkflows.secrets.fields import (
-        DefinitionSecrets,
-        definition_rows,
-        trigger_rows,
-    )
+    from dataworkflows.secrets.fields import DefinitionSecrets
+    from dataworkflows.secrets.reseal import definition_rows, trigger_rows
 
     context = _Context(connection, attributes)
     t = workflow_triggers

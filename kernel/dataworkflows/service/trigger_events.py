@@ -1,7 +1,8 @@
 """What trigger plugins use: look a trigger up, start a run for an event (activation
 condition, idempotent request id), count what started nothing, keep per-trigger state.
 Part of :class:`~dataworkflows.service.triggers.TriggerService`, which inherits
-:class:`TriggerEvents`; the CRUD and the API views stay in that module.
+:class:`TriggerEvents`; the CRUD stays in that module, the API views are
+:mod:`dataworkflows.service.trigger_views`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataworkflows.common.errors import Conflict, NotFound
 from dataworkflows.db.models import workflow_executions, workflows
 from dataworkflows.db.trigger_models import workflow_triggers
 from dataworkflows.engine.templating import TemplateBudgetExceeded, TemplateError
-from dataworkflows.secrets.credentials import SecretKeyError
+from dataworkflows.secrets.keys import SecretKeyError
 from dataworkflows.triggers import REQUEST_PREFIX, FireResult, TriggerHandle, request_id_for
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,9 @@ class TriggerEvents:
         if cls is None:
             return None
         try:
-            config = cls.Config.model_validate(self._open(self._fields(cls, row), row["config"]))
+            config = cls.Config.model_validate(
+                self.open_config(self.secret_fields(cls, row), row["config"])
+            )
         except SecretKeyError as exc:
             log.error("trigger %s: its secret fields cannot be decrypted: %s", row["id"], exc)
             return None

@@ -15,21 +15,13 @@ from sqlalchemy import select, update
 from dataworkflows.common.redaction import Redactor
 from dataworkflows.common.redaction import redactor as process_redactor
 from dataworkflows.db.trigger_models import workflow_triggers
-from dataworkflows.secrets.credentials import SecretKeyError
-from dataworkflows.secrets.fields import (
-    SecretFields,
-    plaintexts,
-    plan_reseal,
-    trigger_fields,
-    trigger_rows,
-)
+from dataworkflows.secrets.fields import SecretFields, plaintexts, trigger_fields
+from dataworkflows.secrets.keys import SecretKeyError
+from dataworkflows.secrets.reseal import plan_reseal, trigger_rows
+from dataworkflows.service.trigger_validation import problem
 from dataworkflows.triggers import TriggerType
 
 log = logging.getLogger(__name__)
-
-
-def _problem(path: str, code: str, message: str) -> dict[str, str]:
-    return {"path": path, "code": code, "message": message}
 
 
 class TriggerSecrets:
@@ -37,7 +29,7 @@ class TriggerSecrets:
 
     # -- secret fields (encrypted at rest, see dataworkflows.secrets.fields) ---------------
 
-    def _fields(self, cls: type[TriggerType], row: Mapping[str, Any]) -> SecretFields:
+    def secret_fields(self, cls: type[TriggerType], row: Mapping[str, Any]) -> SecretFields:
         return trigger_fields(cls.Config, row["tenant_id"], str(row["id"]))
 
     @staticmethod
@@ -46,7 +38,7 @@ class TriggerSecrets:
         become the secret."""
         for where in fields.masked_without_value(config):
             problems.append(
-                _problem(
+                problem(
                     "$.config" + where[1:],
                     "masked_secret",
                     '"**********" keeps a stored secret, and none is stored here: send the '
@@ -69,9 +61,9 @@ class TriggerSecrets:
         self._redactor.add_all(plaintexts(secrets))
         return fields.seal(config, keyring)
 
-    def _open(self, fields: SecretFields, config: Any) -> Any:
+    def open_config(self, fields: SecretFields, config: Any) -> Any:
         """The stored config with its secrets decrypted (registered with the redactor).
-        Raises :class:`~dataworkflows.secrets.credentials.SecretKeyError`."""
+        Raises :class:`~dataworkflows.secrets.keys.SecretKeyError`."""
         keyring = self.credentials.store.keyring_or_none if self.credentials else None
         opened = fields.open(config, keyring)
         self._redactor.add_all(plaintexts(fields.values(opened)))
@@ -79,7 +71,7 @@ class TriggerSecrets:
 
     def _open_for_api(self, fields: SecretFields, config: Any) -> Any:
         try:
-            return self._open(fields, config)
+            return self.open_config(fields, config)
         except SecretKeyError as exc:
             from dataworkflows.secrets.credentials import CredentialStoreUnavailable
 

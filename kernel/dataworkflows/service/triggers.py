@@ -10,6 +10,12 @@ Non-activations are counted on the trigger row and shown by the API.
 Runs a trigger started carry its id in two places: the request id
 (``trg:<triggerId>:<key>``, which is how the API counts them) and the payload
 (``trigger.triggerId``).
+
+The service is split by responsibility: CRUD here, what plugins use at fire time in
+:mod:`~dataworkflows.service.trigger_events`, secret fields in
+:mod:`~dataworkflows.service.trigger_secrets`, checks of what clients send in
+:mod:`~dataworkflows.service.trigger_validation`, the API's view in
+:mod:`~dataworkflows.service.trigger_views`.
 """
 
 from __future__ import annotations
@@ -20,62 +26,40 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import jinja2
 from pydantic import ValidationError
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from dataworkflows.common.clock import Clock
-from dataworkflows.common.errors import NotFound, Unprocessable
+from dataworkflows.common.errors import NotFound
 from dataworkflows.common.pagination import DEFAULT_LIMIT, PageRequest, encode_cursor
-from dataworkflows.common.validation_messages import friendly_errors, json_path
 from dataworkflows.db.database import Database
-from dataworkflows.db.models import workflow_executions
 from dataworkflows.db.trigger_models import workflow_triggers
 from dataworkflows.engine.templating import TemplateEngine
 from dataworkflows.plugins.manager import PluginSet
-from dataworkflows.secrets.credentials import CredentialService, SecretKeyError
-from dataworkflows.secrets.fields import (
-    safe_errors,
-)
+from dataworkflows.secrets.credential_resolver import CredentialService
+from dataworkflows.secrets.fields import safe_errors
 from dataworkflows.service.store import WorkflowStore
 from dataworkflows.service.trigger_events import TriggerEvents
-from dataworkflows.service.trigger_secrets import TriggerSecrets, _problem
+from dataworkflows.service.trigger_secrets import TriggerSecrets
+from dataworkflows.service.trigger_validation import (
+    CREATE_FIELDS,
+    UPDATE_FIELDS,
+    check_fields,
+    invalid_trigger,
+    merge_patch,
+    problem,
+    validate_condition,
+    validate_config,
+)
+from dataworkflows.service.trigger_views import trigger_view
 from dataworkflows.service.workflows import WorkflowService
-from dataworkflows.triggers import REQUEST_PREFIX, TriggerType
+from dataworkflows.triggers import TriggerType
 
 log = logging.getLogger(__name__)
 
 #: PostgreSQL channel announcing that a time-based trigger's next fire time was written
 #: (created, updated, enabled, disabled), so schedulers in other processes look again
 SCHEDULE_CHANNEL = "dataworkflows_schedule"
-
-CREATE_FIELDS = {"type", "config", "name", "enabled", "activationCondition"}
-UPDATE_FIELDS = {"config", "name", "enabled", "activationCondition"}
-
-
-def _ts(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
-
-
-def _invalid(problems: list[dict[str, str]]) -> Unprocessable:
-    return Unprocessable(
-        f"the trigger has {len(problems)} problem(s)",
-        code="invalid_trigger",
-        details={"problems": problems},
-    )
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7396 JSON merge patch: objects merge recursively, ``null`` removes a key."""
-    if not isinstance(patch, Mapping):
-        return patch
-    result = dict(target) if isinstance(target, Mapping) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
 
 
 class TriggerService(TriggerSecrets, TriggerEvents):
@@ -113,71 +97,10 @@ class TriggerService(TriggerSecrets, TriggerEvents):
         for listener in self._schedule_listeners:
             listener()
 
-    # -- validation -----------------------------------------------------------------------
-
     def trigger_type(self, type_name: str) -> type[TriggerType] | None:
         """The installed trigger type of that name, or None (its plugin is missing)."""
         entry = self.plugins.triggers.get(type_name)
         return entry.cls if entry else None
-
-    def _validate_config(
-        self, cls: type[TriggerType], raw: Any, problems: list[dict[str, str]]
-    ) -> Any:
-        try:
-            config = cls.Config.model_validate(raw)
-        except ValidationError as exc:
-            for loc, message, _kind in friendly_errors(exc, cls.Config):
-                problems.append(_problem(json_path(loc, "$.config"), "invalid_config", message))
-            return None
-        if cls.time_based:
-            try:
-                cls.next_fire_time(config, self.clock.now())
-            except Exception as exc:
-                problems.append(
-                    _problem("$.config", "invalid_config", f"{type(exc).__name__}: {exc}")
-                )
-                return None
-        return config
-
-    def _validate_condition(self, source: Any, problems: list[dict[str, str]]) -> None:
-        if source is None:
-            return
-        if not isinstance(source, str) or not source.strip():
-            problems.append(
-                _problem(
-                    "$.activationCondition",
-                    "invalid_condition",
-                    "activationCondition must be a non-empty string or null",
-                )
-            )
-            return
-        try:
-            self._compile_condition(source)
-        except jinja2.TemplateSyntaxError as exc:
-            problems.append(
-                _problem(
-                    "$.activationCondition",
-                    "invalid_condition",
-                    f"condition syntax error: {exc.message}",
-                )
-            )
-
-    @staticmethod
-    def _check_fields(raw: Any, allowed: set[str], problems: list[dict[str, str]]) -> None:
-        for name in sorted(set(raw) - allowed):
-            problems.append(_problem(f"$.{name}", "unknown_field", f"unknown field {name!r}"))
-        if "name" in raw and raw["name"] is not None and not isinstance(raw["name"], str):
-            problems.append(_problem("$.name", "invalid_type", "name must be a string or null"))
-        if "enabled" in raw and not isinstance(raw["enabled"], bool):
-            problems.append(_problem("$.enabled", "invalid_type", "enabled must be true or false"))
-        if "config" in raw and not isinstance(raw["config"], dict):
-            problems.append(_problem("$.config", "invalid_type", "config must be a JSON object"))
-
-    # -- conditions -----------------------------------------------------------------------
-
-    def _compile_condition(self, source: str) -> Any:
-        # the engine's (LRU-bounded) cache; an activation condition is an edge condition
-        return self.templates.compile_condition(source)
 
     async def evaluate_condition(self, source: str, payload: Mapping[str, Any]) -> bool:
         """Evaluate an activation condition with the payload as ``trigger``, under the
@@ -205,16 +128,18 @@ class TriggerService(TriggerSecrets, TriggerEvents):
         """Create a trigger on a workflow; 404 unknown workflow, 422 invalid trigger."""
         await self.store.get(workflow_id, tenant_id)  # 404 first
         if not isinstance(raw, dict):
-            raise _invalid([_problem("$", "invalid_type", "the trigger must be a JSON object")])
+            raise invalid_trigger(
+                [problem("$", "invalid_type", "the trigger must be a JSON object")]
+            )
         problems: list[dict[str, str]] = []
-        self._check_fields(raw, CREATE_FIELDS, problems)
+        check_fields(raw, CREATE_FIELDS, problems)
         type_name = raw.get("type")
         cls = self.trigger_type(type_name) if isinstance(type_name, str) else None
         if not isinstance(type_name, str):
-            problems.append(_problem("$.type", "required", "type is required (a trigger type)"))
+            problems.append(problem("$.type", "required", "type is required (a trigger type)"))
         elif cls is None:
             problems.append(
-                _problem(
+                problem(
                     "$.type",
                     "unknown_trigger_type",
                     f"no installed plugin provides trigger type {type_name!r}; installed: "
@@ -225,12 +150,12 @@ class TriggerService(TriggerSecrets, TriggerEvents):
         config = None
         trigger_id = str(uuid.uuid4())
         if cls is not None and isinstance(config_raw, dict):
-            config = self._validate_config(cls, config_raw, problems)
-            fields = self._fields(cls, {"tenant_id": tenant_id, "id": trigger_id})
+            config = validate_config(cls, config_raw, self.clock, problems)
+            fields = self.secret_fields(cls, {"tenant_id": tenant_id, "id": trigger_id})
             self._check_masks(fields, config_raw, problems)
-        self._validate_condition(raw.get("activationCondition"), problems)
+        validate_condition(self.templates, raw.get("activationCondition"), problems)
         if problems or cls is None:
-            raise _invalid(problems)
+            raise invalid_trigger(problems)
         enabled = raw.get("enabled", True)
         now = self.clock.now()
         stored_config = self._seal(fields, config_raw)
@@ -295,7 +220,7 @@ class TriggerService(TriggerSecrets, TriggerEvents):
     async def get(
         self, workflow_id: str, trigger_id: str, *, tenant_id: str = "default"
     ) -> dict[str, Any]:
-        return await self.view(await self._row(workflow_id, trigger_id, tenant_id))
+        return await trigger_view(self, await self._row(workflow_id, trigger_id, tenant_id))
 
     async def list(
         self,
@@ -319,7 +244,7 @@ class TriggerService(TriggerSecrets, TriggerEvents):
             found = [dict(r._mapping) for r in rows]
         more = len(found) > page.limit
         found = found[: page.limit]
-        items = [await self.view(row) for row in found]
+        items = [await trigger_view(self, row) for row in found]
         last = found[-1] if found else None
         next_cursor = (
             encode_cursor("triggers", [last["created_at"], last["id"]]) if more and last else None
@@ -340,20 +265,20 @@ class TriggerService(TriggerSecrets, TriggerEvents):
         need not be sent again. The type cannot change (delete and create instead)."""
         row = await self._row(workflow_id, trigger_id, tenant_id)
         if not isinstance(raw, dict):
-            raise _invalid([_problem("$", "invalid_type", "the body must be a JSON object")])
+            raise invalid_trigger([problem("$", "invalid_type", "the body must be a JSON object")])
         problems: list[dict[str, str]] = []
         allowed = UPDATE_FIELDS | {"type"}
-        self._check_fields(raw, allowed, problems)
+        check_fields(raw, allowed, problems)
         if "type" in raw and raw["type"] != row["type"]:
             problems.append(
-                _problem(
+                problem(
                     "$.type",
                     "immutable",
                     "a trigger's type cannot change; delete it and create a new one",
                 )
             )
         if replace and "config" not in raw:
-            problems.append(_problem("$.config", "required", "PUT needs the whole config"))
+            problems.append(problem("$.config", "required", "PUT needs the whole config"))
         cls = self.trigger_type(row["type"])
         values: dict[str, Any] = {}
         config = None
@@ -362,7 +287,7 @@ class TriggerService(TriggerSecrets, TriggerEvents):
             new_raw = raw["config"]
             if cls is None:
                 problems.append(
-                    _problem(
+                    problem(
                         "$.config",
                         "plugin_missing",
                         f"the plugin providing trigger type {row['type']!r} is not installed; "
@@ -370,18 +295,18 @@ class TriggerService(TriggerSecrets, TriggerEvents):
                     )
                 )
             else:
-                fields = self._fields(cls, row)
+                fields = self.secret_fields(cls, row)
                 old = self._open_for_api(fields, row["config"])
                 new_raw = fields.keep_masked(new_raw if replace else merge_patch(old, new_raw), old)
-                config = self._validate_config(cls, new_raw, problems)
+                config = validate_config(cls, new_raw, self.clock, problems)
                 self._check_masks(fields, new_raw, problems)
                 if config is not None:
                     values["config"] = self._seal(fields, new_raw)
         if "activationCondition" in raw:
-            self._validate_condition(raw["activationCondition"], problems)
+            validate_condition(self.templates, raw["activationCondition"], problems)
             values["activation_condition"] = raw["activationCondition"]
         if problems:
-            raise _invalid(problems)
+            raise invalid_trigger(problems)
         if "name" in raw:
             values["name"] = raw["name"]
         enabled = raw.get("enabled", row["enabled"])
@@ -389,7 +314,7 @@ class TriggerService(TriggerSecrets, TriggerEvents):
         now = self.clock.now()
         if cls is not None and cls.time_based and (config_changed or enabled != row["enabled"]):
             if config is None:
-                opened = self._open_for_api(self._fields(cls, row), row["config"])
+                opened = self._open_for_api(self.secret_fields(cls, row), row["config"])
                 config = cls.Config.model_validate(opened)
             values["next_fire_at"] = self._next_fire(cls, config, now) if enabled else None
             values["lease_owner"] = None
@@ -405,17 +330,17 @@ class TriggerService(TriggerSecrets, TriggerEvents):
         fire times that passed while it was disabled are not caught up."""
         row = await self._row(workflow_id, trigger_id, tenant_id)
         if row["enabled"] == enabled:
-            return await self.view(row)
+            return await trigger_view(self, row)
         values: dict[str, Any] = {"enabled": enabled, "updated_at": self.clock.now()}
         cls = self.trigger_type(row["type"])
         if cls is not None and cls.time_based:
             if enabled:
-                opened = self._open_for_api(self._fields(cls, row), row["config"])
+                opened = self._open_for_api(self.secret_fields(cls, row), row["config"])
                 try:
                     config = cls.Config.model_validate(opened)
                 except ValidationError as exc:
-                    raise _invalid(
-                        [_problem("$.config", "invalid_config", safe_errors(exc, "$.config"))]
+                    raise invalid_trigger(
+                        [problem("$.config", "invalid_config", safe_errors(exc, "$.config"))]
                     ) from None
                 values["next_fire_at"] = self._next_fire(cls, config, self.clock.now())
             else:
@@ -445,116 +370,5 @@ class TriggerService(TriggerSecrets, TriggerEvents):
         if rescheduled:
             self._schedule_changed()
 
-    # -- views ----------------------------------------------------------------------------
 
-    async def run_stats(self, row: Mapping[str, Any]) -> tuple[int, dict[str, Any] | None]:
-        """How many runs a trigger started, and the newest one."""
-        t = workflow_executions
-        prefix = f"{REQUEST_PREFIX}{row['id']}:"
-        where = (
-            t.c.workflow_id == row["workflow_id"],
-            t.c.request_id.startswith(prefix, autoescape=True),
-        )
-        async with self.db.connect() as conn:
-            count = (await conn.execute(select(func.count()).where(*where))).scalar_one()
-            last = None
-            if count:
-                last = (
-                    await conn.execute(
-                        select(t.c.id, t.c.status, t.c.created_at)
-                        .where(*where)
-                        .order_by(t.c.created_at.desc())
-                        .limit(1)
-                    )
-                ).one_or_none()
-        if last is None:
-            return count, None
-        return count, {
-            "executionId": str(last.id),
-            "status": last.status,
-            "createdAt": _ts(last.created_at),
-        }
-
-    async def view(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        """The API's JSON shape of a trigger (secrets redacted)."""
-        entry = self.plugins.triggers.get(row["type"])
-        config: dict[str, Any] | None = None
-        info: dict[str, Any] = {}
-        config_error = None
-        model: Any = None
-        if entry is not None:
-            fields = self._fields(entry.cls, row)
-            try:
-                model = entry.cls.Config.model_validate(self._open(fields, row["config"]))
-            except SecretKeyError as exc:
-                config_error = {
-                    "code": "secret_key_missing",
-                    "message": f"the trigger's secret fields cannot be decrypted: {exc}",
-                }
-            except ValidationError as exc:
-                config_error = {
-                    "code": "invalid_config",
-                    "message": "the stored config no longer matches the type's schema: "
-                    + safe_errors(exc, "$.config"),
-                }
-            else:
-                config = fields.mask(model.model_dump(mode="json", by_alias=True))
-                info = entry.cls.describe(row["id"], model)
-        problems: list[dict[str, str]] = []
-        if entry is None:
-            status = "pluginMissing"
-        elif config_error is not None:
-            status = "invalidConfig"
-        else:
-            status = "enabled" if row["enabled"] else "disabled"
-            if self.plugin_api is not None and model is not None:
-                problems = await entry.cls.check(model, self.plugin_api, row["tenant_id"])
-            if problems:
-                missing = any(p.get("code") == "secret_missing" for p in problems)
-                status = "secretMissing" if missing else "setupIncomplete"
-        runs, last_execution = await self.run_stats(row)
-        view: dict[str, Any] = {
-            "id": row["id"],
-            "workflowId": row["workflow_id"],
-            "type": row["type"],
-            "name": row["name"],
-            "enabled": row["enabled"],
-            "status": status,
-            "pluginMissing": entry is None,
-            "plugin": (
-                {
-                    "name": entry.plugin.name,
-                    "distribution": entry.plugin.distribution,
-                    "version": entry.plugin.version,
-                }
-                if entry is not None
-                else None
-            ),
-            "config": config,
-            "activationCondition": row["activation_condition"],
-            "info": info,
-            "timeBased": bool(entry and entry.cls.time_based),
-            "nextFireAt": _ts(row["next_fire_at"]) if entry is not None else None,
-            "stats": {
-                "runs": runs,
-                "notActivated": row["not_activated_count"],
-                "conditionErrors": row["condition_error_count"],
-                "skipped": row["skipped_count"],
-            },
-            "lastEventAt": _ts(row["last_event_at"]),
-            "lastExecution": last_execution,
-            "lastError": config_error or row["last_error"],
-            "problems": problems,
-            "createdAt": _ts(row["created_at"]),
-            "updatedAt": _ts(row["updated_at"]),
-            "createdBy": row["created_by"],
-        }
-        if entry is None:
-            view["message"] = (
-                f"the plugin providing trigger type {row['type']!r} is not installed: "
-                "this trigger does not fire; reinstall the plugin or delete the trigger"
-            )
-        return view
-
-
-__all__ = ["TriggerService", "merge_patch"]
+__all__ = ["SCHEDULE_CHANNEL", "TriggerService"]

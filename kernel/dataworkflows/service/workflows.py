@@ -20,16 +20,13 @@ from dataworkflows.ledger.run_ledger import (
     RunLedger,
 )
 from dataworkflows.plugins.manager import PluginSet
-from dataworkflows.secrets.fields import (
-    DefinitionSecrets,
-    definition_rows,
-    plaintexts,
-    plan_reseal,
-)
+from dataworkflows.secrets.fields import DefinitionSecrets, plaintexts
+from dataworkflows.secrets.reseal import definition_rows, plan_reseal
 from dataworkflows.service.audit import AuditContext, audit_view
 from dataworkflows.service.runs import RunIntake, RunOperations
-from dataworkflows.service.store import WorkflowStore, version_not_found
+from dataworkflows.service.store import WorkflowStore
 from dataworkflows.service.views import version_view, workflow_view
+from dataworkflows.service.workflow_reads import version_not_found
 
 if TYPE_CHECKING:
     from dataworkflows.secrets.credentials import CredentialStore

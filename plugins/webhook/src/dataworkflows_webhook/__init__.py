@@ -294,6 +294,11 @@ def _verify_standard(
     )
 
 
+def _missing_header(header: str) -> web.Response:
+    """401 ``missing_signature``: the request lacks the signature header ``header``."""
+    return _error(401, "missing_signature", f"the {header} header is missing", {"header": header})
+
+
 def _verify(
     config: SignatureConfig, secret: str, request: web.Request, body: bytes, now: float
 ) -> web.Response | None:
@@ -301,22 +306,12 @@ def _verify(
         return _verify_standard(config, secret, request, body, now)
     provided = request.headers.get(config.header)
     if not provided:
-        return _error(
-            401,
-            "missing_signature",
-            f"the {config.header} header is missing",
-            {"header": config.header},
-        )
+        return _missing_header(config.header)
     timestamp: str | None = None
     if config.timestamp_header is not None:
         timestamp = request.headers.get(config.timestamp_header)
         if not timestamp:
-            return _error(
-                401,
-                "missing_signature",
-                f"the {config.timestamp_header} header is missing",
-                {"header": config.timestamp_header},
-            )
+            return _missing_header(config.timestamp_header)
         stale = _timestamp_problem(config, config.timestamp_header, timestamp, now)
         if stale is not None:
             return stale
