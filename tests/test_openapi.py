@@ -7,16 +7,18 @@ import asyncio
 import base64
 import logging
 import os
+import re
 import sys
 from typing import Any
 
 import jsonschema_rs
 import pytest
 
-import dataworkflows.api.openapi as openapi
 from dataworkflows.api import create_app
 from dataworkflows.api.app import ROUTE_TABLES
-from dataworkflows.api.openapi import OPERATIONS, build_document, route_keys
+from dataworkflows.api.openapi import build_document, route_keys
+from dataworkflows.api.operations import OPERATIONS
+from dataworkflows.api.route_spec import DECLARED, PATH_PARAMETERS, spec_of
 
 
 def _table_keys() -> set[tuple[str, str]]:
@@ -32,9 +34,22 @@ def _table_keys() -> set[tuple[str, str]]:
 def test_every_kernel_route_is_documented_and_every_documented_route_exists():
     routes = _table_keys()
     missing = routes - set(OPERATIONS)
-    assert not missing, f"routes without an OpenAPI operation in web/openapi.py: {missing}"
+    assert not missing, f"routes without an OpenAPI operation (no @spec on the handler): {missing}"
     stale = set(OPERATIONS) - routes
     assert not stale, f"documented operations with no route: {stale}"
+    # every handler that declares a @spec is served by a kernel route table
+    from aiohttp import web
+
+    app = web.Application()
+    for table in ROUTE_TABLES:
+        app.add_routes(table)
+    routed = {route.handler for route in app.router.routes()}
+    unrouted = [h.__qualname__ for h in DECLARED if h not in routed]
+    assert not unrouted, f"@spec on handlers no kernel route table serves: {unrouted}"
+    assert all(spec_of(route.handler) for route in app.router.routes() if route.method != "HEAD")
+    # every path parameter of a kernel route has a declared schema
+    names = {name for _, path in routes for name in re.findall(r"{([^}:]+)}", path)}
+    assert names <= set(PATH_PARAMETERS), names - set(PATH_PARAMETERS)
 
 
 async def test_the_served_document_covers_every_route_including_plugins(api):
@@ -264,4 +279,4 @@ async def test_schemathesis_finds_no_server_error_and_no_off_schema_response(
     text = output.decode(errors="replace")
     assert process.returncode == 0, text[-20000:]
     assert "No issues found" in text or " passed" in text, text[-5000:]
-    assert openapi.OPERATIONS  # the fuzzer went over the documented API
+    assert OPERATIONS  # the fuzzer went over the documented API

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from dataworkflows.api.openapi import OPERATIONS
+from dataworkflows.api.operations import OPERATIONS
 from dataworkflows.db.lifecycle_models import workflow_audit_log
 from dataworkflows.db.models import dead_letters
 

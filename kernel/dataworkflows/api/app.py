@@ -12,10 +12,11 @@ from dataworkflows.api.keys import ApiServices, kernel_key
 from dataworkflows.api.middleware import setup_api
 from dataworkflows.api.openapi import openapi_routes
 from dataworkflows.api.routes import routes
+from dataworkflows.api.run_routes import run_routes
 from dataworkflows.api.trigger_routes import trigger_routes
 
 #: Route tables of the kernel's feature areas; each module adds its own ``RouteTableDef``.
-ROUTE_TABLES = [routes, trigger_routes, connector_routes, openapi_routes]
+ROUTE_TABLES = [routes, run_routes, trigger_routes, connector_routes, openapi_routes]
 
 
 def create_app(

@@ -18,6 +18,10 @@ from aiohttp import web
 
 from dataworkflows.api.errors import read_json_object
 from dataworkflows.api.keys import kernel_key
+from dataworkflows.api.models import Credential, CredentialList, ResourceLinkList
+from dataworkflows.api.request_args import no_unknown_fields
+from dataworkflows.api.request_models import CredentialRequest, CredentialUpdate, PageQuery
+from dataworkflows.api.route_spec import spec
 from dataworkflows.common.errors import NotFound, Unprocessable
 from dataworkflows.common.pagination import page as paged
 from dataworkflows.common.pagination import parse_page
@@ -26,6 +30,7 @@ from dataworkflows.secrets.credentials import credential_view
 
 connector_routes = web.RouteTableDef()
 
+TAGS = ["credentials"]
 _CREATE_FIELDS = {"name", "secret", "description", "allowedHosts"}
 
 
@@ -37,25 +42,23 @@ def _principal(request: web.Request) -> str | None:
     return request.headers.get("X-Principal") or None
 
 
-def _no_unknown_fields(body: dict[str, object], allowed: set[str]) -> None:
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise Unprocessable(
-            f"unknown fields: {', '.join(unknown)}",
-            code="invalid_request",
-            details={"fields": unknown},
-        )
-
-
 def _not_found(name: str, tenant: str) -> NotFound:
     return NotFound(f"no credential {name!r} for tenant {tenant!r}", code="credential_not_found")
 
 
 @connector_routes.post("/api/v1/credentials")
+@spec(
+    "createCredential",
+    tags=TAGS,
+    body=CredentialRequest,
+    ok={201: ("Created", Credential)},
+    errors=(400, 409, 422, 503),
+)
 async def create_credential(request: web.Request) -> web.Response:
+    """Store a write-only secret for the tenant."""
     kernel = request.app[kernel_key]
     body = await read_json_object(request)
-    _no_unknown_fields(body, _CREATE_FIELDS)
+    no_unknown_fields(body, _CREATE_FIELDS)
     for required in ("name", "secret"):
         if required not in body:
             raise Unprocessable(
@@ -80,7 +83,15 @@ async def create_credential(request: web.Request) -> web.Response:
 
 
 @connector_routes.get("/api/v1/credentials")
+@spec(
+    "listCredentials",
+    tags=TAGS,
+    query=PageQuery,
+    ok={200: ("A page of credentials, by name", CredentialList)},
+    errors=(422,),
+)
 async def list_credentials(request: web.Request) -> web.Response:
+    """The tenant's credentials (never the secrets)."""
     kernel = request.app[kernel_key]
     request_page = parse_page(request.query, "credentials")
     after = request_page.after[0] if request_page.after else None
@@ -93,7 +104,9 @@ async def list_credentials(request: web.Request) -> web.Response:
 
 
 @connector_routes.get("/api/v1/credentials/{name}")
+@spec("getCredential", tags=TAGS, ok={200: ("The credential", Credential)}, errors=(404,))
 async def get_credential(request: web.Request) -> web.Response:
+    """One credential's metadata."""
     kernel = request.app[kernel_key]
     name, tenant = request.match_info["name"], _tenant(request)
     row = await kernel.credentials.store.get(tenant, name)
@@ -103,11 +116,19 @@ async def get_credential(request: web.Request) -> web.Response:
 
 
 @connector_routes.put("/api/v1/credentials/{name}")
+@spec(
+    "putCredential",
+    tags=TAGS,
+    body=CredentialUpdate,
+    ok={200: ("Replaced", Credential), 201: ("Created", Credential)},
+    errors=(400, 409, 422, 503),
+)
 async def put_credential(request: web.Request) -> web.Response:
+    """Create or replace a credential (the secret is required: it is write-only)."""
     kernel = request.app[kernel_key]
     name = request.match_info["name"]
     body = await read_json_object(request)
-    _no_unknown_fields(body, _CREATE_FIELDS)
+    no_unknown_fields(body, _CREATE_FIELDS)
     if "name" in body and body["name"] != name:
         raise Unprocessable(
             "the body's name does not match the URL",
@@ -132,7 +153,9 @@ async def put_credential(request: web.Request) -> web.Response:
 
 
 @connector_routes.delete("/api/v1/credentials/{name}")
+@spec("deleteCredential", tags=TAGS, ok={204: ("Deleted", None)}, errors=(404,))
 async def delete_credential(request: web.Request) -> web.Response:
+    """Delete a credential."""
     kernel = request.app[kernel_key]
     name, tenant = request.match_info["name"], _tenant(request)
     if not await kernel.credentials.store.delete(tenant, name):
@@ -141,7 +164,14 @@ async def delete_credential(request: web.Request) -> web.Response:
 
 
 @connector_routes.get("/api/v1/executions/{execution_id}/resources")
+@spec(
+    "executionResources",
+    tags=["executions"],
+    ok={200: ("The links", ResourceLinkList)},
+    errors=(404,),
+)
 async def execution_resources(request: web.Request) -> web.Response:
+    """External resources the run's steps created (resource links)."""
     kernel = request.app[kernel_key]
     raw = request.match_info["execution_id"]
     try:

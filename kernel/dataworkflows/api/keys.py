@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from dataworkflows.ledger.run_ledger import RunLedger
     from dataworkflows.plugin_api import PluginAPI
     from dataworkflows.plugins.manager import PluginSet
-    from dataworkflows.secrets.credentials import CredentialService
+    from dataworkflows.secrets.credential_resolver import CredentialService
     from dataworkflows.service.store import WorkflowStore
     from dataworkflows.service.triggers import TriggerService
     from dataworkflows.service.workflows import WorkflowService

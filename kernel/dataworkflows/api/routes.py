@@ -1,5 +1,7 @@
-"""The kernel's HTTP API (``/api/v1``) and ``/health``; the reference is docs/api.md and
-the OpenAPI document at ``/api/v1/openapi.json`` (:mod:`dataworkflows.api.openapi`).
+"""The kernel's HTTP API (``/api/v1``): ``/health``, plugins and the workflow lifecycle;
+runs are in :mod:`.run_routes`. The reference is docs/api.md and the OpenAPI document at
+``/api/v1/openapi.json`` (:mod:`dataworkflows.api.openapi`, built from the ``@spec`` each
+handler declares).
 
 Every handler is scoped to the ``X-Tenant-Id`` tenant: another tenant's workflow, run or
 dead letter is a 404 exactly like a missing one. ``X-Principal`` is the actor stored with
@@ -9,99 +11,52 @@ audit note.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from typing import Any
 
 from aiohttp import web
 
 from dataworkflows import __version__
+from dataworkflows.api import request_args as args
 from dataworkflows.api.errors import read_json_object
 from dataworkflows.api.keys import kernel_key
-from dataworkflows.api.middleware import audit_note, correlation_id, principal, tenant
-from dataworkflows.common.errors import Unprocessable
-from dataworkflows.common.pagination import MAX_INT, parse_choice, parse_page, parse_time
-from dataworkflows.db.models import RUN_STATUSES, WORKFLOW_STATUSES
-from dataworkflows.engine.definitions import ID_PATTERN
-from dataworkflows.service.audit import check_note
-from dataworkflows.service.workflow_reads import workflow_not_found
+from dataworkflows.api.middleware import principal, tenant
+from dataworkflows.api.models import (
+    AuditPage,
+    Health,
+    PluginList,
+    VersionCreated,
+    VersionDetail,
+    VersionPage,
+    Workflow,
+    WorkflowPage,
+)
+from dataworkflows.api.request_models import (
+    ArchiveRequest,
+    CreateWorkflowQuery,
+    LifecycleRequest,
+    PageQuery,
+    PluginsQuery,
+    WorkflowListQuery,
+    WorkflowPatch,
+)
+from dataworkflows.api.route_spec import spec
+from dataworkflows.common.pagination import parse_choice
+from dataworkflows.db.models import WORKFLOW_STATUSES
+from dataworkflows.engine.definitions import WorkflowDefinition
 
 routes = web.RouteTableDef()
 
-TRUE = {"1", "true", "yes"}
-FALSE = {"0", "false", "no", ""}
-_WORKFLOW_ID = re.compile(ID_PATTERN)
-
-
-def _flag(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "false").lower()
-    if raw in TRUE:
-        return True
-    if raw in FALSE:
-        return False
-    raise Unprocessable(
-        f"query parameter {name} must be true or false",
-        code="invalid_query",
-        details={"parameter": name, "value": raw[:100]},
-    )
-
-
-def _tenant(request: web.Request) -> str:
-    return tenant(request)
-
-
-def _principal(request: web.Request) -> str | None:
-    return principal(request)
-
-
-def _workflow_id(request: web.Request) -> str:
-    """The path's workflow id; one no workflow can have is simply not found."""
-    workflow_id = request.match_info["workflow_id"]
-    if not _WORKFLOW_ID.fullmatch(workflow_id):
-        raise workflow_not_found(workflow_id[:200])
-    return workflow_id
-
-
-def _no_unknown_fields(body: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise Unprocessable(
-            f"unknown fields: {', '.join(unknown)}",
-            code="invalid_request",
-            details={"fields": unknown},
-        )
-
-
-def _note(request: web.Request, body: dict[str, Any] | None = None) -> str | None:
-    """The audit note: the body's ``note`` if given, else the ``X-Audit-Note`` header."""
-    if body is not None and body.get("note") is not None:
-        return check_note(body["note"])
-    return audit_note(request)
-
-
-def _version_field(body: dict[str, Any]) -> int | None:
-    version = body.get("version")
-    if version is not None and (
-        not isinstance(version, int) or isinstance(version, bool) or version < 1
-    ):
-        raise Unprocessable(
-            "version must be a positive integer",
-            code="invalid_request",
-            details={"path": "$.version"},
-        )
-    return version
-
-
-def _page_query(request: web.Request, kind: str) -> Any:
-    return parse_page(request.query, kind)
+SYSTEM = ["system"]
+WF = ["workflows"]
 
 
 # -- system -------------------------------------------------------------------------------
 
 
 @routes.get("/health")
+@spec("health", tags=SYSTEM, ok={200: ("OK", Health)})
 async def health(request: web.Request) -> web.Response:
-    """Liveness and database reachability."""
+    """Liveness and database check."""
     kernel = request.app[kernel_key]
     async with kernel.db.connect() as conn:
         await conn.exec_driver_sql("SELECT 1")
@@ -111,11 +66,18 @@ async def health(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/plugins")
+@spec(
+    "listPlugins",
+    tags=SYSTEM,
+    query=PluginsQuery,
+    ok={200: ("Plugins", PluginList)},
+    errors=(422,),
+)
 async def list_plugins(request: web.Request) -> web.Response:
-    """Installed plugins with their actions and triggers."""
+    """Installed plugins, their actions and trigger types."""
     kernel = request.app[kernel_key]
     return web.json_response(
-        {"plugins": kernel.plugins.describe(include_defaults=_flag(request, "all"))}
+        {"plugins": kernel.plugins.describe(include_defaults=args.flag(request, "all"))}
     )
 
 
@@ -123,16 +85,32 @@ async def list_plugins(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/workflows")
+@spec(
+    "createWorkflow",
+    tags=WF,
+    query=CreateWorkflowQuery,
+    body=WorkflowDefinition,
+    ok={201: ("Created", Workflow)},
+    errors=(400, 409, 413, 422),
+    audited=True,
+)
 async def create_workflow(request: web.Request) -> web.Response:
+    """Create a workflow (version 1, Draft; Active with autoActivate=true).
+
+    The body is the workflow definition. Unknown fields, unknown action types, bad parameters,
+    bad edges, cycles and bad templates are all reported at once (422 `invalid_definition`,
+    `details.problems`). Workflow ids are global: an id in use anywhere is a 409
+    `workflow_exists`.
+    """
     kernel = request.app[kernel_key]
-    auto_activate = _flag(request, "autoActivate")
+    auto_activate = args.flag(request, "autoActivate")
     body = await read_json_object(request)
     view = await kernel.service.create_workflow(
         body,
         auto_activate=auto_activate,
-        tenant_id=_tenant(request),
-        actor=_principal(request),
-        note=_note(request),
+        tenant_id=tenant(request),
+        actor=principal(request),
+        note=args.note(request),
     )
     return web.json_response(
         view, status=201, headers={"Location": f"/api/v1/workflows/{view['id']}"}
@@ -140,11 +118,19 @@ async def create_workflow(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/workflows")
+@spec(
+    "listWorkflows",
+    tags=WF,
+    query=WorkflowListQuery,
+    ok={200: ("A page of workflows", WorkflowPage)},
+    errors=(422,),
+)
 async def list_workflows(request: web.Request) -> web.Response:
+    """List workflows (ordered by id)."""
     kernel = request.app[kernel_key]
-    page = _page_query(request, "workflows")
+    page = args.page_query(request, "workflows")
     result = await kernel.service.list_workflows(
-        tenant_id=_tenant(request),
+        tenant_id=tenant(request),
         page=page,
         status=parse_choice(request.query, "status", WORKFLOW_STATUSES),
         text=request.query.get("q") or None,
@@ -153,237 +139,180 @@ async def list_workflows(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/workflows/{workflow_id}")
+@spec("getWorkflow", tags=WF, ok={200: ("The workflow", Workflow)}, errors=(404,))
 async def get_workflow(request: web.Request) -> web.Response:
+    """A workflow with its current (else latest) definition."""
     kernel = request.app[kernel_key]
-    view = await kernel.service.get_workflow(_workflow_id(request), tenant_id=_tenant(request))
+    view = await kernel.service.get_workflow(args.workflow_id(request), tenant_id=tenant(request))
     return web.json_response(view)
 
 
 @routes.patch("/api/v1/workflows/{workflow_id}")
+@spec(
+    "updateWorkflow",
+    tags=WF,
+    body=WorkflowPatch,
+    ok={200: ("The workflow", Workflow)},
+    errors=(400, 404, 409, 422),
+    audited=True,
+)
 async def update_workflow(request: web.Request) -> web.Response:
+    """Change metadata (displayName, description) — an UPDATE audit row."""
     kernel = request.app[kernel_key]
-    workflow_id = _workflow_id(request)
+    workflow_id = args.workflow_id(request)
     body = await read_json_object(request)
     view = await kernel.service.update_workflow(
         workflow_id,
         body,
-        tenant_id=_tenant(request),
-        actor=_principal(request),
-        note=_note(request, body),
+        tenant_id=tenant(request),
+        actor=principal(request),
+        note=args.note(request, body),
     )
     return web.json_response(view)
 
 
 @routes.get("/api/v1/workflows/{workflow_id}/versions")
+@spec(
+    "listVersions",
+    tags=WF,
+    query=PageQuery,
+    ok={200: ("A page of versions", VersionPage)},
+    errors=(404, 422),
+)
 async def list_versions(request: web.Request) -> web.Response:
+    """List versions, oldest first."""
     kernel = request.app[kernel_key]
-    workflow_id = _workflow_id(request)
-    page = _page_query(request, "versions")
-    result = await kernel.service.list_versions(workflow_id, tenant_id=_tenant(request), page=page)
+    workflow_id = args.workflow_id(request)
+    page = args.page_query(request, "versions")
+    result = await kernel.service.list_versions(workflow_id, tenant_id=tenant(request), page=page)
     return web.json_response(result)
 
 
 @routes.post("/api/v1/workflows/{workflow_id}/versions")
+@spec(
+    "addVersion",
+    tags=WF,
+    body=WorkflowDefinition,
+    ok={201: ("Created", VersionCreated)},
+    errors=(400, 404, 409, 413, 422),
+    audited=True,
+)
 async def add_version(request: web.Request) -> web.Response:
+    """Add version n+1 (Draft and Active workflows).
+
+    A definition identical to an existing version (same checksum) is a 409 `duplicate_version`
+    whose details name that version.
+    """
     kernel = request.app[kernel_key]
-    workflow_id = _workflow_id(request)
+    workflow_id = args.workflow_id(request)
     body = await read_json_object(request)
     result = await kernel.service.add_version(
         workflow_id,
         body,
-        tenant_id=_tenant(request),
-        actor=_principal(request),
-        note=_note(request),
+        tenant_id=tenant(request),
+        actor=principal(request),
+        note=args.note(request),
     )
     location = f"/api/v1/workflows/{workflow_id}/versions/{result['version']}"
     return web.json_response(result, status=201, headers={"Location": location})
 
 
 @routes.get(r"/api/v1/workflows/{workflow_id}/versions/{version:\d+}")
+@spec("getVersion", tags=WF, ok={200: ("The version", VersionDetail)}, errors=(404,))
 async def get_version(request: web.Request) -> web.Response:
+    """One version with its definition."""
     kernel = request.app[kernel_key]
-    workflow_id = _workflow_id(request)
+    workflow_id = args.workflow_id(request)
     version = int(request.match_info["version"])
-    view = await kernel.service.get_version(workflow_id, version, tenant_id=_tenant(request))
+    view = await kernel.service.get_version(workflow_id, version, tenant_id=tenant(request))
     return web.json_response(view)
+
+
+#: What publish, rollback and archive declare alike.
+_LIFECYCLE: dict[str, Any] = {
+    "tags": WF,
+    "body_required": False,
+    "ok": {200: ("The workflow", Workflow)},
+    "errors": (400, 404, 409, 422),
+    "audited": True,
+}
 
 
 async def _lifecycle_body(request: web.Request, fields: set[str]) -> dict[str, Any]:
     body = await read_json_object(request, required=False)
-    _no_unknown_fields(body, fields)
+    args.no_unknown_fields(body, fields)
     return body
 
 
 @routes.post("/api/v1/workflows/{workflow_id}/publish")
+@spec("publishWorkflow", body=LifecycleRequest, **_LIFECYCLE)
 async def publish_workflow(request: web.Request) -> web.Response:
+    """Publish the latest (or a given) version: Draft/Active → Active.
+
+    Runs in flight keep the version they started with. Archived → 409 `invalid_state`
+    (details.status).
+    """
     kernel = request.app[kernel_key]
-    workflow_id = _workflow_id(request)
+    workflow_id = args.workflow_id(request)
     body = await _lifecycle_body(request, {"version", "note"})
     view = await kernel.service.publish(
         workflow_id,
-        version=_version_field(body),
-        tenant_id=_tenant(request),
-        actor=_principal(request),
-        note=_note(request, body),
+        version=args.version_field(body),
+        tenant_id=tenant(request),
+        actor=principal(request),
+        note=args.note(request, body),
     )
     return web.json_response(view)
 
 
 @routes.post("/api/v1/workflows/{workflow_id}/rollback")
+@spec("rollbackWorkflow", body=LifecycleRequest, **_LIFECYCLE)
 async def rollback_workflow(request: web.Request) -> web.Response:
+    """Publish an earlier version (default: the one published before the current one).
+
+    Only Active workflows roll back; the version must be lower than the current one.
+    """
     kernel = request.app[kernel_key]
-    workflow_id = _workflow_id(request)
+    workflow_id = args.workflow_id(request)
     body = await _lifecycle_body(request, {"version", "note"})
     view = await kernel.service.rollback(
         workflow_id,
-        version=_version_field(body),
-        tenant_id=_tenant(request),
-        actor=_principal(request),
-        note=_note(request, body),
+        version=args.version_field(body),
+        tenant_id=tenant(request),
+        actor=principal(request),
+        note=args.note(request, body),
     )
     return web.json_response(view)
 
 
 @routes.post("/api/v1/workflows/{workflow_id}/archive")
+@spec("archiveWorkflow", body=ArchiveRequest, **_LIFECYCLE)
 async def archive_workflow(request: web.Request) -> web.Response:
+    """Archive: Draft/Active → Archived (no new runs; runs in flight go on)."""
     kernel = request.app[kernel_key]
-    workflow_id = _workflow_id(request)
+    workflow_id = args.workflow_id(request)
     body = await _lifecycle_body(request, {"note"})
     view = await kernel.service.archive(
         workflow_id,
-        tenant_id=_tenant(request),
-        actor=_principal(request),
-        note=_note(request, body),
+        tenant_id=tenant(request),
+        actor=principal(request),
+        note=args.note(request, body),
     )
     return web.json_response(view)
 
 
 @routes.get("/api/v1/workflows/{workflow_id}/audit")
+@spec(
+    "workflowAudit",
+    tags=WF,
+    query=PageQuery,
+    ok={200: ("A page of audit rows", AuditPage)},
+    errors=(404, 422),
+)
 async def workflow_audit(request: web.Request) -> web.Response:
+    """The workflow's audit trail, newest first."""
     kernel = request.app[kernel_key]
-    workflow_id = _workflow_id(request)
-    page = _page_query(request, "audit")
-    result = await kernel.service.get_audit(workflow_id, tenant_id=_tenant(request), page=page)
+    workflow_id = args.workflow_id(request)
+    page = args.page_query(request, "audit")
+    result = await kernel.service.get_audit(workflow_id, tenant_id=tenant(request), page=page)
     return web.json_response(result)
-
-
-@routes.post("/api/v1/workflows/{workflow_id}/execute")
-async def execute_workflow(request: web.Request) -> web.Response:
-    kernel = request.app[kernel_key]
-    workflow_id = _workflow_id(request)
-    body = await read_json_object(request, required=False)
-    _no_unknown_fields(body, {"trigger", "requestId"})
-    request_id = body.get("requestId")
-    key = request.headers.get("Idempotency-Key")
-    if request_id is None and key:
-        # the run itself is unique per (workflow, request id): a retry whose stored
-        # response was lost (its server died) still finds the first run
-        request_id = "idem:" + (
-            key if len(key) <= 195 else hashlib.sha256(key.encode()).hexdigest()
-        )
-    summary, _created = await kernel.service.execute(
-        workflow_id,
-        trigger=body.get("trigger"),
-        request_id=request_id,
-        tenant_id=_tenant(request),
-        principal=_principal(request),
-        correlation_id=correlation_id(request),
-    )
-    return web.json_response(summary, status=202, headers={"Location": summary["statusUrl"]})
-
-
-async def _list_executions(request: web.Request, workflow_id: str | None) -> web.Response:
-    kernel = request.app[kernel_key]
-    page = _page_query(request, "executions")
-    result = await kernel.service.list_executions(
-        tenant_id=_tenant(request),
-        page=page,
-        workflow_id=workflow_id,
-        status=parse_choice(request.query, "status", RUN_STATUSES),
-        created_from=parse_time(request.query, "from"),
-        created_to=parse_time(request.query, "to"),
-    )
-    return web.json_response(result)
-
-
-@routes.get("/api/v1/workflows/{workflow_id}/executions")
-async def workflow_executions(request: web.Request) -> web.Response:
-    kernel = request.app[kernel_key]
-    workflow_id = _workflow_id(request)
-    await kernel.store.get(workflow_id, _tenant(request))  # 404 for another tenant's
-    return await _list_executions(request, workflow_id)
-
-
-# -- executions ---------------------------------------------------------------------------
-
-
-@routes.get("/api/v1/executions")
-async def list_executions(request: web.Request) -> web.Response:
-    workflow_id = request.query.get("workflowId") or None
-    if workflow_id is not None and not _WORKFLOW_ID.fullmatch(workflow_id):
-        raise Unprocessable(
-            "workflowId is not a valid workflow id",
-            code="invalid_query",
-            details={"parameter": "workflowId"},
-        )
-    return await _list_executions(request, workflow_id)
-
-
-@routes.get("/api/v1/executions/{execution_id}")
-async def get_execution(request: web.Request) -> web.Response:
-    kernel = request.app[kernel_key]
-    view = await kernel.service.get_execution(
-        request.match_info["execution_id"], tenant_id=_tenant(request)
-    )
-    return web.json_response(view)
-
-
-@routes.get("/api/v1/executions/{execution_id}/events")
-async def get_execution_events(request: web.Request) -> web.Response:
-    kernel = request.app[kernel_key]
-    raw = request.query.get("after", "0")
-    try:
-        after = int(raw)
-        if not 0 <= after <= MAX_INT:
-            raise ValueError
-    except ValueError:
-        raise Unprocessable(
-            f"after must be an event sequence number from 0 to {MAX_INT}",
-            code="invalid_query",
-            details={"parameter": "after", "value": raw[:100]},
-        ) from None
-    page = _page_query(request, "events")
-    result = await kernel.service.events_page(
-        request.match_info["execution_id"], after=after, tenant_id=_tenant(request), page=page
-    )
-    return web.json_response(result)
-
-
-@routes.post("/api/v1/executions/{execution_id}/cancel")
-async def cancel_execution(request: web.Request) -> web.Response:
-    kernel = request.app[kernel_key]
-    result = await kernel.service.cancel(
-        request.match_info["execution_id"], tenant_id=_tenant(request)
-    )
-    return web.json_response(result, status=202 if result["status"] == "Running" else 200)
-
-
-# -- dead letters -------------------------------------------------------------------------
-
-
-@routes.get("/api/v1/dead-letters")
-async def list_dead_letters(request: web.Request) -> web.Response:
-    kernel = request.app[kernel_key]
-    page = _page_query(request, "deadLetters")
-    return web.json_response(
-        await kernel.service.list_dead_letters(tenant_id=_tenant(request), page=page)
-    )
-
-
-@routes.post("/api/v1/dead-letters/{dead_letter_id}/requeue")
-async def requeue_dead_letter(request: web.Request) -> web.Response:
-    kernel = request.app[kernel_key]
-    result = await kernel.service.requeue_dead_letter(
-        request.match_info["dead_letter_id"], tenant_id=_tenant(request)
-    )
-    return web.json_response(result, status=202, headers={"Location": result["statusUrl"]})

@@ -1,0 +1,222 @@
+"""Runs over HTTP: start one, list, read, follow events, cancel; dead letters.
+
+Scoped to the ``X-Tenant-Id`` tenant like every kernel route (:mod:`.routes`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from aiohttp import web
+
+from dataworkflows.api import request_args as args
+from dataworkflows.api.errors import read_json_object
+from dataworkflows.api.keys import kernel_key
+from dataworkflows.api.middleware import correlation_id, principal, tenant
+from dataworkflows.api.models import (
+    CancelResult,
+    DeadLetterPage,
+    EventPage,
+    Execution,
+    ExecutionPage,
+    RunAccepted,
+)
+from dataworkflows.api.request_models import (
+    EventQuery,
+    ExecuteRequest,
+    ExecutionListQuery,
+    PageQuery,
+    RunListQuery,
+)
+from dataworkflows.api.route_spec import spec
+from dataworkflows.common.errors import Unprocessable
+from dataworkflows.common.pagination import MAX_INT, parse_choice, parse_time
+from dataworkflows.db.models import RUN_STATUSES
+
+run_routes = web.RouteTableDef()
+
+RUNS = ["executions"]
+WF_RUNS = ["workflows", "executions"]
+
+
+@run_routes.post("/api/v1/workflows/{workflow_id}/execute")
+@spec(
+    "executeWorkflow",
+    tags=WF_RUNS,
+    body=ExecuteRequest,
+    body_required=False,
+    ok={202: ("Queued (or the earlier run of the same requestId)", RunAccepted)},
+    errors=(400, 404, 409, 413, 422),
+)
+async def execute_workflow(request: web.Request) -> web.Response:
+    """Start a run of the published version.
+
+    The run pins the version current now. The same `requestId` returns the first run. Draft or
+    Archived → 409 `workflow_not_active`.
+    """
+    kernel = request.app[kernel_key]
+    workflow_id = args.workflow_id(request)
+    body = await read_json_object(request, required=False)
+    args.no_unknown_fields(body, {"trigger", "requestId"})
+    request_id = body.get("requestId")
+    key = request.headers.get("Idempotency-Key")
+    if request_id is None and key:
+        # the run itself is unique per (workflow, request id): a retry whose stored
+        # response was lost (its server died) still finds the first run
+        request_id = "idem:" + (
+            key if len(key) <= 195 else hashlib.sha256(key.encode()).hexdigest()
+        )
+    summary, _created = await kernel.service.execute(
+        workflow_id,
+        trigger=body.get("trigger"),
+        request_id=request_id,
+        tenant_id=tenant(request),
+        principal=principal(request),
+        correlation_id=correlation_id(request),
+    )
+    return web.json_response(summary, status=202, headers={"Location": summary["statusUrl"]})
+
+
+async def _list_executions(request: web.Request, workflow_id: str | None) -> web.Response:
+    kernel = request.app[kernel_key]
+    page = args.page_query(request, "executions")
+    result = await kernel.service.list_executions(
+        tenant_id=tenant(request),
+        page=page,
+        workflow_id=workflow_id,
+        status=parse_choice(request.query, "status", RUN_STATUSES),
+        created_from=parse_time(request.query, "from"),
+        created_to=parse_time(request.query, "to"),
+    )
+    return web.json_response(result)
+
+
+@run_routes.get("/api/v1/workflows/{workflow_id}/executions")
+@spec(
+    "listWorkflowExecutions",
+    tags=WF_RUNS,
+    query=RunListQuery,
+    ok={200: ("A page of runs", ExecutionPage)},
+    errors=(404, 422),
+)
+async def workflow_executions(request: web.Request) -> web.Response:
+    """The workflow's runs, newest first."""
+    kernel = request.app[kernel_key]
+    workflow_id = args.workflow_id(request)
+    await kernel.store.get(workflow_id, tenant(request))  # 404 for another tenant's
+    return await _list_executions(request, workflow_id)
+
+
+# -- executions ---------------------------------------------------------------------------
+
+
+@run_routes.get("/api/v1/executions")
+@spec(
+    "listExecutions",
+    tags=RUNS,
+    query=ExecutionListQuery,
+    ok={200: ("A page of runs", ExecutionPage)},
+    errors=(422,),
+)
+async def list_executions(request: web.Request) -> web.Response:
+    """The tenant's runs, newest first."""
+    workflow_id = request.query.get("workflowId") or None
+    if workflow_id is not None and not args.WORKFLOW_ID.fullmatch(workflow_id):
+        raise Unprocessable(
+            "workflowId is not a valid workflow id",
+            code="invalid_query",
+            details={"parameter": "workflowId"},
+        )
+    return await _list_executions(request, workflow_id)
+
+
+@run_routes.get("/api/v1/executions/{execution_id}")
+@spec("getExecution", tags=RUNS, ok={200: ("The run", Execution)}, errors=(404,))
+async def get_execution(request: web.Request) -> web.Response:
+    """A run with every attempt of every node."""
+    kernel = request.app[kernel_key]
+    view = await kernel.service.get_execution(
+        request.match_info["execution_id"], tenant_id=tenant(request)
+    )
+    return web.json_response(view)
+
+
+@run_routes.get("/api/v1/executions/{execution_id}/events")
+@spec(
+    "executionEvents",
+    tags=RUNS,
+    query=EventQuery,
+    ok={200: ("A page of events", EventPage)},
+    errors=(404, 422),
+)
+async def get_execution_events(request: web.Request) -> web.Response:
+    """The run's events in order."""
+    kernel = request.app[kernel_key]
+    raw = request.query.get("after", "0")
+    try:
+        after = int(raw)
+        if not 0 <= after <= MAX_INT:
+            raise ValueError
+    except ValueError:
+        raise Unprocessable(
+            f"after must be an event sequence number from 0 to {MAX_INT}",
+            code="invalid_query",
+            details={"parameter": "after", "value": raw[:100]},
+        ) from None
+    page = args.page_query(request, "events")
+    result = await kernel.service.events_page(
+        request.match_info["execution_id"], after=after, tenant_id=tenant(request), page=page
+    )
+    return web.json_response(result)
+
+
+@run_routes.post("/api/v1/executions/{execution_id}/cancel")
+@spec(
+    "cancelExecution",
+    tags=RUNS,
+    ok={200: ("Cancelled", CancelResult), 202: ("Cancel requested", CancelResult)},
+    errors=(404, 409),
+)
+async def cancel_execution(request: web.Request) -> web.Response:
+    """Cancel a run (Pending: at once → 200; Running: requested → 202)."""
+    kernel = request.app[kernel_key]
+    result = await kernel.service.cancel(
+        request.match_info["execution_id"], tenant_id=tenant(request)
+    )
+    return web.json_response(result, status=202 if result["status"] == "Running" else 200)
+
+
+# -- dead letters -------------------------------------------------------------------------
+
+
+@run_routes.get("/api/v1/dead-letters")
+@spec(
+    "listDeadLetters",
+    tags=RUNS,
+    query=PageQuery,
+    ok={200: ("A page of dead letters", DeadLetterPage)},
+    errors=(422,),
+)
+async def list_dead_letters(request: web.Request) -> web.Response:
+    """Runs the engine gave up on, newest first."""
+    kernel = request.app[kernel_key]
+    page = args.page_query(request, "deadLetters")
+    return web.json_response(
+        await kernel.service.list_dead_letters(tenant_id=tenant(request), page=page)
+    )
+
+
+@run_routes.post("/api/v1/dead-letters/{dead_letter_id}/requeue")
+@spec(
+    "requeueDeadLetter",
+    tags=RUNS,
+    ok={202: ("Queued", RunAccepted)},
+    errors=(404, 409),
+)
+async def requeue_dead_letter(request: web.Request) -> web.Response:
+    """Queue a new run with the dead run's version and trigger."""
+    kernel = request.app[kernel_key]
+    result = await kernel.service.requeue_dead_letter(
+        request.match_info["dead_letter_id"], tenant_id=tenant(request)
+    )
+    return web.json_response(result, status=202, headers={"Location": result["statusUrl"]})
