@@ -7,7 +7,6 @@ the web framework and the plugins only when it runs.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -20,6 +19,8 @@ from dataworkflows.cli.event_loop import loop_factory
 from dataworkflows.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
+    import asyncio
+
     from dataworkflows.common.errors import ApiError
 
 T = TypeVar("T")
@@ -117,6 +118,8 @@ async def start_kernel(kernel: Any) -> None:
 def with_kernel(action: Callable[[Any], Awaitable[T]]) -> T:
     """Start a kernel on the configured database, ``await action(kernel)``, close it; an
     API error is printed with its code (exit 1)."""
+    import asyncio
+
     from dataworkflows.common.errors import ApiError
 
     settings = settings_or_fail()

@@ -4,6 +4,10 @@ The commands live in modules by responsibility (:mod:`~dataworkflows.cli.server`
 :mod:`~dataworkflows.cli.workflows`, :mod:`~dataworkflows.cli.database`,
 :mod:`~dataworkflows.cli.resources`, :mod:`~dataworkflows.cli.credentials`); importing them
 is cheap, and each command imports the database layer or the web framework when it runs.
+Plugins' commands (``register_commands``) are added only when the CLI needs them: to list
+the commands (``--help``) or to run a command the kernel does not have. So ``dataworkflows
+run`` loads the plugins once (in its kernel), and ``--help`` imports no plugin's SDK as long
+as plugins import their SDKs lazily (README, "Writing a plugin").
 """
 
 from __future__ import annotations
@@ -14,6 +18,51 @@ from dataworkflows import __version__
 from dataworkflows.cli.common import HelpGroup, settings_or_fail
 
 
+class CommandLine(HelpGroup):
+    """The top-level group: the kernel's commands, plus the plugins' on first need."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.plugin_commands_added = False
+
+    def add_plugin_commands(self) -> None:
+        """Call every plugin's ``register_commands`` once; a command named like one of the
+        kernel's is ignored, and plugins that fail to load are a warning, not an error."""
+        if self.plugin_commands_added:
+            return
+        self.plugin_commands_added = True
+        from dataworkflows.plugins import manager
+
+        try:
+            settings = settings_or_fail()
+            plugin_set = manager.load_plugins(
+                allow=settings.load_plugins, modules=settings.plugin_modules, registries=False
+            )
+        except (manager.PluginError, click.ClickException) as exc:
+            click.echo(f"warning: plugins not loaded: {exc}", err=True)
+            return
+        kernel_commands = dict(self.commands)
+        plugin_set.hook.register_commands(cli=self)
+        for name, command in kernel_commands.items():
+            if self.commands[name] is not command:
+                click.echo(
+                    f"warning: a plugin's command {name!r} is ignored: the kernel has one",
+                    err=True,
+                )
+                self.commands[name] = command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self.add_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and not self.plugin_commands_added:
+            self.add_plugin_commands()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+
 def build_cli() -> click.Group:
     """The CLI group with the kernel's commands and every plugin's ``register_commands``."""
     from dataworkflows.cli.credentials import register_credential_commands
@@ -22,7 +71,7 @@ def build_cli() -> click.Group:
     from dataworkflows.cli.server import serve, worker
     from dataworkflows.cli.workflows import apply, plugins_cmd, run, validate
 
-    @click.group(cls=HelpGroup, context_settings={"help_option_names": ["-h", "--help"]})
+    @click.group(cls=CommandLine, context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(__version__, prog_name="dataworkflows")
     def cli() -> None:
         """DataWorkflows: run JSON-defined workflows made of plugin actions."""
@@ -31,16 +80,6 @@ def build_cli() -> click.Group:
         cli.add_command(command)
     register_credential_commands(cli)
     register_resource_commands(cli)
-
-    from dataworkflows.plugins.manager import PluginError, load_plugins
-
-    try:
-        settings = settings_or_fail()
-        plugin_set = load_plugins(allow=settings.load_plugins, modules=settings.plugin_modules)
-    except (PluginError, click.ClickException) as exc:
-        click.echo(f"warning: plugins not loaded: {exc}", err=True)
-    else:
-        plugin_set.hook.register_commands(cli=cli)
     return cli
 
 

@@ -8,7 +8,6 @@ same errors (printed with their code, exit 1). ``--tenant`` selects the tenant (
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import uuid
@@ -210,6 +209,8 @@ def runs_watch(execution_id: str, timeout: float, poll: float, tenant: str) -> N
 
     Works for a run executed by any process. Exits 1 unless the run Succeeded.
     """
+
+    import asyncio
 
     async def watch(kernel: Any) -> dict[str, Any]:
         key = uuid.UUID((await kernel.service.get_execution(execution_id, tenant_id=tenant))["id"])

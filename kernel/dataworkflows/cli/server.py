@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import errno
 from typing import Any
 
@@ -29,6 +28,8 @@ DUPLICATE_SIGNAL_WINDOW = 2.0
 @click.option("--no-worker", is_flag=True, help="Serve the API only; run no embedded worker.")
 def serve(host: str | None, port: int | None, no_worker: bool) -> None:
     """Serve the HTTP API with an embedded worker (database: DATAWORKFLOWS_DATABASE_URL)."""
+    import asyncio
+
     from aiohttp import web
 
     from dataworkflows.api import create_app
@@ -81,6 +82,8 @@ def worker(concurrency: int | None) -> None:
     process group arrives twice) exits at once, like a kill (leases then expire and
     other workers recover the runs).
     """
+    import asyncio
+
     settings = settings_or_fail(worker_concurrency=concurrency)
     configure_logging(settings)
     with asyncio.Runner(loop_factory=lambda: new_loop(settings)) as runner:
@@ -88,6 +91,7 @@ def worker(concurrency: int | None) -> None:
 
 
 async def _worker_main(settings: Settings) -> None:
+    import asyncio
     import os
     import signal
 

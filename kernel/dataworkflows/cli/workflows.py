@@ -3,7 +3,6 @@ and the plugins that give it its action types."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -87,6 +86,8 @@ def run(
     and the run is marked as a test run. With --publish, FILE is published first.
     Exits 1 if the run does not succeed.
     """
+    import asyncio
+
     from dataworkflows.common.errors import ApiError
 
     definition = read_json(f"@{file}", "workflow file")
