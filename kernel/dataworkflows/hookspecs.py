@@ -124,7 +124,10 @@ def prepare_jinja2_environment(env: jinja2.Environment) -> None:
 def register_commands(cli: click.Group) -> None:
     """Add subcommands to the ``dataworkflows`` command line.
 
-    Called when: each time the CLI group is built (by the factory, never at import).
+    Called when: at most once per CLI group built by the factory (never at import), when
+        the CLI first needs the plugins' commands: to list them (``--help``) or to run a
+        command the kernel does not have. A command named like one of the kernel's is
+        ignored, with a warning.
     Args: cli -- the top-level :class:`click.Group`; decorate new commands with
         ``@cli.command()``.
     Returns: nothing.

@@ -37,7 +37,7 @@ def plugins_cmd(show_all: bool, as_json: bool) -> None:
         plugin_set = load_plugins(allow=settings.load_plugins, modules=settings.plugin_modules)
     except PluginError as exc:
         raise click.ClickException(str(exc)) from None
-    described = plugin_set.describe(include_defaults=show_all)
+    described = plugin_set.describe(include_defaults=show_all, schemas=as_json)
     if as_json:
         click.echo(json.dumps(described, indent=2))
         return

@@ -72,8 +72,11 @@ class PluginSet:
         entry = self.actions.get(type_name)
         return entry.cls if entry else None
 
-    def describe(self, *, include_defaults: bool = False) -> list[dict[str, Any]]:
-        """What ``dataworkflows plugins`` and ``GET /api/v1/plugins`` show."""
+    def describe(
+        self, *, include_defaults: bool = False, schemas: bool = True
+    ) -> list[dict[str, Any]]:
+        """What ``dataworkflows plugins`` and ``GET /api/v1/plugins`` show (``schemas``:
+        with each type's JSON schema; the CLI's table does without)."""
         out = []
         for info in sorted(self.plugins.values(), key=lambda p: p.name):
             if info.is_default and not include_defaults:
@@ -87,13 +90,17 @@ class PluginSet:
                         {
                             "type": t,
                             "title": r.cls.title,
-                            "parametersSchema": r.cls.params_schema(),
+                            **({"parametersSchema": r.cls.params_schema()} if schemas else {}),
                         }
                         for t, r in sorted(self.actions.items())
                         if r.plugin.name == info.name
                     ],
                     "triggers": [
-                        {"type": t, "title": r.cls.title, "configSchema": r.cls.config_schema()}
+                        {
+                            "type": t,
+                            "title": r.cls.title,
+                            **({"configSchema": r.cls.config_schema()} if schemas else {}),
+                        }
                         for t, r in sorted(self.triggers.items())
                         if r.plugin.name == info.name
                     ],
