@@ -1,8 +1,9 @@
 """``webhook``: start runs from HTTP calls to ``POST /hooks/{triggerId}``.
 
-Entry point only: the hooks import :mod:`dataworkflows_webhook.trigger` (pydantic models;
-aiohttp when a delivery arrives) when the kernel asks for the types, and its names are
-importable from here on first use.
+Entry point only: the hooks import :mod:`dataworkflows_webhook.trigger` (pydantic models)
+when the kernel asks for the types and :mod:`dataworkflows_webhook.delivery` (the handler;
+aiohttp) when it mounts the route; the trigger module's names are importable from here on
+first use.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def register_triggers(register: Any) -> None:
 
 @hookimpl
 def register_routes(app: Any, kernel: Any) -> None:
-    from dataworkflows_webhook.trigger import ROUTE, make_handler
+    from dataworkflows_webhook.delivery import make_handler
+    from dataworkflows_webhook.trigger import ROUTE
 
     app.router.add_post(ROUTE, make_handler(kernel))
