@@ -12,6 +12,8 @@ as plugins import their SDKs lazily (README, "Writing a plugin").
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from dataworkflows import __version__
@@ -21,7 +23,7 @@ from dataworkflows.cli.common import HelpGroup, settings_or_fail
 class CommandLine(HelpGroup):
     """The top-level group: the kernel's commands, plus the plugins' on first need."""
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.plugin_commands_added = False
 
@@ -44,7 +46,7 @@ class CommandLine(HelpGroup):
         kernel_commands = dict(self.commands)
         plugin_set.hook.register_commands(cli=self)
         for name, command in kernel_commands.items():
-            if self.commands[name] is not command:
+            if self.commands.get(name) is not command:
                 click.echo(
                     f"warning: a plugin's command {name!r} is ignored: the kernel has one",
                     err=True,
