@@ -285,3 +285,50 @@ def test_help_texts_are_whole_and_plain(cli: Any) -> None:
         ]
         assert cut == [], text
     assert "print the run's\n" in texts[0] or "print the run's ledger" in texts[0]
+
+
+STARTUP_PROBE = """
+import sys
+from dataworkflows.cli.main import build_cli
+try:
+    build_cli()(sys.argv[1:], prog_name="dataworkflows")
+except SystemExit:
+    pass
+heavy = ("pydantic", "aiohttp", "slack_sdk", "croniter", "sqlalchemy", "jinja2")
+print("IMPORTED", sorted(name for name in heavy if name in sys.modules))
+"""
+
+
+def _probe(*args: str, **env: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", STARTUP_PROBE, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+    )
+    return done.stdout + done.stderr
+
+
+def test_help_and_plugins_import_no_sdk_and_help_lists_plugin_commands(tmp_path: Path) -> None:
+    """Issue 14: start-up stays cheap (timed in benchmarks/, not here): ``--help`` imports
+    no plugin implementation (pydantic) and no SDK, ``plugins`` no SDK; a plugin's command
+    is still listed."""
+    (tmp_path / "hello_commands.py").write_text(
+        "import click\nfrom dataworkflows import hookimpl\n\n"
+        "@hookimpl\ndef register_commands(cli):\n"
+        "    @cli.command()\n    def hello():\n        '''Say hello from a plugin.'''\n\n"
+        "    @cli.command()\n    def serve():\n        '''Not the kernel's serve.'''\n"
+    )
+    env = {
+        "DATAWORKFLOWS_DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+        "DATAWORKFLOWS_PLUGIN_MODULES": "hello_commands",
+        "PYTHONPATH": str(tmp_path),
+    }
+    help_text = _probe("--help", **env)
+    assert "IMPORTED []" in help_text
+    assert "Say hello from a plugin." in help_text
+    # a plugin cannot replace a kernel command
+    assert "a plugin's command 'serve' is ignored" in help_text
+    assert "Serve the HTTP API" in help_text
+    assert "IMPORTED ['pydantic']" in _probe("plugins", **env)

@@ -189,6 +189,55 @@ async def test_hook_on_run_event_sees_every_event_in_order(
     assert [e.sequence for e in mine] == [1, 2, 3, 4, 5]
 
 
+class Whisper(Shout):
+    type = "test.whisper"
+
+
+class WhisperPlugin:
+    __name__ = "whisper-plugin"
+
+    @hookimpl
+    def register_actions(self, register: Any) -> None:
+        register(Whisper)
+
+
+class RegisterWatcher:
+    """A hook wrapper around the register_* hooks, recording each call it wraps."""
+
+    __name__ = "watcher"
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @hookimpl(wrapper=True)
+    def register_actions(self, register: Any) -> Any:
+        self.seen.append("register_actions")
+        return (yield)
+
+    @hookimpl(wrapper=True)
+    def register_triggers(self, register: Any) -> Any:
+        self.seen.append("register_triggers")
+        return (yield)
+
+
+def test_register_hooks_go_through_pluggy_wrappers_and_tracing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    watcher = RegisterWatcher()
+    plugins = load_plugins(
+        entrypoints=False, extra=[SamplePlugin(), WhisperPlugin(), watcher], trace=True
+    )
+    # one wrapped call per plugin that implements the hook (two register actions, one
+    # registers triggers), and each registration is still attributed to its plugin
+    assert watcher.seen == ["register_actions", "register_actions", "register_triggers"]
+    assert plugins.actions["test.shout"].plugin.name == "test-plugin"
+    assert plugins.actions["test.whisper"].plugin.name == "whisper-plugin"
+    assert plugins.triggers["test.beacon"].plugin.name == "test-plugin"
+    trace = capsys.readouterr().err
+    assert trace.count("register_actions [hook]") == 2, trace
+    assert trace.count("register_triggers [hook]") == 1, trace
+
+
 def test_duplicate_action_type_names_both_plugins() -> None:
     class Other:
         __name__ = "other-plugin"

@@ -4,24 +4,33 @@ What a plugin author imports lives here and nowhere else::
 
     from dataworkflows import Action, ActionContext, ActionResult, hookimpl
 
-Importing this package is cheap: it loads no database driver and no web framework.
+Importing this package is cheap: it loads no database driver and no web framework, and
+each name is imported on first use (:func:`lazy_attributes`), so that ``from dataworkflows
+import hookimpl`` does not load pydantic and ``dataworkflows --help`` starts fast.
 """
 
-from dataworkflows.actions import (
-    Action,
-    ActionContext,
-    ActionError,
-    ActionResult,
-    Credential,
-    CredentialError,
-    Credentials,
-    ResourceLink,
-    Resources,
-    StepOutcome,
-)
-from dataworkflows.common.jsonlimits import JSONLimitError, loads_limited
-from dataworkflows.hookspecs import hookimpl
-from dataworkflows.triggers import TriggerType
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dataworkflows.common.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from dataworkflows.actions import (
+        Action,
+        ActionContext,
+        ActionError,
+        ActionResult,
+        Credential,
+        CredentialError,
+        Credentials,
+        ResourceLink,
+        Resources,
+        StepOutcome,
+    )
+    from dataworkflows.common.jsonlimits import JSONLimitError, loads_limited
+    from dataworkflows.hookspecs import hookimpl
+    from dataworkflows.triggers import TriggerType
 
 __version__ = "0.1.0"
 
@@ -40,5 +49,18 @@ __all__ = [
     "TriggerType",
     "__version__",
     "hookimpl",
+    "lazy_attributes",
     "loads_limited",
 ]
+
+__getattr__ = lazy_attributes(
+    __name__,
+    "dataworkflows.actions",
+    where={
+        "JSONLimitError": "dataworkflows.common.jsonlimits",
+        "loads_limited": "dataworkflows.common.jsonlimits",
+        "hookimpl": "dataworkflows.hookspecs",
+        "TriggerType": "dataworkflows.triggers",
+    },
+    names=__all__,
+)

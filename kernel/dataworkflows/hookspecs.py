@@ -9,6 +9,11 @@ match the specs below; they are found through the ``dataworkflows`` entry-point 
 Hooks are synchronous and registration-shaped: the kernel calls them while it starts, the
 plugin hands back classes or callables, and the runtime work happens later in async methods
 of what it registered. An implementation may accept any subset of a spec's arguments.
+Every hook is called through pluggy, so hook wrappers (``@hookimpl(wrapper=True)``) and
+``DATAWORKFLOWS_TRACE_PLUGINS`` see every call; ``register_actions`` and
+``register_triggers`` are called once per plugin that implements them (a wrapper sees one
+call per such plugin), so that each type is attributed to the distribution that registered
+it.
 
 Every spec below documents *Called when*, *Args*, *Returns* and *Since*; a test checks that.
 """
@@ -119,7 +124,10 @@ def prepare_jinja2_environment(env: jinja2.Environment) -> None:
 def register_commands(cli: click.Group) -> None:
     """Add subcommands to the ``dataworkflows`` command line.
 
-    Called when: each time the CLI group is built (by the factory, never at import).
+    Called when: at most once per CLI group built by the factory (never at import), when
+        the CLI first needs the plugins' commands: to list them (``--help``) or to run a
+        command the kernel does not have. A command named like one of the kernel's is
+        ignored, with a warning.
     Args: cli -- the top-level :class:`click.Group`; decorate new commands with
         ``@cli.command()``.
     Returns: nothing.

@@ -6,7 +6,6 @@ does not import the database layer: each command imports what it needs when it r
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from typing import TYPE_CHECKING, Any
@@ -162,6 +161,8 @@ def _with_store(work: Any) -> Any:
 def _with_kernel(work: Any, *, entrypoints: bool = False) -> Any:
     """Run ``await work(kernel)`` against the configured database (``entrypoints``: load
     the installed plugins, e.g. for their trigger schemas)."""
+    import asyncio
+
     from dataworkflows.common.errors import ApiError
     from dataworkflows.kernel import Kernel, SchemaOutOfDate
     from dataworkflows.plugins.manager import PluginError

@@ -8,10 +8,13 @@ library use keep whatever loop their caller runs.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from dataworkflows.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 def loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop]:
@@ -20,6 +23,8 @@ def loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop]:
     ``auto``: uvloop if it can be imported, else asyncio's default; ``uvloop``: uvloop or a
     :class:`SettingsError` saying it is not installed; ``asyncio``: the standard loop.
     """
+    import asyncio  # not at import: `dataworkflows --help` does not need it
+
     if settings.event_loop == "asyncio":
         return asyncio.new_event_loop
     try:

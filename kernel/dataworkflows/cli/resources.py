@@ -8,18 +8,14 @@ same errors (printed with their code, exit 1). ``--tenant`` selects the tenant (
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from dataworkflows.cli.main import HelpGroup
-
-T = TypeVar("T")
+from dataworkflows.cli.common import HelpGroup, print_event, print_ledger, read_json, with_kernel
 
 TERMINAL_STATUSES = ("Succeeded", "Failed", "Cancelled")
 
@@ -29,27 +25,6 @@ def register_resource_commands(cli: click.Group) -> None:
     cli.add_command(workflows)
     cli.add_command(runs)
     cli.add_command(triggers)
-
-
-def _call(action: Callable[[Any], Awaitable[T]]) -> T:
-    """Start a kernel on the configured database, ``await action(kernel)``, close it."""
-    from dataworkflows.cli.main import _fail, _make_kernel, _settings, _start
-    from dataworkflows.common.errors import ApiError
-
-    settings = _settings()
-
-    async def main() -> T:
-        kernel = _make_kernel(settings)
-        await _start(kernel)
-        try:
-            return await action(kernel)
-        finally:
-            await kernel.close()
-
-    try:
-        return asyncio.run(main())
-    except ApiError as exc:
-        raise _fail(exc) from None
 
 
 def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
@@ -86,7 +61,7 @@ def workflows_list(status: str | None, text: str | None, tenant: str, as_json: b
     """List the tenant's workflows (the first 100, by id)."""
     from dataworkflows.common.pagination import PageRequest
 
-    page = _call(
+    page = with_kernel(
         lambda k: k.service.list_workflows(
             tenant_id=tenant, page=PageRequest(100, None), status=status, text=text
         )
@@ -108,7 +83,7 @@ def workflows_list(status: str | None, text: str | None, tenant: str, as_json: b
 @tenant_option
 def workflows_show(workflow_id: str, tenant: str) -> None:
     """Print a workflow with its current (or latest) definition, as JSON."""
-    _print_json(_call(lambda k: k.service.get_workflow(workflow_id, tenant_id=tenant)))
+    _print_json(with_kernel(lambda k: k.service.get_workflow(workflow_id, tenant_id=tenant)))
 
 
 @workflows.command("publish")
@@ -117,7 +92,7 @@ def workflows_show(workflow_id: str, tenant: str) -> None:
 @tenant_option
 def workflows_publish(workflow_id: str, version: int | None, tenant: str) -> None:
     """Make a version current: new runs and triggers use it."""
-    view = _call(
+    view = with_kernel(
         lambda k: k.service.publish(workflow_id, version=version, tenant_id=tenant, actor="cli")
     )
     click.echo(f"{view['id']}: version {view['currentVersion']} is {view['status']}")
@@ -131,7 +106,7 @@ def workflows_archive(workflow_id: str, yes: bool, tenant: str) -> None:
     """Archive a workflow: no new runs; runs in flight go on."""
     if not yes:
         click.confirm(f"Archive {workflow_id}? Its triggers stop starting runs", abort=True)
-    view = _call(lambda k: k.service.archive(workflow_id, tenant_id=tenant, actor="cli"))
+    view = with_kernel(lambda k: k.service.archive(workflow_id, tenant_id=tenant, actor="cli"))
     click.echo(f"{view['id']} is {view['status']}")
 
 
@@ -159,7 +134,7 @@ def runs_list(
     """List the tenant's runs, newest first."""
     from dataworkflows.common.pagination import PageRequest
 
-    page = _call(
+    page = with_kernel(
         lambda k: k.service.list_executions(
             tenant_id=tenant, page=PageRequest(limit, None), workflow_id=workflow_id, status=status
         )
@@ -182,13 +157,11 @@ def runs_list(
 @json_option
 def runs_show(execution_id: str, tenant: str, as_json: bool) -> None:
     """Print a run with every attempt (its ledger)."""
-    from dataworkflows.cli.main import _print_ledger
-
-    execution = _call(lambda k: k.service.get_execution(execution_id, tenant_id=tenant))
+    execution = with_kernel(lambda k: k.service.get_execution(execution_id, tenant_id=tenant))
     if as_json:
         _print_json(execution)
     else:
-        _print_ledger(execution)
+        print_ledger(execution)
 
 
 @runs.command("cancel")
@@ -196,7 +169,7 @@ def runs_show(execution_id: str, tenant: str, as_json: bool) -> None:
 @tenant_option
 def runs_cancel(execution_id: str, tenant: str) -> None:
     """Cancel a run (a Pending run never starts; a Running one is stopped by its worker)."""
-    answer = _call(lambda k: k.service.cancel(execution_id, tenant_id=tenant))
+    answer = with_kernel(lambda k: k.service.cancel(execution_id, tenant_id=tenant))
     click.echo(f"run {answer['executionId']}: cancel requested ({answer['status']})")
 
 
@@ -222,7 +195,7 @@ def runs_rerun(execution_id: str, tenant: str) -> None:
         )
         return dict(summary)
 
-    summary = _call(rerun)
+    summary = with_kernel(rerun)
     click.echo(f"run {summary['executionId']} queued (a rerun of {execution_id})")
 
 
@@ -236,7 +209,8 @@ def runs_watch(execution_id: str, timeout: float, poll: float, tenant: str) -> N
 
     Works for a run executed by any process. Exits 1 unless the run Succeeded.
     """
-    from dataworkflows.cli.main import _print_ledger, print_event
+
+    import asyncio
 
     async def watch(kernel: Any) -> dict[str, Any]:
         key = uuid.UUID((await kernel.service.get_execution(execution_id, tenant_id=tenant))["id"])
@@ -259,8 +233,8 @@ def runs_watch(execution_id: str, timeout: float, poll: float, tenant: str) -> N
                 )
             await asyncio.sleep(poll)  # a look at the ledger every `poll` seconds
 
-    execution = _call(watch)
-    _print_ledger(execution)
+    execution = with_kernel(watch)
+    print_ledger(execution)
     if execution["status"] != "Succeeded":
         sys.exit(1)
 
@@ -282,7 +256,7 @@ def triggers_list(workflow_id: str, tenant: str, as_json: bool) -> None:
     """List a workflow's triggers."""
     from dataworkflows.common.pagination import PageRequest
 
-    page = _call(
+    page = with_kernel(
         lambda k: k.triggers.list(workflow_id, tenant_id=tenant, page=PageRequest(100, None))
     )
     if as_json:
@@ -304,10 +278,10 @@ def triggers_create(workflow_id: str, trigger_src: str, tenant: str) -> None:
     TRIGGER is {"type", "config", "name"?, "enabled"?, "activationCondition"?}; secret
     fields of the config are encrypted at rest and printed masked.
     """
-    from dataworkflows.cli.main import _read_json
-
-    raw = _read_json(trigger_src, "trigger")
-    _print_json(_call(lambda k: k.triggers.create(workflow_id, raw, tenant_id=tenant, actor="cli")))
+    raw = read_json(trigger_src, "trigger")
+    _print_json(
+        with_kernel(lambda k: k.triggers.create(workflow_id, raw, tenant_id=tenant, actor="cli"))
+    )
 
 
 def _enabling_command(name: str, enabled: bool, summary: str) -> click.Command:
@@ -318,7 +292,7 @@ def _enabling_command(name: str, enabled: bool, summary: str) -> click.Command:
     @click.argument("trigger_id")
     @tenant_option
     def command(workflow_id: str, trigger_id: str, tenant: str) -> None:
-        view = _call(
+        view = with_kernel(
             lambda k: k.triggers.set_enabled(workflow_id, trigger_id, enabled, tenant_id=tenant)
         )
         click.echo(f"trigger {view['id']} is {view['status']}")
@@ -341,10 +315,9 @@ triggers_disable = _enabling_command(
 @tenant_option
 def triggers_fire(workflow_id: str, trigger_id: str, payload_src: str, tenant: str) -> None:
     """Fire a trigger now with an event (its activation condition applies)."""
-    from dataworkflows.cli.main import _read_json
     from dataworkflows.common.errors import NotFound
 
-    payload = _read_json(payload_src, "payload")
+    payload = read_json(payload_src, "payload")
     if not isinstance(payload, dict):
         raise click.ClickException("the payload must be a JSON object")
 
@@ -359,7 +332,7 @@ def triggers_fire(workflow_id: str, trigger_id: str, payload_src: str, tenant: s
             )
         return await kernel.triggers.start(handle, payload, principal="cli")
 
-    result = _call(fire)
+    result = with_kernel(fire)
     if result.execution_id:
         click.echo(f"{result.outcome}: run {result.execution_id}")
     else:

@@ -14,14 +14,16 @@ import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pluggy
 
 from dataworkflows import hookspecs
-from dataworkflows.actions import Action
 from dataworkflows.plugins.builtin import DEFAULT_PLUGINS
-from dataworkflows.triggers import TriggerType
+
+if TYPE_CHECKING:  # imported when something registers (pydantic): not for the CLI's commands
+    from dataworkflows.actions import Action
+    from dataworkflows.triggers import TriggerType
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,11 @@ class PluginSet:
         entry = self.actions.get(type_name)
         return entry.cls if entry else None
 
-    def describe(self, *, include_defaults: bool = False) -> list[dict[str, Any]]:
-        """What ``dataworkflows plugins`` and ``GET /api/v1/plugins`` show."""
+    def describe(
+        self, *, include_defaults: bool = False, schemas: bool = True
+    ) -> list[dict[str, Any]]:
+        """What ``dataworkflows plugins`` and ``GET /api/v1/plugins`` show (``schemas``:
+        with each type's JSON schema; the CLI's table does without)."""
         out = []
         for info in sorted(self.plugins.values(), key=lambda p: p.name):
             if info.is_default and not include_defaults:
@@ -85,13 +90,17 @@ class PluginSet:
                         {
                             "type": t,
                             "title": r.cls.title,
-                            "parametersSchema": r.cls.params_schema(),
+                            **({"parametersSchema": r.cls.params_schema()} if schemas else {}),
                         }
                         for t, r in sorted(self.actions.items())
                         if r.plugin.name == info.name
                     ],
                     "triggers": [
-                        {"type": t, "title": r.cls.title, "configSchema": r.cls.config_schema()}
+                        {
+                            "type": t,
+                            "title": r.cls.title,
+                            **({"configSchema": r.cls.config_schema()} if schemas else {}),
+                        }
                         for t, r in sorted(self.triggers.items())
                         if r.plugin.name == info.name
                     ],
@@ -107,6 +116,7 @@ def load_plugins(
     extra: Iterable[Any] = (),
     modules: str | None = None,
     trace: bool = False,
+    registries: bool = True,
 ) -> PluginSet:
     """Build a :class:`PluginSet`.
 
@@ -119,6 +129,9 @@ def load_plugins(
         modules: ``DATAWORKFLOWS_PLUGIN_MODULES``: comma-separated module names to import
             and register as plugins.
         trace: print every hook call (``DATAWORKFLOWS_TRACE_PLUGINS``).
+        registries: call ``register_actions`` / ``register_triggers`` and check what they
+            register (False: the CLI only wants ``register_commands``; no action or
+            trigger class is imported or its schema built).
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
@@ -158,7 +171,8 @@ def load_plugins(
         pm.trace.root.setwriter(lambda text: sys.stderr.write(text))
         pm.enable_tracing()
 
-    _build_registries(plugin_set)
+    if registries:
+        _build_registries(plugin_set)
     return plugin_set
 
 
@@ -196,13 +210,31 @@ def _load_entrypoints(plugin_set: PluginSet, allow: str | None) -> None:
 
 
 def _build_registries(plugin_set: PluginSet) -> None:
+    _call_register_hook(plugin_set, "register_actions", _register_action)
+    _call_register_hook(plugin_set, "register_triggers", _register_trigger)
+
+
+def _call_register_hook(plugin_set: PluginSet, name: str, register_one: Any) -> None:
+    """Call the ``name`` hook through pluggy, once per plugin that implements it (in the
+    order they were registered), with a ``register`` callable that knows that plugin.
+
+    Each call is ``pm.subset_hook_caller(name, others)``: pluggy's own hook caller without
+    the other plugins' implementations. So hook wrappers (``@hookimpl(wrapper=True)``) and
+    tracing (``DATAWORKFLOWS_TRACE_PLUGINS``) see every call, and every registration is
+    attributed to the plugin (and distribution) it comes from.
+    """
     pm = plugin_set.pm
-    for impl in pm.hook.register_actions.get_hookimpls():
+    impls = [
+        impl
+        for impl in getattr(pm.hook, name).get_hookimpls()
+        if not (impl.wrapper or impl.hookwrapper)
+    ]
+    for impl in impls:
         info = plugin_set.plugins[impl.plugin_name]
-        impl.function(register=lambda cls, info=info: _register_action(plugin_set, cls, info))
-    for impl in pm.hook.register_triggers.get_hookimpls():
-        info = plugin_set.plugins[impl.plugin_name]
-        impl.function(register=lambda cls, info=info: _register_trigger(plugin_set, cls, info))
+        others = [other.plugin for other in impls if other is not impl]
+        pm.subset_hook_caller(name, remove_plugins=others)(
+            register=lambda cls, info=info: register_one(plugin_set, cls, info)
+        )
 
 
 def _check_type_name(kind: str, cls: type, info: PluginInfo) -> str:
@@ -216,6 +248,8 @@ def _check_type_name(kind: str, cls: type, info: PluginInfo) -> str:
 
 
 def _register_action(plugin_set: PluginSet, cls: type[Action], info: PluginInfo) -> None:
+    from dataworkflows.actions import Action
+
     if not (isinstance(cls, type) and issubclass(cls, Action)):
         raise PluginError(f"{info.name} registered {cls!r}, which is not an Action subclass")
     type_name = _check_type_name("action", cls, info)
@@ -230,6 +264,8 @@ def _register_action(plugin_set: PluginSet, cls: type[Action], info: PluginInfo)
 
 
 def _register_trigger(plugin_set: PluginSet, cls: type[TriggerType], info: PluginInfo) -> None:
+    from dataworkflows.triggers import TriggerType
+
     if not (isinstance(cls, type) and issubclass(cls, TriggerType)):
         raise PluginError(f"{info.name} registered {cls!r}, which is not a TriggerType subclass")
     type_name = _check_type_name("trigger", cls, info)

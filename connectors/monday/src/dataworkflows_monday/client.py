@@ -25,8 +25,6 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from dataworkflows import ActionContext, ActionError, Credential
 
 DEFAULT_API_URL = "https://api.monday.com/v2"
@@ -188,6 +186,8 @@ async def graphql(
             code="credential_host_not_allowed",
             details={"host": host, "allowedHosts": list(credential.allowed_hosts)},
         )
+    import aiohttp  # imported when a request is sent, not with the plugin
+
     headers = {
         "Authorization": credential.secret,
         "API-Version": version,

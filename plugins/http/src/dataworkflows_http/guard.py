@@ -28,10 +28,10 @@ import re
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
+if TYPE_CHECKING:
+    from aiohttp.abc import AbstractResolver, ResolveResult
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -162,12 +162,20 @@ class AddressPolicy:
             raise DestinationRefused(host, str(address), reason)
 
 
-class GuardedResolver(AbstractResolver):
-    """A resolver that refuses a name when any of its addresses is refused."""
+class GuardedResolver:
+    """A resolver that refuses a name when any of its addresses is refused.
+
+    It implements aiohttp's ``AbstractResolver`` (``resolve``, ``close``) without
+    subclassing it, so that loading the plugin does not import aiohttp.
+    """
 
     def __init__(self, policy: AddressPolicy, inner: AbstractResolver | None = None) -> None:
+        if inner is None:
+            from aiohttp.resolver import DefaultResolver
+
+            inner = DefaultResolver()
         self.policy = policy
-        self._inner = inner if inner is not None else DefaultResolver()
+        self._inner = inner
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET

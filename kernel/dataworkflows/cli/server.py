@@ -1,0 +1,135 @@
+"""``dataworkflows serve`` and ``dataworkflows worker``: the long-running engine processes."""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+import click
+
+from dataworkflows import __version__
+from dataworkflows.cli.common import (
+    configure_logging,
+    make_kernel,
+    new_loop,
+    settings_or_fail,
+    start_kernel,
+)
+from dataworkflows.cli.event_loop import loop_name
+from dataworkflows.settings import Settings
+
+#: seconds within which a repeated SIGTERM/SIGINT counts as the same stop request
+DUPLICATE_SIGNAL_WINDOW = 2.0
+
+
+@click.command()
+@click.option("--host", default=None, help="Interface to bind (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8080).")
+@click.option("--no-worker", is_flag=True, help="Serve the API only; run no embedded worker.")
+def serve(host: str | None, port: int | None, no_worker: bool) -> None:
+    """Serve the HTTP API with an embedded worker (database: DATAWORKFLOWS_DATABASE_URL)."""
+    import asyncio
+
+    from aiohttp import web
+
+    from dataworkflows.api import create_app
+    from dataworkflows.kernel import SchemaOutOfDate
+
+    settings = settings_or_fail(host=host, port=port)
+    configure_logging(settings)
+    loop = new_loop(settings)
+    asyncio.set_event_loop(loop)
+    kernel = make_kernel(settings)
+    app = create_app(kernel, run_worker=not no_worker)
+    app.on_startup.append(_start_template_workers)
+    banner = (
+        f"DataWorkflows {__version__} on http://{settings.host}:{settings.port} "
+        f"(database {kernel.db.engine.url.render_as_string()}, "
+        f"{len(kernel.plugins.actions)} action types, {loop_name(loop)} event loop)"
+    )
+    try:
+        web.run_app(
+            app,
+            loop=loop,
+            host=settings.host,
+            port=settings.port,
+            # aiohttp calls this once the socket is bound: the banner is never a lie
+            print=lambda _message: click.echo(banner),
+            # the access log is written outside the request's context: log the echoed id
+            access_log_format='%a "%r" %s %b %Tfs cid=%{Correlation-Id}o',
+        )
+    except SchemaOutOfDate as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise click.ClickException(
+                f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+            ) from None
+        raise click.ClickException(
+            f"port {settings.port} on {settings.host} is already in use: choose another "
+            "with --port or DATAWORKFLOWS_PORT"
+        ) from None
+
+
+@click.command()
+@click.option("--concurrency", type=int, default=None, help="Runs executed at once.")
+def worker(concurrency: int | None) -> None:
+    """Run a worker that executes queued runs from the database.
+
+    SIGTERM or Ctrl-C: stop claiming, let runs in flight finish within
+    DATAWORKFLOWS_SHUTDOWN_GRACE seconds, release the rest to other workers, exit 0.
+    A second signal (more than 2 s after the first: a signal delivered to the whole
+    process group arrives twice) exits at once, like a kill (leases then expire and
+    other workers recover the runs).
+    """
+    import asyncio
+
+    settings = settings_or_fail(worker_concurrency=concurrency)
+    configure_logging(settings)
+    with asyncio.Runner(loop_factory=lambda: new_loop(settings)) as runner:
+        runner.run(_worker_main(settings))
+
+
+async def _worker_main(settings: Settings) -> None:
+    import asyncio
+    import os
+    import signal
+
+    kernel = make_kernel(settings)
+    await start_kernel(kernel)
+    await kernel.templates.pool.start()  # fork before claiming runs, not during them
+    loop = asyncio.get_running_loop()
+    first_signal: float | None = None
+
+    def on_signal() -> None:
+        nonlocal first_signal
+        now = loop.time()
+        if first_signal is not None:
+            # A signal sent to a whole process group (systemd, a shell, `uv run` forwarding
+            # it to its child) arrives twice at once: that is still the first request.
+            if now - first_signal < DUPLICATE_SIGNAL_WINDOW:
+                return
+            click.echo("second signal: exiting now", err=True)
+            os._exit(1)
+        first_signal = now
+        click.echo("stopping: no new runs; waiting for runs in flight", err=True)
+        kernel.worker.request_stop(settings.shutdown_grace)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    click.echo(
+        f"worker {kernel.worker.owner} started (concurrency {settings.worker_concurrency})",
+        err=True,
+    )
+    try:
+        await kernel.worker.run()
+    finally:
+        await kernel.close()
+    click.echo("worker stopped", err=True)
+
+
+async def _start_template_workers(app: Any) -> None:
+    """Fork the template worker processes before the first request (docs/semantics.md)."""
+    from dataworkflows.api.keys import kernel_key
+
+    await app[kernel_key].templates.pool.start()
