@@ -18,6 +18,7 @@ from aiohttp import web
 
 from dataworkflows.api.errors import read_json_object
 from dataworkflows.api.keys import kernel_key
+from dataworkflows.api.middleware import principal, tenant
 from dataworkflows.api.models import Credential, CredentialList, ResourceLinkList
 from dataworkflows.api.request_args import no_unknown_fields
 from dataworkflows.api.request_models import CredentialRequest, CredentialUpdate, PageQuery
@@ -34,16 +35,8 @@ TAGS = ["credentials"]
 _CREATE_FIELDS = {"name", "secret", "description", "allowedHosts"}
 
 
-def _tenant(request: web.Request) -> str:
-    return request.headers.get("X-Tenant-Id") or "default"
-
-
-def _principal(request: web.Request) -> str | None:
-    return request.headers.get("X-Principal") or None
-
-
-def _not_found(name: str, tenant: str) -> NotFound:
-    return NotFound(f"no credential {name!r} for tenant {tenant!r}", code="credential_not_found")
+def _not_found(name: str, tenant_id: str) -> NotFound:
+    return NotFound(f"no credential {name!r} for tenant {tenant_id!r}", code="credential_not_found")
 
 
 @connector_routes.post("/api/v1/credentials")
@@ -67,12 +60,12 @@ async def create_credential(request: web.Request) -> web.Response:
                 details={"path": f"$.{required}"},
             )
     row, _ = await kernel.credentials.store.put(
-        _tenant(request),
+        tenant(request),
         body["name"],
         body["secret"],
         description=body.get("description"),
         allowed_hosts=body.get("allowedHosts"),
-        actor=_principal(request),
+        actor=principal(request),
         create_only=True,
     )
     return web.json_response(
@@ -96,7 +89,7 @@ async def list_credentials(request: web.Request) -> web.Response:
     request_page = parse_page(request.query, "credentials")
     after = request_page.after[0] if request_page.after else None
     rows = await kernel.credentials.store.list(
-        _tenant(request), after=after, limit=request_page.limit + 1
+        tenant(request), after=after, limit=request_page.limit + 1
     )
     return web.json_response(
         paged("credentials", rows, request_page, lambda r: [r["name"]], credential_view)
@@ -108,10 +101,10 @@ async def list_credentials(request: web.Request) -> web.Response:
 async def get_credential(request: web.Request) -> web.Response:
     """One credential's metadata."""
     kernel = request.app[kernel_key]
-    name, tenant = request.match_info["name"], _tenant(request)
-    row = await kernel.credentials.store.get(tenant, name)
+    name, tenant_id = request.match_info["name"], tenant(request)
+    row = await kernel.credentials.store.get(tenant_id, name)
     if row is None:
-        raise _not_found(name, tenant)
+        raise _not_found(name, tenant_id)
     return web.json_response(credential_view(row))
 
 
@@ -142,12 +135,12 @@ async def put_credential(request: web.Request) -> web.Response:
             details={"path": "$.secret"},
         )
     row, created = await kernel.credentials.store.put(
-        _tenant(request),
+        tenant(request),
         name,
         body["secret"],
         description=body.get("description"),
         allowed_hosts=body.get("allowedHosts"),
-        actor=_principal(request),
+        actor=principal(request),
     )
     return web.json_response(credential_view(row), status=201 if created else 200)
 
@@ -157,9 +150,9 @@ async def put_credential(request: web.Request) -> web.Response:
 async def delete_credential(request: web.Request) -> web.Response:
     """Delete a credential."""
     kernel = request.app[kernel_key]
-    name, tenant = request.match_info["name"], _tenant(request)
-    if not await kernel.credentials.store.delete(tenant, name):
-        raise _not_found(name, tenant)
+    name, tenant_id = request.match_info["name"], tenant(request)
+    if not await kernel.credentials.store.delete(tenant_id, name):
+        raise _not_found(name, tenant_id)
     return web.Response(status=204)
 
 
@@ -179,7 +172,7 @@ async def execution_resources(request: web.Request) -> web.Response:
     except ValueError:
         raise NotFound(f"no execution {raw!r}", code="execution_not_found") from None
     row = await kernel.ledger.get_execution(execution_id)
-    if row is None or row["tenant_id"] != _tenant(request):
+    if row is None or row["tenant_id"] != tenant(request):
         raise NotFound(f"no execution {raw!r}", code="execution_not_found")
     links = await kernel.resources.list_for_execution(execution_id)
     return web.json_response({"items": [link_view(r) for r in links]})

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from dataworkflows.api.errors import read_json_object
 from dataworkflows.api.keys import kernel_key
+from dataworkflows.api.middleware import principal, tenant
 from dataworkflows.api.request_models import PageQuery
 from dataworkflows.api.route_spec import spec
 from dataworkflows.api.trigger_models import (
@@ -42,10 +43,6 @@ _SWITCH: dict[str, Any] = {
 }
 
 
-def _tenant(request: web.Request) -> str:
-    return request.headers.get("X-Tenant-Id") or "default"
-
-
 @trigger_routes.post(BASE)
 @spec(
     "createTrigger",
@@ -67,8 +64,8 @@ async def create_trigger(request: web.Request) -> web.Response:
     view = await kernel.triggers.create(
         request.match_info["workflow_id"],
         body,
-        tenant_id=_tenant(request),
-        actor=request.headers.get("X-Principal") or None,
+        tenant_id=tenant(request),
+        actor=principal(request),
     )
     location = f"/api/v1/workflows/{view['workflowId']}/triggers/{view['id']}"
     return web.json_response(view, status=201, headers={"Location": location})
@@ -87,7 +84,7 @@ async def list_triggers(request: web.Request) -> web.Response:
     kernel = request.app[kernel_key]
     result = await kernel.triggers.list(
         request.match_info["workflow_id"],
-        tenant_id=_tenant(request),
+        tenant_id=tenant(request),
         page=parse_page(request.query, "triggers"),
     )
     return web.json_response(result)
@@ -101,7 +98,7 @@ async def get_trigger(request: web.Request) -> web.Response:
     view = await kernel.triggers.get(
         request.match_info["workflow_id"],
         request.match_info["trigger_id"],
-        tenant_id=_tenant(request),
+        tenant_id=tenant(request),
     )
     return web.json_response(view)
 
@@ -113,7 +110,7 @@ async def _update(request: web.Request, *, replace: bool) -> web.Response:
         request.match_info["workflow_id"],
         request.match_info["trigger_id"],
         body,
-        tenant_id=_tenant(request),
+        tenant_id=tenant(request),
         replace=replace,
     )
     return web.json_response(view)
@@ -165,7 +162,7 @@ async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
         request.match_info["workflow_id"],
         request.match_info["trigger_id"],
         enabled,
-        tenant_id=_tenant(request),
+        tenant_id=tenant(request),
     )
     return web.json_response(view)
 
@@ -178,6 +175,6 @@ async def delete_trigger(request: web.Request) -> web.Response:
     await kernel.triggers.delete(
         request.match_info["workflow_id"],
         request.match_info["trigger_id"],
-        tenant_id=_tenant(request),
+        tenant_id=tenant(request),
     )
     return web.Response(status=204)
