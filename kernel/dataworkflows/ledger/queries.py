@@ -69,13 +69,7 @@ class RunQueries:
             stmt = stmt.where(t.c.created_at >= created_from)
         if created_to is not None:
             stmt = stmt.where(t.c.created_at < created_to)
-        keyset = _newest_first(t, after)
-        if keyset is not None:
-            stmt = stmt.where(keyset)
-        stmt = stmt.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(limit)
-        async with self.db.connect() as conn:
-            rows = await conn.execute(stmt)
-        return [dict(r._mapping) for r in rows]
+        return await self._newest_page(t, stmt, after, limit)
 
     async def dead_letters(
         self,
@@ -87,6 +81,12 @@ class RunQueries:
         """The tenant's dead letters, newest first."""
         t = dead_letters
         stmt = select(t).where(t.c.tenant_id == tenant_id)
+        return await self._newest_page(t, stmt, after, limit)
+
+    async def _newest_page(
+        self, t: Any, stmt: Any, after: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """``stmt``'s rows newest first, after the keyset ``after``, at most ``limit``."""
         keyset = _newest_first(t, after)
         if keyset is not None:
             stmt = stmt.where(keyset)

@@ -203,12 +203,16 @@ class WorkflowService(RunOperations):
         """Make a version (default: the latest) current; Draft/Active → Active."""
         row = await self.store.get(workflow_id, tenant_id)
         target = version or row["latest_version"]
-        if target > MAX_INT:
-            raise version_not_found(workflow_id, target)
-        # Re-check at publish time: plugins may have been removed since the version was saved.
-        self.validate(await self.store.definition(workflow_id, target))
+        await self._check_publishable(workflow_id, target)
         await self.store.publish(workflow_id, tenant_id, target, audit=_audit(actor, note))
         return await self.get_workflow(workflow_id, tenant_id=tenant_id)
+
+    async def _check_publishable(self, workflow_id: str, version: int) -> None:
+        """404 for a version that cannot exist; 422 if the version no longer validates
+        (plugins may have been removed since it was saved)."""
+        if version > MAX_INT:
+            raise version_not_found(workflow_id, version)
+        self.validate(await self.store.definition(workflow_id, version))
 
     async def rollback(
         self,
@@ -225,9 +229,7 @@ class WorkflowService(RunOperations):
             version = await self.store.rollback_target(workflow_id, tenant_id)
         else:
             await self.store.get(workflow_id, tenant_id)  # 404 before anything else
-            if version > MAX_INT:
-                raise version_not_found(workflow_id, version)
-        self.validate(await self.store.definition(workflow_id, version))
+        await self._check_publishable(workflow_id, version)
         await self.store.rollback(workflow_id, tenant_id, version, audit=_audit(actor, note))
         return await self.get_workflow(workflow_id, tenant_id=tenant_id)
 
