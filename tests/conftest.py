@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+import textwrap
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,37 @@ def cli(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
         return CliRunner().invoke(build_cli(), list(args), catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture
+def install_distribution(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., None]]:
+    """``install_distribution("dataworkflows-bad", {"bad_mod": "source"}, bad="bad_mod")``:
+    a real installed distribution for this test (a ``.dist-info`` with its entry points in
+    the ``dataworkflows`` group and its modules, on ``sys.path``); ``importlib.metadata``
+    finds it like any other. Its modules are forgotten afterwards."""
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    modules: list[str] = []
+
+    def install(
+        name: str, sources: dict[str, str], version: str = "1.0", **entry_points: str
+    ) -> None:
+        info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        lines = "".join(f"{ep} = {target}\n" for ep, target in entry_points.items())
+        (info / "entry_points.txt").write_text(f"[dataworkflows]\n{lines}")
+        for module, source in sources.items():
+            (site / f"{module}.py").write_text(textwrap.dedent(source))
+            modules.append(module)
+        importlib.invalidate_caches()
+
+    yield install
+    for module in modules:
+        sys.modules.pop(module, None)
 
 
 def _bindir() -> Path | None:

@@ -3,7 +3,8 @@ trigger type's ``configSchema`` (``GET /api/v1/plugins``, ``dataworkflows plugin
 has a real title, a description, and a description on every property, nested models too.
 
 A plugin whose ``Params`` / ``Config`` model lacks a docstring, or has a field without one
-(``use_attribute_docstrings=True``) or without ``Field(description=...)``, fails here.
+(``use_attribute_docstrings=True``) or without ``Field(description=...)``, fails here and in
+``dataworkflows plugins --check`` (the rules are :func:`dataworkflows.plugins.check.undocumented`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dataworkflows import Action, ActionResult, TriggerType
 from dataworkflows.common.schemas import PluginSchemaGenerator
+from dataworkflows.plugins.check import undocumented  # what `plugins --check` reports
 from dataworkflows.plugins.manager import load_plugins
 
 BUNDLED_ACTIONS = {
@@ -25,39 +27,6 @@ BUNDLED_ACTIONS = {
     "monday.create-item",
 }
 BUNDLED_TRIGGERS = {"webhook", "schedule"}
-#: sub-schemas that hold further schemas (pydantic puts nested models in $defs)
-_NESTED = ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "prefixItems", "not")
-
-
-def undocumented(schema: dict[str, Any], model: type[BaseModel]) -> list[str]:
-    """What a workflow author would miss in ``schema`` (the published schema of ``model``)."""
-    problems: list[str] = []
-    title = schema.get("title")
-    if not title or title in ("Params", "Config", model.__name__):
-        problems.append(f"title {title!r} is a class name, not a title")
-    if not schema.get("description"):
-        problems.append("the schema has no description")
-    _check_properties(schema, "", problems)
-    for name, definition in schema.get("$defs", {}).items():
-        if not definition.get("description"):
-            problems.append(f"$defs/{name} has no description")
-        _check_properties(definition, f"$defs/{name}/", problems)
-    return problems
-
-
-def _check_properties(schema: Any, path: str, problems: list[str]) -> None:
-    if not isinstance(schema, dict):
-        return
-    for name, prop in schema.get("properties", {}).items():
-        if not (isinstance(prop, dict) and prop.get("description")):
-            problems.append(f"property {path}{name} has no description")
-        _check_properties(prop, f"{path}{name}/", problems)
-    for key in _NESTED:
-        children = schema.get(key)
-        for child in children if isinstance(children, list) else [children]:
-            _check_properties(child, path, problems)
-
-
 INSTALLED = load_plugins()
 SCHEMAS = [
     pytest.param(r.cls.params_schema, r.cls.Params, id=name)

@@ -29,12 +29,13 @@ if TYPE_CHECKING:
         StepOutcome,
     )
     from dataworkflows.common.jsonlimits import JSONLimitError, loads_limited
-    from dataworkflows.hookspecs import hookimpl
+    from dataworkflows.hookspecs import PLUGIN_API_VERSION, hookimpl
     from dataworkflows.triggers import TriggerType
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "PLUGIN_API_VERSION",
     "Action",
     "ActionContext",
     "ActionError",
@@ -60,6 +61,7 @@ __getattr__ = lazy_attributes(
         "JSONLimitError": "dataworkflows.common.jsonlimits",
         "loads_limited": "dataworkflows.common.jsonlimits",
         "hookimpl": "dataworkflows.hookspecs",
+        "PLUGIN_API_VERSION": "dataworkflows.hookspecs",
         "TriggerType": "dataworkflows.triggers",
     },
     names=__all__,

@@ -15,7 +15,17 @@ Every hook is called through pluggy, so hook wrappers (``@hookimpl(wrapper=True)
 call per such plugin), so that each type is attributed to the distribution that registered
 it.
 
-Every spec below documents *Called when*, *Args*, *Returns* and *Since*; a test checks that.
+Every spec below documents *Called when*, *Args*, *Returns* and *Since*; a test checks that,
+and ``docs/hooks.md`` is generated from this module (``python -m
+dataworkflows.plugins.hookdoc > docs/hooks.md``; a test fails when it is stale).
+
+Versions: :data:`PLUGIN_API_VERSION` is the version of this contract (``MAJOR.MINOR``). A
+minor version adds hooks, arguments or context attributes; a major version removes or
+changes them. A plugin declares the versions it works with (``dataworkflows_api = ">=1,<2"``
+in its entry-point module) and a kernel outside them refuses to load it. A hook to be
+removed is first deprecated: its spec gets ``warn_on_impl=deprecated_hook(...)``, so that
+registering an implementation raises a :class:`DeprecationWarning` throughout at least one
+minor version, and it goes in the next major version.
 """
 
 from __future__ import annotations
@@ -37,8 +47,31 @@ if TYPE_CHECKING:
 
 PROJECT_NAME = "dataworkflows"
 
+#: The version of the plugin contract this kernel provides (``MAJOR.MINOR``).
+PLUGIN_API_VERSION = "1.0"
+
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+def deprecated_hook(name: str, *, since: str, instead: str) -> DeprecationWarning:
+    """The warning a deprecated hook's implementations get: ``@hookspec(warn_on_impl=
+    deprecated_hook("old_hook", since="1.1", instead="implement new_hook"))``.
+
+    Args:
+        name: the hook's name.
+        since: the plugin-API version that deprecates it.
+        instead: what plugins should do instead.
+
+    Returns: a :class:`DeprecationWarning` naming the hook, the version that deprecated it
+    and the major version that removes it; pluggy raises it, at the implementation's source
+    line, whenever a plugin implementing the hook is registered.
+    """
+    removed_in = int(since.split(".")[0]) + 1
+    return DeprecationWarning(
+        f"the hook {name!r} is deprecated since plugin API {since} and will be removed in "
+        f"plugin API {removed_in}.0: {instead}"
+    )
 
 
 @hookspec

@@ -28,11 +28,20 @@ workflow_file = click.argument("file", type=click.Path(exists=True, dir_okay=Fal
 @click.command("plugins")
 @click.option("--all", "show_all", is_flag=True, help="Include the kernel's default plugins.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with parameter schemas).")
-def plugins_cmd(show_all: bool, as_json: bool) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Load every installed plugin on its own and check its hooks, types, schemas and "
+    "plugin-API version; exit 1 if any has a problem.",
+)
+def plugins_cmd(show_all: bool, as_json: bool, check: bool) -> None:
     """List installed plugins with their action and trigger types."""
     from dataworkflows.plugins.manager import PluginError, load_plugins
 
     settings = settings_or_fail()
+    if check:
+        check_plugins(settings.plugin_modules)
+        return
     try:
         plugin_set = load_plugins(allow=settings.load_plugins, modules=settings.plugin_modules)
     except PluginError as exc:
@@ -51,6 +60,46 @@ def plugins_cmd(show_all: bool, as_json: bool) -> None:
             click.echo(f"    action   {action['type']:<28} {action['title']}")
         for trigger in plugin["triggers"]:
             click.echo(f"    trigger  {trigger['type']:<28} {trigger['title']}")
+
+
+def check_plugins(modules: str | None) -> None:
+    """``plugins --check``: every problem, with the plugin's distribution, and exit 1; or a
+    table of the plugins and exit 0. Deprecation warnings are shown and do not fail."""
+    from dataworkflows.hookspecs import PLUGIN_API_VERSION
+    from dataworkflows.plugins.check import check_installed
+
+    reports = check_installed(modules=modules)
+    for report in reports:
+        for warning in report.warnings:
+            click.echo(f"warning: {report.origin}: {warning}", err=True)
+    failed = [report for report in reports if report.problems]
+    if failed:
+        for report in failed:
+            for problem in report.problems:
+                click.echo(f"{report.origin}: {problem}")
+        problems = sum(len(report.problems) for report in failed)
+        click.echo(f"{problems} problem(s) in {len(failed)} of {len(reports)} plugin(s)", err=True)
+        sys.exit(1)
+    rows = [("plugin", "distribution", "version", "API", "actions", "triggers")]
+    rows += [
+        (
+            r.info.name,
+            r.info.distribution or "-",
+            r.info.version or "-",
+            r.api or "-",
+            str(len(r.actions)),
+            str(len(r.triggers)),
+        )
+        for r in reports
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    click.echo(
+        f"{len(reports)} plugin(s) checked against plugin API {PLUGIN_API_VERSION}: no problems"
+    )
 
 
 @click.command()

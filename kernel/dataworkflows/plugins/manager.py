@@ -12,13 +12,14 @@ import importlib.metadata
 import logging
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pluggy
 
 from dataworkflows import hookspecs
+from dataworkflows.plugins.api_version import incompatibility
 from dataworkflows.plugins.builtin import DEFAULT_PLUGINS
 
 if TYPE_CHECKING:  # imported when something registers (pydantic): not for the CLI's commands
@@ -35,6 +36,34 @@ TYPE_NAME = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$")
 
 class PluginError(RuntimeError):
     """A plugin could not be loaded or registers something invalid."""
+
+
+#: ``(before, after)`` pairs installed on every plugin manager built from now on
+_HOOKCALL_MONITORS: list[tuple[Callable[..., None], Callable[..., None]]] = []
+
+
+def monitor_hook_calls(
+    before: Callable[..., None], after: Callable[..., None]
+) -> Callable[[], None]:
+    """Watch the hook calls of every plugin manager built from now on (pluggy's
+    ``PluginManager.add_hookcall_monitoring``: ``before(hook_name, hook_impls, kwargs)``,
+    ``after(outcome, hook_name, hook_impls, kwargs)``). ``dataworkflows.testing`` records
+    with it which hooks a test session called. Returns a function that stops watching
+    managers built afterwards."""
+    pair = (before, after)
+    _HOOKCALL_MONITORS.append(pair)
+    return lambda: _HOOKCALL_MONITORS.remove(pair)
+
+
+def new_plugin_manager(*specs: Any) -> pluggy.PluginManager:
+    """A plugin manager with the hookspecs of ``specs`` (default: :mod:`dataworkflows.hookspecs`)
+    and every :func:`monitor_hook_calls` monitor; no plugin registered."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    for spec in specs or (hookspecs,):
+        pm.add_hookspecs(spec)
+    for before, after in _HOOKCALL_MONITORS:
+        pm.add_hookcall_monitoring(before, after)
+    return pm
 
 
 @dataclass(frozen=True)
@@ -133,8 +162,7 @@ def load_plugins(
             register (False: the CLI only wants ``register_commands``; no action or
             trigger class is imported or its schema built).
     """
-    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-    pm.add_hookspecs(hookspecs)
+    pm = new_plugin_manager()
     plugin_set = PluginSet(pm)
 
     for module in DEFAULT_PLUGINS:
@@ -152,15 +180,13 @@ def load_plugins(
         except ImportError as exc:
             raise PluginError(f"cannot import plugin module {module_name!r}: {exc}") from exc
         if not pm.is_registered(module):
-            pm.register(module, name=module_name)
-            plugin_set.plugins[module_name] = PluginInfo(module_name, None, None)
+            register_plugin(plugin_set, module, PluginInfo(module_name, None, None))
 
     for index, plugin in enumerate(extra):
         name = getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{index}"
         if pm.is_registered(plugin):
             continue
-        pm.register(plugin, name=name)
-        plugin_set.plugins[name] = PluginInfo(name, None, None)
+        register_plugin(plugin_set, plugin, PluginInfo(name, None, None))
 
     try:
         pm.check_pending()
@@ -196,10 +222,8 @@ def _load_entrypoints(plugin_set: PluginSet, allow: str | None) -> None:
             plugin = ep.load()
         except Exception as exc:
             raise PluginError(f"cannot load plugin {ep.name!r} ({dist_name}): {exc}") from exc
-        plugin_set.pm.register(plugin, name=ep.name)
-        plugin_set.plugins[ep.name] = PluginInfo(
-            ep.name, dist_name, dist.version if dist is not None else None
-        )
+        version = dist.version if dist is not None else None
+        register_plugin(plugin_set, plugin, PluginInfo(ep.name, dist_name, version))
     if wanted:
         missing = sorted(wanted - found)
         if missing:
@@ -209,9 +233,35 @@ def _load_entrypoints(plugin_set: PluginSet, allow: str | None) -> None:
             )
 
 
+def origin(info: PluginInfo) -> str:
+    """How messages name a plugin: ``'echo' (dataworkflows-echo 0.1.0)``."""
+    if info.distribution is None:
+        return repr(info.name)
+    return f"{info.name!r} ({info.distribution} {info.version or ''})".replace(" )", ")")
+
+
+def register_plugin(plugin_set: PluginSet, plugin: Any, info: PluginInfo) -> None:
+    """Register ``plugin`` under ``info.name`` once its declared plugin-API requirement
+    (``dataworkflows_api``) accepts this kernel's; otherwise, or if a hook implementation
+    has arguments its hook does not (pluggy's validation), raise :class:`PluginError`."""
+    problem = incompatibility(plugin, origin(info))
+    if problem is not None:
+        raise PluginError(problem)
+    try:
+        plugin_set.pm.register(plugin, name=info.name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {origin(info)}: {one_line(exc)}") from exc
+    plugin_set.plugins[info.name] = info
+
+
+def one_line(exc: BaseException) -> str:
+    """pluggy's multi-line validation messages on one line."""
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
 def _build_registries(plugin_set: PluginSet) -> None:
-    _call_register_hook(plugin_set, "register_actions", _register_action)
-    _call_register_hook(plugin_set, "register_triggers", _register_trigger)
+    for hook_name, register_one in REGISTRIES.items():
+        _call_register_hook(plugin_set, hook_name, register_one)
 
 
 def _call_register_hook(plugin_set: PluginSet, name: str, register_one: Any) -> None:
@@ -284,3 +334,10 @@ def _version(dist: str) -> str | None:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+#: the registration hooks and the function that checks and indexes what each registers
+REGISTRIES: dict[str, Callable[[PluginSet, Any, PluginInfo], None]] = {
+    "register_actions": _register_action,
+    "register_triggers": _register_trigger,
+}

@@ -13,6 +13,9 @@ from dataworkflows import hookimpl, lazy_attributes
 
 __getattr__ = lazy_attributes(__name__, "dataworkflows_schedule.trigger")
 
+#: the plugin-API versions this plugin works with (README, "Plugin API versions")
+dataworkflows_api = ">=1,<2"
+
 
 @hookimpl
 def register_triggers(register: Any) -> None:
