@@ -8,6 +8,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +55,31 @@ def cli(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
         return CliRunner().invoke(build_cli(), list(args), catch_exceptions=False)
 
     return invoke
+
+
+def _run_pytest_in(
+    folder: Path, pythonpath: list[Path] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-W", "error", "-p", "no:cacheprovider"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+
+
+@pytest.fixture
+def run_pytest_in() -> Any:
+    """``run_pytest_in(folder, pythonpath=[...])``: ``pytest`` run in ``folder`` by this
+    interpreter, as a plugin author runs it there (``-W error``: no warning allowed);
+    returns the completed process."""
+    return _run_pytest_in
 
 
 def _bindir() -> Path | None:

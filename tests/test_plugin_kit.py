@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import subprocess
 import sys
@@ -26,21 +25,6 @@ def new_plugin(*args: str) -> Any:
 
 def files_under(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
-def run_pytest(project: Path) -> subprocess.CompletedProcess[str]:
-    """The generated project's tests, as its author runs them: ``pytest`` in its folder
-    (this interpreter, where the kernel is installed; ``-W error``: no warning allowed)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-W", "error", "-p", "no:cacheprovider"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
 
 
 def passed(result: subprocess.CompletedProcess[str]) -> int:
@@ -64,7 +48,7 @@ def passed(result: subprocess.CompletedProcess[str]) -> int:
     ],
 )
 def test_the_scaffold_passes_its_own_tests_and_lint(
-    tmp_path: Path, flag: str, name: str, files: set[str]
+    tmp_path: Path, run_pytest_in: Any, flag: str, name: str, files: set[str]
 ) -> None:
     result = new_plugin(name, flag, "--dir", str(tmp_path))
     assert result.exit_code == 0, result.output
@@ -77,7 +61,7 @@ def test_the_scaffold_passes_its_own_tests_and_lint(
     text = "".join((project / f).read_text() for f in written)
     assert "${" not in text and "PACKAGE" not in text  # every placeholder substituted
 
-    tests = run_pytest(project)
+    tests = run_pytest_in(project)
     assert tests.returncode == 0, tests.stdout + tests.stderr
     assert passed(tests) >= 3 and " failed" not in tests.stdout
 

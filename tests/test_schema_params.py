@@ -5,6 +5,9 @@ publish (422 with every problem and its JSON path) and before each attempt, secr
 from __future__ import annotations
 
 import json
+import re
+import types
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -157,3 +160,39 @@ async def test_plugins_listing_publishes_the_schema(kernel_factory: Any) -> None
     schema = plugin["actions"][0]["parametersSchema"]
     assert schema["description"] == "Greet someone."
     assert schema["required"] == ["name"] and schema["additionalProperties"] is False
+
+
+def readme_example() -> types.ModuleType:
+    """The README's JSON Schema example ("Writing a plugin"), as a module."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    [code] = re.findall(r"^```python\n(# dataworkflows_hello_json\.py.*?)^```", readme, re.S | re.M)
+    module = types.ModuleType("dataworkflows_hello_json")
+    exec(compile(code, "README.md", "exec"), module.__dict__)
+    return module
+
+
+async def test_the_readme_example_works_as_documented(
+    kernel_factory: Any, api_factory: Any, run_workflow: Any
+) -> None:
+    kernel = await kernel_factory(plugins=[readme_example()], entrypoints=False)
+    api = await api_factory(kernel)
+
+    def say(parameters: dict[str, Any]) -> dict[str, Any]:
+        node = {"id": "say", "actionType": "hello.say-json", "parameters": parameters}
+        return {"id": "hello-json", "displayName": "Hello JSON", "nodes": [node]}
+
+    resp = await api.post("/api/v1/workflows", json=say({"times": 0, "colour": "red"}))
+    assert resp.status == 422
+    problems = [(p["path"], p["message"]) for p in (await resp.json())["details"]["problems"]]
+    assert problems == [
+        ("$.nodes[0].parameters.name", "this field is required"),
+        (
+            "$.nodes[0].parameters.colour",
+            "unknown field 'colour' (known fields: apiKey, name, times)",
+        ),
+        ("$.nodes[0].parameters.times", "the value is less than the minimum of 1"),
+    ]
+    run = await run_workflow(kernel, say({"name": "Ada", "times": 2, "apiKey": SECRET}))
+    assert run["actions"][0]["outputs"] == {"greeting": "hi Ada hi Ada"}
+    shown = await (await api.get("/api/v1/workflows/hello-json")).json()
+    assert shown["definition"]["nodes"][0]["parameters"]["apiKey"] == MASK
