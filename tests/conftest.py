@@ -90,6 +90,31 @@ def install_distribution(
         sys.modules.pop(module, None)
 
 
+def _run_pytest_in(
+    folder: Path, pythonpath: list[Path] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-W", "error", "-p", "no:cacheprovider"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+
+
+@pytest.fixture
+def run_pytest_in() -> Any:
+    """``run_pytest_in(folder, pythonpath=[...])``: ``pytest`` run in ``folder`` by this
+    interpreter, as a plugin author runs it there (``-W error``: no warning allowed);
+    returns the completed process."""
+    return _run_pytest_in
+
+
 def _bindir() -> Path | None:
     pg_config = shutil.which("pg_config")
     if pg_config is None:

@@ -104,3 +104,13 @@ def test_kernel_wheel_alone_migrates_serves_and_knows_no_actions(
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_wheel_ships_the_plugin_templates(kernel_venv: Path, tmp_path: Path) -> None:
+    """``plugin new`` works from the installed wheel: its templates are package data."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIRTUAL_ENV")}
+    result = _run(
+        kernel_venv / "bin/dataworkflows", "plugin", "new", "wheel-kit", "--dir", tmp_path, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "dataworkflows-wheel-kit/src/dataworkflows_wheel_kit/action.py").is_file()

@@ -286,7 +286,11 @@ class Action:
     Class attributes:
         type: unique name, ``"<plugin>.<verb-noun>"`` (e.g. ``"core.echo"``).
         title: one line for listings.
-        Params: a pydantic model of the parameters. Parameters declared secret
+        Params: a pydantic model of the parameters, or a plain JSON Schema dict
+            (``{"type": "object", "properties": ...}``) for authors who do not use
+            pydantic: the class turns it into a model checked with ``jsonschema``
+            (:mod:`dataworkflows.common.schema_params`) and ``run`` receives a read-only
+            dict-like object (``params["name"]``). Parameters declared secret
             (``pydantic.SecretStr`` or ``"writeOnly": true``) are encrypted in stored
             definitions and masked by the API (:mod:`dataworkflows.secrets.fields`).
             Its JSON schema is published by
@@ -300,6 +304,20 @@ class Action:
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A ``Params`` given as a JSON Schema dict becomes a model class here, so that
+        every part of the kernel sees a model; an invalid schema is a ``TypeError`` when
+        the plugin's module is imported."""
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("Params")
+        if isinstance(declared, Mapping):
+            from dataworkflows.common.schema_params import schema_params
+
+            owner = f"action {cls.__dict__.get('type', cls.__qualname__)}"
+            cls.Params = schema_params(  # type: ignore[misc,assignment]
+                declared, owner, module=cls.__module__, qualname=f"{cls.__qualname__}.Params"
+            )
 
     async def run(self, ctx: ActionContext, params: Any) -> ActionResult:
         """Do the work of one attempt. Must be overridden."""

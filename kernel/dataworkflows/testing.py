@@ -23,7 +23,14 @@ Fixtures:
     api                ``api_factory(kernel)``.
     run_workflow       ``await run_workflow(kernel, definition, trigger=...)``: create,
                        publish, execute and wait; returns the execution view with actions.
+                       An invalid definition raises :class:`Unprocessable` (code
+                       ``invalid_definition``, ``details["problems"]``) and runs nothing.
     fake_clock         a :class:`~dataworkflows.common.clock.FakeClock`.
+    http_server        a :class:`RecordingServer`: a local HTTP server on 127.0.0.1 that
+                       records every request and answers the replies a test scripts.
+    http_server_factory ``await http_server_factory()``: another one.
+
+The whole guide, with examples that the kernel's tests run: ``docs/testing.md``.
 
 Hook coverage: with ``dataworkflows_every_hook_called = true`` in the pytest configuration
 (the kernel's own suite sets it), every plugin manager the session builds records which
@@ -35,14 +42,25 @@ hook-call monitoring), and a session that ran the whole suite fails if a hook of
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+from dataworkflows.common.errors import Unprocessable
+
+__all__ = ["RecordedRequest", "RecordingServer", "Unprocessable", "postgres_only"]
 
 POSTGRES_ENV = "DATAWORKFLOWS_TEST_POSTGRES_URL"
 
@@ -251,6 +269,130 @@ def _generate_key() -> str:
     return generate_key()
 
 
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request a :class:`RecordingServer` received."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    repeat: bool
+
+
+@dataclass
+class RecordingServer:
+    """A local HTTP server (127.0.0.1, a free port) for connector tests: it records every
+    request in :attr:`requests` and answers what the test scripted with :meth:`reply` (or
+    an aiohttp handler given to :meth:`route`). A request nothing was scripted for is
+    answered ``404 {"error": "no reply scripted for GET /path"}`` (and recorded), so a
+    test sees an unexpected call instead of hanging."""
+
+    requests: list[RecordedRequest] = field(default_factory=list)
+    _replies: dict[tuple[str, str], list[_Reply]] = field(default_factory=dict)
+    _handlers: dict[tuple[str, str], Callable[..., Awaitable[Any]]] = field(default_factory=dict)
+    _server: TestServer | None = None
+
+    def url(self, path: str = "/") -> str:
+        """The absolute URL of ``path`` on this server."""
+        assert self._server is not None, "the server is not started"
+        return str(self._server.make_url(path))
+
+    def reply(
+        self,
+        method: str,
+        path: str,
+        *,
+        status: int = 200,
+        json: Any = None,
+        body: str | bytes = b"",
+        headers: dict[str, str] | None = None,
+        repeat: bool = False,
+    ) -> None:
+        """Script the answer to the next ``method path`` request: ``json`` (sent as
+        ``application/json``) or ``body``. Replies to one method and path are used once
+        each, in order; ``repeat=True`` answers every later request with this one."""
+        import json as jsonlib
+
+        headers = dict(headers or {})
+        if json is not None:
+            body = jsonlib.dumps(json)
+            headers.setdefault("Content-Type", "application/json")
+        data = body.encode() if isinstance(body, str) else body
+        key = (method.upper(), path)
+        self._replies.setdefault(key, []).append(_Reply(status, data, headers, repeat))
+
+    def route(self, method: str, path: str, handler: Callable[..., Awaitable[Any]]) -> None:
+        """Answer ``method path`` with an aiohttp ``handler(request)`` (after the scripted
+        replies, if any, are used up)."""
+        self._handlers[(method.upper(), path)] = handler
+
+    def requests_to(self, method: str, path: str) -> list[RecordedRequest]:
+        """The recorded requests to ``method path``, in order."""
+        return [r for r in self.requests if (r.method, r.path) == (method.upper(), path)]
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web
+
+        body = await request.read()
+        self.requests.append(
+            RecordedRequest(
+                request.method, request.path, dict(request.query), dict(request.headers), body
+            )
+        )
+        key = (request.method, request.path)
+        queued = self._replies.get(key)
+        if queued:
+            scripted = queued[0] if queued[0].repeat else queued.pop(0)
+            return web.Response(
+                status=scripted.status, body=scripted.body, headers=scripted.headers
+            )
+        handler = self._handlers.get(key)
+        if handler is not None:
+            return await handler(request)  # type: ignore[no-any-return]
+        message = f"no reply scripted for {request.method} {request.path}"
+        return web.json_response({"error": message}, status=404)
+
+    async def start(self) -> None:
+        """Listen on 127.0.0.1 (a free port)."""
+        from aiohttp import web
+        from aiohttp.test_utils import TestServer
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._server = TestServer(app, host="127.0.0.1")
+        await self._server.start_server()
+
+    async def close(self) -> None:
+        """Stop listening."""
+        if self._server is not None:
+            await self._server.close()
+
+
+@contextlib.asynccontextmanager
+async def _closed_after(close: Callable[[Any], Awaitable[Any]]) -> AsyncIterator[list[Any]]:
+    """A list to put what a factory fixture makes in; each is closed at the end, newest
+    first."""
+    made: list[Any] = []
+    try:
+        yield made
+    finally:
+        for item in reversed(made):
+            await close(item)
+
+
 @pytest.fixture
 def fake_clock() -> Any:
     from dataworkflows.common.clock import FakeClock
@@ -310,22 +452,38 @@ if pytest_asyncio is not None:
 
         from dataworkflows.api import create_app
 
-        clients: list[Any] = []
+        async with _closed_after(lambda client: client.close()) as clients:
 
-        async def make(kernel: Any, *, run_worker: bool = True) -> Any:
-            app = create_app(kernel, run_worker=run_worker)
-            client = TestClient(TestServer(app, host="127.0.0.1"))
-            await client.start_server()
-            clients.append(client)
-            return client
+            async def make(kernel: Any, *, run_worker: bool = True) -> Any:
+                app = create_app(kernel, run_worker=run_worker)
+                client = TestClient(TestServer(app, host="127.0.0.1"))
+                await client.start_server()
+                clients.append(client)
+                return client
 
-        yield make
-        for client in reversed(clients):
-            await client.close()
+            yield make
 
     @pytest_asyncio.fixture
     async def api(api_factory: Callable[..., Awaitable[Any]], kernel: Any) -> Any:
         return await api_factory(kernel)
+
+    @pytest_asyncio.fixture
+    async def http_server_factory() -> AsyncIterator[Callable[[], Awaitable[RecordingServer]]]:
+        async with _closed_after(lambda server: server.close()) as servers:
+
+            async def make() -> RecordingServer:
+                server = RecordingServer()
+                await server.start()
+                servers.append(server)
+                return server
+
+            yield make
+
+    @pytest_asyncio.fixture
+    async def http_server(
+        http_server_factory: Callable[[], Awaitable[RecordingServer]],
+    ) -> RecordingServer:
+        return await http_server_factory()
 
     @pytest.fixture
     def run_workflow() -> Callable[..., Awaitable[dict[str, Any]]]:

@@ -2,7 +2,8 @@
 
 The commands live in modules by responsibility (:mod:`~dataworkflows.cli.server`,
 :mod:`~dataworkflows.cli.workflows`, :mod:`~dataworkflows.cli.database`,
-:mod:`~dataworkflows.cli.resources`, :mod:`~dataworkflows.cli.credentials`); importing them
+:mod:`~dataworkflows.cli.resources`, :mod:`~dataworkflows.cli.credentials`,
+:mod:`~dataworkflows.cli.plugin_kit`); importing them
 is cheap, and each command imports the database layer or the web framework when it runs.
 Plugins' commands (``register_commands``) are added only when the CLI needs them: to list
 the commands (``--help``) or to run a command the kernel does not have. So ``dataworkflows
@@ -69,6 +70,7 @@ def build_cli() -> click.Group:
     """The CLI group with the kernel's commands and every plugin's ``register_commands``."""
     from dataworkflows.cli.credentials import register_credential_commands
     from dataworkflows.cli.database import db
+    from dataworkflows.cli.plugin_kit import plugin_group
     from dataworkflows.cli.resources import register_resource_commands
     from dataworkflows.cli.server import serve, worker
     from dataworkflows.cli.workflows import apply, plugins_cmd, run, validate
@@ -78,7 +80,7 @@ def build_cli() -> click.Group:
     def cli() -> None:
         """DataWorkflows: run JSON-defined workflows made of plugin actions."""
 
-    for command in (serve, worker, db, plugins_cmd, apply, run, validate):
+    for command in (serve, worker, db, plugins_cmd, plugin_group, apply, run, validate):
         cli.add_command(command)
     register_credential_commands(cli)
     register_resource_commands(cli)

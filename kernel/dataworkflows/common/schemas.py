@@ -96,7 +96,7 @@ def model_schema(model: type[BaseModel], default_title: str) -> dict[str, Any]:
     Returns: a new dict.
     """
     schema = model.model_json_schema(schema_generator=PluginSchemaGenerator)
-    if not model.model_config.get("title") and schema.get("title") == model.__name__:
+    if not model.model_config.get("title") and schema.get("title") in (None, model.__name__):
         schema["title"] = default_title
     _markdown_descriptions(schema)
     return schema

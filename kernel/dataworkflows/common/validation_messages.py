@@ -43,21 +43,25 @@ def friendly_message(err: Any, model: type[BaseModel] | None = None) -> str:
     kind = err["type"]
     loc = tuple(err["loc"])
     if kind == "extra_forbidden" and loc:
-        field = str(loc[-1])
         known = known_fields(model, loc[:-1]) if model is not None else []
-        message = f"unknown field {field!r}"
-        match = difflib.get_close_matches(field, known, n=1, cutoff=0.6)
-        if match:
-            return f"{message}; did you mean {match[0]!r}?"
-        if known:
-            return f"{message} (known fields: {', '.join(sorted(known))})"
-        return message
+        return unknown_field(str(loc[-1]), known)
     if kind == "missing":
         return "this field is required"
     message = str(err["msg"])
     for prefix in _PREFIXES:
         if message.startswith(prefix):
             message = message[len(prefix) :]
+    return message
+
+
+def unknown_field(field: str, known: list[str]) -> str:
+    """The message for a field that is not among ``known``, naming the closest one."""
+    message = f"unknown field {field!r}"
+    match = difflib.get_close_matches(field, known, n=1, cutoff=0.6)
+    if match:
+        return f"{message}; did you mean {match[0]!r}?"
+    if known:
+        return f"{message} (known fields: {', '.join(sorted(known))})"
     return message
 
 
