@@ -109,6 +109,12 @@ def test_the_scaffolded_action_runs_in_a_workflow(
     [plugin] = [p for p in json.loads(listed.output) if p["name"] == "dataworkflows_kit_demo"]
     assert [a["type"] for a in plugin["actions"]] == ["kit-demo.greet"]
 
+    # it declares the plugin-API versions it works with: the check finds nothing to say
+    checked = cli("plugins", "--check")
+    assert checked.exit_code == 0, checked.output
+    assert "dataworkflows_kit_demo" in checked.output
+    assert "declares no plugin-API requirement" not in checked.output
+
     definition["nodes"][0]["parameters"] = {"greeting": "hi"}
     path.write_text(json.dumps(definition))
     refused = cli("validate", str(path))

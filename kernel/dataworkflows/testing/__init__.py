@@ -43,119 +43,46 @@ hook-call monitoring), and a session that ran the whole suite fails if a hook of
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
-if TYPE_CHECKING:
-    from aiohttp import web
-    from aiohttp.test_utils import TestServer
-
 from dataworkflows.common.errors import Unprocessable
+from dataworkflows.testing.hook_coverage import (
+    EVERY_HOOK_INI,
+    HookCallRecorder,
+    pytest_addoption,
+    pytest_deselected,
+    pytest_sessionfinish,
+    ran_whole_suite,
+    start_recording,
+)
+from dataworkflows.testing.http_server import RecordedRequest, RecordingServer
 
-__all__ = ["RecordedRequest", "RecordingServer", "Unprocessable", "postgres_only"]
+__all__ = [
+    "EVERY_HOOK_INI",
+    "HookCallRecorder",
+    "RecordedRequest",
+    "RecordingServer",
+    "Unprocessable",
+    "postgres_only",
+    "pytest_addoption",
+    "pytest_deselected",
+    "pytest_sessionfinish",
+    "ran_whole_suite",
+]
 
 POSTGRES_ENV = "DATAWORKFLOWS_TEST_POSTGRES_URL"
 
 
-EVERY_HOOK_INI = "dataworkflows_every_hook_called"
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addini(
-        EVERY_HOOK_INI,
-        type="bool",
-        default=False,
-        help="fail a run of the whole suite that never called some hook of the plugin contract",
-    )
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "postgres: needs DATAWORKFLOWS_TEST_POSTGRES_URL")
-    if config.getini(EVERY_HOOK_INI):
-        recorder = HookCallRecorder()
-        config.stash[_RECORDER] = recorder
-        config.add_cleanup(recorder.start())
-
-
-class HookCallRecorder:
-    """Records the names of the hooks called with at least one plugin implementation (not
-    only the kernel's built-in ones, nor only wrappers), in every plugin manager built
-    while it is started."""
-
-    def __init__(self) -> None:
-        self.called: set[str] = set()
-
-    def start(self) -> Callable[[], None]:
-        """Watch the plugin managers built from now on; returns the function that stops."""
-        from dataworkflows.plugins.manager import monitor_hook_calls
-
-        return monitor_hook_calls(self.before, self.after)
-
-    def before(self, hook_name: str, hook_impls: list[Any], kwargs: dict[str, Any]) -> None:
-        """pluggy's ``before`` monitor: note ``hook_name`` if a plugin implements it."""
-        from dataworkflows.plugins.builtin import DEFAULT_PLUGINS
-
-        if any(
-            not (impl.wrapper or impl.hookwrapper) and impl.plugin not in DEFAULT_PLUGINS
-            for impl in hook_impls
-        ):
-            self.called.add(hook_name)
-
-    def after(self, *args: Any) -> None:
-        """pluggy's ``after`` monitor: nothing to do."""
-
-    def missing(self) -> list[str]:
-        """The hookspecs no recorded call reached, in the contract's order."""
-        from dataworkflows.plugins.hookdoc import hookspec_functions
-
-        return [name for name in hookspec_functions() if name not in self.called]
-
-
-_RECORDER = pytest.StashKey[HookCallRecorder]()
-_DESELECTED = pytest.StashKey[bool]()
-
-
-def pytest_deselected(items: list[pytest.Item]) -> None:
-    if items:
-        items[0].config.stash[_DESELECTED] = True
-
-
-def ran_whole_suite(session: pytest.Session) -> bool:
-    """Whether ``session`` ran every test of the configured ``testpaths`` (or of the root
-    directory): nothing deselected, no narrower path or node id, not stopped early."""
-    config = session.config
-    if config.stash.get(_DESELECTED, False) or session.shouldstop or session.shouldfail:
-        return False
-    if any("::" in arg for arg in config.args):
-        return False
-    given = [(config.invocation_params.dir / arg).resolve() for arg in config.args]
-    wanted = [config.rootpath / p for p in config.getini("testpaths")] or [config.rootpath]
-    return all(any(w == g or g in w.parents for g in given) for w in wanted)
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    recorder = session.config.stash.get(_RECORDER, None)
-    if recorder is None or exitstatus not in (0, 1) or not ran_whole_suite(session):
-        return
-    missing = recorder.missing()
-    if missing:
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        message = (
-            "no test called these hooks with a plugin's implementation "
-            f"({EVERY_HOOK_INI}): {', '.join(missing)}"
-        )
-        if reporter is not None:
-            reporter.write_sep("=", message, red=True)
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    start_recording(config)
 
 
 def _backends() -> list[Any]:
@@ -267,118 +194,6 @@ def _generate_key() -> str:
     from dataworkflows.secrets.keys import generate_key
 
     return generate_key()
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request a :class:`RecordingServer` received."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        """The body parsed as JSON."""
-        return json.loads(self.body)
-
-
-@dataclass(frozen=True)
-class _Reply:
-    status: int
-    body: bytes
-    headers: dict[str, str]
-    repeat: bool
-
-
-@dataclass
-class RecordingServer:
-    """A local HTTP server (127.0.0.1, a free port) for connector tests: it records every
-    request in :attr:`requests` and answers what the test scripted with :meth:`reply` (or
-    an aiohttp handler given to :meth:`route`). A request nothing was scripted for is
-    answered ``404 {"error": "no reply scripted for GET /path"}`` (and recorded), so a
-    test sees an unexpected call instead of hanging."""
-
-    requests: list[RecordedRequest] = field(default_factory=list)
-    _replies: dict[tuple[str, str], list[_Reply]] = field(default_factory=dict)
-    _handlers: dict[tuple[str, str], Callable[..., Awaitable[Any]]] = field(default_factory=dict)
-    _server: TestServer | None = None
-
-    def url(self, path: str = "/") -> str:
-        """The absolute URL of ``path`` on this server."""
-        assert self._server is not None, "the server is not started"
-        return str(self._server.make_url(path))
-
-    def reply(
-        self,
-        method: str,
-        path: str,
-        *,
-        status: int = 200,
-        json: Any = None,
-        body: str | bytes = b"",
-        headers: dict[str, str] | None = None,
-        repeat: bool = False,
-    ) -> None:
-        """Script the answer to the next ``method path`` request: ``json`` (sent as
-        ``application/json``) or ``body``. Replies to one method and path are used once
-        each, in order; ``repeat=True`` answers every later request with this one."""
-        import json as jsonlib
-
-        headers = dict(headers or {})
-        if json is not None:
-            body = jsonlib.dumps(json)
-            headers.setdefault("Content-Type", "application/json")
-        data = body.encode() if isinstance(body, str) else body
-        key = (method.upper(), path)
-        self._replies.setdefault(key, []).append(_Reply(status, data, headers, repeat))
-
-    def route(self, method: str, path: str, handler: Callable[..., Awaitable[Any]]) -> None:
-        """Answer ``method path`` with an aiohttp ``handler(request)`` (after the scripted
-        replies, if any, are used up)."""
-        self._handlers[(method.upper(), path)] = handler
-
-    def requests_to(self, method: str, path: str) -> list[RecordedRequest]:
-        """The recorded requests to ``method path``, in order."""
-        return [r for r in self.requests if (r.method, r.path) == (method.upper(), path)]
-
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        from aiohttp import web
-
-        body = await request.read()
-        self.requests.append(
-            RecordedRequest(
-                request.method, request.path, dict(request.query), dict(request.headers), body
-            )
-        )
-        key = (request.method, request.path)
-        queued = self._replies.get(key)
-        if queued:
-            scripted = queued[0] if queued[0].repeat else queued.pop(0)
-            return web.Response(
-                status=scripted.status, body=scripted.body, headers=scripted.headers
-            )
-        handler = self._handlers.get(key)
-        if handler is not None:
-            return await handler(request)  # type: ignore[no-any-return]
-        message = f"no reply scripted for {request.method} {request.path}"
-        return web.json_response({"error": message}, status=404)
-
-    async def start(self) -> None:
-        """Listen on 127.0.0.1 (a free port)."""
-        from aiohttp import web
-        from aiohttp.test_utils import TestServer
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._server = TestServer(app, host="127.0.0.1")
-        await self._server.start_server()
-
-    async def close(self) -> None:
-        """Stop listening."""
-        if self._server is not None:
-            await self._server.close()
 
 
 @contextlib.asynccontextmanager
