@@ -115,6 +115,7 @@ class Conductor(NodeRunner):
             settings.plan_cache_size,
         )
         self._action_services = action_services
+        self._step_started_after = settings.step_started_after_seconds
         self._rng = rng or random.Random()
         #: actions that ignored cancellation (see _unless); awaited by close()
         self._abandoned: set[asyncio.Future[Any]] = set()

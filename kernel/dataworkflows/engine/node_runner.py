@@ -32,9 +32,10 @@ from dataworkflows.engine.run_state import (
     RunState,
     mark,
 )
+from dataworkflows.engine.step_progress import InFlight
 from dataworkflows.engine.templating import TemplateEngine, TemplateError
 from dataworkflows.ledger.records import json_problem
-from dataworkflows.ledger.run_ledger import ClaimedRun, StepRecord
+from dataworkflows.ledger.run_ledger import ClaimedRun, RunLedger, StepRecord
 from dataworkflows.plugins.manager import PluginSet
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class Attempt:
 class NodeRunner:
     """Attempts of one node; mixed into :class:`~dataworkflows.engine.conductor.Conductor`."""
 
+    ledger: RunLedger
     plugins: PluginSet
     templates: TemplateEngine
     clock: Clock
@@ -63,6 +65,8 @@ class NodeRunner:
     _rng: random.Random
     _abandoned: set[asyncio.Future[Any]]
     _action_services: Callable[..., Mapping[str, Any]] | None
+    #: DATAWORKFLOWS_STEP_STARTED_AFTER_SECONDS (see dataworkflows.engine.step_progress)
+    _step_started_after: float
 
     # -- one node -------------------------------------------------------------------------
 
@@ -182,9 +186,17 @@ class NodeRunner:
                     principal=run.principal,
                     **self._services(run),
                 )
-                finished, invoked = await self._unless(
-                    stop, self._invoke(action_cls(), ctx, params, plan_node.timeout)
-                )
+                in_flight = InFlight.begin(
+                    self.ledger, run, state.lock, self._step_started_after,
+                    node_id=plan_node.id, action_type=definition.action_type, attempt=attempt,
+                    parameters=rendered, started_at=started,
+                )  # fmt: skip
+                try:
+                    finished, invoked = await self._unless(
+                        stop, self._invoke(action_cls(), ctx, params, plan_node.timeout)
+                    )
+                finally:
+                    await in_flight.end()
                 if not finished:
                     record = self._cancelled(state, node, attempt, started, rendered)
                     return Attempt(record, ActionResult.failed("cancelled", code="cancelled"))
@@ -353,9 +365,9 @@ class NodeRunner:
                 "message": "the worker running this node stopped before the attempt ended; "
                 "its outcome is unknown",
             },
-            # when it started is not known (it was never recorded): null, not a guess;
-            # it is known to have ended by now, when its loss was noticed
-            started_at=None,
+            # when it started is known only if its Running row was written; otherwise
+            # null, not a guess; it is known to have ended by now, when its loss was noticed
+            started_at=node.running_since,
             ended_at=now,
         )
         if record.status == FAILED:

@@ -11,12 +11,13 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from dataworkflows.common.clock import Clock
 from dataworkflows.engine.plan import ExecutionPlan, PlanEdge, PlanNode
 from dataworkflows.engine.templating import TemplateBudgetExceeded
-from dataworkflows.ledger.run_ledger import ClaimedRun, StepRecord
+from dataworkflows.ledger.run_ledger import RUNNING, ClaimedRun, StepRecord
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class Node:
     error: dict[str, Any] | None = None
     parameters: dict[str, Any] | None = None  # rendered, reused by retries
     started: bool = False
+    #: the start of attempt ``attempts + 1`` if its ``Running`` row says when (on resume)
+    running_since: datetime | None = None
 
     def view(self) -> dict[str, Any]:
         """The node as templates see it under ``nodes.<id>``."""
@@ -79,6 +82,11 @@ def restore(state: RunState, rows: Iterable[Mapping[str, Any]]) -> None:
         node = state.nodes.get(row["node_id"])
         if node is None:
             log.warning("run %s: ledger row for unknown node %r", state.run.id, row["node_id"])
+            continue
+        if row["status"] == RUNNING:
+            # an attempt that was in flight: not recorded yet; its next row replaces this
+            state.run.running_rows[(row["node_id"], row["attempt"])] = row["id"]
+            node.running_since = row["started_at"]
             continue
         node.attempts = max(node.attempts, row["attempt"])
         last[row["node_id"]] = row
