@@ -6,8 +6,9 @@ cost no extra write."""
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -237,3 +238,57 @@ async def test_a_running_row_left_by_a_dead_worker_becomes_its_lost_attempt(kern
             .all()
         )
     assert "Running" not in statuses and len(statuses) == 3
+
+
+def test_cli_shows_a_running_step_with_its_start(cli, database_url):
+    """``runs show`` lists the Running attempt; ``runs watch`` prints its StepStarted with
+    the start time (the run is driven by hand through the ledger, as another process would)."""
+    from dataworkflows.kernel import Kernel
+    from dataworkflows.ledger.run_ledger import RunFinish
+    from dataworkflows.settings import Settings
+
+    began = datetime(2026, 12, 7, 9, 30, 0, tzinfo=UTC)
+
+    async def with_kernel(work: Any) -> Any:
+        kernel = Kernel(Settings(database_url=database_url), extra_plugins=[dataworkflows_echo])
+        await kernel.start()
+        try:
+            return await work(kernel)
+        finally:
+            await kernel.close()
+
+    async def start(kernel: Any) -> Any:
+        await kernel.service.apply(ECHO_TWICE)
+        await kernel.service.execute("echo-twice", trigger={})
+        run = await kernel.ledger.claim("elsewhere")
+        await kernel.ledger.record_steps(
+            run, [StepRecord("one", "core.echo", 1, "Running", {}, None, None, began, None)]
+        )
+        return run
+
+    run = asyncio.run(with_kernel(start))
+    shown = cli("runs", "show", run.id_str)
+    assert shown.exit_code == 0, shown.output
+    assert re.search(r"one\s+core\.echo\s+1\s+Running", shown.output), shown.output
+
+    async def finish(kernel: Any) -> None:
+        end = began + timedelta(seconds=3)
+        done = [
+            StepRecord("one", "core.echo", 1, "Succeeded", {}, {"echo": "1"}, None, began, end),
+            StepRecord("two", "core.echo", 1, "Succeeded", {}, {"echo": "2"}, None, end, end),
+        ]
+        await kernel.ledger.record_steps(run, done, RunFinish("Succeeded"))
+
+    asyncio.run(with_kernel(finish))
+    watched = cli("runs", "watch", run.id_str)
+    assert watched.exit_code == 0, watched.output
+    assert "StepStarted one (attempt 1) running since 2026-12-07T09:30:00Z" in watched.output
+    assert re.findall(r"\] (\w+)", watched.output) == [
+        "RunQueued",
+        "RunStarted",
+        "StepStarted",
+        "StepSucceeded",
+        "StepSucceeded",
+        "RunSucceeded",
+    ]
+    assert len(re.findall(r"^one\s", watched.output, re.M)) == 1  # one row for the attempt

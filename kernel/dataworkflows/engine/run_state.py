@@ -16,6 +16,7 @@ from typing import Any
 
 from dataworkflows.common.clock import Clock
 from dataworkflows.engine.plan import ExecutionPlan, PlanEdge, PlanNode
+from dataworkflows.engine.step_logs import RunLogBudget
 from dataworkflows.engine.templating import TemplateBudgetExceeded
 from dataworkflows.ledger.run_ledger import RUNNING, ClaimedRun, StepRecord
 
@@ -73,6 +74,8 @@ class RunState:
     failure: dict[str, Any] | None = None
     #: why nodes in flight are being cancelled: (reason code, message)
     stop_reason: tuple[str, str] = ("run_cancelled", "the run was cancelled")
+    #: the bytes of step log lines the run may still keep (engine/step_logs.py)
+    log_budget: RunLogBudget = field(default_factory=lambda: RunLogBudget(1024 * 1024))
 
 
 def restore(state: RunState, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -83,6 +86,7 @@ def restore(state: RunState, rows: Iterable[Mapping[str, Any]]) -> None:
         if node is None:
             log.warning("run %s: ledger row for unknown node %r", state.run.id, row["node_id"])
             continue
+        state.log_budget.restore(row.get("logs"))
         if row["status"] == RUNNING:
             # an attempt that was in flight: not recorded yet; its next row replaces this
             state.run.running_rows[(row["node_id"], row["attempt"])] = row["id"]
@@ -176,4 +180,5 @@ def sanitised(record: StepRecord, message: str) -> StepRecord:
         outputs=None,
         error={"code": "unserializable_result", "message": message},
         links=(),
+        logs=None,
     )

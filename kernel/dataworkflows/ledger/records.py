@@ -78,6 +78,8 @@ class StepRecord:
     #: :class:`~dataworkflows.ResourceLink` values the attempt returned; written in the same
     #: transaction as the attempt (``workflow_resource_links``)
     links: tuple[Any, ...] = ()
+    #: what the action wrote to ``ctx.log``: ``[{time, level, message}]`` (None: nothing)
+    logs: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,7 @@ def check_json(value: Any, path: str) -> None:
 
 def check_step(step: StepRecord) -> None:
     """Raise :class:`UnwritableRecord` unless every JSON field of ``step`` is storable."""
-    for name in ("parameters", "outputs", "error"):
+    for name in ("parameters", "outputs", "error", "logs"):
         try:
             check_json(getattr(step, name), f"$.nodes.{step.node_id}.{name}")
         except UnwritableValue as exc:
@@ -253,6 +255,7 @@ def _redacted(step: StepRecord, redactor: Redactor) -> StepRecord:
         parameters=redactor.redact(step.parameters),
         outputs=redactor.redact(step.outputs),
         error=redactor.redact(step.error),
+        logs=redactor.redact(step.logs),
         links=tuple(
             replace(
                 link,
@@ -353,6 +356,7 @@ def _action_row(run: ClaimedRun, step: StepRecord, row_id: uuid.UUID) -> dict[st
         "error": step.error,
         "started_at": step.started_at,
         "ended_at": step.ended_at,
+        "logs": step.logs,
     }
 
 
