@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -174,3 +175,30 @@ def stock_postgres() -> Iterator[str]:
             )
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+class _Commits:
+    count = 0
+
+
+@contextlib.contextmanager
+def _count_commits(kernel: Any) -> Iterator[_Commits]:
+    """Count the kernel's database commits (SQLAlchemy's ``commit`` event) in the block."""
+    from sqlalchemy import event
+
+    counted = _Commits()
+
+    def count(_conn: Any) -> None:
+        counted.count += 1
+
+    event.listen(kernel.db.engine.sync_engine, "commit", count)
+    try:
+        yield counted
+    finally:
+        event.remove(kernel.db.engine.sync_engine, "commit", count)
+
+
+@pytest.fixture
+def count_commits() -> Any:
+    """``with count_commits(kernel) as commits: ...`` then ``commits.count``."""
+    return _count_commits

@@ -99,6 +99,7 @@ async def test_responses_match_their_declared_models(check: Checker, simple_echo
     events = await check("GET", E + "/events", **execution)
     assert events["items"]
     await check("GET", E + "/resources", **execution)
+    await check("GET", E + "/logs", query="?nodeId=echo1&attempt=1", **execution)
     await check("GET", W + "/executions", **wf)
     await check("GET", "/api/v1/executions", query="?workflowId=simple-echo")
     await check("GET", "/api/v1/dead-letters")

@@ -159,7 +159,7 @@ def test_max_batch_must_be_positive():
 
 
 async def test_concurrent_enqueues_share_transactions_and_keep_their_own_outcomes(
-    kernel, simple_echo
+    kernel, simple_echo, count_commits
 ):
     """20 executes at once: one shared request id, an archived and an unknown workflow."""
     await kernel.service.create_workflow(simple_echo, auto_activate=True)
@@ -167,14 +167,7 @@ async def test_concurrent_enqueues_share_transactions_and_keep_their_own_outcome
     await kernel.service.create_workflow(other, auto_activate=True)
     await kernel.service.archive("archived-echo")
 
-    commits = 0
-
-    def count(_conn: Any) -> None:
-        nonlocal commits
-        commits += 1
-
-    event.listen(kernel.db.engine.sync_engine, "commit", count)
-    try:
+    with count_commits(kernel) as counted:
         calls = (
             [kernel.service.execute("simple-echo", trigger={"i": i}) for i in range(10)]
             + [kernel.service.execute("simple-echo", request_id="same") for _ in range(5)]
@@ -182,8 +175,7 @@ async def test_concurrent_enqueues_share_transactions_and_keep_their_own_outcome
             + [kernel.service.execute("no-such-workflow") for _ in range(2)]
         )
         results = await asyncio.gather(*calls, return_exceptions=True)
-    finally:
-        event.remove(kernel.db.engine.sync_engine, "commit", count)
+    commits = counted.count
 
     fresh, same, archived, unknown = (
         results[:10],

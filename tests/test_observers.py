@@ -136,9 +136,16 @@ async def test_observers_see_exactly_the_committed_events_on_every_path(kernel_f
     for row in rows:
         stored[str(row.execution_id)].append((row.sequence, row.type))
     seen: dict[str, list[tuple[int, str]]] = collections.defaultdict(list)
+    live: dict[str, list[tuple[int, str, str | None]]] = collections.defaultdict(list)
     for event in recorder.events:
-        seen[event.execution_id].append((event.sequence, str(event.type)))
+        if event.durable:
+            seen[event.execution_id].append((event.sequence, str(event.type)))
+        else:  # a step's start, published at once and not written (see events.RunEvent)
+            live[event.execution_id].append((event.sequence, str(event.type), event.node_id))
     assert seen == stored  # every committed event, once, in sequence order per run
+    # every attempt that ran published its start live, numbered after the last durable event
+    assert live[triggered] == [(2, "StepStarted", "one"), (3, "StepStarted", "two")]
+    assert all(t == "StepStarted" for events in live.values() for _, t, _ in events)
 
     types = {run_id: [t for _, t in events] for run_id, events in stored.items()}
     assert types[pending] == ["RunQueued", "RunCancelled"]

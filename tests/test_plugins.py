@@ -170,15 +170,16 @@ async def test_hook_on_run_event_sees_every_event_in_order(
     run = await run_workflow(kernel, simple_echo)
     mine = [e for e in plugin.events if e.execution_id == run["id"]]
     # every committed event, the enqueue's RunQueued included (tests/test_observers.py
-    # checks every other path against the events table)
-    assert [str(e.type) for e in mine] == [
-        "RunQueued",
-        "RunStarted",
-        "StepSucceeded",
-        "StepSucceeded",
-        "RunSucceeded",
+    # checks every other path against the events table), and each step's live start
+    assert [(str(e.type), e.sequence, e.durable) for e in mine] == [
+        ("RunQueued", 1, True),
+        ("RunStarted", 2, True),
+        ("StepStarted", 2, False),
+        ("StepSucceeded", 3, True),
+        ("StepStarted", 3, False),
+        ("StepSucceeded", 4, True),
+        ("RunSucceeded", 5, True),
     ]
-    assert [e.sequence for e in mine] == [1, 2, 3, 4, 5]
 
 
 class Whisper(Shout):

@@ -47,7 +47,15 @@ class Poison(Action):
             )
         if params.kind == "nul":
             return ActionResult.succeeded({"text": "a\x00b"})
+        if params.kind == "log-poison":  # lines no database stores as they are
+            ctx.log.info("unprintable: %s", Unprintable())
+            ctx.log.info("nul: a\x00b, lone surrogate: \ud800")
         return ActionResult.succeeded({"ok": True, "node": ctx.node_id})
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
 
 
 class PoisonPlugin:
@@ -58,6 +66,7 @@ class PoisonPlugin:
     def __init__(self, expected: int = 0) -> None:
         self.calls: collections.Counter[tuple[str, str]] = collections.Counter()
         self.expected = expected
+        self.kernel: Any = None
         self.waiting = 0
         self.gate = asyncio.Event()
         self.events: list[Any] = []
@@ -142,6 +151,7 @@ async def _twenty_healthy_runs_and(
     plugin = PoisonPlugin(expected=21)
     kernel = await kernel_factory(plugins=[plugin], worker_concurrency=32)
     sizes = await _batch_sizes(kernel)
+    plugin.kernel = kernel
     ids = await _run_together(kernel, ["ok"] * 10 + [kind] + ["ok"] * 10)
     runs = [await kernel.service.get_execution(i) for i in ids]
     bad = runs.pop(10)
@@ -184,6 +194,19 @@ async def test_a_value_the_database_refuses_fails_only_its_own_run(kernel_factor
         ]
         assert plugin.calls[(bad["id"], "b")] == 0
         assert sizes.count(1) >= 1 and max(sizes) > 1  # split after a shared batch
+
+
+async def test_a_poisoned_log_line_fails_nothing(kernel_factory):
+    """Step log lines whose message cannot be formatted, or that hold NUL or a lone
+    surrogate, are stored cleaned in the shared batch: every run, this one too, succeeds."""
+    plugin, sizes, bad = await _twenty_healthy_runs_and(kernel_factory, "log-poison")
+    assert bad["status"] == "Succeeded"
+    assert max(sizes) > 1, "the runs' step writes never shared a batch: nothing was tested"
+    logs = await plugin.kernel.service.execution_logs(bad["id"])
+    assert [(line["nodeId"], line["level"], line["message"]) for line in logs["items"]] == [
+        ("a", "INFO", "<the log message could not be formatted: RuntimeError>"),
+        ("a", "INFO", "nul: a\ufffdb, lone surrogate: \ufffd"),
+    ]
 
 
 async def test_the_ledger_refuses_an_unstorable_step_before_it_joins_a_batch(kernel) -> None:
@@ -406,7 +429,7 @@ async def test_a_commit_whose_answer_was_lost_is_not_written_twice(kernel_factor
     assert run["status"] == "Succeeded"
     assert [(a["nodeId"], a["attempt"]) for a in run["actions"]] == [("a", 1), ("b", 1)]
     stored = [(e["sequence"], e["type"]) for e in await ledger.list_events(uuid.UUID(ids[0]))]
-    seen = [(e.sequence, str(e.type)) for e in plugin.events]
+    seen = [(e.sequence, str(e.type)) for e in plugin.events if e.durable]  # not live starts
     assert (
         seen
         == stored

@@ -252,7 +252,9 @@ class ActionContext:
             (``"<execution_id>:<node_id>"``); send it to remote APIs that deduplicate.
         trigger: the run's trigger payload (read-only by convention).
         http: a shared ``aiohttp.ClientSession`` owned by the kernel; do not close it.
-        log: a logger bound to this run and node.
+        log: a logger bound to this run and node; its lines at INFO and above are also
+            kept with the attempt (capped, secrets redacted) and readable at
+            ``GET /api/v1/executions/{id}/logs``.
         cancelled: set when the run is being cancelled; long actions should watch it.
         tenant_id / principal: who the run belongs to and who started it.
         credentials: :class:`Credentials` of the run's tenant (``await ctx.credentials

@@ -17,6 +17,8 @@ class EventType(enum.StrEnum):
     RUN_SUCCEEDED = "RunSucceeded"
     RUN_FAILED = "RunFailed"
     RUN_CANCELLED = "RunCancelled"
+    #: an attempt began: live (``durable`` False) at once, durable once it runs long enough
+    STEP_STARTED = "StepStarted"
     STEP_SUCCEEDED = "StepSucceeded"
     STEP_FAILED = "StepFailed"
     STEP_RETRYING = "StepRetrying"
@@ -34,6 +36,12 @@ class RunEvent:
     """One recorded change in a run, as passed to ``on_run_event`` observers.
 
     ``sequence`` increases by one per event within a run, starting at 1.
+
+    A *live* event (``durable`` False) is not in the ledger: it tells in-process observers
+    at once what durability does not need yet (a ``StepStarted`` the moment an attempt
+    begins). It takes no number of its own: its ``sequence`` is that of the run's last
+    durable event before it, so ``(sequence, durable)`` orders it among them. If the step
+    lasts ``DATAWORKFLOWS_STEP_STARTED_AFTER_SECONDS``, a durable ``StepStarted`` follows.
     """
 
     execution_id: str
@@ -43,3 +51,5 @@ class RunEvent:
     created_at: datetime
     node_id: str | None = None
     payload: dict[str, Any] = field(default_factory=dict)
+    #: False for a live event that was never written (see above)
+    durable: bool = True

@@ -172,9 +172,12 @@ def register_commands(cli: click.Group) -> None:
 def on_run_event(event: RunEvent) -> None:
     """Observe the life of runs: metrics, tracing, notifications.
 
-    Called when: after each ledger event (a run or step changing state) has been committed.
+    Called when: after each ledger event (a run or step changing state) has been committed;
+        and, with ``event.durable`` False, at once when an attempt begins (a *live*
+        ``StepStarted``, not written: a step that outlasts
+        ``DATAWORKFLOWS_STEP_STARTED_AFTER_SECONDS`` gets a durable ``StepStarted`` too).
         Runs in the worker's event loop: return quickly, hand slow work to a task.
-    Args: event -- the :class:`~dataworkflows.events.RunEvent` just recorded.
+    Args: event -- the :class:`~dataworkflows.events.RunEvent` just recorded (or live).
     Returns: nothing; exceptions are logged and do not affect the run.
     Since: 0.1.
     """

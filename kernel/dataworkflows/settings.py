@@ -67,6 +67,13 @@ class Settings:
     #: seconds a stopping worker lets in-flight runs finish before releasing them
     shutdown_grace: float = 30.0
     default_action_timeout: float = 300.0
+    #: seconds an attempt runs before it gets a durable ``Running`` row and a
+    #: ``StepStarted`` event (before that, and for shorter steps, its start is only a live
+    #: event to in-process observers: no extra write); negative: never written
+    step_started_after_seconds: float = 1.0
+    #: bytes of ``ctx.log`` lines kept per attempt and per run (then a truncation line)
+    step_log_max_bytes: int = 64 * 1024
+    run_log_max_bytes: int = 1024 * 1024
     #: Conductor defaults (docs/semantics.md); a definition's own values win.
     default_max_parallel_actions: int = 10
     #: seconds a run may take from the moment a worker starts it; 0 means no limit

@@ -322,6 +322,36 @@ class Credential(ApiModel):
     updated_by: str | None
 
 
+class LogLine(ApiModel):
+    """One line an action wrote to ``ctx.log`` (secrets redacted)."""
+
+    time: datetime
+    level: str
+    message: str
+    node_id: str
+    attempt: int
+
+
+class ExecutionLogs(ApiModel):
+    """A run's step logs: every kept line of the selected attempts, in the order they ran."""
+
+    model_config = _example(
+        {
+            "items": [
+                {
+                    "time": "2026-12-07T09:30:00.120Z",
+                    "level": "INFO",
+                    "message": "posting to #ops",
+                    "nodeId": "notify",
+                    "attempt": 1,
+                }
+            ]
+        }
+    )
+
+    items: list[LogLine]
+
+
 class ResourceLinkList(ApiModel):
     """The resource links of a run."""
 

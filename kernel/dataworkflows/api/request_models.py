@@ -147,6 +147,13 @@ class ExecutionListQuery(RunListQuery):
     workflow_id: str = omittable(pattern=ID_PATTERN, description="Filter")
 
 
+class LogQuery(ApiModel):
+    """Which attempts' log lines."""
+
+    node_id: str = omittable(pattern=ID_PATTERN, description="Only this node's lines")
+    attempt: int = omittable(ge=1, le=MAX_INT, description="Only this attempt's lines")
+
+
 class EventQuery(PageQuery):
     """The events of a run."""
 

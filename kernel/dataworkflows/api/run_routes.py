@@ -18,6 +18,7 @@ from dataworkflows.api.models import (
     DeadLetterPage,
     EventPage,
     Execution,
+    ExecutionLogs,
     ExecutionPage,
     RunAccepted,
 )
@@ -25,12 +26,13 @@ from dataworkflows.api.request_models import (
     EventQuery,
     ExecuteRequest,
     ExecutionListQuery,
+    LogQuery,
     PageQuery,
     RunListQuery,
 )
 from dataworkflows.api.route_spec import spec
 from dataworkflows.common.errors import Unprocessable
-from dataworkflows.common.pagination import MAX_INT, parse_choice, parse_time
+from dataworkflows.common.pagination import MAX_INT, parse_choice, parse_int, parse_time
 from dataworkflows.db.models import RUN_STATUSES
 
 run_routes = web.RouteTableDef()
@@ -152,20 +154,31 @@ async def get_execution(request: web.Request) -> web.Response:
 async def get_execution_events(request: web.Request) -> web.Response:
     """The run's events in order."""
     kernel = request.app[kernel_key]
-    raw = request.query.get("after", "0")
-    try:
-        after = int(raw)
-        if not 0 <= after <= MAX_INT:
-            raise ValueError
-    except ValueError:
-        raise Unprocessable(
-            f"after must be an event sequence number from 0 to {MAX_INT}",
-            code="invalid_query",
-            details={"parameter": "after", "value": raw[:100]},
-        ) from None
+    after = parse_int(request.query, "after", 0, MAX_INT, what="an event sequence number") or 0
     page = args.page_query(request, "events")
     result = await kernel.service.events_page(
         request.match_info["execution_id"], after=after, tenant_id=tenant(request), page=page
+    )
+    return web.json_response(result)
+
+
+@run_routes.get("/api/v1/executions/{execution_id}/logs")
+@spec(
+    "executionLogs",
+    tags=RUNS,
+    query=LogQuery,
+    ok={200: ("The kept log lines", ExecutionLogs)},
+    errors=(404, 422),
+)
+async def get_execution_logs(request: web.Request) -> web.Response:
+    """What the run's actions wrote to `ctx.log`, per attempt (capped, secrets redacted)."""
+    kernel = request.app[kernel_key]
+    attempt = parse_int(request.query, "attempt", 1, MAX_INT, what="an attempt number")
+    result = await kernel.service.execution_logs(
+        request.match_info["execution_id"],
+        tenant_id=tenant(request),
+        node_id=request.query.get("nodeId"),
+        attempt=attempt,
     )
     return web.json_response(result)
 

@@ -146,15 +146,29 @@ def configure_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format=logcontext.LOG_FORMAT)
 
 
-def print_event(sequence: int, type_: str, node_id: str | None, payload: dict[str, Any]) -> None:
-    """One line of a run's progress on stderr: ``[  3] StepSucceeded node (attempt 1)``."""
+def print_event(
+    sequence: int,
+    type_: str,
+    node_id: str | None,
+    payload: dict[str, Any],
+    *,
+    live: bool = False,
+) -> None:
+    """One line of a run's progress on stderr: ``[  3] StepSucceeded node (attempt 1)``.
+
+    A live event (not in the ledger, see :class:`~dataworkflows.events.RunEvent`) shows
+    ``[  ~]`` instead of a sequence number; a ``StepStarted`` says since when it runs.
+    """
     where = f" {node_id}" if node_id else ""
     extra = ""
     if "attempt" in payload:
         extra = f" (attempt {payload['attempt']})"
+    if payload.get("startedAt"):
+        extra += f" running since {payload['startedAt']}"
     if payload.get("error"):
         extra += f": {payload['error'].get('message', '')}"
-    click.echo(f"  [{sequence:>3}] {type_}{where}{extra}", err=True)
+    number = "  ~" if live else f"{sequence:>3}"
+    click.echo(f"  [{number}] {type_}{where}{extra}", err=True)
 
 
 def print_ledger(execution: dict[str, Any]) -> None:

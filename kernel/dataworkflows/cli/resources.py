@@ -115,7 +115,7 @@ def workflows_archive(workflow_id: str, yes: bool, tenant: str) -> None:
 
 @click.group(cls=HelpGroup)
 def runs() -> None:
-    """List, show, watch, cancel and rerun runs."""
+    """List, show, watch, cancel and rerun runs; print their step logs."""
 
 
 @runs.command("list")
@@ -164,6 +164,32 @@ def runs_show(execution_id: str, tenant: str, as_json: bool) -> None:
         print_ledger(execution)
 
 
+@runs.command("logs")
+@click.argument("execution_id")
+@click.option("--node", "node_id", default=None, help="Only this node's lines.")
+@click.option("--attempt", type=click.IntRange(1), default=None, help="Only this attempt's.")
+@tenant_option
+@json_option
+def runs_logs(
+    execution_id: str, node_id: str | None, attempt: int | None, tenant: str, as_json: bool
+) -> None:
+    """Print what a run's actions wrote to their log (capped per attempt and per run,
+    secrets redacted): time, level, node#attempt, message."""
+    logs = with_kernel(
+        lambda k: k.service.execution_logs(
+            execution_id, tenant_id=tenant, node_id=node_id, attempt=attempt
+        )
+    )
+    if as_json:
+        _print_json(logs)
+        return
+    if not logs["items"]:
+        click.echo("(no log lines)")
+    for line in logs["items"]:
+        where = f"{line['nodeId']}#{line['attempt']}"
+        click.echo(f"{line['time']}  {line['level']:<8} {where}  {line['message']}")
+
+
 @runs.command("cancel")
 @click.argument("execution_id")
 @tenant_option
@@ -207,7 +233,9 @@ def runs_rerun(execution_id: str, tenant: str) -> None:
 def runs_watch(execution_id: str, timeout: float, poll: float, tenant: str) -> None:
     """Print a run's events as they are recorded until it ends, then its ledger.
 
-    Works for a run executed by any process. Exits 1 unless the run Succeeded.
+    Works for a run executed by any process. A step that runs longer than
+    DATAWORKFLOWS_STEP_STARTED_AFTER_SECONDS shows as StepStarted with its start time.
+    Exits 1 unless the run Succeeded.
     """
 
     import asyncio

@@ -20,6 +20,7 @@ from dataworkflows.cli.common import (
     start_kernel,
     with_kernel,
 )
+from dataworkflows.common.clock import iso_utc
 from dataworkflows.settings import Settings
 
 workflow_file = click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -189,7 +190,12 @@ class _Progress:
         def on_run_event(event: Any) -> None:
             if self.execution_id is not None and event.execution_id != self.execution_id:
                 return
-            print_event(event.sequence, str(event.type), event.node_id, event.payload)
+            payload = dict(event.payload)
+            if not event.durable:  # a step that just began (live): since when
+                payload["startedAt"] = iso_utc(event.created_at)
+            print_event(
+                event.sequence, str(event.type), event.node_id, payload, live=not event.durable
+            )
 
         self.on_run_event = on_run_event
 

@@ -103,22 +103,31 @@ def decode_cursor(kind: str, cursor: str) -> tuple[Any, ...]:
         ) from None
 
 
-def parse_limit(query: Mapping[str, str], *, default: int = DEFAULT_LIMIT) -> int:
-    """``?limit=``: an integer from 1 to :data:`MAX_LIMIT` (422 ``invalid_query`` otherwise)."""
-    raw = query.get("limit")
+def parse_int(
+    query: Mapping[str, str], name: str, low: int, high: int, *, what: str = "an integer"
+) -> int | None:
+    """``?<name>=``: digits for an integer from ``low`` to ``high``, or None when absent
+    (422 ``invalid_query`` naming the parameter otherwise)."""
+    raw = query.get(name)
     if raw is None:
-        return default
+        return None
     try:
-        limit = int(raw)
-        if not raw.strip().isdigit() or not 1 <= limit <= MAX_LIMIT:
+        value = int(raw)
+        if not raw.strip().isdigit() or not low <= value <= high:
             raise ValueError
     except ValueError:
         raise Unprocessable(
-            f"limit must be an integer from 1 to {MAX_LIMIT}",
+            f"{name} must be {what} from {low} to {high}",
             code="invalid_query",
-            details={"parameter": "limit", "value": raw[:100]},
+            details={"parameter": name, "value": raw[:100]},
         ) from None
-    return limit
+    return value
+
+
+def parse_limit(query: Mapping[str, str], *, default: int = DEFAULT_LIMIT) -> int:
+    """``?limit=``: an integer from 1 to :data:`MAX_LIMIT` (422 ``invalid_query`` otherwise)."""
+    limit = parse_int(query, "limit", 1, MAX_LIMIT)
+    return default if limit is None else limit
 
 
 def parse_page(query: Mapping[str, str], kind: str) -> PageRequest:

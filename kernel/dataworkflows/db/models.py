@@ -162,6 +162,9 @@ class ActionExecution(Base):
     error: Mapped[dict[str, Any] | None]
     started_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
+    #: what the action wrote to ``ctx.log`` in this attempt: ``[{time, level, message}]``
+    #: (capped and redacted, see engine/step_logs.py); null when it wrote nothing
+    logs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
 
 
 class ExecutionEvent(Base):

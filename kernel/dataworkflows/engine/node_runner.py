@@ -32,9 +32,11 @@ from dataworkflows.engine.run_state import (
     RunState,
     mark,
 )
+from dataworkflows.engine.step_logs import StepLog
+from dataworkflows.engine.step_progress import InFlight
 from dataworkflows.engine.templating import TemplateEngine, TemplateError
 from dataworkflows.ledger.records import json_problem
-from dataworkflows.ledger.run_ledger import ClaimedRun, StepRecord
+from dataworkflows.ledger.run_ledger import ClaimedRun, RunLedger, StepRecord
 from dataworkflows.plugins.manager import PluginSet
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class Attempt:
 class NodeRunner:
     """Attempts of one node; mixed into :class:`~dataworkflows.engine.conductor.Conductor`."""
 
+    ledger: RunLedger
     plugins: PluginSet
     templates: TemplateEngine
     clock: Clock
@@ -63,6 +66,10 @@ class NodeRunner:
     _rng: random.Random
     _abandoned: set[asyncio.Future[Any]]
     _action_services: Callable[..., Mapping[str, Any]] | None
+    #: DATAWORKFLOWS_STEP_STARTED_AFTER_SECONDS (see dataworkflows.engine.step_progress)
+    _step_started_after: float
+    #: bytes of step log lines kept per attempt and per run (engine/step_logs.py)
+    _log_caps: tuple[int, int]
 
     # -- one node -------------------------------------------------------------------------
 
@@ -127,6 +134,7 @@ class NodeRunner:
         started = self.clock.now()
         action_cls = self.plugins.action(definition.action_type)
         rendered: dict[str, Any] | None = None
+        step_log: StepLog | None = None  # ctx.log, once the action is called
         result: ActionResult
         status: str | None = None
         if action_cls is None:
@@ -162,6 +170,10 @@ class NodeRunner:
                     ],
                 )
             else:
+                step_log = StepLog.of(
+                    definition.action_type, plan_node.id, attempt,
+                    self.clock, self._log_caps[0], state.log_budget,
+                )  # fmt: skip
                 ctx = ActionContext(
                     execution_id=run.id_str,
                     workflow_id=run.workflow_id,
@@ -171,22 +183,26 @@ class NodeRunner:
                     idempotency_key=f"{run.id}:{plan_node.id}",
                     trigger=run.trigger,
                     http=self._http(),
-                    # the execution id reaches log records through logcontext (bound in
-                    # execute); passing it as ``extra`` too would collide with its factory
-                    log=logging.LoggerAdapter(
-                        logging.getLogger(f"dataworkflows.action.{definition.action_type}"),
-                        {"node_id": plan_node.id, "attempt": attempt},
-                    ),
+                    log=step_log,
                     cancelled=stop,
                     tenant_id=run.tenant_id,
                     principal=run.principal,
                     **self._services(run),
                 )
-                finished, invoked = await self._unless(
-                    stop, self._invoke(action_cls(), ctx, params, plan_node.timeout)
-                )
+                in_flight = InFlight.begin(
+                    self.ledger, run, state.lock, self._step_started_after,
+                    node_id=plan_node.id, action_type=definition.action_type, attempt=attempt,
+                    parameters=rendered, started_at=started,
+                )  # fmt: skip
+                try:
+                    finished, invoked = await self._unless(
+                        stop, self._invoke(action_cls(), ctx, params, plan_node.timeout)
+                    )
+                finally:
+                    await in_flight.end()
                 if not finished:
                     record = self._cancelled(state, node, attempt, started, rendered)
+                    record = replace(record, logs=step_log.lines())
                     return Attempt(record, ActionResult.failed("cancelled", code="cancelled"))
                 result, status = invoked
 
@@ -216,6 +232,7 @@ class NodeRunner:
             started_at=started,
             ended_at=self.clock.now(),
             links=tuple(result.links) if outputs is not None else (),
+            logs=step_log.lines() if step_log is not None else None,
         )
         return Attempt(record, result)
 
@@ -353,9 +370,9 @@ class NodeRunner:
                 "message": "the worker running this node stopped before the attempt ended; "
                 "its outcome is unknown",
             },
-            # when it started is not known (it was never recorded): null, not a guess;
-            # it is known to have ended by now, when its loss was noticed
-            started_at=None,
+            # when it started is known only if its Running row was written; otherwise
+            # null, not a guess; it is known to have ended by now, when its loss was noticed
+            started_at=node.running_since,
             ended_at=now,
         )
         if record.status == FAILED:

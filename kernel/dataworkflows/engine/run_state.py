@@ -11,12 +11,14 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from dataworkflows.common.clock import Clock
 from dataworkflows.engine.plan import ExecutionPlan, PlanEdge, PlanNode
+from dataworkflows.engine.step_logs import RunLogBudget
 from dataworkflows.engine.templating import TemplateBudgetExceeded
-from dataworkflows.ledger.run_ledger import ClaimedRun, StepRecord
+from dataworkflows.ledger.run_ledger import RUNNING, ClaimedRun, StepRecord
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ class Node:
     error: dict[str, Any] | None = None
     parameters: dict[str, Any] | None = None  # rendered, reused by retries
     started: bool = False
+    #: the start of attempt ``attempts + 1`` if its ``Running`` row says when (on resume)
+    running_since: datetime | None = None
 
     def view(self) -> dict[str, Any]:
         """The node as templates see it under ``nodes.<id>``."""
@@ -70,6 +74,8 @@ class RunState:
     failure: dict[str, Any] | None = None
     #: why nodes in flight are being cancelled: (reason code, message)
     stop_reason: tuple[str, str] = ("run_cancelled", "the run was cancelled")
+    #: the bytes of step log lines the run may still keep (engine/step_logs.py)
+    log_budget: RunLogBudget = field(default_factory=lambda: RunLogBudget(1024 * 1024))
 
 
 def restore(state: RunState, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -79,6 +85,12 @@ def restore(state: RunState, rows: Iterable[Mapping[str, Any]]) -> None:
         node = state.nodes.get(row["node_id"])
         if node is None:
             log.warning("run %s: ledger row for unknown node %r", state.run.id, row["node_id"])
+            continue
+        state.log_budget.restore(row.get("logs"))
+        if row["status"] == RUNNING:
+            # an attempt that was in flight: not recorded yet; its next row replaces this
+            state.run.running_rows[(row["node_id"], row["attempt"])] = row["id"]
+            node.running_since = row["started_at"]
             continue
         node.attempts = max(node.attempts, row["attempt"])
         last[row["node_id"]] = row
@@ -168,4 +180,5 @@ def sanitised(record: StepRecord, message: str) -> StepRecord:
         outputs=None,
         error={"code": "unserializable_result", "message": message},
         links=(),
+        logs=None,
     )

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from dataworkflows.common.clock import iso_utc
 from dataworkflows.common.redaction import Redactor
 from dataworkflows.db.models import (
     action_executions,
@@ -47,6 +48,9 @@ class ClaimedRun:
 
     #: ``next_sequence`` right after the claim (set by the ledger)
     claimed_sequence: int = 0
+    #: the ids of this run's durable ``Running`` rows by (node id, attempt): the attempt's
+    #: next row replaces its ``Running`` row (same id), never adds a second one
+    running_rows: dict[tuple[str, int], uuid.UUID] = field(default_factory=dict)
 
     @property
     def id_str(self) -> str:
@@ -74,6 +78,8 @@ class StepRecord:
     #: :class:`~dataworkflows.ResourceLink` values the attempt returned; written in the same
     #: transaction as the attempt (``workflow_resource_links``)
     links: tuple[Any, ...] = ()
+    #: what the action wrote to ``ctx.log``: ``[{time, level, message}]`` (None: nothing)
+    logs: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,9 @@ class NewEvent:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
+RUNNING = "Running"
 _STEP_EVENT = {
+    RUNNING: EventType.STEP_STARTED,
     "Succeeded": EventType.STEP_SUCCEEDED,
     "Failed": EventType.STEP_FAILED,
     "TimedOut": EventType.STEP_FAILED,
@@ -192,7 +200,7 @@ def check_json(value: Any, path: str) -> None:
 
 def check_step(step: StepRecord) -> None:
     """Raise :class:`UnwritableRecord` unless every JSON field of ``step`` is storable."""
-    for name in ("parameters", "outputs", "error"):
+    for name in ("parameters", "outputs", "error", "logs"):
         try:
             check_json(getattr(step, name), f"$.nodes.{step.node_id}.{name}")
         except UnwritableValue as exc:
@@ -247,6 +255,7 @@ def _redacted(step: StepRecord, redactor: Redactor) -> StepRecord:
         parameters=redactor.redact(step.parameters),
         outputs=redactor.redact(step.outputs),
         error=redactor.redact(step.error),
+        logs=redactor.redact(step.logs),
         links=tuple(
             replace(
                 link,
@@ -269,6 +278,10 @@ class _StepWrite:
     base: int
     #: an attempt was made: it may have committed although its caller saw an error
     attempted: bool = False
+    #: the row id of each step (the id of the ``Running`` row it replaces, if any)
+    row_ids: list[uuid.UUID] = field(default_factory=list)
+    #: the ids of ``Running`` rows this write replaces (deleted, then inserted again)
+    replaces: list[uuid.UUID] = field(default_factory=list)
 
 
 @dataclass
@@ -320,17 +333,19 @@ def _finish_key(finish: RunFinish) -> str:
 
 
 def _step_event(step: StepRecord) -> NewEvent:
+    payload: dict[str, Any] = {"attempt": step.attempt, "status": step.status}
+    if step.status == RUNNING and step.started_at is not None:
+        payload["startedAt"] = iso_utc(step.started_at)
     return NewEvent(
         _STEP_EVENT[step.status],
         step.node_id,
-        {"attempt": step.attempt, "status": step.status}
-        | ({"error": step.error} if step.error else {}),
+        payload | ({"error": step.error} if step.error else {}),
     )
 
 
-def _action_row(run: ClaimedRun, step: StepRecord) -> dict[str, Any]:
+def _action_row(run: ClaimedRun, step: StepRecord, row_id: uuid.UUID) -> dict[str, Any]:
     return {
-        "id": uuid.uuid4(),
+        "id": row_id,
         "execution_id": run.id,
         "node_id": step.node_id,
         "action_type": step.action_type,
@@ -341,6 +356,7 @@ def _action_row(run: ClaimedRun, step: StepRecord) -> dict[str, Any]:
         "error": step.error,
         "started_at": step.started_at,
         "ended_at": step.ended_at,
+        "logs": step.logs,
     }
 
 

@@ -45,6 +45,7 @@ from dataworkflows.ledger.group_commit import GroupCommit
 from dataworkflows.ledger.reads import LedgerReads
 from dataworkflows.ledger.records import (
     CANCEL_CHANNEL,
+    RUNNING,
     RUNS_CHANNEL,
     AlreadyRequeued,
     ClaimedRun,
@@ -148,6 +149,12 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
             except UnwritableValue as exc:
                 raise UnwritableRecord(exc.path, exc.message) from None
         write = _StepWrite(run, steps, finish, base=run.next_sequence)
+        for step in steps:
+            # an attempt that has a Running row keeps its id: its next row replaces it
+            row_id = run.running_rows.get((step.node_id, step.attempt))
+            if row_id is not None:
+                write.replaces.append(row_id)
+            write.row_ids.append(row_id or uuid.uuid4())
         try:
             recorded = await self._step_writes.submit(write)
         except Exception as exc:
@@ -157,6 +164,11 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
             raise UnwritableRecord(
                 "$", f"the database refused the run's step rows: {_db_message(exc)}"
             ) from exc
+        for step, row_id in zip(steps, write.row_ids, strict=True):
+            if step.status == RUNNING:
+                run.running_rows[(step.node_id, step.attempt)] = row_id
+            else:
+                run.running_rows.pop((step.node_id, step.attempt), None)
         self._emit_events(recorded)
         if finish is not None:
             self._resolve(run.id, finish.status)
@@ -200,12 +212,17 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
             links: list[dict[str, Any]] = []
             events: list[dict[str, Any]] = []
             dead: list[dict[str, Any]] = []
+            replaced: list[uuid.UUID] = []
             for index, write in todo:
                 run, steps, finish = write.run, write.steps, write.finish
                 if run.id not in held:
                     results[index] = StaleRunError.for_claim(run)
                     continue
-                actions.extend(_action_row(run, step) for step in steps)
+                actions.extend(
+                    _action_row(run, step, row_id)
+                    for step, row_id in zip(steps, write.row_ids, strict=True)
+                )
+                replaced.extend(write.replaces)
                 for step in steps:
                     links.extend(
                         link_rows(
@@ -228,6 +245,8 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
                     for e, n in zip(recorded, new, strict=True)
                 )
                 results[index] = recorded
+            if replaced:  # Running rows: their attempt's row takes their place (same id)
+                await conn.execute(sql.DELETE_ACTIONS, {"p_ids": replaced})
             if actions:
                 await conn.execute(sql.INSERT_ACTIONS, actions)
             if links:
@@ -309,6 +328,28 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
             run.next_sequence += 1
         return recorded
 
+    def publish_live(self, run: ClaimedRun, step: StepRecord) -> None:
+        """Tell observers at once that ``step`` (a ``Running`` attempt) began; no write.
+
+        A live ``StepStarted`` (``durable`` False, the sequence of the run's last durable
+        event): see :class:`~dataworkflows.events.RunEvent`.
+        """
+        event = _step_event(step)
+        self._emit_events(
+            [
+                RunEvent(
+                    execution_id=run.id_str,
+                    workflow_id=run.workflow_id,
+                    sequence=run.next_sequence - 1,
+                    type=event.type,
+                    created_at=step.started_at or self.clock.now(),
+                    node_id=event.node_id,
+                    payload=event.payload,
+                    durable=False,
+                )
+            ]
+        )
+
     def _emit_events(self, events: Iterable[RunEvent]) -> None:
         """Hand committed events to the observer (``on_run_event``), in sequence order.
 
@@ -326,6 +367,7 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
 #: the ledger's API: records and errors are defined in dataworkflows.ledger.records
 __all__ = [
     "CANCEL_CHANNEL",
+    "RUNNING",
     "RUNS_CHANNEL",
     "AlreadyRequeued",
     "ClaimedRun",

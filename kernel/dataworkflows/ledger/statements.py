@@ -48,6 +48,10 @@ CLAIM_COLUMNS = (
 
 INSERT_EVENTS = execution_events.insert()
 INSERT_ACTIONS = action_executions.insert()
+#: ``Running`` rows replaced by their attempt's next row (``p_ids``)
+DELETE_ACTIONS = action_executions.delete().where(
+    action_executions.c.id.in_(bindparam("p_ids", expanding=True))
+)
 
 #: the published versions of a batch's workflows (``p_ids``: their ids)
 PUBLISHED_WORKFLOWS = select(

@@ -31,6 +31,7 @@ from dataworkflows.service.views import (
     event_view,
     execution_summary,
     execution_view,
+    log_lines_view,
     run_summary,
 )
 from dataworkflows.service.workflow_reads import workflow_not_found
@@ -253,6 +254,26 @@ class RunOperations:
         start = max(after, page.after[0] if page.after else 0)
         rows = await self.ledger.list_events(row["id"], after=start, limit=page.limit + 1)
         return paged("events", rows, page, lambda e: [e["sequence"]], event_view)
+
+    async def execution_logs(
+        self,
+        execution_id: str,
+        *,
+        tenant_id: str | None = None,
+        node_id: str | None = None,
+        attempt: int | None = None,
+    ) -> dict[str, Any]:
+        """The run's step log lines (of one node / attempt if given), in the order the
+        attempts ran; another tenant's run is not found."""
+        row, actions = await self.ledger.get_execution_with_actions(_uuid(execution_id))
+        _visible(row, execution_id, tenant_id)
+        selected = [
+            a
+            for a in actions
+            if (node_id is None or a["node_id"] == node_id)
+            and (attempt is None or a["attempt"] == attempt)
+        ]
+        return {"items": log_lines_view(selected)}
 
 
 def _visible(

@@ -90,6 +90,15 @@ def action_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def log_lines_view(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The kept ``ctx.log`` lines of these attempts, each with its node and attempt."""
+    return [
+        {**line, "nodeId": a["node_id"], "attempt": a["attempt"]}
+        for a in actions
+        for line in a.get("logs") or ()
+    ]
+
+
 def dead_letter_view(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": str(row["id"]),
