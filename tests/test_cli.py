@@ -331,4 +331,10 @@ def test_help_and_plugins_import_no_sdk_and_help_lists_plugin_commands(tmp_path:
     # a plugin cannot replace a kernel command
     assert "a plugin's command 'serve' is ignored" in help_text
     assert "Serve the HTTP API" in help_text
+    # a plugin that does not declare its types (hello_commands): the table loads them all
     assert "IMPORTED ['pydantic']" in _probe("plugins", **env)
+    # every installed plugin declares them: the table imports no plugin implementation
+    del env["DATAWORKFLOWS_PLUGIN_MODULES"]
+    listed = _probe("plugins", **env)
+    assert "IMPORTED []" in listed
+    assert "core.echo" in listed and "Start runs on a cron schedule" in listed

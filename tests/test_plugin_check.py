@@ -223,3 +223,83 @@ def test_a_deprecated_hook_is_a_warning_not_a_problem() -> None:
         "the hook 'on_old' is deprecated since plugin API 1.1 and will be removed in "
         "plugin API 2.0: use on_run_event"
     ]
+
+
+MISDECLARED = '''
+from pydantic import BaseModel, ConfigDict
+from dataworkflows import Action, ActionResult, hookimpl
+
+dataworkflows_api = ">=1,<2"
+dataworkflows_actions = {"mis.one": "Not its title", "mis.ghost": "Never registered"}
+
+
+class _Params(BaseModel):
+    """Nothing to set."""
+
+    model_config = ConfigDict(extra="forbid", title="mis parameters")
+
+
+class One(Action):
+    type = "mis.one"
+    title = "Its title"
+    Params = _Params
+
+    async def run(self, ctx, params):
+        return ActionResult.succeeded({})
+
+
+class Two(Action):
+    type = "mis.two"
+    title = "Another"
+    Params = _Params
+
+    async def run(self, ctx, params):
+        return ActionResult.succeeded({})
+
+
+@hookimpl
+def register_actions(register):
+    register(One)
+    register(Two)
+'''
+
+
+def _module(name: str, source: str) -> Any:
+    import types
+
+    module = types.ModuleType(name)
+    exec(compile(source, name, "exec"), module.__dict__)
+    return module
+
+
+def test_a_declaration_that_differs_from_the_classes_is_a_problem() -> None:
+    """``dataworkflows_actions`` feeds the plugin table without importing the classes, so
+    the check holds it to what the plugin registers."""
+    report = check_plugin(_module("dw_mis", MISDECLARED), PluginInfo("mis", None, None))
+    declared = [p for p in report.problems if "dataworkflows_actions" in p]
+    assert declared == [
+        "dataworkflows_actions lists 'mis.ghost', which it does not register",
+        "dataworkflows_actions gives 'mis.one' the title 'Not its title'; its class says "
+        "'Its title'",
+        "dataworkflows_actions leaves out 'mis.two', which it registers",
+    ]
+    malformed = MISDECLARED.replace(
+        'dataworkflows_actions = {"mis.one": "Not its title", "mis.ghost": "Never registered"}',
+        'dataworkflows_actions = ["mis.one"]',
+    )
+    report = check_plugin(_module("dw_mis2", malformed), PluginInfo("mis2", None, None))
+    assert "dataworkflows_actions must be a dict of type name to title (strings)" in (
+        report.problems
+    )
+
+
+def test_the_plugin_table_from_declarations_is_the_table_from_the_classes() -> None:
+    from dataworkflows.plugins.listing import describe_declared
+    from dataworkflows.plugins.manager import load_plugins
+
+    declared = describe_declared(load_plugins(registries=False))
+    assert declared is not None  # every installed plugin declares its types
+    assert declared == load_plugins().describe(schemas=False)
+    # a plugin that declares nothing sends the listing the long way
+    undeclared = load_plugins(registries=False, extra=[_module("dw_quiet", "x = 1\n")])
+    assert describe_declared(undeclared) is None

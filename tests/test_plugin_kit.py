@@ -114,6 +114,10 @@ def test_the_scaffolded_action_runs_in_a_workflow(
     assert checked.exit_code == 0, checked.output
     assert "dataworkflows_kit_demo" in checked.output
     assert "declares no plugin-API requirement" not in checked.output
+    assert "dataworkflows_actions" not in checked.output  # its declaration matches
+    from dataworkflows_kit_demo import dataworkflows_actions
+
+    assert dataworkflows_actions == {"kit-demo.greet": "Greet someone"}
 
     definition["nodes"][0]["parameters"] = {"greeting": "hi"}
     path.write_text(json.dumps(definition))

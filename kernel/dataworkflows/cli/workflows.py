@@ -37,6 +37,7 @@ workflow_file = click.argument("file", type=click.Path(exists=True, dir_okay=Fal
 )
 def plugins_cmd(show_all: bool, as_json: bool, check: bool) -> None:
     """List installed plugins with their action and trigger types."""
+    from dataworkflows.plugins.listing import describe_declared
     from dataworkflows.plugins.manager import PluginError, load_plugins
 
     settings = settings_or_fail()
@@ -44,10 +45,17 @@ def plugins_cmd(show_all: bool, as_json: bool, check: bool) -> None:
         check_plugins(settings.plugin_modules)
         return
     try:
-        plugin_set = load_plugins(allow=settings.load_plugins, modules=settings.plugin_modules)
+        described = None
+        if not as_json:  # the table: from what plugins declare, when all of them do
+            light = load_plugins(
+                allow=settings.load_plugins, modules=settings.plugin_modules, registries=False
+            )
+            described = describe_declared(light, include_defaults=show_all)
+        if described is None:
+            plugin_set = load_plugins(allow=settings.load_plugins, modules=settings.plugin_modules)
+            described = plugin_set.describe(include_defaults=show_all, schemas=as_json)
     except PluginError as exc:
         raise click.ClickException(str(exc)) from None
-    described = plugin_set.describe(include_defaults=show_all, schemas=as_json)
     if as_json:
         click.echo(json.dumps(described, indent=2))
         return

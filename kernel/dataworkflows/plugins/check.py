@@ -20,6 +20,7 @@ from typing import Any
 import pluggy
 
 from dataworkflows.plugins.api_version import DECLARATION, declared_requirement, incompatibility
+from dataworkflows.plugins.listing import declaration_problems
 from dataworkflows.plugins.manager import (
     ENTRY_POINT_GROUP,
     REGISTRIES,
@@ -122,6 +123,11 @@ def check_plugin(plugin: Any, info: PluginInfo, *, specs: Iterable[Any] = ()) ->
             hook(register=_collecting(plugin_set, register_one, info, report))
         except Exception as exc:
             report.problems.append(f"{hook_name} failed: {type(exc).__name__}: {exc}")
+    report.problems += declaration_problems(
+        plugin,
+        {t: r.cls.title for t, r in plugin_set.actions.items()},
+        {t: r.cls.title for t, r in plugin_set.triggers.items()},
+    )
     for type_name, registered in plugin_set.actions.items():
         report.actions.append(type_name)
         _check_schema(

@@ -15,6 +15,13 @@ __getattr__ = lazy_attributes(__name__, "dataworkflows_monday.actions")
 
 #: the plugin-API versions this plugin works with (README, "Plugin API versions")
 dataworkflows_api = ">=1,<2"
+#: what it registers (type: title), so `dataworkflows plugins` need not import it;
+#: `dataworkflows plugins --check` compares this with the classes
+dataworkflows_actions = {
+    "monday.get-items": "Get items from a monday.com board",
+    "monday.create-item": "Create an item on a monday.com board",
+}
+dataworkflows_triggers = {}
 
 
 @hookimpl

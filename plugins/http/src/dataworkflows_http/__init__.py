@@ -15,6 +15,10 @@ __getattr__ = lazy_attributes(__name__, "dataworkflows_http.action")
 
 #: the plugin-API versions this plugin works with (README, "Plugin API versions")
 dataworkflows_api = ">=1,<2"
+#: what it registers (type: title), so `dataworkflows plugins` need not import it;
+#: `dataworkflows plugins --check` compares this with the classes
+dataworkflows_actions = {"http.request": "Call an HTTP API"}
+dataworkflows_triggers = {}
 
 
 @hookimpl

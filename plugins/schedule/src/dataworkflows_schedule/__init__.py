@@ -15,6 +15,12 @@ __getattr__ = lazy_attributes(__name__, "dataworkflows_schedule.trigger")
 
 #: the plugin-API versions this plugin works with (README, "Plugin API versions")
 dataworkflows_api = ">=1,<2"
+#: what it registers (type: title), so `dataworkflows plugins` need not import it;
+#: `dataworkflows plugins --check` compares this with the classes
+dataworkflows_actions = {}
+dataworkflows_triggers = {
+    "schedule": "Start runs on a cron schedule (IANA timezone) or at a fixed interval"
+}
 
 
 @hookimpl

@@ -16,6 +16,12 @@ __getattr__ = lazy_attributes(__name__, "dataworkflows_webhook.trigger")
 
 #: the plugin-API versions this plugin works with (README, "Plugin API versions")
 dataworkflows_api = ">=1,<2"
+#: what it registers (type: title), so `dataworkflows plugins` need not import it;
+#: `dataworkflows plugins --check` compares this with the classes
+dataworkflows_actions = {}
+dataworkflows_triggers = {
+    "webhook": "Start runs from HTTP calls to /hooks/{triggerId} (HMAC-SHA256, dedup)"
+}
 
 
 @hookimpl
