@@ -87,15 +87,16 @@ class LedgerReads:
         return await self.db.read(lambda conn: _actions_of(conn, execution_id))
 
     async def get_execution_with_actions(
-        self, execution_id: uuid.UUID
+        self, execution_id: uuid.UUID, *, logs: bool = False
     ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        """The run's row and its attempts, on one connection (None, [] if there is none)."""
+        """The run's row and its attempts, on one connection (None, [] if there is none);
+        with ``logs`` their step log lines too."""
 
         async def query(conn: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
             row = await _execution_of(conn, execution_id)
             if row is None:
                 return None, []
-            return row, await _actions_of(conn, execution_id)
+            return row, await _actions_of(conn, execution_id, logs=logs)
 
         return await self.db.read(query)
 

@@ -315,10 +315,15 @@ async def _execution_of(conn: Any, execution_id: uuid.UUID) -> dict[str, Any] | 
     return dict(row._mapping) if row else None
 
 
-async def _actions_of(conn: Any, execution_id: uuid.UUID) -> list[dict[str, Any]]:
+async def _actions_of(
+    conn: Any, execution_id: uuid.UUID, *, logs: bool = True
+) -> list[dict[str, Any]]:
+    """The run's attempt rows; ``logs=False`` leaves out their step log lines (up to the
+    per-run cap), which only the logs read and a restored run need."""
     t = action_executions
+    columns = [c for c in t.c if logs or c.name != "logs"]
     rows = await conn.execute(
-        select(t)
+        select(*columns)
         .where(t.c.execution_id == execution_id)
         # an attempt lost with its worker has no known start: it sorts by when its loss
         # was recorded

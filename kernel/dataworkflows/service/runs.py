@@ -265,7 +265,7 @@ class RunOperations:
     ) -> dict[str, Any]:
         """The run's step log lines (of one node / attempt if given), in the order the
         attempts ran; another tenant's run is not found."""
-        row, actions = await self.ledger.get_execution_with_actions(_uuid(execution_id))
+        row, actions = await self.ledger.get_execution_with_actions(_uuid(execution_id), logs=True)
         _visible(row, execution_id, tenant_id)
         selected = [
             a
