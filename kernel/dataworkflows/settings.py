@@ -74,6 +74,10 @@ class Settings:
     #: bytes of ``ctx.log`` lines kept per attempt and per run (then a truncation line)
     step_log_max_bytes: int = 64 * 1024
     run_log_max_bytes: int = 1024 * 1024
+    #: UTF-8 bytes of one attempt's outputs as JSON, and of all succeeded steps' outputs
+    #: of a run; over either the step fails with ``output_too_large``; 0: no cap
+    step_output_max_bytes: int = 4 * 1024 * 1024
+    run_output_max_bytes: int = 64 * 1024 * 1024
     #: Conductor defaults (docs/semantics.md); a definition's own values win.
     default_max_parallel_actions: int = 10
     #: seconds a run may take from the moment a worker starts it; 0 means no limit

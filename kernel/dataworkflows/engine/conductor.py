@@ -117,6 +117,7 @@ class Conductor(NodeRunner):
         self._action_services = action_services
         self._step_started_after = settings.step_started_after_seconds
         self._log_caps = (settings.step_log_max_bytes, settings.run_log_max_bytes)
+        self._output_caps = (settings.step_output_max_bytes, settings.run_output_max_bytes)
         self._rng = rng or random.Random()
         #: actions that ignored cancellation (see _unless); awaited by close()
         self._abandoned: set[asyncio.Future[Any]] = set()
@@ -154,6 +155,7 @@ class Conductor(NodeRunner):
             nodes[plan.on_failure.id] = Node(plan.on_failure)
         state = RunState(run, plan, nodes, asyncio.Semaphore(plan.max_parallel))
         state.log_budget.limit = self._log_caps[1]
+        state.output_budget.step_limit, state.output_budget.run_limit = self._output_caps
         with logcontext.bind(correlation_id=run.correlation_id, execution_id=run.id_str):
             try:
                 return await self._drive(state)

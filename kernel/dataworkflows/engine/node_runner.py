@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from dataworkflows.actions import ActionContext, ActionError, ActionResult, StepOutcome
 from dataworkflows.common.clock import Clock
 from dataworkflows.common.validation_messages import friendly_errors, json_path
+from dataworkflows.engine.output_caps import NotStorable, json_bytes
 from dataworkflows.engine.run_state import (
     CANCELLED,
     FAILED,
@@ -70,6 +71,8 @@ class NodeRunner:
     _step_started_after: float
     #: bytes of step log lines kept per attempt and per run (engine/step_logs.py)
     _log_caps: tuple[int, int]
+    #: bytes of outputs per attempt and per run (engine/output_caps.py)
+    _output_caps: tuple[int, int]
 
     # -- one node -------------------------------------------------------------------------
 
@@ -207,12 +210,16 @@ class NodeRunner:
                 result, status = invoked
 
         outputs = dict(result.outputs) if result.outcome is StepOutcome.SUCCEEDED else None
-        if outputs is not None and json_problem(outputs) is not None:
-            result = ActionResult.failed(
-                "the action returned outputs that are not JSON-serialisable",
-                code="invalid_outputs",
-            )
-            outputs = None
+        if outputs is not None:
+            try:
+                refusal = state.output_budget.admit(json_bytes(outputs))
+            except NotStorable:
+                refusal = ActionResult.failed(
+                    "the action returned outputs that are not JSON-serialisable",
+                    code="invalid_outputs",
+                )
+            if refusal is not None:  # dropped whole, never truncated
+                result, outputs = refusal, None
         problem = json_problem(dict(result.error)) if result.error else None
         if problem is not None:
             # checked here, before the row joins a shared write: a bad value fails this

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from dataworkflows.common.clock import Clock
+from dataworkflows.engine.output_caps import OutputBudget
 from dataworkflows.engine.plan import ExecutionPlan, PlanEdge, PlanNode
 from dataworkflows.engine.step_logs import RunLogBudget
 from dataworkflows.engine.templating import TemplateBudgetExceeded
@@ -76,6 +77,8 @@ class RunState:
     stop_reason: tuple[str, str] = ("run_cancelled", "the run was cancelled")
     #: the bytes of step log lines the run may still keep (engine/step_logs.py)
     log_budget: RunLogBudget = field(default_factory=lambda: RunLogBudget(1024 * 1024))
+    #: the bytes of step outputs the run holds and may hold (engine/output_caps.py)
+    output_budget: OutputBudget = field(default_factory=OutputBudget)
 
 
 def restore(state: RunState, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -104,6 +107,7 @@ def restore(state: RunState, rows: Iterable[Mapping[str, Any]]) -> None:
         ):
             node.status = status
             node.outputs = row["outputs"] if status == SUCCEEDED else None
+            state.output_budget.restore(node.outputs)
         elif node.attempts >= node.plan.retry.max_attempts:
             node.status = FAILED  # no attempt left; nothing more to write
         else:
