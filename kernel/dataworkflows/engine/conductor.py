@@ -47,6 +47,7 @@ import aiohttp
 
 from dataworkflows.common import logcontext
 from dataworkflows.common.clock import Clock
+from dataworkflows.engine.context_reads import condition_reads, parameter_reads, with_reads
 from dataworkflows.engine.node_runner import CANCEL_GRACE, NodeRunner
 from dataworkflows.engine.plan_cache import PlanCache, plan_defaults
 from dataworkflows.engine.run_state import (
@@ -113,6 +114,7 @@ class Conductor(NodeRunner):
             lambda workflow_id, version: self.store.definition(workflow_id, version),
             plan_defaults(settings, default_action_timeout),
             settings.plan_cache_size,
+            prepare=lambda plan: with_reads(plan, templates),
         )
         self._action_services = action_services
         self._step_started_after = settings.step_started_after_seconds
@@ -244,7 +246,7 @@ class Conductor(NodeRunner):
                 for node in ready:
                     node.started = True
                     task = asyncio.create_task(
-                        self._run_node(state, node, state.stop, node.plan.ancestors),
+                        self._run_node(state, node, state.stop, parameter_reads(node.plan)),
                         name=f"node-{node.plan.id}",
                     )
                     running[task] = node
@@ -284,7 +286,11 @@ class Conductor(NodeRunner):
             if on_failure is not None and on_failure.status is None:
                 await self._flush(state, pending)
                 record = await self._run_node(
-                    state, on_failure, asyncio.Event(), plan.nodes, {"error": state.failure}
+                    state,
+                    on_failure,
+                    asyncio.Event(),
+                    parameter_reads(on_failure.plan, plan.nodes),
+                    {"error": state.failure},
                 )
                 mark(on_failure, record)
                 pending.append(record)
@@ -361,7 +367,7 @@ class Conductor(NodeRunner):
                 if edge.condition is None:
                     fires = True
                 else:
-                    context = self._context(state, plan_node.ancestors | {plan_node.id})
+                    context = self._context(state, condition_reads(plan_node))
                     try:
                         fires = await self.templates.evaluate_condition_async(
                             edge.condition, context, f"{edge.path}.condition"

@@ -76,6 +76,10 @@ class PlanNode:
     ancestors: frozenset[str]
     retry: RetrySettings
     timeout: float
+    #: nodes its parameter templates read (engine/context_reads.py); None: ``ancestors``
+    reads: frozenset[str] | None = None
+    #: nodes its edge conditions read; None: ``ancestors`` and itself
+    condition_reads: frozenset[str] | None = None
 
     @property
     def id(self) -> str:

@@ -41,9 +41,12 @@ class PlanCache:
         load: Callable[[str, int], Awaitable[dict[str, Any]]],
         defaults: PlanDefaults,
         size: int,
+        prepare: Callable[[ExecutionPlan], ExecutionPlan] | None = None,
     ) -> None:
-        """``load(workflow_id, version)`` returns a version's definition."""
+        """``load(workflow_id, version)`` returns a version's definition; ``prepare``, if
+        given, completes each compiled plan (e.g. the nodes' template reads)."""
         self._load = load
+        self._prepare = prepare
         self.defaults = defaults
         self._plans: OrderedDict[tuple[str, int], asyncio.Future[ExecutionPlan]] = OrderedDict()
         self.max_cached_plans = max(1, size)
@@ -68,4 +71,5 @@ class PlanCache:
 
     async def _compile(self, workflow_id: str, version: int) -> ExecutionPlan:
         raw = await self._load(workflow_id, version)
-        return compile_plan(WorkflowDefinition.model_validate(raw), self.defaults)
+        plan = compile_plan(WorkflowDefinition.model_validate(raw), self.defaults)
+        return plan if self._prepare is None else self._prepare(plan)

@@ -70,12 +70,15 @@ class References:
     """What one template or condition reads from its context (found without running it).
 
     ``names`` are the top-level variables it reads (``trigger``, ``nodes``, ...);
-    ``node_ids`` the ids it names literally as ``nodes.<id>`` or ``nodes['<id>']``.
+    ``node_ids`` the ids it names literally as ``nodes.<id>`` or ``nodes['<id>']``;
+    ``dynamic`` is True when it also reads ``nodes`` some other way (``nodes[name]``,
+    ``nodes.items()``, ``{{ nodes }}``), so that any node may be read.
     """
 
     path: str
     names: frozenset[str]
     node_ids: frozenset[str]
+    dynamic: bool = False
 
 
 def is_template(value: Any) -> bool:
@@ -353,10 +356,12 @@ def _parse_expression(env: jinja2.Environment, source: str) -> ast.Expr:
 def _references(path: str, tree: ast.Template) -> References:
     names = frozenset(meta.find_undeclared_variables(tree))
     node_ids: set[str] = set()
+    literal = 0  # reads of ``nodes`` that name a node literally
     if "nodes" in names:
         for getattr_ in tree.find_all(ast.Getattr):
             if isinstance(getattr_.node, ast.Name) and getattr_.node.name == "nodes":
                 node_ids.add(getattr_.attr)
+                literal += 1
         for getitem in tree.find_all(ast.Getitem):
             if (
                 isinstance(getitem.node, ast.Name)
@@ -365,7 +370,15 @@ def _references(path: str, tree: ast.Template) -> References:
                 and isinstance(getitem.arg.value, str)
             ):
                 node_ids.add(getitem.arg.value)
-    return References(path, names, frozenset(node_ids))
+                literal += 1
+    # any other use of ``nodes`` (a variable key, a loop, the whole mapping) may read any
+    # node; a name shadowed by ``{% set nodes = ... %}`` is not undeclared and not counted
+    reads = sum(
+        1
+        for name in tree.find_all(ast.Name)
+        if name.name == "nodes" and name.ctx == "load"
+    ) if "nodes" in names else 0  # fmt: skip
+    return References(path, names, frozenset(node_ids), dynamic=reads > literal)
 
 
 def _templates(value: Any, path: str) -> list[tuple[str, str]]:
