@@ -29,6 +29,7 @@ from dataworkflows.engine.templating import TemplateEngine, TemplateLimits, new_
 from dataworkflows.engine.worker import Worker
 from dataworkflows.events import RunEvent
 from dataworkflows.ledger.resources import ResourceStore
+from dataworkflows.ledger.retention import Pruner, RetentionPolicy
 from dataworkflows.ledger.run_ledger import RunLedger
 from dataworkflows.plugin_api import PluginAPI
 from dataworkflows.plugins.manager import PluginSet, load_plugins
@@ -36,6 +37,7 @@ from dataworkflows.secrets.credential_resolver import CredentialService
 from dataworkflows.secrets.credentials import CredentialStore
 from dataworkflows.secrets.fields import DefinitionSecrets, plaintexts
 from dataworkflows.secrets.keys import resolve_secret_key
+from dataworkflows.service.pruning import PruneLoop
 from dataworkflows.service.scheduler import Scheduler
 from dataworkflows.service.store import WorkflowStore
 from dataworkflows.service.triggers import TriggerService
@@ -162,6 +164,17 @@ class Kernel:
             lease=self.settings.scheduler_lease,
         )
         self._scheduler_task: asyncio.Task[None] | None = None
+        self.pruner = Pruner(
+            self.db,
+            RetentionPolicy(
+                days=self.settings.retention_days,
+                failed_days=self.settings.retention_failed_days,
+                max_runs=self.settings.retention_max_runs,
+            ),
+            batch_size=self.settings.prune_batch_size,
+        )
+        self.prune_loop = PruneLoop(self.pruner, self.clock, self.settings.prune_interval_seconds)
+        self._prune_task: asyncio.Task[None] | None = None
         self.plugin_api = PluginAPI(
             clock=self.clock,
             settings=self.settings,
@@ -241,6 +254,16 @@ class Kernel:
             )
         return self._scheduler_task
 
+    def start_pruner(self) -> asyncio.Task[None] | None:
+        """Run the background pruner (retention) unless its interval is 0."""
+        if self.settings.prune_interval_seconds <= 0:
+            return None
+        if self._prune_task is None or self._prune_task.done():
+            self._prune_task = asyncio.create_task(
+                self.prune_loop.run(), name="dataworkflows-pruner"
+            )
+        return self._prune_task
+
     async def stop_scheduler(self) -> None:
         if self._scheduler_task is not None:
             self.scheduler.stop()
@@ -253,6 +276,10 @@ class Kernel:
         Every task the kernel started is over when this returns.
         """
         await self.stop_scheduler()
+        if self._prune_task is not None:
+            self.prune_loop.stop()
+            await self._prune_task
+            self._prune_task = None
         await self.stop_worker()
         await self.ledger.close()
         await self.conductor.close()

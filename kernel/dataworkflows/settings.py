@@ -78,6 +78,16 @@ class Settings:
     #: of a run; over either the step fails with ``output_too_large``; 0: no cap
     step_output_max_bytes: int = 4 * 1024 * 1024
     run_output_max_bytes: int = 64 * 1024 * 1024
+    #: Retention (docs/semantics.md, "Retention"): days succeeded/cancelled runs and
+    #: failed runs are kept after they end, and the most finished runs kept per workflow;
+    #: 0 switches a rule off
+    retention_days: float = 30.0
+    retention_failed_days: float = 90.0
+    retention_max_runs: int = 0
+    #: seconds between two passes of ``serve``'s background pruner (0: no pruner) and
+    #: the most runs one pass deletes per transaction
+    prune_interval_seconds: float = 300.0
+    prune_batch_size: int = 500
     #: Conductor defaults (docs/semantics.md); a definition's own values win.
     default_max_parallel_actions: int = 10
     #: seconds a run may take from the moment a worker starts it; 0 means no limit

@@ -25,8 +25,8 @@ def create_app(
     """Build the web application around a (not yet started) kernel.
 
     The app's ``cleanup_ctx`` starts the kernel (migrating SQLite), runs the embedded worker
-    when ``run_worker`` is true, the scheduler loop (time-based triggers) when
-    ``run_scheduler`` is true, and closes everything on shutdown.
+    when ``run_worker`` is true, the scheduler loop (time-based triggers) and the
+    background pruner (retention) when ``run_scheduler`` is true, and closes everything on shutdown.
     """
     app = web.Application(
         middlewares=[error_middleware], client_max_size=kernel.settings.max_body_bytes
@@ -43,6 +43,7 @@ def create_app(
             kernel.start_worker()
         if run_scheduler:
             kernel.start_scheduler()
+            kernel.start_pruner()
         yield
         await kernel.close()
 

@@ -70,6 +70,7 @@ def build_cli() -> click.Group:
     """The CLI group with the kernel's commands and every plugin's ``register_commands``."""
     from dataworkflows.cli.credentials import register_credential_commands
     from dataworkflows.cli.database import db
+    from dataworkflows.cli.ledger import ledger
     from dataworkflows.cli.plugin_kit import plugin_group
     from dataworkflows.cli.resources import register_resource_commands
     from dataworkflows.cli.server import serve, worker
@@ -80,7 +81,7 @@ def build_cli() -> click.Group:
     def cli() -> None:
         """DataWorkflows: run JSON-defined workflows made of plugin actions."""
 
-    for command in (serve, worker, db, plugins_cmd, plugin_group, apply, run, validate):
+    for command in (serve, worker, db, ledger, plugins_cmd, plugin_group, apply, run, validate):
         cli.add_command(command)
     register_credential_commands(cli)
     register_resource_commands(cli)

@@ -1,0 +1,111 @@
+"""``dataworkflows ledger ...``: the run ledger's size and retention (all tenants: an
+operator's commands, like ``db``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from dataworkflows.cli.common import HelpGroup, with_kernel
+
+
+@click.group(cls=HelpGroup)
+def ledger() -> None:
+    """The run ledger: its size, and deleting runs past retention."""
+
+
+@ledger.command("prune")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@click.option(
+    "--days",
+    type=click.FloatRange(0),
+    default=None,
+    help="Keep succeeded/cancelled runs this many days [DATAWORKFLOWS_RETENTION_DAYS].",
+)
+@click.option(
+    "--failed-days",
+    type=click.FloatRange(0),
+    default=None,
+    help="Keep failed runs this many days [DATAWORKFLOWS_RETENTION_FAILED_DAYS].",
+)
+@click.option(
+    "--max-runs",
+    type=click.IntRange(0),
+    default=None,
+    help="Keep at most this many finished runs per workflow [DATAWORKFLOWS_RETENTION_MAX_RUNS].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def ledger_prune(
+    dry_run: bool,
+    days: float | None,
+    failed_days: float | None,
+    max_runs: int | None,
+    as_json: bool,
+) -> None:
+    """Delete finished runs past the retention policy, with their attempts and events.
+
+    Runs in flight and runs with a dead letter not yet requeued are never deleted. 0
+    switches a rule off; with every rule off nothing is deleted.
+    """
+    from dataclasses import replace
+
+    async def prune(kernel: Any) -> dict[str, Any]:
+        pruner = kernel.pruner
+        overrides = {"days": days, "failed_days": failed_days, "max_runs": max_runs}
+        pruner.policy = replace(
+            pruner.policy, **{k: v for k, v in overrides.items() if v is not None}
+        )
+        report = await pruner.prune(kernel.clock.now(), dry_run=dry_run, exclusive=True)
+        policy = pruner.policy
+        return {
+            **report.as_dict(),
+            "policy": {
+                "days": policy.days,
+                "failedDays": policy.failed_days,
+                "maxRuns": policy.max_runs,
+            },
+        }
+
+    report = with_kernel(prune)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    policy = report["policy"]
+    rules = (
+        f"succeeded/cancelled {_days(policy['days'])}, failed {_days(policy['failedDays'])}, "
+        f"{_per_workflow(policy['maxRuns'])}"
+    )
+    verb = "would delete" if dry_run else "deleted"
+    rows = report["rows"]
+    click.echo(
+        f"{verb} {report['runs']} run(s), {rows['action_executions']} attempt(s), "
+        f"{rows['execution_events']} event(s)  (kept: {rules})"
+    )
+
+
+def _days(days: float) -> str:
+    return f"{days:g} day(s)" if days else "forever"
+
+
+@ledger.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def ledger_stats_cmd(as_json: bool) -> None:
+    """Rows and bytes on disk of each ledger table, and runs per status."""
+    from dataworkflows.ledger.retention import ledger_stats
+
+    stats = with_kernel(lambda kernel: ledger_stats(kernel.db))
+    if as_json:
+        click.echo(json.dumps(stats, indent=2))
+        return
+    click.echo(f"{'table':<22} {'rows':>12} {'bytes':>14}")
+    for name, figures in stats["tables"].items():
+        size = "unknown" if figures["bytes"] is None else f"{figures['bytes']:,}"
+        click.echo(f"{name:<22} {figures['rows']:>12,} {size:>14}")
+    by_status = ", ".join(f"{s} {n:,}" for s, n in stats["runsByStatus"].items()) or "none"
+    click.echo(f"runs: {by_status}")
+
+
+def _per_workflow(max_runs: int) -> str:
+    return f"the newest {max_runs} per workflow" if max_runs else "no count limit"

@@ -1,0 +1,218 @@
+"""Retention: deleting finished runs past their policy, in small batches, and the
+ledger's size.
+
+A run is deleted with its attempts, events and (through the foreign keys) everything
+else that belongs to it; resource links outlive it (their ``execution_id`` becomes null:
+the external object still exists). Never deleted: a run that is not final (queued,
+running, resumed), and a run whose dead letter has not been requeued (an operator still
+has to look at it).
+
+The policy (docs/semantics.md, "Retention"): succeeded and cancelled runs are kept
+``days``, failed runs ``failed_days`` (longer by default: they are what people come back
+for), both counted from the run's end; and, when ``max_runs`` is set, at most that many
+finished runs per workflow (the newest). ``0`` switches a rule off.
+
+Each batch is one short transaction of at most ``batch_size`` runs, so the engine's own
+writes (which share SQLite's single writer) wait at most one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select
+
+from dataworkflows.db.database import Database
+from dataworkflows.db.models import (
+    action_executions,
+    dead_letters,
+    execution_events,
+    workflow_executions,
+)
+
+_runs = workflow_executions.c
+#: statuses a run is kept ``days`` in; ``Failed`` is kept ``failed_days``
+_ENDED_OK = ("Succeeded", "Cancelled")
+_FINAL = (*_ENDED_OK, "Failed")
+#: PostgreSQL advisory lock of the pruner ("dw-prune" as a number)
+_LOCK_KEY = int.from_bytes(b"dw-prune", "big") & 0x7FFF_FFFF_FFFF_FFFF
+#: tables whose rows belong to runs, for counting what a prune removes
+_CHILDREN = {"action_executions": action_executions, "execution_events": execution_events}
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How long finished runs are kept; ``0`` switches a rule off."""
+
+    days: float = 30.0
+    failed_days: float = 90.0
+    max_runs: int = 0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.days or self.failed_days or self.max_runs)
+
+
+@dataclass
+class PruneReport:
+    """What a prune deleted (or, dry, would delete): rows per table."""
+
+    dry_run: bool
+    runs: int = 0
+    rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_CHILDREN, 0))
+    batches: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dryRun": self.dry_run,
+            "runs": self.runs,
+            "rows": {"workflow_executions": self.runs, **self.rows},
+            "batches": self.batches,
+        }
+
+
+class Pruner:
+    """Deletes the runs a :class:`RetentionPolicy` no longer keeps, batch by batch."""
+
+    def __init__(self, db: Database, policy: RetentionPolicy, *, batch_size: int = 500) -> None:
+        self.db = db
+        self.policy = policy
+        self.batch_size = max(1, batch_size)
+
+    def _doomed(self, now: datetime) -> Any:
+        """A SELECT of the ids of runs the policy no longer keeps (None: no rule is on)."""
+        rules = []
+        for statuses, days in (
+            (_ENDED_OK, self.policy.days),
+            (("Failed",), self.policy.failed_days),
+        ):
+            if days:
+                cutoff = now - timedelta(days=days)
+                # created_at narrows by the (status, created_at) index; ended_at decides
+                rules.append(
+                    and_(
+                        _runs.status.in_(statuses),
+                        _runs.created_at < cutoff,
+                        _runs.ended_at < cutoff,
+                    )
+                )
+        if self.policy.max_runs:
+            newest_first = (_runs.created_at.desc(), _runs.id.desc())
+            ranked = (
+                select(
+                    _runs.id,
+                    func.row_number()
+                    .over(partition_by=_runs.workflow_id, order_by=newest_first)
+                    .label("rank"),
+                )
+                .where(_runs.status.in_(_FINAL))
+                .subquery()
+            )
+            over = select(ranked.c.id).where(ranked.c.rank > self.policy.max_runs)
+            rules.append(and_(_runs.status.in_(_FINAL), _runs.id.in_(over)))
+        if not rules:
+            return None
+        waiting = select(dead_letters.c.execution_id).where(dead_letters.c.requeued_at.is_(None))
+        return select(_runs.id).where(or_(*rules), _runs.id.not_in(waiting))
+
+    async def _count(self, conn: Any, ids: Any, report: PruneReport) -> None:
+        """Add the runs ``ids`` (a list or a SELECT of ids) and their rows to ``report``."""
+        if isinstance(ids, list):
+            report.runs += len(ids)
+        else:
+            total = await conn.execute(select(func.count()).select_from(ids.subquery()))
+            report.runs += int(total.scalar_one())
+        for name, table in _CHILDREN.items():
+            rows = await conn.execute(
+                select(func.count()).select_from(table).where(table.c.execution_id.in_(ids))
+            )
+            report.rows[name] += int(rows.scalar_one())
+
+    async def prune(
+        self,
+        now: datetime,
+        *,
+        dry_run: bool = False,
+        max_batches: int | None = None,
+        pause: Callable[[], Awaitable[None]] | None = None,
+        exclusive: bool = False,
+    ) -> PruneReport:
+        """Delete what the policy no longer keeps as of ``now``; ``dry_run`` only counts.
+
+        Stops when nothing is left or after ``max_batches``; ``pause`` is awaited between
+        batches (the background pruner yields to the engine there). ``exclusive``: on
+        PostgreSQL, stop at once when another process's pruner is in a batch (an
+        advisory lock), instead of deleting the same runs beside it.
+        """
+        report = PruneReport(dry_run=dry_run)
+        doomed = self._doomed(now)
+        if doomed is None:
+            return report
+        if dry_run:
+            async with self.db.connect() as conn:
+                await self._count(conn, doomed, report)
+            return report
+        while max_batches is None or report.batches < max_batches:
+            async with self.db.begin() as conn:
+                if exclusive and not self.db.is_sqlite:
+                    taken = await conn.execute(select(func.pg_try_advisory_xact_lock(_LOCK_KEY)))
+                    if not taken.scalar_one():
+                        break
+                batch = doomed.order_by(_runs.created_at).limit(self.batch_size)
+                ids = list((await conn.execute(batch)).scalars().all())
+                if not ids:
+                    break
+                await self._count(conn, ids, report)
+                # children first: no reliance on the connection's foreign-key cascade
+                for table in _CHILDREN.values():
+                    await conn.execute(delete(table).where(table.c.execution_id.in_(ids)))
+                await conn.execute(delete(workflow_executions).where(_runs.id.in_(ids)))
+            report.batches += 1
+            if len(ids) < self.batch_size:
+                break
+            await (pause() if pause is not None else asyncio.sleep(0))
+        return report
+
+
+#: the tables that grow with runs, as ``ledger stats`` reports them
+LEDGER_TABLES = (workflow_executions, action_executions, execution_events, dead_letters)
+
+
+async def ledger_stats(db: Database) -> dict[str, Any]:
+    """``{"tables": {name: {"rows", "bytes"}}, "runsByStatus": {status: n}}``: rows
+    (exact) and bytes on disk (indexes included) of each ledger table; bytes are null
+    where the database cannot tell (SQLite built without the ``dbstat`` table)."""
+
+    async def query(conn: Any) -> dict[str, Any]:
+        sizes = await _table_bytes(conn, db.is_sqlite)
+        tables: dict[str, dict[str, int | None]] = {}
+        for table in LEDGER_TABLES:
+            rows = await conn.execute(select(func.count()).select_from(table))
+            tables[table.name] = {"rows": int(rows.scalar_one()), "bytes": sizes.get(table.name)}
+        statuses = await conn.execute(
+            select(_runs.status, func.count()).group_by(_runs.status).order_by(_runs.status)
+        )
+        return {"tables": tables, "runsByStatus": {s: int(n) for s, n in statuses}}
+
+    return await db.read(query, "ledger stats")
+
+
+async def _table_bytes(conn: Any, is_sqlite: bool) -> dict[str, int]:
+    names = [t.name for t in LEDGER_TABLES]
+    if is_sqlite:
+        sql = (
+            "SELECT m.tbl_name, SUM(d.pgsize) FROM dbstat AS d "
+            "JOIN sqlite_master AS m ON m.name = d.name GROUP BY m.tbl_name"
+        )
+        try:
+            result = await conn.exec_driver_sql(sql)
+        except Exception:  # no dbstat in this SQLite build: sizes unknown
+            return {}
+        return {name: int(size) for name, size in result if name in names}
+    sizes = select(*(func.pg_total_relation_size(func.to_regclass(n)) for n in names))
+    row = (await conn.execute(sizes)).one()
+    return {name: int(size) for name, size in zip(names, row, strict=True) if size is not None}

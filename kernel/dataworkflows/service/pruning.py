@@ -1,0 +1,72 @@
+"""The background pruner: every ``DATAWORKFLOWS_PRUNE_INTERVAL_SECONDS`` it deletes the
+finished runs the retention policy no longer keeps (:mod:`dataworkflows.ledger.retention`),
+one small batch at a time, yielding to the engine between batches.
+
+It runs in ``serve`` (beside the scheduler). Several ``serve`` processes on one
+PostgreSQL database take turns: a cycle runs only in the process that holds the
+pruner's advisory lock, and the others skip it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from dataworkflows.common.clock import Clock
+from dataworkflows.ledger.retention import Pruner
+
+log = logging.getLogger(__name__)
+
+#: seconds between two batches of one cycle: the engine's writes go first
+BATCH_PAUSE = 0.05
+#: the first cycle runs this soon after start at the latest
+FIRST_CYCLE_AFTER = 60.0
+
+
+class PruneLoop:
+    """Runs :meth:`Pruner.prune` every ``interval`` seconds until stopped."""
+
+    def __init__(self, pruner: Pruner, clock: Clock, interval: float) -> None:
+        self.pruner = pruner
+        self.clock = clock
+        self.interval = interval
+        self._stop = asyncio.Event()
+        #: completed cycles (tests wait on this instead of sleeping)
+        self.cycles = 0
+        self.cycle_done = asyncio.Condition()
+
+    async def run(self) -> None:
+        wait = min(self.interval, FIRST_CYCLE_AFTER)
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), wait)
+            if self._stop.is_set():
+                return
+            wait = self.interval
+            await self.cycle()
+
+    async def cycle(self) -> None:
+        """One pass; failures are logged and retried at the next interval."""
+        try:
+            report = await self.pruner.prune(self.clock.now(), pause=_pause, exclusive=True)
+        except Exception:
+            log.exception("pruning the ledger failed; retrying in %g s", self.interval)
+        else:
+            if report.runs:
+                log.info(
+                    "pruned %d finished run(s) past retention (%s) in %d batch(es)",
+                    report.runs,
+                    ", ".join(f"{n} {t}" for t, n in report.rows.items()),
+                    report.batches,
+                )
+        async with self.cycle_done:
+            self.cycles += 1
+            self.cycle_done.notify_all()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+async def _pause() -> None:
+    await asyncio.sleep(BATCH_PAUSE)
