@@ -19,6 +19,7 @@ from dataworkflows.db.models import (
     dead_letters,
     execution_events,
     workflow_executions,
+    workflows,
 )
 from dataworkflows.kernel import Kernel
 from dataworkflows.ledger.retention import Pruner, RetentionPolicy
@@ -220,3 +221,43 @@ def test_cli_ledger_stats_and_prune(cli, database_url):
     assert json.loads(result.output)["runsByStatus"] == {"Succeeded": 1}
     result = cli("ledger", "prune", "--max-runs", "-1")
     assert result.exit_code == 2 and "-1" in result.output
+
+
+async def test_a_workflow_s_own_retention_wins_and_follows_its_current_version(
+    kernel, run_workflow
+):
+    forever = {**echo_workflow("forever"), "retention": {"days": 0, "failedDays": 0}}
+    short = {**echo_workflow("short"), "retention": {"days": 1}}
+    runs = {
+        name: await run_workflow(kernel, definition)
+        for name, definition in (
+            ("default", echo_workflow("default")),
+            ("forever", forever),
+            ("short", short),
+        )
+    }
+    pruner = Pruner(kernel.db, RetentionPolicy(days=30, failed_days=90))
+    now = datetime.now(UTC)
+    assert (await pruner.prune(now + 2 * DAY)).runs == 1
+    assert runs["short"]["id"] not in await run_ids(kernel)
+    assert (await pruner.prune(now + 1000 * DAY)).runs == 1  # the default one
+    assert await run_ids(kernel) == {runs["forever"]["id"]}
+
+    # a version without ``retention`` puts the workflow back on the engine's policy
+    await kernel.service.apply({**echo_workflow("forever"), "description": "v2"})
+    assert (await pruner.prune(now + 1000 * DAY)).runs == 1
+    assert await run_ids(kernel) == set()
+
+
+async def test_a_bad_retention_is_refused_at_publish(kernel):
+    from dataworkflows.common.errors import Unprocessable
+
+    with pytest.raises(Unprocessable) as caught:
+        await kernel.service.apply(
+            {**echo_workflow("bad"), "retention": {"days": -1, "maxRuns": 1.5, "weeks": 2}}
+        )
+    paths = sorted(p["path"] for p in caught.value.details["problems"])
+    assert paths == ["$.retention.days", "$.retention.maxRuns", "$.retention.weeks"]
+    async with kernel.db.connect() as conn:
+        stored = await conn.execute(sa.select(sa.func.count()).select_from(workflows))
+        assert stored.scalar_one() == 0

@@ -79,6 +79,8 @@ class Workflow(Base):
     latest_version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    #: the current version's ``retention`` (null: the engine's policy), for the pruner
+    retention: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
 
 class WorkflowDefinition(Base):

@@ -66,6 +66,15 @@ class Node(_Model):
     rerender_on_retry: bool = False
 
 
+class Retention(_Model):
+    """How long this workflow's finished runs are kept (docs/semantics.md, "Retention");
+    a field left out takes the engine's setting, ``0`` switches the rule off."""
+
+    days: float | None = Field(default=None, ge=0)
+    failed_days: float | None = Field(default=None, ge=0)
+    max_runs: int | None = Field(default=None, ge=0)
+
+
 class WorkflowDefinition(_Model):
     """A whole definition. Semantics: ``docs/semantics.md``."""
 
@@ -78,6 +87,7 @@ class WorkflowDefinition(_Model):
     max_parallel_actions: int | None = Field(default=None, ge=1, le=1000)
     timeout: float | None = Field(default=None, gt=0)
     on_failure: str | None = None
+    retention: Retention | None = None
 
     @property
     def has_edges(self) -> bool:

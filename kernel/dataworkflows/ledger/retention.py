@@ -32,6 +32,7 @@ from dataworkflows.db.models import (
     dead_letters,
     execution_events,
     workflow_executions,
+    workflows,
 )
 
 _runs = workflow_executions.c
@@ -51,10 +52,6 @@ class RetentionPolicy:
     days: float = 30.0
     failed_days: float = 90.0
     max_runs: int = 0
-
-    @property
-    def active(self) -> bool:
-        return bool(self.days or self.failed_days or self.max_runs)
 
 
 @dataclass
@@ -83,41 +80,33 @@ class Pruner:
         self.policy = policy
         self.batch_size = max(1, batch_size)
 
-    def _doomed(self, now: datetime) -> Any:
-        """A SELECT of the ids of runs the policy no longer keeps (None: no rule is on)."""
-        rules = []
-        for statuses, days in (
-            (_ENDED_OK, self.policy.days),
-            (("Failed",), self.policy.failed_days),
-        ):
-            if days:
-                cutoff = now - timedelta(days=days)
-                # created_at narrows by the (status, created_at) index; ended_at decides
-                rules.append(
-                    and_(
-                        _runs.status.in_(statuses),
-                        _runs.created_at < cutoff,
-                        _runs.ended_at < cutoff,
-                    )
-                )
-        if self.policy.max_runs:
-            newest_first = (_runs.created_at.desc(), _runs.id.desc())
-            ranked = (
-                select(
-                    _runs.id,
-                    func.row_number()
-                    .over(partition_by=_runs.workflow_id, order_by=newest_first)
-                    .label("rank"),
-                )
-                .where(_runs.status.in_(_FINAL))
-                .subquery()
-            )
-            over = select(ranked.c.id).where(ranked.c.rank > self.policy.max_runs)
-            rules.append(and_(_runs.status.in_(_FINAL), _runs.id.in_(over)))
+    def _doomed(self, now: datetime, overrides: dict[str, RetentionPolicy]) -> Any:
+        """A SELECT of the ids of runs their policy no longer keeps (None: no rule is on):
+        ``overrides`` (workflow id → policy) for their workflows, ``policy`` for the rest."""
+        rules = _rules(self.policy, now, _runs.workflow_id.not_in(list(overrides)))
+        for workflow_id, policy in overrides.items():
+            rules.extend(_rules(policy, now, _runs.workflow_id == workflow_id))
         if not rules:
             return None
         waiting = select(dead_letters.c.execution_id).where(dead_letters.c.requeued_at.is_(None))
         return select(_runs.id).where(or_(*rules), _runs.id.not_in(waiting))
+
+    async def overrides(self, conn: Any) -> dict[str, RetentionPolicy]:
+        """Workflows whose current version sets ``retention``: their whole policy (the
+        fields it leaves out from this pruner's)."""
+        rows = await conn.execute(
+            select(workflows.c.id, workflows.c.retention).where(workflows.c.retention.is_not(None))
+        )
+        out = {}
+        for workflow_id, raw in rows:
+            if not raw:  # a JSON null
+                continue
+            out[workflow_id] = RetentionPolicy(
+                days=_pick(raw, "days", self.policy.days),
+                failed_days=_pick(raw, "failedDays", self.policy.failed_days),
+                max_runs=int(_pick(raw, "maxRuns", self.policy.max_runs)),
+            )
+        return out
 
     async def _count(self, conn: Any, ids: Any, report: PruneReport) -> None:
         """Add the runs ``ids`` (a list or a SELECT of ids) and their rows to ``report``."""
@@ -149,12 +138,11 @@ class Pruner:
         advisory lock), instead of deleting the same runs beside it.
         """
         report = PruneReport(dry_run=dry_run)
-        doomed = self._doomed(now)
-        if doomed is None:
-            return report
-        if dry_run:
-            async with self.db.connect() as conn:
+        async with self.db.connect() as conn:
+            doomed = self._doomed(now, await self.overrides(conn))
+            if doomed is not None and dry_run:
                 await self._count(conn, doomed, report)
+        if doomed is None or dry_run:
             return report
         while max_batches is None or report.batches < max_batches:
             async with self.db.begin() as conn:
@@ -216,3 +204,41 @@ async def _table_bytes(conn: Any, is_sqlite: bool) -> dict[str, int]:
     sizes = select(*(func.pg_total_relation_size(func.to_regclass(n)) for n in names))
     row = (await conn.execute(sizes)).one()
     return {name: int(size) for name, size in zip(names, row, strict=True) if size is not None}
+
+
+def _pick(raw: dict[str, Any], key: str, default: float) -> float:
+    value = raw.get(key)
+    return default if value is None else float(value)
+
+
+def _rules(policy: RetentionPolicy, now: datetime, scope: Any) -> list[Any]:
+    """The conditions under which ``policy`` deletes a run of ``scope`` (a workflow
+    condition): one per rule that is on."""
+    rules = []
+    for statuses, days in ((_ENDED_OK, policy.days), (("Failed",), policy.failed_days)):
+        if days:
+            cutoff = now - timedelta(days=days)
+            # created_at narrows by the (status, created_at) index; ended_at decides
+            rules.append(
+                and_(
+                    scope,
+                    _runs.status.in_(statuses),
+                    _runs.created_at < cutoff,
+                    _runs.ended_at < cutoff,
+                )
+            )
+    if policy.max_runs:
+        newest_first = (_runs.created_at.desc(), _runs.id.desc())
+        ranked = (
+            select(
+                _runs.id,
+                func.row_number()
+                .over(partition_by=_runs.workflow_id, order_by=newest_first)
+                .label("rank"),
+            )
+            .where(scope, _runs.status.in_(_FINAL))
+            .subquery()
+        )
+        over = select(ranked.c.id).where(ranked.c.rank > policy.max_runs)
+        rules.append(and_(scope, _runs.status.in_(_FINAL), _runs.id.in_(over)))
+    return rules

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, null, select, update
 from sqlalchemy.exc import IntegrityError
 
 from dataworkflows.common.errors import Conflict
@@ -96,6 +96,7 @@ class WorkflowStore(WorkflowReads):
                         latest_version=1,
                         created_at=now,
                         updated_at=now,
+                        retention=_retention(definition) if publish else null(),
                     )
                 )
                 await conn.execute(
@@ -362,10 +363,19 @@ class WorkflowStore(WorkflowReads):
         return True
 
     async def _make_current(self, conn: Any, workflow_id: str, version: int, now: Any) -> None:
+        t = workflow_definitions
+        definition = await conn.scalar(
+            select(t.c.definition).where(t.c.workflow_id == workflow_id, t.c.version == version)
+        )
         await conn.execute(
             update(workflows)
             .where(workflows.c.id == workflow_id)
-            .values(status="Active", current_version=version, updated_at=now)
+            .values(
+                status="Active",
+                current_version=version,
+                updated_at=now,
+                retention=_retention(definition or {}),
+            )
         )
 
     async def _require_version(self, conn: Any, workflow_id: str, version: int) -> None:
@@ -397,3 +407,8 @@ class WorkflowStore(WorkflowReads):
 def _camel(column: str) -> str:
     head, *rest = column.split("_")
     return head + "".join(p.title() for p in rest)
+
+
+def _retention(definition: dict[str, Any]) -> Any:
+    """The definition's ``retention`` for the workflow row (SQL null when it has none)."""
+    return definition.get("retention") or null()
