@@ -25,6 +25,8 @@ from typing import Any
 from benchmarks.common import fmt, machine_info, table
 
 WORKLOADS = ("W1", "W2", "W3", "W4", "peer", "ceiling", "sched", "redaction", "startup")
+#: workloads run only when --only names them (long: they load large backlogs)
+OPT_IN = ("prune",)
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -45,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--only",
         default=",".join(WORKLOADS),
-        help=f"comma-separated subset of {','.join(WORKLOADS)} (default: all)",
+        help=f"comma-separated subset of {','.join(WORKLOADS + OPT_IN)} (default: all but "
+        f"{','.join(OPT_IN)})",
     )
     run.add_argument(
         "--pg-url",
@@ -65,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--w4-rows", type=int, default=1_000_000, help="W4 executions to load")
     run.add_argument("--w4-queries", type=int, default=300, help="W4 timed requests per query")
     run.add_argument("--w4-max-load-seconds", type=float, default=180.0)
+    run.add_argument(
+        "--prune-rows", type=int, default=1_000_000, help="prune: old runs to load and delete"
+    )
+    run.add_argument("--prune-rounds", type=int, default=2, help="prune: alone/pruning pairs")
     run.add_argument("--ceiling-seconds", type=float, default=10.0)
     run.add_argument(
         "--sched-triggers", type=int, default=4, help="sched: triggers firing every second"
@@ -143,17 +150,18 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         peers,
         profiling,
         redaction,
+        retention,
         schedule_latency,
         workloads,
     )
     from benchmarks.common import BenchmarkError
 
     only = {w.strip() for w in args.only.split(",") if w.strip()}
-    unknown = only - set(WORKLOADS)
+    unknown = only - set(WORKLOADS + OPT_IN)
     if unknown:
         raise SystemExit(f"unknown workload(s): {', '.join(sorted(unknown))}")
     backends = _backends(args.backend)
-    wants_pg = "postgresql" in backends or bool(only & {"W4", "peer", "ceiling"})
+    wants_pg = "postgresql" in backends or bool(only & {"W4", "peer", "ceiling", "prune"})
     pg_url = args.pg_url if wants_pg else None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     work_dir = Path(tempfile.mkdtemp(prefix=f"dwbench-{stamp}-"))
@@ -254,6 +262,17 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                     ctx,
                     rows=args.w4_rows,
                     queries=args.w4_queries,
+                    max_load_seconds=args.w4_max_load_seconds,
+                )
+            )
+        if "prune" in only:
+            _log(f"prune [postgresql]: W1 while {args.prune_rows:,} old runs are pruned")
+            record(
+                await retention.run_prune(
+                    ctx,
+                    rows=args.prune_rows,
+                    n=args.n,
+                    rounds=args.prune_rounds,
                     max_load_seconds=args.w4_max_load_seconds,
                 )
             )

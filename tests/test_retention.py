@@ -130,8 +130,9 @@ async def test_max_runs_keeps_the_newest_per_workflow_in_batches(kernel, run_wor
     pruner = Pruner(kernel.db, RetentionPolicy(days=0, failed_days=0, max_runs=2), batch_size=2)
     pauses = 0
 
-    async def pause() -> None:
+    async def pause(took: float) -> None:
         nonlocal pauses
+        assert took > 0
         pauses += 1
 
     report = await pruner.prune(datetime.now(UTC), pause=pause)

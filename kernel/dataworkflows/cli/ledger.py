@@ -36,9 +36,16 @@ def ledger() -> None:
     default=None,
     help="Keep at most this many finished runs per workflow [DATAWORKFLOWS_RETENTION_MAX_RUNS].",
 )
+@click.option(
+    "--fast",
+    is_flag=True,
+    help="No pause between batches (for a stopped engine); by default each batch is "
+    "followed by a pause as long as it took, as the background pruner does.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def ledger_prune(
     dry_run: bool,
+    fast: bool,
     days: float | None,
     failed_days: float | None,
     max_runs: int | None,
@@ -57,7 +64,11 @@ def ledger_prune(
         pruner.policy = replace(
             pruner.policy, **{k: v for k, v in overrides.items() if v is not None}
         )
-        report = await pruner.prune(kernel.clock.now(), dry_run=dry_run, exclusive=True)
+        from dataworkflows.service.pruning import paced
+
+        report = await pruner.prune(
+            kernel.clock.now(), dry_run=dry_run, exclusive=True, pause=None if fast else paced
+        )
         policy = pruner.policy
         return {
             **report.as_dict(),

@@ -19,6 +19,7 @@ writes (which share SQLite's single writer) wait at most one batch.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -127,13 +128,14 @@ class Pruner:
         *,
         dry_run: bool = False,
         max_batches: int | None = None,
-        pause: Callable[[], Awaitable[None]] | None = None,
+        pause: Callable[[float], Awaitable[None]] | None = None,
         exclusive: bool = False,
     ) -> PruneReport:
         """Delete what the policy no longer keeps as of ``now``; ``dry_run`` only counts.
 
-        Stops when nothing is left or after ``max_batches``; ``pause`` is awaited between
-        batches (the background pruner yields to the engine there). ``exclusive``: on
+        Stops when nothing is left or after ``max_batches``; ``pause(seconds the batch
+        took)`` is awaited between batches (the engine's writes go first there; see
+        :func:`dataworkflows.service.pruning.paced`). ``exclusive``: on
         PostgreSQL, stop at once when another process's pruner is in a batch (an
         advisory lock), instead of deleting the same runs beside it.
         """
@@ -145,6 +147,7 @@ class Pruner:
         if doomed is None or dry_run:
             return report
         while max_batches is None or report.batches < max_batches:
+            batch_started = time.monotonic()
             async with self.db.begin() as conn:
                 if exclusive and not self.db.is_sqlite:
                     taken = await conn.execute(select(func.pg_try_advisory_xact_lock(_LOCK_KEY)))
@@ -162,7 +165,8 @@ class Pruner:
             report.batches += 1
             if len(ids) < self.batch_size:
                 break
-            await (pause() if pause is not None else asyncio.sleep(0))
+            took = time.monotonic() - batch_started
+            await (pause(took) if pause is not None else asyncio.sleep(0))
         return report
 
 

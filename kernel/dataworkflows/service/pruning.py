@@ -1,6 +1,7 @@
 """The background pruner: every ``DATAWORKFLOWS_PRUNE_INTERVAL_SECONDS`` it deletes the
 finished runs the retention policy no longer keeps (:mod:`dataworkflows.ledger.retention`),
-one small batch at a time, yielding to the engine between batches.
+one small batch at a time, pausing between batches as long as the last one took, so
+that the engine's own work keeps at least half of the time.
 
 It runs in ``serve`` (beside the scheduler). Several ``serve`` processes on one
 PostgreSQL database take turns: a cycle runs only in the process that holds the
@@ -18,7 +19,7 @@ from dataworkflows.ledger.retention import Pruner
 
 log = logging.getLogger(__name__)
 
-#: seconds between two batches of one cycle: the engine's writes go first
+#: the shortest pause between two batches of one cycle
 BATCH_PAUSE = 0.05
 #: the first cycle runs this soon after start at the latest
 FIRST_CYCLE_AFTER = 60.0
@@ -49,7 +50,7 @@ class PruneLoop:
     async def cycle(self) -> None:
         """One pass; failures are logged and retried at the next interval."""
         try:
-            report = await self.pruner.prune(self.clock.now(), pause=_pause, exclusive=True)
+            report = await self.pruner.prune(self.clock.now(), pause=paced, exclusive=True)
         except Exception:
             log.exception("pruning the ledger failed; retrying in %g s", self.interval)
         else:
@@ -68,5 +69,8 @@ class PruneLoop:
         self._stop.set()
 
 
-async def _pause() -> None:
-    await asyncio.sleep(BATCH_PAUSE)
+async def paced(took: float) -> None:
+    """Pause after a batch that took ``took`` seconds as long again (at least
+    :data:`BATCH_PAUSE`): pruning takes at most about half of the database's and this
+    process's time, whatever the batch costs on this machine."""
+    await asyncio.sleep(max(BATCH_PAUSE, took))
