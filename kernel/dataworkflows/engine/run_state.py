@@ -76,6 +76,8 @@ class RunState:
     stop_reason: tuple[str, str] = ("run_cancelled", "the run was cancelled")
     #: the bytes of step log lines the run may still keep (engine/step_logs.py)
     log_budget: RunLogBudget = field(default_factory=lambda: RunLogBudget(1024 * 1024))
+    #: the run's committed variables (``vars`` in templates), updated after each write
+    variables: dict[str, Any] = field(default_factory=dict)
 
 
 def restore(state: RunState, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -181,4 +183,5 @@ def sanitised(record: StepRecord, message: str) -> StepRecord:
         error={"code": "unserializable_result", "message": message},
         links=(),
         logs=None,
+        variables=None,
     )
