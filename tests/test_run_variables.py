@@ -11,11 +11,11 @@ import uuid
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from dataworkflows import Action, ActionContext, ActionResult, hookimpl
 from dataworkflows.api.models import ExecutionVariables
-from dataworkflows.db.models import run_variables
+from dataworkflows.db.models import run_variables, workflow_executions
 from dataworkflows.kernel import Kernel
 from dataworkflows.ledger.run_ledger import StepRecord, UnwritableRecord
 from dataworkflows.settings import Settings
@@ -273,3 +273,35 @@ def test_cli_runs_vars(cli, database_url) -> None:
     result = cli("runs", "vars", "nope")
     assert result.exit_code == 1
     assert "invalid_execution_id" in result.output
+
+
+async def test_a_resumed_run_reads_its_variables_back(kernel_factory) -> None:
+    """Node a's attempt (with its variable) was written by a worker that then died; the
+    worker that recovers the run renders b with it."""
+    kernel = await kernel_factory(plugins=[Plugin()], entrypoints=False)
+    flow = {
+        "id": "resume",
+        "displayName": "resume",
+        "nodes": [node("a"), node("b", echo="{{ vars.x * 2 }}")],
+    }
+    await kernel.service.apply(flow)
+    summary, _ = await kernel.service.execute("resume", trigger={})
+    ghost = await kernel.ledger.claim("ghost")
+    assert ghost is not None and ghost.id_str == summary["executionId"]
+    now = kernel.clock.now()
+    done = StepRecord(
+        "a", "test.set-vars", 1, "Succeeded", {}, {}, None, now, now, variables={"x": 21}
+    )
+    await kernel.ledger.record_step(ghost, done)
+    async with kernel.db.begin() as conn:  # the ghost's lease runs out
+        await conn.execute(
+            update(workflow_executions)
+            .where(workflow_executions.c.id == ghost.id)
+            .values(lease_expires_at=kernel.clock.now())
+        )
+    kernel.start_worker()
+    assert await kernel.ledger.wait_until_final(ghost.id, 30) == "Succeeded"
+    run = await kernel.service.get_execution(summary["executionId"])
+    # (b's first attempt counts as lost with the ghost: it may have been in flight there)
+    last = run["actions"][-1]
+    assert (last["nodeId"], last["status"], last["outputs"]["echo"]) == ("b", "Succeeded", 42)
