@@ -5,48 +5,29 @@ format (``DATAWORKFLOWS_LOG_FORMAT``)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import os
+import signal
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
 
-from dataworkflows import Action, ActionContext, ActionResult, hookimpl
 from dataworkflows.common import logcontext, logformat
 from dataworkflows.settings import Settings, SettingsError
 
+#: the test action (tests/support/dw_log_actions.py), in process and in worker processes
+SUPPORT = Path(__file__).parent / "support"
+ACTIONS = "dw_log_actions"
+
 CANARY = "structured-Canary:9f2e/Z+q"
 IDS = ("executionId", "nodeId", "attempt", "correlationId", "tenant", "principal")
-
-
-class Leaky(Action):
-    """Logs its credential, then fails: retriably on attempt 1, for good on attempt 2,
-    with the secret in the error message."""
-
-    type = "test.leaky"
-
-    class Params(BaseModel):
-        credential: str | None = None
-
-    async def run(self, ctx: ActionContext, params: Params) -> ActionResult:
-        if params.credential is None:
-            ctx.log.info("preparing")
-            return ActionResult.succeeded({"ok": True})
-        secret = await ctx.credentials.get(params.credential)
-        ctx.log.warning("calling with token %s", secret)
-        if ctx.attempt == 1:
-            return ActionResult.retriable(f"busy, token {secret}", code="remote_busy")
-        return ActionResult.failed(f"remote refused token {secret}", code="remote_refused")
-
-
-class Plugin:
-    @hookimpl
-    def register_actions(self, register: Any) -> None:
-        register(Leaky)
 
 
 FLOW = {
@@ -69,6 +50,11 @@ class Terminal(io.StringIO):
 
     def isatty(self) -> bool:
         return True
+
+
+@pytest.fixture(autouse=True)
+def _support_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(SUPPORT))
 
 
 @pytest.fixture
@@ -100,7 +86,7 @@ async def _failing_run(kernel: Any) -> str:
 async def test_json_lines_of_a_failing_run(kernel_factory, capture, monkeypatch) -> None:
     monkeypatch.setenv("DATAWORKFLOWS_CREDENTIAL_LOG_CANARY", CANARY)
     stream = capture("auto", io.StringIO())  # not a terminal: JSON
-    kernel = await kernel_factory(plugins=[Plugin()], entrypoints=False)
+    kernel = await kernel_factory(plugin_modules=ACTIONS, entrypoints=False)
     run_id = await _failing_run(kernel)
     text = stream.getvalue()
     assert CANARY not in text
@@ -141,7 +127,7 @@ async def test_json_lines_of_a_failing_run(kernel_factory, capture, monkeypatch)
 async def test_console_format_on_a_terminal(kernel_factory, capture, monkeypatch) -> None:
     monkeypatch.setenv("DATAWORKFLOWS_CREDENTIAL_LOG_CANARY", CANARY)
     stream = capture("auto", Terminal())
-    kernel = await kernel_factory(plugins=[Plugin()], entrypoints=False)
+    kernel = await kernel_factory(plugin_modules=ACTIONS, entrypoints=False)
     run_id = await _failing_run(kernel)
     text = stream.getvalue()
     assert CANARY not in text
@@ -179,3 +165,53 @@ def test_formats_and_settings(capture) -> None:
         "principal": None,
     }
     assert "RuntimeError: boom" in second["exception"]
+
+
+async def test_a_worker_process_writes_json_lines(kernel_factory, database_url, tmp_path) -> None:
+    """``dataworkflows worker`` with stderr not a terminal (``auto``): every stderr line is
+    a JSON object; the run's lines carry its ids, the canary appears nowhere."""
+    control = await kernel_factory(plugin_modules=ACTIONS, entrypoints=False)  # no worker
+    await control.service.apply(FLOW)
+    env = {
+        **os.environ,
+        "DATAWORKFLOWS_DATABASE_URL": database_url,
+        "DATAWORKFLOWS_PLUGIN_MODULES": ACTIONS,
+        "DATAWORKFLOWS_LOAD_PLUGINS": "",
+        "DATAWORKFLOWS_POLL_INTERVAL": "0.2",
+        "DATAWORKFLOWS_CREDENTIAL_LOG_CANARY": CANARY,
+        "PYTHONPATH": os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")]),
+    }
+    env.pop("DATAWORKFLOWS_LOG_FORMAT", None)
+    if control.settings.secret_key:
+        env["DATAWORKFLOWS_SECRET_KEY"] = control.settings.secret_key
+    stderr = tmp_path / "worker.stderr"
+    with stderr.open("wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "dataworkflows.cli.main", "worker", "--concurrency", "1"),
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        summary, _ = await control.service.execute(
+            "leaky", trigger={}, principal="bob", correlation_id="corr-w"
+        )
+        run_id = str(summary["executionId"])
+        assert await control.ledger.wait_until_final(uuid.UUID(run_id), 60, 0.1) == "Failed"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 60)
+    text = stderr.read_text()
+    assert CANARY not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert any(line["message"].startswith("worker ") for line in lines)  # not echoed
+    run_lines = [line for line in lines if line["executionId"] == run_id]
+    assert {(line["correlationId"], line["tenant"], line["principal"]) for line in run_lines} == {
+        ("corr-w", "default", "bob")
+    }
+    (failed,) = [line for line in run_lines if line["level"] == "ERROR"]
+    assert (failed["nodeId"], failed["attempt"], failed["errorCode"]) == (
+        "call",
+        2,
+        "remote_refused",
+    )
