@@ -17,7 +17,6 @@ from sqlalchemy import func, select
 
 from dataworkflows.common.clock import iso_utc
 from dataworkflows.common.redaction import Redactor
-from dataworkflows.common.run_variables import KEY, VariableError, type_of
 from dataworkflows.db.models import (
     action_executions,
     workflow_executions,
@@ -209,13 +208,6 @@ def check_step(step: StepRecord) -> None:
             check_json(getattr(step, name), f"$.nodes.{step.node_id}.{name}")
         except UnwritableValue as exc:
             raise UnwritableRecord(exc.path, exc.message) from None
-    for key, value in (step.variables or {}).items():
-        try:  # ctx.set_variable checked them; a record built otherwise may not be
-            if not isinstance(key, str) or not KEY.fullmatch(key):
-                raise VariableError(f"invalid variable key {key!r}")
-            type_of(value)
-        except VariableError as exc:
-            raise UnwritableRecord(f"$.nodes.{step.node_id}.variables", str(exc)) from None
 
 
 def _db_message(error: BaseException) -> str:
@@ -375,24 +367,6 @@ def _action_row(run: ClaimedRun, step: StepRecord, row_id: uuid.UUID) -> dict[st
         "ended_at": step.ended_at,
         "logs": step.logs,
     }
-
-
-def variable_rows(run: ClaimedRun, steps: list[StepRecord], now: datetime) -> list[dict[str, Any]]:
-    """``run_variables`` rows of the variables ``steps`` set; a key set twice keeps the
-    last step's value (one row per key: an upsert may not touch a row twice)."""
-    rows: dict[str, dict[str, Any]] = {}
-    for step in steps:
-        for key, value in (step.variables or {}).items():
-            rows[key] = {
-                "execution_id": run.id,
-                "key": key,
-                "type": type_of(value),
-                "value": value,
-                "node_id": step.node_id,
-                "attempt": step.attempt,
-                "updated_at": now,
-            }
-    return list(rows.values())
 
 
 def _finish_event(finish: RunFinish) -> NewEvent:

@@ -71,9 +71,9 @@ from dataworkflows.ledger.records import (
     _StepWrite,
     check_json,
     check_step,
-    variable_rows,
 )
 from dataworkflows.ledger.resources import insert_links, link_rows
+from dataworkflows.ledger.variables import check_variables, variable_rows
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,7 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
         # checked before joining a batch: a value of this run cannot fail another run's write
         for step in steps:
             check_step(step)
+            check_variables(step)
         if finish is not None:
             try:
                 check_json(finish.error, "$.error")
