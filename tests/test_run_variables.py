@@ -305,3 +305,27 @@ async def test_a_resumed_run_reads_its_variables_back(kernel_factory) -> None:
     # (b's first attempt counts as lost with the ghost: it may have been in flight there)
     last = run["actions"][-1]
     assert (last["nodeId"], last["status"], last["outputs"]["echo"]) == ("b", "Succeeded", 42)
+
+
+async def test_variables_cost_no_extra_transaction(kernel_factory, run_workflow, count_commits):
+    """The same two-node run with and without variables commits as often: the variables
+    ride in their step's own write."""
+    # no background commits during the runs: no poll, no lease renewal (runs are handed to
+    # the in-process worker when queued)
+    kernel = await kernel_factory(
+        plugins=[Plugin()],
+        entrypoints=False,
+        poll_interval=3600.0,
+        lease_seconds=7200.0,
+        heartbeat_interval=3600.0,
+    )
+    counts = []
+    cases = (("warm-up", {}), ("plain", {}), ("with-vars", {"a": 1, "b": "two", "c": [3]}))
+    for name, values in cases:
+        flow = {"id": name, "displayName": name, "nodes": [node("a", values=values), node("b")]}
+        await kernel.service.apply(flow)
+        with count_commits(kernel) as commits:
+            run = await run_workflow(kernel, flow)
+        assert run["status"] == "Succeeded"
+        counts.append(commits.count)
+    assert counts[1] == counts[2], counts  # (the warm-up's include the worker's start)
