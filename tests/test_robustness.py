@@ -24,7 +24,7 @@ from dataworkflows.common.errors import Unprocessable
 from dataworkflows.db.database import libpq_url
 from dataworkflows.db.models import action_executions, workflow_executions
 from dataworkflows.ledger.run_ledger import StepRecord, UnwritableRecord
-from dataworkflows.testing import postgres_only
+from dataworkflows.testing import postgres_only, record_batch_sizes
 
 
 class Poison(Action):
@@ -129,20 +129,6 @@ async def _run_together(kernel: Any, kinds: list[str]) -> list[str]:
     return ids
 
 
-async def _batch_sizes(kernel: Any) -> list[int]:
-    """Record the size of every step-write batch the ledger commits from now on."""
-    sizes: list[int] = []
-    batcher = kernel.ledger._step_writes
-    write = batcher._write
-
-    async def recording(items: list[Any]) -> Any:
-        sizes.append(len(items))
-        return await write(items)
-
-    batcher._write = recording
-    return sizes
-
-
 async def _twenty_healthy_runs_and(
     kernel_factory: Any, kind: str
 ) -> tuple[PoisonPlugin, list[int], dict[str, Any]]:
@@ -150,7 +136,7 @@ async def _twenty_healthy_runs_and(
     checks the 20 healthy ones (Succeeded, each step once); returns the 11th."""
     plugin = PoisonPlugin(expected=21)
     kernel = await kernel_factory(plugins=[plugin], worker_concurrency=32)
-    sizes = await _batch_sizes(kernel)
+    sizes = record_batch_sizes(kernel)
     plugin.kernel = kernel
     ids = await _run_together(kernel, ["ok"] * 10 + [kind] + ["ok"] * 10)
     runs = [await kernel.service.get_execution(i) for i in ids]

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from dataworkflows.common.run_variables import RunVariables, VariableError
 from dataworkflows.common.schemas import model_schema
 
 if TYPE_CHECKING:
@@ -263,6 +264,8 @@ class ActionContext:
         settings: plugin settings: every ``DATAWORKFLOWS_<NAME>`` environment variable the
             kernel does not use itself, as ``{"<name>": value}`` (lower-case, e.g.
             ``slack_base_url``); credentials are never included.
+        variables: the run's variables (read-only mapping: those committed before this
+            attempt started, plus its own); set them with :meth:`set_variable`.
     """
 
     execution_id: str
@@ -280,6 +283,23 @@ class ActionContext:
     credentials: Credentials = field(default_factory=Credentials)
     resources: Resources = field(default_factory=Resources)
     settings: Mapping[str, str] = field(default_factory=dict)
+    variables: RunVariables = field(default_factory=RunVariables)
+
+    def set_variable(self, key: str, value: Any) -> None:
+        """Set run variable ``key`` (upsert) for later nodes: ``{{ vars.<key> }}``.
+
+        ``value``: a string, number, boolean, or JSON object/array/null; it reads back with
+        its type. ``key``: 1-64 letters, digits or ``_``, not starting with a digit. The
+        value is written with this attempt's row if the attempt succeeds (dropped if it
+        fails, is retried or cancelled), and listed at
+        ``GET /api/v1/executions/{id}/variables``. A bad key or value, or one over
+        ``DATAWORKFLOWS_RUN_VARIABLE_MAX_BYTES``, raises :class:`ActionError`
+        (``invalid_variable``, permanent) unless the action catches it.
+        """
+        try:
+            self.variables.set(key, value)
+        except VariableError as exc:
+            raise ActionError(str(exc), code=exc.code) from None
 
 
 class Action:

@@ -21,6 +21,8 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./dataworkflows.db"
 
 
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+#: accepted values of ``DATAWORKFLOWS_LOG_FORMAT`` (dataworkflows.common.logformat)
+LOG_FORMATS = ("auto", "json", "console")
 #: accepted values of ``DATAWORKFLOWS_SQLITE_SYNCHRONOUS`` (SQLite's ``PRAGMA synchronous``)
 SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
 
@@ -88,6 +90,8 @@ class Settings:
     #: the most runs one pass deletes per transaction
     prune_interval_seconds: float = 300.0
     prune_batch_size: int = 500
+    #: UTF-8 bytes of one run variable's JSON value (``ctx.set_variable``)
+    run_variable_max_bytes: int = 16 * 1024
     #: Conductor defaults (docs/semantics.md); a definition's own values win.
     default_max_parallel_actions: int = 10
     #: seconds a run may take from the moment a worker starts it; 0 means no limit
@@ -127,6 +131,9 @@ class Settings:
     json_max_depth: int = 64
     json_max_number_length: int = 100
     log_level: str = "INFO"
+    #: the engine's own log lines (serve, worker): ``json`` (one object per line, with the
+    #: run's ids), ``console`` (for people) or ``auto`` (console when stderr is a terminal)
+    log_format: str = "auto"
     #: the event loop of ``serve`` and ``worker``: ``auto`` (uvloop where it is installed,
     #: as it is by default on Linux and macOS), ``uvloop`` or ``asyncio``
     event_loop: str = "auto"
@@ -146,6 +153,11 @@ class Settings:
             raise SettingsError(
                 f"DATAWORKFLOWS_EVENT_LOOP={self.event_loop!r}: expected one of "
                 + ", ".join(EVENT_LOOPS)
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(
+                f"DATAWORKFLOWS_LOG_FORMAT={self.log_format!r}: expected one of "
+                + ", ".join(LOG_FORMATS)
             )
         synchronous = self.sqlite_synchronous.strip().upper()
         if synchronous not in SQLITE_SYNCHRONOUS:

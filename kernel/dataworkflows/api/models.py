@@ -352,6 +352,38 @@ class ExecutionLogs(ApiModel):
     items: list[LogLine]
 
 
+class RunVariable(ApiModel):
+    """A run variable an action set with ``ctx.set_variable`` (the last value per key)."""
+
+    key: str
+    type: Literal["string", "number", "boolean", "json"]
+    value: Any = Field(description="the value, with its JSON type (a number stays a number)")
+    node_id: str
+    attempt: int
+    updated_at: datetime
+
+
+class ExecutionVariables(ApiModel):
+    """A run's variables, by key; templates of later nodes read them as `vars.<key>`."""
+
+    model_config = _example(
+        {
+            "items": [
+                {
+                    "key": "orderTotal",
+                    "type": "number",
+                    "value": 1250.5,
+                    "nodeId": "price",
+                    "attempt": 1,
+                    "updatedAt": "2026-12-07T09:30:00.120Z",
+                }
+            ]
+        }
+    )
+
+    items: list[RunVariable]
+
+
 class ResourceLinkList(ApiModel):
     """The resource links of a run."""
 

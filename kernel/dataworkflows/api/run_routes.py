@@ -20,6 +20,7 @@ from dataworkflows.api.models import (
     Execution,
     ExecutionLogs,
     ExecutionPage,
+    ExecutionVariables,
     RunAccepted,
 )
 from dataworkflows.api.request_models import (
@@ -179,6 +180,26 @@ async def get_execution_logs(request: web.Request) -> web.Response:
         tenant_id=tenant(request),
         node_id=request.query.get("nodeId"),
         attempt=attempt,
+    )
+    return web.json_response(result)
+
+
+@run_routes.get("/api/v1/executions/{execution_id}/variables")
+@spec(
+    "executionVariables",
+    tags=RUNS,
+    ok={200: ("The run's variables", ExecutionVariables)},
+    errors=(404, 422),
+)
+async def get_execution_variables(request: web.Request) -> web.Response:
+    """The variables the run's actions set (`ctx.set_variable`), by key.
+
+    Each is the value of the last successful attempt that set it, with its type, node and
+    attempt. Later nodes read them in templates as `vars.<key>`. A malformed id → 422.
+    """
+    kernel = request.app[kernel_key]
+    result = await kernel.service.execution_variables(
+        request.match_info["execution_id"], tenant_id=tenant(request)
     )
     return web.json_response(result)
 

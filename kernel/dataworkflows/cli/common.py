@@ -8,7 +8,6 @@ the web framework and the plugins only when it runs.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -139,11 +138,11 @@ def with_kernel(action: Callable[[Any], Awaitable[T]]) -> T:
 
 
 def configure_logging(settings: Settings) -> None:
-    """Every log line carries the correlation id and execution id it belongs to."""
-    from dataworkflows.common import logcontext
+    """Log lines on stderr as JSON lines, or for people on a terminal
+    (``DATAWORKFLOWS_LOG_FORMAT``); every line of a run carries its ids."""
+    from dataworkflows.common import logformat
 
-    logcontext.install()
-    logging.basicConfig(level=settings.log_level.upper(), format=logcontext.LOG_FORMAT)
+    logformat.configure(settings.log_level, settings.log_format)
 
 
 def print_event(

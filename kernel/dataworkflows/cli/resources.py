@@ -115,7 +115,7 @@ def workflows_archive(workflow_id: str, yes: bool, tenant: str) -> None:
 
 @click.group(cls=HelpGroup)
 def runs() -> None:
-    """List, show, watch, cancel and rerun runs; print their step logs."""
+    """List, show, watch, cancel and rerun runs; print their step logs and variables."""
 
 
 @runs.command("list")
@@ -188,6 +188,29 @@ def runs_logs(
     for line in logs["items"]:
         where = f"{line['nodeId']}#{line['attempt']}"
         click.echo(f"{line['time']}  {line['level']:<8} {where}  {line['message']}")
+
+
+@runs.command("vars")
+@click.argument("execution_id")
+@tenant_option
+@json_option
+def runs_vars(execution_id: str, tenant: str, as_json: bool) -> None:
+    """Print the variables a run's actions set (ctx.set_variable): key, type, value, and
+    the node#attempt that set it last."""
+    found = with_kernel(lambda k: k.service.execution_variables(execution_id, tenant_id=tenant))
+    if as_json:
+        _print_json(found)
+        return
+    if not found["items"]:
+        click.echo("(no variables)")
+        return
+    _table(
+        [
+            (v["key"], v["type"], json.dumps(v["value"]), f"{v['nodeId']}#{v['attempt']}")
+            for v in found["items"]
+        ],
+        ("key", "type", "value", "set by"),
+    )
 
 
 @runs.command("cancel")

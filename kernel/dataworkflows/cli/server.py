@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 from typing import Any
 
 import click
@@ -17,6 +18,8 @@ from dataworkflows.cli.common import (
 )
 from dataworkflows.cli.event_loop import loop_name
 from dataworkflows.settings import Settings
+
+log = logging.getLogger("dataworkflows.worker")
 
 #: seconds within which a repeated SIGTERM/SIGINT counts as the same stop request
 DUPLICATE_SIGNAL_WINDOW = 2.0
@@ -109,23 +112,21 @@ async def _worker_main(settings: Settings) -> None:
             # it to its child) arrives twice at once: that is still the first request.
             if now - first_signal < DUPLICATE_SIGNAL_WINDOW:
                 return
-            click.echo("second signal: exiting now", err=True)
+            log.warning("second signal: exiting now")
             os._exit(1)
         first_signal = now
-        click.echo("stopping: no new runs; waiting for runs in flight", err=True)
+        log.info("stopping: no new runs; waiting for runs in flight")
         kernel.worker.request_stop(settings.shutdown_grace)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    click.echo(
-        f"worker {kernel.worker.owner} started (concurrency {settings.worker_concurrency})",
-        err=True,
-    )
+    # logged, not echoed: with DATAWORKFLOWS_LOG_FORMAT=json stderr is JSON lines only
+    log.info("worker %s started (concurrency %d)", kernel.worker.owner, settings.worker_concurrency)
     try:
         await kernel.worker.run()
     finally:
         await kernel.close()
-    click.echo("worker stopped", err=True)
+    log.info("worker stopped")
 
 
 async def _start_template_workers(app: Any) -> None:

@@ -50,6 +50,9 @@ STEP_STATUSES = (
     "Cancelled",
 )
 
+#: the stored types of run variables (dataworkflows.common.run_variables.TYPES)
+RUN_VARIABLE_TYPES = ("string", "number", "boolean", "json")
+
 
 def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
@@ -204,9 +207,33 @@ class DeadLetter(Base):
     requeued_execution_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
 
+class RunVariable(Base):
+    """A run variable an action set (``ctx.set_variable``); one row per run and key.
+
+    Written with the step row of the attempt that set it (upsert by key); ``updated_at``
+    is taken inside that write. See :mod:`dataworkflows.common.run_variables`.
+    """
+
+    __tablename__ = "run_variables"
+    __table_args__ = (CheckConstraint(_in("type", RUN_VARIABLE_TYPES), name="type"),)
+
+    execution_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("workflow_executions.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    #: the value itself as JSON (a number stays a number)
+    value: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    #: the node and attempt that set it last
+    node_id: Mapped[str] = mapped_column(String(200))
+    attempt: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime]
+
+
 workflows = Workflow.__table__
 workflow_definitions = WorkflowDefinition.__table__
 workflow_executions = WorkflowExecution.__table__
 action_executions = ActionExecution.__table__
 execution_events = ExecutionEvent.__table__
 dead_letters = DeadLetter.__table__
+run_variables = RunVariable.__table__

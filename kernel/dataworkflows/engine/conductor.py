@@ -50,6 +50,7 @@ from dataworkflows.common.clock import Clock
 from dataworkflows.engine.context_reads import condition_reads, parameter_reads, with_reads
 from dataworkflows.engine.node_runner import CANCEL_GRACE, NodeRunner
 from dataworkflows.engine.plan_cache import PlanCache, plan_defaults
+from dataworkflows.engine.run_logging import log_failure, run_log_ids
 from dataworkflows.engine.run_state import (
     CANCELLED,
     FAILED,
@@ -120,6 +121,7 @@ class Conductor(NodeRunner):
         self._step_started_after = settings.step_started_after_seconds
         self._log_caps = (settings.step_log_max_bytes, settings.run_log_max_bytes)
         self._output_caps = (settings.step_output_max_bytes, settings.run_output_max_bytes)
+        self._variable_max_bytes = settings.run_variable_max_bytes
         self._rng = rng or random.Random()
         #: actions that ignored cancellation (see _unless); awaited by close()
         self._abandoned: set[asyncio.Future[Any]] = set()
@@ -158,11 +160,14 @@ class Conductor(NodeRunner):
         state = RunState(run, plan, nodes, asyncio.Semaphore(plan.max_parallel))
         state.log_budget.limit = self._log_caps[1]
         state.output_budget.step_limit, state.output_budget.run_limit = self._output_caps
-        with logcontext.bind(correlation_id=run.correlation_id, execution_id=run.id_str):
+        with logcontext.bind(**run_log_ids(run)):
             try:
-                return await self._drive(state)
+                status = await self._drive(state)
             except UnwritableRecord as exc:
-                return await self._unwritable(state, exc)
+                status = await self._unwritable(state, exc)
+            if status == FAILED:
+                log_failure(run, state.failure or {})
+            return status
 
     async def _unwritable(self, state: RunState, exc: UnwritableRecord) -> str:
         """End a run whose step rows the database refused (a value it cannot store).
@@ -175,6 +180,7 @@ class Conductor(NodeRunner):
         error: dict[str, Any] = {"code": exc.code, "message": exc.message}
         if records:
             error["nodeId"] = records[0].node_id
+        state.failure = error
         finish = RunFinish("Failed", error)
         await self.ledger.record_steps(
             state.run, [sanitised(r, exc.message) for r in records], finish
@@ -189,6 +195,9 @@ class Conductor(NodeRunner):
         # a first claim has nothing recorded yet: only a run with history reads it back
         if run.has_history:
             restore(state, await self.ledger.list_actions(run.id))
+            state.variables = {
+                row["key"]: row["value"] for row in await self.ledger.list_variables(run.id)
+            }
         for node_id in plan.order:
             if state.nodes[node_id].status is not None:
                 await self._route(state, state.nodes[node_id], replay=True)
@@ -329,7 +338,7 @@ class Conductor(NodeRunner):
             for edge in node.plan.outgoing:
                 state.edges[edge] = False
             return record
-        condition_error = await self._route(state, node)
+        condition_error = await self._route(state, node, variables=record.variables)
         if condition_error is not None:
             # The action succeeded (its outputs stay on the row) but routing failed.
             record = replace(record, status=FAILED, error=condition_error)
@@ -337,9 +346,17 @@ class Conductor(NodeRunner):
         return record
 
     async def _route(
-        self, state: RunState, node: Node, *, replay: bool = False
+        self,
+        state: RunState,
+        node: Node,
+        *,
+        replay: bool = False,
+        variables: Mapping[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Resolve ``node``'s outgoing edges from its final status.
+
+        ``variables``: what the node's final attempt set, not committed yet; its edge
+        conditions see them (as they see its outputs).
 
         Records the run's failure if the node failed and no edge fired. Returns the error
         of a condition that could not be evaluated (the node then counts as failed).
@@ -367,7 +384,8 @@ class Conductor(NodeRunner):
                 if edge.condition is None:
                     fires = True
                 else:
-                    context = self._context(state, condition_reads(plan_node))
+                    own = {"vars": state.variables | dict(variables)} if variables else None
+                    context = self._context(state, condition_reads(plan_node), extra=own)
                     try:
                         fires = await self.templates.evaluate_condition_async(
                             edge.condition, context, f"{edge.path}.condition"
@@ -409,6 +427,8 @@ class Conductor(NodeRunner):
             except UnwritableRecord as exc:
                 exc.records = batch
                 raise
+            for record in batch:  # committed: later nodes read them as vars.<key>
+                state.variables.update(record.variables or {})
 
     async def _write(self, state: RunState, record: StepRecord) -> None:
         await self._flush(state, [record])

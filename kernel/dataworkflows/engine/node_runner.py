@@ -20,9 +20,12 @@ import aiohttp
 from pydantic import ValidationError
 
 from dataworkflows.actions import ActionContext, ActionError, ActionResult, StepOutcome
+from dataworkflows.common import logcontext
 from dataworkflows.common.clock import Clock
+from dataworkflows.common.run_variables import RunVariables
 from dataworkflows.common.validation_messages import friendly_errors, json_path
 from dataworkflows.engine.output_caps import NotStorable, json_bytes
+from dataworkflows.engine.run_logging import log_attempt_failure
 from dataworkflows.engine.run_state import (
     CANCELLED,
     FAILED,
@@ -73,6 +76,8 @@ class NodeRunner:
     _log_caps: tuple[int, int]
     #: bytes of outputs per attempt and per run (engine/output_caps.py)
     _output_caps: tuple[int, int]
+    #: DATAWORKFLOWS_RUN_VARIABLE_MAX_BYTES (common/run_variables.py)
+    _variable_max_bytes: int
 
     # -- one node -------------------------------------------------------------------------
 
@@ -105,7 +110,10 @@ class NodeRunner:
             if not acquired:
                 return self._cancelled(state, node, attempt)
             try:
-                outcome = await self._attempt(state, node, attempt, stop, readable, extra)
+                with logcontext.bind(node_id=plan_node.id, attempt=attempt):
+                    outcome = await self._attempt(state, node, attempt, stop, readable, extra)
+                    if outcome.record.status in (FAILED, RETRIABLE, TIMED_OUT):
+                        log_attempt_failure(outcome.record)
             finally:
                 state.slots.release()
             record, result = outcome.record, outcome.result
@@ -138,6 +146,7 @@ class NodeRunner:
         action_cls = self.plugins.action(definition.action_type)
         rendered: dict[str, Any] | None = None
         step_log: StepLog | None = None  # ctx.log, once the action is called
+        variables: RunVariables | None = None  # ctx.variables, once the action is called
         result: ActionResult
         status: str | None = None
         if action_cls is None:
@@ -177,6 +186,7 @@ class NodeRunner:
                     definition.action_type, plan_node.id, attempt,
                     self.clock, self._log_caps[0], state.log_budget,
                 )  # fmt: skip
+                variables = RunVariables(state.variables, max_bytes=self._variable_max_bytes)
                 ctx = ActionContext(
                     execution_id=run.id_str,
                     workflow_id=run.workflow_id,
@@ -190,6 +200,7 @@ class NodeRunner:
                     cancelled=stop,
                     tenant_id=run.tenant_id,
                     principal=run.principal,
+                    variables=variables,
                     **self._services(run),
                 )
                 in_flight = InFlight.begin(
@@ -240,6 +251,8 @@ class NodeRunner:
             ended_at=self.clock.now(),
             links=tuple(result.links) if outputs is not None else (),
             logs=step_log.lines() if step_log is not None else None,
+            # only a successful attempt's variables count (docs/semantics.md)
+            variables=variables.written() if variables and outputs is not None else None,
         )
         return Attempt(record, result)
 
@@ -343,6 +356,7 @@ class NodeRunner:
         context: dict[str, Any] = {
             "trigger": run.trigger,
             "nodes": nodes,
+            "vars": dict(state.variables),
             "execution": {
                 "id": run.id_str,
                 "workflowId": run.workflow_id,

@@ -79,6 +79,8 @@ class RunState:
     log_budget: RunLogBudget = field(default_factory=lambda: RunLogBudget(1024 * 1024))
     #: the bytes of step outputs the run holds and may hold (engine/output_caps.py)
     output_budget: OutputBudget = field(default_factory=OutputBudget)
+    #: the run's committed variables (``vars`` in templates), updated after each write
+    variables: dict[str, Any] = field(default_factory=dict)
 
 
 def restore(state: RunState, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -185,4 +187,5 @@ def sanitised(record: StepRecord, message: str) -> StepRecord:
         error={"code": "unserializable_result", "message": message},
         links=(),
         logs=None,
+        variables=None,
     )

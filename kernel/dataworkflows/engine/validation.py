@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 from dataworkflows.engine.definitions import Node, Problem, WorkflowDefinition
 
 #: names every template may read; ``error`` only in the ``onFailure`` node
-CONTEXT_NAMES = frozenset({"trigger", "nodes", "execution", "attempt"})
-CONDITION_NAMES = frozenset({"trigger", "nodes", "execution"})
+CONTEXT_NAMES = frozenset({"trigger", "nodes", "execution", "attempt", "vars"})
+CONDITION_NAMES = frozenset({"trigger", "nodes", "execution", "vars"})
 
 
 def validate_definition(

@@ -29,6 +29,7 @@ from typing import Any
 
 from dataworkflows.common import logcontext
 from dataworkflows.engine.conductor import Conductor
+from dataworkflows.engine.run_logging import run_log_ids
 from dataworkflows.ledger.run_ledger import (
     CANCEL_CHANNEL,
     RUNS_CHANNEL,
@@ -174,7 +175,7 @@ class Worker:
 
     async def _execute(self, run: ClaimedRun) -> None:
         try:
-            with logcontext.bind(correlation_id=run.correlation_id, execution_id=run.id_str):
+            with logcontext.bind(**run_log_ids(run)):
                 status = await self.conductor.execute(run)
                 log.info("run %s of %s ended %s", run.id, run.workflow_id, status)
         except asyncio.CancelledError:

@@ -15,6 +15,7 @@ from dataworkflows.db.database import Database
 from dataworkflows.db.models import (
     FINAL_RUN_STATUSES,
     execution_events,
+    run_variables,
     workflow_executions,
 )
 from dataworkflows.ledger.records import (
@@ -97,6 +98,16 @@ class LedgerReads:
             if row is None:
                 return None, []
             return row, await _actions_of(conn, execution_id, logs=logs)
+
+        return await self.db.read(query)
+
+    async def list_variables(self, execution_id: uuid.UUID) -> list[dict[str, Any]]:
+        """The run's variables (``run_variables`` rows), by key."""
+        t = run_variables
+        statement = select(t).where(t.c.execution_id == execution_id).order_by(t.c.key)
+
+        async def query(conn: Any) -> list[dict[str, Any]]:
+            return [dict(r._mapping) for r in await conn.execute(statement)]
 
         return await self.db.read(query)
 

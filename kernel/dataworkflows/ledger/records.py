@@ -80,6 +80,9 @@ class StepRecord:
     links: tuple[Any, ...] = ()
     #: what the action wrote to ``ctx.log``: ``[{time, level, message}]`` (None: nothing)
     logs: list[dict[str, Any]] | None = None
+    #: run variables the attempt set (``ctx.set_variable``), ``{key: value}``; upserted
+    #: into ``run_variables`` in the same transaction as the attempt (None: nothing)
+    variables: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,7 @@ def check_json(value: Any, path: str) -> None:
 
 def check_step(step: StepRecord) -> None:
     """Raise :class:`UnwritableRecord` unless every JSON field of ``step`` is storable."""
-    for name in ("parameters", "outputs", "error", "logs"):
+    for name in ("parameters", "outputs", "error", "logs", "variables"):
         try:
             check_json(getattr(step, name), f"$.nodes.{step.node_id}.{name}")
         except UnwritableValue as exc:
@@ -256,6 +259,7 @@ def _redacted(step: StepRecord, redactor: Redactor) -> StepRecord:
         outputs=redactor.redact(step.outputs),
         error=redactor.redact(step.error),
         logs=redactor.redact(step.logs),
+        variables=redactor.redact(step.variables),
         links=tuple(
             replace(
                 link,

@@ -73,6 +73,7 @@ from dataworkflows.ledger.records import (
     check_step,
 )
 from dataworkflows.ledger.resources import insert_links, link_rows
+from dataworkflows.ledger.variables import check_variables, variable_rows
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
         )
         self._claim_statement = sql.claim_statement(skip_locked=not db.is_sqlite)
         self._enqueue_statement = sql.enqueue_statement(db)
+        self._upsert_variables = sql.upsert_variables_statement(db)
 
     # -- steps and the end of a run -------------------------------------------------------
 
@@ -143,6 +145,7 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
         # checked before joining a batch: a value of this run cannot fail another run's write
         for step in steps:
             check_step(step)
+            check_variables(step)
         if finish is not None:
             try:
                 check_json(finish.error, "$.error")
@@ -212,6 +215,7 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
             links: list[dict[str, Any]] = []
             events: list[dict[str, Any]] = []
             dead: list[dict[str, Any]] = []
+            variables: list[dict[str, Any]] = []
             replaced: list[uuid.UUID] = []
             for index, write in todo:
                 run, steps, finish = write.run, write.steps, write.finish
@@ -223,6 +227,7 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
                     for step, row_id in zip(steps, write.row_ids, strict=True)
                 )
                 replaced.extend(write.replaces)
+                variables.extend(variable_rows(run, steps, now))
                 for step in steps:
                     links.extend(
                         link_rows(
@@ -255,6 +260,8 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
                 await conn.execute(sql.INSERT_EVENTS, events)
             if dead:
                 await conn.execute(dead_letters.insert(), dead)
+            if variables:  # ctx.set_variable: with the step that set them, no extra write
+                await conn.execute(self._upsert_variables, variables)
         return results
 
     async def _already_written(

@@ -15,6 +15,7 @@ from sqlalchemy import and_, bindparam, case, func, or_, select, tuple_, update
 from dataworkflows.db.models import (
     action_executions,
     execution_events,
+    run_variables,
     workflow_executions,
     workflows,
 )
@@ -125,4 +126,16 @@ def enqueue_statement(db: Any) -> Any:
         db.insert(_t)
         .on_conflict_do_nothing(index_elements=["workflow_id", "request_id"])
         .returning(_t.c.id)
+    )
+
+
+def upsert_variables_statement(db: Any) -> Any:
+    """INSERT of ``run_variables`` rows that overwrites the value of a key already set."""
+    insert = db.insert(run_variables)
+    return insert.on_conflict_do_update(
+        index_elements=["execution_id", "key"],
+        set_={
+            name: insert.excluded[name]
+            for name in ("type", "value", "node_id", "attempt", "updated_at")
+        },
     )

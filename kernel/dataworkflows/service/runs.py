@@ -33,6 +33,7 @@ from dataworkflows.service.views import (
     execution_view,
     log_lines_view,
     run_summary,
+    variable_view,
 )
 from dataworkflows.service.workflow_reads import workflow_not_found
 
@@ -274,6 +275,23 @@ class RunOperations:
             and (attempt is None or a["attempt"] == attempt)
         ]
         return {"items": log_lines_view(selected)}
+
+    async def execution_variables(
+        self, execution_id: str, *, tenant_id: str | None = None
+    ) -> dict[str, Any]:
+        """The run's variables by key (``ctx.set_variable``); another tenant's run is not
+        found, a malformed id is 422 ``invalid_execution_id``."""
+        try:
+            run_id = uuid.UUID(execution_id)
+        except (ValueError, AttributeError, TypeError):
+            raise Unprocessable(
+                f"{execution_id!r} is not an execution id (a UUID)",
+                code="invalid_execution_id",
+                details={"parameter": "execution_id"},
+            ) from None
+        row = await self.ledger.get_execution(run_id)
+        _visible(row, execution_id, tenant_id)
+        return {"items": [variable_view(v) for v in await self.ledger.list_variables(run_id)]}
 
 
 def _visible(

@@ -99,6 +99,18 @@ def log_lines_view(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def variable_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``run_variables`` row as the API shows it."""
+    return {
+        "key": row["key"],
+        "type": row["type"],
+        "value": row["value"],
+        "nodeId": row["node_id"],
+        "attempt": row["attempt"],
+        "updatedAt": iso_utc(row["updated_at"]),
+    }
+
+
 def dead_letter_view(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": str(row["id"]),

@@ -80,6 +80,21 @@ __all__ = [
 POSTGRES_ENV = "DATAWORKFLOWS_TEST_POSTGRES_URL"
 
 
+def record_batch_sizes(kernel: Any) -> list[int]:
+    """Record the size of every step-write batch ``kernel``'s ledger commits from now on
+    (a no-shared-fate test checks that its writes did share a batch)."""
+    sizes: list[int] = []
+    batcher = kernel.ledger._step_writes
+    write = batcher._write
+
+    async def recording(items: list[Any]) -> Any:
+        sizes.append(len(items))
+        return await write(items)
+
+    batcher._write = recording
+    return sizes
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "postgres: needs DATAWORKFLOWS_TEST_POSTGRES_URL")
     start_recording(config)
