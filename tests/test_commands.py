@@ -5,6 +5,7 @@ nothing (docs/api.md, "Commands")."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from typing import Any
@@ -338,3 +339,17 @@ async def test_a_pending_command_cancelled_ends_with_its_correlation_id(api_fact
     assert resp.status == 200
     ends = await terminal_events(api, answer)
     assert [(e["type"], e["payload"]["correlationId"]) for e in ends] == [("RunCancelled", "c-x")]
+
+
+def test_the_cli_queues_a_command_or_runs_it_here(cli):
+    payload = json.dumps(echo("from the cli"))
+    args = ("command", "action.run", "--payload", payload, "--correlation-id", "cli-1")
+    result = cli(*args, "--wait")
+    assert result.exit_code == 0, result.output
+    assert '"correlationId": "cli-1"' in result.output
+    assert '{"echo": "from the cli"}' in result.output and "Succeeded" in result.output
+    queued = cli("command", "action.run", "--payload", payload)  # for a server's worker
+    assert queued.exit_code == 0 and '"status": "Pending"' in queued.output
+    unknown = cli("command", "Contacts.Upsert.v1")
+    assert unknown.exit_code == 1
+    assert "[unknown_command]" in unknown.output and "workflow.run" in unknown.output
