@@ -182,9 +182,9 @@ class CommandOperations(RunOperations):
         """
         body = _fields(body, "$", {"command", "correlationId", "payload"})
         command = body.get("command")
-        if command not in KNOWN_COMMANDS:
-            known = ", ".join(sorted(KNOWN_COMMANDS))
-            shown = command if isinstance(command, str) else None
+        if not isinstance(command, str) or command not in KNOWN_COMMANDS:
+            known = "; ".join(f"{name} ({KNOWN_COMMANDS[name]})" for name in sorted(KNOWN_COMMANDS))
+            shown = command[:200] if isinstance(command, str) else None
             raise Unprocessable(
                 f"unknown command {shown!r}; known commands: {known}",
                 code="unknown_command",
