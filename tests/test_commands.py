@@ -356,3 +356,17 @@ def test_the_cli_queues_a_command_or_runs_it_here(cli):
     unknown = cli("command", "Contacts.Upsert.v1")
     assert unknown.exit_code == 1
     assert "[unknown_command]" in unknown.output and "workflow.run" in unknown.output
+
+
+def test_rerunning_a_command_run_keeps_its_version(cli):
+    for parameters in ({"failAttempts": 0}, {"message": "b"}):  # versions 1 and 2
+        payload = json.dumps({"actionType": "core.echo", "parameters": parameters})
+        result = cli("command", "action.run", "--payload", payload, "--wait")
+        assert result.exit_code == 0, result.output
+    second = json.loads(result.output[: result.output.index("\nrun ")])
+    rerun = cli("runs", "rerun", second["executionId"])
+    assert rerun.exit_code == 0, rerun.output
+    new_id = re.search(r"run (\S+) queued", rerun.output).group(1)
+    shown = json.loads(cli("runs", "show", new_id, "--json").output)
+    # version 1 would read a parameter this trigger does not have
+    assert (shown["workflowVersion"], shown["trigger"]["parameters"]) == (2, {"message": "b"})

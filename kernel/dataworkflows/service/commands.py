@@ -72,6 +72,11 @@ def command_workflow_id(tenant_id: str, action_type: str) -> str:
     return readable if len(readable) <= 200 else COMMAND_WORKFLOW_PREFIX + digest[:40]
 
 
+def is_command_workflow(workflow_id: str) -> bool:
+    """Whether ``workflow_id`` is one of the kernel's command workflows."""
+    return workflow_id.startswith(COMMAND_WORKFLOW_PREFIX)
+
+
 def command_definition(action_type: str, names: list[str]) -> dict[str, Any]:
     """The one-node definition that runs ``action_type`` with the trigger's parameters."""
     return {
