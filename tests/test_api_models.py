@@ -104,6 +104,8 @@ async def test_responses_match_their_declared_models(check: Checker, simple_echo
     await check("GET", W + "/executions", **wf)
     await check("GET", "/api/v1/executions", query="?workflowId=simple-echo")
     await check("GET", "/api/v1/dead-letters")
+    command = {"command": "workflow.run", "payload": {"workflowId": "simple-echo"}}
+    await _wait_final(check, (await check("POST", "/api/v1/commands", json=command))["executionId"])
 
     trigger = await check(
         "POST",

@@ -152,6 +152,23 @@ def test_readme_curl_walkthrough(server: int) -> None:
 
 
 @needs_tools
+def test_commands_walkthrough(server: int) -> None:
+    blocks = shell_blocks("docs/api.md", "### Walk-through: commands")
+    assert len(blocks) == 1
+    first, again, unknown = json_objects(run_blocks(blocks, server))
+    assert again == first and first["correlationId"] == "order-1042"
+    assert unknown["code"] == "unknown_command"
+    assert unknown["details"]["knownCommands"] == ["action.run", "workflow.run"]
+    run = final_run(server, first["executionId"])
+    assert run["status"] == "Succeeded" and run["actions"][0]["outputs"] == {"echo": "hello"}
+    events = _get(server, first["eventsUrl"])["items"]
+    assert events[-1]["type"] == "RunSucceeded"
+    assert events[-1]["payload"] == {"status": "Succeeded", "correlationId": "order-1042"}
+    runs = _get(server, "/api/v1/executions")["items"]
+    assert [r["id"] for r in runs] == [first["executionId"]]  # one run
+
+
+@needs_tools
 def test_signed_webhook_walkthrough(server: int) -> None:
     blocks = shell_blocks("docs/triggers.md", "## Walk-through: a signed webhook")
     assert len(blocks) == 2

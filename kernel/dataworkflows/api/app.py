@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from dataworkflows.api.command_routes import command_routes
 from dataworkflows.api.connector_routes import connector_routes
 from dataworkflows.api.errors import error_middleware
 from dataworkflows.api.keys import ApiServices, kernel_key
@@ -16,7 +17,14 @@ from dataworkflows.api.run_routes import run_routes
 from dataworkflows.api.trigger_routes import trigger_routes
 
 #: Route tables of the kernel's feature areas; each module adds its own ``RouteTableDef``.
-ROUTE_TABLES = [routes, run_routes, trigger_routes, connector_routes, openapi_routes]
+ROUTE_TABLES = [
+    routes,
+    run_routes,
+    command_routes,
+    trigger_routes,
+    connector_routes,
+    openapi_routes,
+]
 
 
 def create_app(

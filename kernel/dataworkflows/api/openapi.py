@@ -160,6 +160,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
         "tags": [
             {"name": "workflows", "description": "Definitions, versions, lifecycle, audit"},
             {"name": "executions", "description": "Runs, events, cancellation, dead letters"},
+            {"name": "commands", "description": "Run an action or a workflow by command"},
             {"name": "triggers", "description": "What starts runs"},
             {"name": "credentials", "description": "Write-only secrets of a tenant"},
             {"name": "system", "description": "Health, plugins, this document"},

@@ -160,9 +160,12 @@ LINKS: dict[tuple[str, str], dict[str, dict[str, str]]] = {
             "path.version": "$response.body#/version",
         },
     },
-    ("executeWorkflow", "202"): {
-        name: _RUN
-        for name in ("getExecution", "executionEvents", "cancelExecution", "executionResources")
+    **{
+        (source, "202"): {
+            name: _RUN
+            for name in ("getExecution", "executionEvents", "cancelExecution", "executionResources")
+        }
+        for source in ("executeWorkflow", "runCommand")
     },
     ("createTrigger", "201"): {
         name: _TRIGGER

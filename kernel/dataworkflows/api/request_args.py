@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -77,3 +78,13 @@ def version_field(body: dict[str, Any]) -> int | None:
 def page_query(request: web.Request, kind: str) -> Any:
     """The ``limit``/``cursor`` of a list of ``kind``."""
     return parse_page(request.query, kind)
+
+
+def request_id_from_key(request: web.Request) -> str | None:
+    """``idem:<Idempotency-Key>`` (hashed when long), or None without a key: the request id
+    of a run queued without one of its own, so that a retry whose stored response was lost
+    (its server died) still finds the first run, which is unique per request id."""
+    key = request.headers.get("Idempotency-Key")
+    if not key:
+        return None
+    return "idem:" + (key if len(key) <= 195 else hashlib.sha256(key.encode()).hexdigest())

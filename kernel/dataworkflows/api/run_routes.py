@@ -5,8 +5,6 @@ Scoped to the ``X-Tenant-Id`` tenant like every kernel route (:mod:`.routes`).
 
 from __future__ import annotations
 
-import hashlib
-
 from aiohttp import web
 
 from dataworkflows.api import request_args as args
@@ -62,13 +60,8 @@ async def execute_workflow(request: web.Request) -> web.Response:
     body = await read_json_object(request, required=False)
     args.no_unknown_fields(body, {"trigger", "requestId"})
     request_id = body.get("requestId")
-    key = request.headers.get("Idempotency-Key")
-    if request_id is None and key:
-        # the run itself is unique per (workflow, request id): a retry whose stored
-        # response was lost (its server died) still finds the first run
-        request_id = "idem:" + (
-            key if len(key) <= 195 else hashlib.sha256(key.encode()).hexdigest()
-        )
+    if request_id is None:
+        request_id = args.request_id_from_key(request)
     summary, _created = await kernel.service.execute(
         workflow_id,
         trigger=body.get("trigger"),

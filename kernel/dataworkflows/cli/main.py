@@ -68,6 +68,7 @@ class CommandLine(HelpGroup):
 
 def build_cli() -> click.Group:
     """The CLI group with the kernel's commands and every plugin's ``register_commands``."""
+    from dataworkflows.cli.commands import command
     from dataworkflows.cli.credentials import register_credential_commands
     from dataworkflows.cli.database import db
     from dataworkflows.cli.ledger import ledger
@@ -81,8 +82,9 @@ def build_cli() -> click.Group:
     def cli() -> None:
         """DataWorkflows: run JSON-defined workflows made of plugin actions."""
 
-    for command in (serve, worker, db, ledger, plugins_cmd, plugin_group, apply, run, validate):
-        cli.add_command(command)
+    commands = (serve, worker, db, ledger, plugins_cmd, plugin_group, apply, run, validate, command)
+    for each in commands:
+        cli.add_command(each)
     register_credential_commands(cli)
     register_resource_commands(cli)
     return cli

@@ -228,10 +228,13 @@ def runs_cancel(execution_id: str, tenant: str) -> None:
 def runs_rerun(execution_id: str, tenant: str) -> None:
     """Queue a new run of the same workflow with the same trigger.
 
-    It runs the current version; a test run is rerun as a test run of its own version.
+    It runs the current version; a test run is rerun as a test run of its own version, a
+    command's run (action.run) with its own version.
     """
 
     async def rerun(kernel: Any) -> dict[str, Any]:
+        from dataworkflows.service.commands import is_command_workflow
+
         old = await kernel.service.get_execution(execution_id, tenant_id=tenant)
         summary, _ = await kernel.service.execute(
             old["workflowId"],
@@ -241,6 +244,8 @@ def runs_rerun(execution_id: str, tenant: str) -> None:
             principal="cli",
             # a test run is rerun as a test run of the same (unpublished) version
             test_version=old["workflowVersion"] if old["testRun"] else None,
+            # a command's run, with its own version (one per set of parameter names)
+            version=old["workflowVersion"] if is_command_workflow(old["workflowId"]) else None,
         )
         return dict(summary)
 

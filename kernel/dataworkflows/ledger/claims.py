@@ -261,7 +261,7 @@ class LedgerClaims:
                     update(t)
                     .where(t.c.id == execution_id, t.c.status == "Pending")
                     .values(status="Cancelled", ended_at=now, error=_CANCELLED_ERROR)
-                    .returning(t.c.workflow_id)
+                    .returning(t.c.workflow_id, t.c.correlation_id)
                 )
             ).one_or_none()
             if cancelled is not None:
@@ -272,7 +272,10 @@ class LedgerClaims:
                         )
                     )
                 ).scalar_one()
-                event = NewEvent(EventType.RUN_CANCELLED, payload={"status": "Cancelled"})
+                event = NewEvent(
+                    EventType.RUN_CANCELLED,
+                    payload={"status": "Cancelled", "correlationId": cancelled.correlation_id},
+                )
                 row = _event_row(execution_id, (last or 0) + 1, event, now)
                 await conn.execute(sql.INSERT_EVENTS, [row])
                 recorded = _run_event(cancelled.workflow_id, row)

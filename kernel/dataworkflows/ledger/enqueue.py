@@ -63,6 +63,7 @@ class LedgerEnqueues:
         start_as: str | None = None,
         redelivery_may_differ: bool = False,
         test_version: int | None = None,
+        version: int | None = None,
     ) -> Enqueued:
         """Record a ``Pending`` run of the workflow's published version.
 
@@ -82,7 +83,9 @@ class LedgerEnqueues:
         up; a crash before the run ends is recovered like any lost lease.
 
         ``test_version``: a *test run* of that version, which need not be published (nor the
-        workflow Active); the run is marked ``test_run``.
+        workflow Active); the run is marked ``test_run``. ``version``: run that version of
+        an ``Active`` workflow instead of its current one (the kernel's command workflows,
+        :mod:`dataworkflows.service.commands`, keep one version per parameter shape).
 
         Concurrent calls share one transaction (group commit); each returns only after its
         run is committed.
@@ -93,7 +96,7 @@ class LedgerEnqueues:
             {
                 "id": execution_id,
                 "workflow_id": workflow_id,
-                "workflow_version": test_version,
+                "workflow_version": test_version if test_version is not None else version,
                 "test_run": test_version is not None,
                 "request_id": request_id or str(execution_id),
                 "status": "Pending",
@@ -185,7 +188,7 @@ class LedgerEnqueues:
                 ):
                     results[index] = WorkflowNotRunnable(values["workflow_id"], workflow.status)
                 else:
-                    if not values["test_run"]:  # a test run comes with its version
+                    if values["workflow_version"] is None:  # else pinned by the caller
                         values["workflow_version"] = workflow.current_version
                     values["created_at"] = now
                     if request.start_as is not None:

@@ -369,8 +369,11 @@ def _action_row(run: ClaimedRun, step: StepRecord, row_id: uuid.UUID) -> dict[st
     }
 
 
-def _finish_event(finish: RunFinish) -> NewEvent:
+def _finish_event(finish: RunFinish, correlation_id: str | None) -> NewEvent:
+    """The run's terminal event; it carries the run's correlation id (null when it has
+    none) so that a client waiting on a command's id finds its end in the event itself."""
     payload = {"status": finish.status} | ({"error": finish.error} if finish.error else {})
+    payload["correlationId"] = correlation_id
     return NewEvent(_RUN_EVENT[finish.status], payload=payload)
 
 

@@ -241,7 +241,7 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
                     )
                 new = [_step_event(step) for step in steps]
                 if finish is not None:
-                    new.append(_finish_event(finish))
+                    new.append(_finish_event(finish, run.correlation_id))
                     if finish.dead_letter:
                         dead.append(self._dead_letter_row(run, finish, now))
                 recorded = self._number_events(run, new, now)

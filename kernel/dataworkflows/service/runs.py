@@ -54,6 +54,7 @@ class RunIntake(Protocol):
         correlation_id: str | None,
         redelivery_may_differ: bool,
         test_version: int | None,
+        version: int | None = None,
     ) -> Enqueued: ...
 
     def cancel_requested(self, execution_id: uuid.UUID) -> None: ...
@@ -79,6 +80,7 @@ class RunOperations:
         correlation_id: str | None = None,
         redelivery_may_differ: bool = False,
         test_version: int | None = None,
+        version: int | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Enqueue a run of the workflow's published version. Returns (run summary, created).
 
@@ -89,6 +91,7 @@ class RunOperations:
         The run pins that version: publishing later never changes it. Without an explicit
         ``correlation_id`` the run takes the one bound to the current request
         (:mod:`dataworkflows.common.logcontext`), so webhook-started runs carry theirs too.
+        ``version`` pins another version of the Active workflow (command workflows).
         """
         if trigger is not None and not isinstance(trigger, dict):
             raise Unprocessable(
@@ -114,6 +117,7 @@ class RunOperations:
                 correlation_id=correlation_id or current_correlation_id(),
                 redelivery_may_differ=redelivery_may_differ,
                 test_version=test_version,
+                version=version,
             )
         except RequestIdReused as exc:
             raise Conflict(

@@ -18,6 +18,10 @@ from dataworkflows.db.database import Database
 from dataworkflows.db.lifecycle_models import workflow_audit_log
 from dataworkflows.db.models import workflow_definitions, workflows
 
+#: ids of kernel-owned workflows (:mod:`dataworkflows.service.commands`) start with it; no
+#: user workflow id can (``ID_PATTERN``), and lists leave them out
+KERNEL_OWNED_PREFIX = "~"
+
 
 def workflow_not_found(workflow_id: str) -> NotFound:
     return NotFound(f"no workflow {workflow_id!r}", code="workflow_not_found")
@@ -68,7 +72,9 @@ class WorkflowReads:
         """The tenant's workflows ordered by id, after the id ``after``; ``status`` filters
         exactly, ``text`` is a case-insensitive substring of the id or the display name."""
         t = workflows
-        stmt = select(t).where(t.c.tenant_id == tenant_id)
+        stmt = select(t).where(
+            t.c.tenant_id == tenant_id, t.c.id.not_like(f"{KERNEL_OWNED_PREFIX}%")
+        )
         if after is not None:
             stmt = stmt.where(t.c.id > after)
         if status is not None:

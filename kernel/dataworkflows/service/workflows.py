@@ -6,6 +6,7 @@ Results are plain dicts in the API's camelCase shape.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from dataworkflows.common.errors import Conflict, NotFound, Unprocessable
@@ -23,7 +24,8 @@ from dataworkflows.plugins.manager import PluginSet
 from dataworkflows.secrets.fields import DefinitionSecrets, plaintexts
 from dataworkflows.secrets.reseal import definition_rows, plan_reseal
 from dataworkflows.service.audit import AuditContext, audit_view
-from dataworkflows.service.runs import RunIntake, RunOperations
+from dataworkflows.service.commands import CommandOperations
+from dataworkflows.service.runs import RunIntake
 from dataworkflows.service.store import WorkflowStore
 from dataworkflows.service.views import version_view, workflow_view
 from dataworkflows.service.workflow_reads import version_not_found
@@ -32,9 +34,10 @@ if TYPE_CHECKING:
     from dataworkflows.secrets.credentials import CredentialStore
 
 
-class WorkflowService(RunOperations):
+class WorkflowService(CommandOperations):
     """Workflows (create, version, publish, roll back, archive, read) and, inherited from
-    :class:`~dataworkflows.service.runs.RunOperations`, their runs."""
+    :class:`~dataworkflows.service.runs.RunOperations`, their runs, and from
+    :class:`~dataworkflows.service.commands.CommandOperations`, commands."""
 
     def __init__(
         self,
@@ -58,6 +61,7 @@ class WorkflowService(RunOperations):
         self.templates = templates
         self.runs = RunQueries(store.db)
         self._intake = intake
+        self._command_versions = OrderedDict()
 
     # -- definitions ----------------------------------------------------------------------
 
