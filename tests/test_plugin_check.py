@@ -13,7 +13,7 @@ from dataworkflows.hookspecs import deprecated_hook, hookspec
 from dataworkflows.plugins.check import PluginReport, check_installed, check_plugin
 from dataworkflows.plugins.manager import PluginInfo
 
-BUNDLED = {"echo", "http", "webhook", "schedule", "slack", "monday"}
+BUNDLED = {"echo", "http", "webhook", "schedule", "metrics", "slack", "monday"}
 
 BROKEN_IMPORT = "import dataworkflows_no_such_module\n"
 
