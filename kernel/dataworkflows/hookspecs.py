@@ -200,5 +200,5 @@ def on_engine_measurement(measurement: EngineMeasurement) -> None:
         depth is read on demand with :meth:`PluginAPI.queue_depth
         <dataworkflows.plugin_api.PluginAPI.queue_depth>`.
     Returns: nothing; exceptions are logged and change nothing.
-    Since: 1.1.
+    Since: 1.1 (plugin API).
     """
