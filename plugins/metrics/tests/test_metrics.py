@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
@@ -20,6 +21,13 @@ import dataworkflows_webhook
 from dataworkflows import hookimpl
 from dataworkflows.db.models import workflow_executions
 from dataworkflows.ledger.run_ledger import StaleRunError, StepRecord
+from dataworkflows_metrics import exposition
+from dataworkflows_metrics.setup import (
+    MetricsConfig,
+    MetricsSettingError,
+    check_directory,
+    read_config,
+)
 
 
 class Spy:
@@ -238,3 +246,36 @@ async def test_a_failing_observer_changes_nothing(kernel_factory, run_workflow):
     kernel = await _kernel(kernel_factory, Broken())
     run = await run_workflow(kernel, _flow(f"m-broken-{uuid.uuid4().hex[:8]}"))
     assert run["status"] == "Succeeded"
+
+
+def test_settings_are_read_from_the_environment(tmp_path) -> None:
+    assert read_config({}) == MetricsConfig(enabled=True, directory=None)
+    assert read_config({"DATAWORKFLOWS_METRICS": "off"}).enabled is False
+    assert read_config({"PROMETHEUS_MULTIPROC_DIR": "/p"}).directory == "/p"
+    both = {"PROMETHEUS_MULTIPROC_DIR": "/p", "DATAWORKFLOWS_METRICS_DIR": "/d"}
+    assert read_config(both).directory == "/d"
+    check_directory(str(tmp_path))
+    (tmp_path / "file").write_text("")
+    for bad in (tmp_path / "missing", tmp_path / "file"):
+        with pytest.raises(MetricsSettingError, match="DATAWORKFLOWS_METRICS_DIR="):
+            check_directory(str(bad))
+
+
+async def test_metrics_off_or_misconfigured_answer_with_an_error(
+    kernel_factory, api_factory, monkeypatch
+):
+    kernel = await _kernel(kernel_factory)
+    client = await api_factory(kernel, run_worker=False)
+    monkeypatch.setattr(exposition, "config", lambda: MetricsConfig(False, None))
+    response = await client.get("/metrics")
+    assert response.status == 404
+    assert (await response.json())["code"] == "metrics_disabled"
+
+    def misconfigured() -> MetricsConfig:
+        raise MetricsSettingError("DATAWORKFLOWS_METRICS_DIR='/nope': not a writable directory")
+
+    monkeypatch.setattr(exposition, "config", misconfigured)
+    response = await client.get("/metrics")
+    assert response.status == 503
+    body = await response.json()
+    assert body["code"] == "metrics_misconfigured" and "/nope" in body["message"]

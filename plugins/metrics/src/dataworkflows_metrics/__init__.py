@@ -8,6 +8,7 @@ through ``on_engine_measurement``; the route is mounted by ``register_routes``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from dataworkflows import hookimpl
@@ -30,9 +31,12 @@ class _Sink:
 def _recorder() -> Any:
     if not _Sink.ready:
         from dataworkflows_metrics.recorder import recorder
-        from dataworkflows_metrics.setup import config
+        from dataworkflows_metrics.setup import MetricsSettingError, config
 
-        _Sink.recorder = recorder() if config().enabled else None
+        try:
+            _Sink.recorder = recorder() if config().enabled else None
+        except MetricsSettingError as exc:  # said once; the runs go on without metrics
+            logging.getLogger(__name__).error("metrics are off: %s", exc)
         _Sink.ready = True
     return _Sink.recorder
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from dataworkflows_metrics.recorder import PREFIX, recorder
-from dataworkflows_metrics.setup import config, remove_dead_processes
+from dataworkflows_metrics.setup import MetricsSettingError, config, remove_dead_processes
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -97,7 +97,11 @@ def make_handler(api: PluginAPI) -> Any:
     from prometheus_client.exposition import choose_encoder
 
     async def handle(request: web.Request) -> web.Response:
-        if not config().enabled:
+        try:
+            enabled = config().enabled
+        except MetricsSettingError as exc:
+            return _error(503, "metrics_misconfigured", str(exc))
+        if not enabled:
             return _error(404, "metrics_disabled", "metrics are off (DATAWORKFLOWS_METRICS)")
         unknown = sorted({key for key in request.query if key != _NAME_PARAMETER})
         if unknown:

@@ -52,11 +52,7 @@ def config() -> MetricsConfig:
     current = read_config()
     if current.enabled and current.directory:
         directory = current.directory
-        if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-            raise MetricsSettingError(
-                f"{DIR_VARIABLE}={directory!r}: not a writable directory (create it, empty, "
-                "before starting the processes that share it)"
-            )
+        check_directory(directory)
         os.environ[PROMETHEUS_DIR_VARIABLE] = directory
         from prometheus_client import values
 
@@ -65,6 +61,15 @@ def config() -> MetricsConfig:
             values.ValueClass = values.MultiProcessValue()
         atexit.register(_mark_dead, os.getpid(), directory)
     return current
+
+
+def check_directory(directory: str) -> None:
+    """Raise :class:`MetricsSettingError` unless ``directory`` is a writable folder."""
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise MetricsSettingError(
+            f"{DIR_VARIABLE}={directory!r}: not a writable directory (create it, empty, "
+            "before starting the processes that share it)"
+        )
 
 
 def _mark_dead(pid: int, directory: str) -> None:
