@@ -178,7 +178,9 @@ def on_run_event(event: RunEvent) -> None:
         ``StepStarted``, not written: a step that outlasts
         ``DATAWORKFLOWS_STEP_STARTED_AFTER_SECONDS`` gets a durable ``StepStarted`` too).
         Runs in the worker's event loop: return quickly, hand slow work to a task.
-    Args: event -- the :class:`~dataworkflows.events.RunEvent` just recorded (or live).
+    Args: event -- the :class:`~dataworkflows.events.RunEvent` just recorded (or live);
+        step events also carry the attempt's ``action_type`` and, when final, its
+        ``duration_seconds`` (plugin API 1.1; not stored, so None on events read back).
     Returns: nothing; exceptions are logged and do not affect the run.
     Since: 0.1.
     """
