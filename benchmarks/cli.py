@@ -109,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="engine processes: 1 = `dataworkflows serve`; more adds `dataworkflows worker`s",
     )
+    run.add_argument(
+        "--engine-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another DATAWORKFLOWS_<NAME> of the engine processes, e.g. metrics=off or "
+        "load_plugins=dataworkflows-echo (repeatable; with/without comparisons)",
+    )
     run.add_argument("--inflight", type=int, default=16, help="unfinished runs kept in flight")
     run.add_argument("--warmup", type=int, default=20, help="runs before each measurement")
     run.add_argument("--poll", type=float, default=0.01, help="seconds between ledger polls")
@@ -133,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 1 if any workload failed (a skipped one, e.g. peer without dbos, is not)",
     )
     return parser
+
+
+def _engine_settings(pairs: list[str]) -> dict[str, str]:
+    """``--engine-setting NAME=VALUE`` options as {name: value}."""
+    settings = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"--engine-setting {pair!r}: expected NAME=VALUE")
+        settings[name.strip().lower()] = value
+    return settings
 
 
 def _backends(choice: str) -> list[str]:
@@ -185,6 +204,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         warmup=args.warmup,
         timeout=args.timeout,
         engine_log_level=args.engine_log_level,
+        extra_settings=_engine_settings(args.engine_setting),
         log=_log,
     )
     report: dict[str, Any] = {

@@ -121,6 +121,8 @@ class Context:
     warmup: int = 20
     timeout: float = 900.0
     engine_log_level: str = "WARNING"
+    #: more DATAWORKFLOWS_<NAME> settings of the engine (``--engine-setting``)
+    extra_settings: dict[str, str] = field(default_factory=dict)
     log: Callable[[str], None] = print
     #: migrated once per invocation, copied for each workload (backend -> db name / path)
     templates: dict[str, str] = field(default_factory=dict)
@@ -133,6 +135,7 @@ class Context:
             settings["event_loop"] = self.event_loop
         if self.sqlite_synchronous is not None:
             settings["sqlite_synchronous"] = self.sqlite_synchronous
+        settings.update(self.extra_settings)
         return settings
 
 

@@ -27,7 +27,7 @@ def register_actions(register):
 
 
 def test_the_version_is_part_of_the_contract() -> None:
-    assert dataworkflows.PLUGIN_API_VERSION == PLUGIN_API_VERSION == "1.0"
+    assert dataworkflows.PLUGIN_API_VERSION == PLUGIN_API_VERSION == "1.1"
 
 
 @pytest.mark.parametrize(
@@ -74,7 +74,7 @@ def test_an_invalid_requirement_says_why(requirement: Any, message: str) -> None
 
 def test_every_bundled_plugin_declares_a_requirement_this_kernel_meets() -> None:
     plugins = load_plugins()
-    for name in ("echo", "http", "webhook", "schedule", "slack", "monday"):
+    for name in ("echo", "http", "webhook", "schedule", "metrics", "slack", "monday"):
         module = plugins.pm.get_plugin(name)
         assert accepts(module.dataworkflows_api), name
 

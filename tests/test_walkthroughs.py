@@ -237,3 +237,20 @@ def test_key_rotation_walkthrough_on_sqlite(tmp_path: Path) -> None:
     )
     assert opened.returncode == 0, opened.stderr
     assert opened.stdout.strip() == "tok-3f9a-rotate-me"  # with the new key, from the file
+
+
+@needs_tools
+def test_metrics_walkthrough(server: int) -> None:
+    """docs/observability.md, "Metrics": after the README's run, /metrics shows it."""
+    out = run_blocks(shell_blocks("README.md", "### Walk-through with curl"), server)
+    execution_id = re.search(r'"executionId": "([0-9a-f-]{36})"', out)
+    assert execution_id, out
+    assert final_run(server, execution_id.group(1))["status"] == "Succeeded"
+    blocks = shell_blocks("docs/observability.md", "## Metrics")
+    assert len(blocks) == 1
+    out = run_blocks(blocks, server)
+    finished = 'dataworkflows_runs_finished_total{status="Succeeded",workflow_id="simple-echo"}'
+    assert f"{finished} 1.0" in out, out
+    assert 'dataworkflows_queue_depth{state="pending"} 0.0' in out
+    assert "# EOF" in out  # OpenMetrics
+    assert any(a.get("code") == "unknown_parameter" for a in json_objects(out))

@@ -53,3 +53,10 @@ class RunEvent:
     payload: dict[str, Any] = field(default_factory=dict)
     #: False for a live event that was never written (see above)
     durable: bool = True
+    #: step events handed over by the process that wrote them: the attempt's action type
+    #: (None on run events and on events read back from the ledger). Since plugin API 1.1.
+    action_type: str | None = None
+    #: a step's final event (succeeded, failed, retrying, cancelled) handed over by the
+    #: process that ran it: seconds from the attempt's start to its end, else None.
+    #: Since plugin API 1.1.
+    duration_seconds: float | None = None

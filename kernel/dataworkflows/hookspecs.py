@@ -42,13 +42,14 @@ if TYPE_CHECKING:
 
     from dataworkflows.actions import Action
     from dataworkflows.events import RunEvent
+    from dataworkflows.measurements import EngineMeasurement
     from dataworkflows.plugin_api import PluginAPI
     from dataworkflows.triggers import TriggerType
 
 PROJECT_NAME = "dataworkflows"
 
 #: The version of the plugin contract this kernel provides (``MAJOR.MINOR``).
-PLUGIN_API_VERSION = "1.0"
+PLUGIN_API_VERSION = "1.1"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
@@ -177,7 +178,29 @@ def on_run_event(event: RunEvent) -> None:
         ``StepStarted``, not written: a step that outlasts
         ``DATAWORKFLOWS_STEP_STARTED_AFTER_SECONDS`` gets a durable ``StepStarted`` too).
         Runs in the worker's event loop: return quickly, hand slow work to a task.
-    Args: event -- the :class:`~dataworkflows.events.RunEvent` just recorded (or live).
+    Args: event -- the :class:`~dataworkflows.events.RunEvent` just recorded (or live);
+        step events also carry the attempt's ``action_type`` and, when final, its
+        ``duration_seconds`` (plugin API 1.1; not stored, so None on events read back).
     Returns: nothing; exceptions are logged and do not affect the run.
     Since: 0.1.
+    """
+
+
+@hookspec
+def on_engine_measurement(measurement: EngineMeasurement) -> None:
+    """Observe the kernel's machinery: claim latency, group-commit batch sizes, fencing
+    rejections, dead letters, trigger intake time (metrics).
+
+    Called when: in the process where it happened, after the transaction it measures
+        committed (or, for a rejection, was refused) — once per batch, not per row: a claim
+        transaction gives one measurement with the queue wait of each run it took. Runs in
+        the event loop: return quickly. Nothing is written for it. When no plugin
+        implements this hook the kernel builds no measurement at all.
+    Args: measurement -- the :class:`~dataworkflows.measurements.EngineMeasurement`
+        (:class:`~dataworkflows.measurements.Measure` lists the names, their values and
+        labels). Run and step changes come through ``on_run_event`` instead; the queue's
+        depth is read on demand with :meth:`PluginAPI.queue_depth
+        <dataworkflows.plugin_api.PluginAPI.queue_depth>`.
+    Returns: nothing; exceptions are logged and change nothing.
+    Since: 1.1 (plugin API).
     """

@@ -31,6 +31,7 @@ from dataworkflows.events import RunEvent
 from dataworkflows.ledger.resources import ResourceStore
 from dataworkflows.ledger.retention import Pruner, RetentionPolicy
 from dataworkflows.ledger.run_ledger import RunLedger
+from dataworkflows.measurements import EngineMeasurement
 from dataworkflows.plugin_api import PluginAPI
 from dataworkflows.plugins.manager import PluginSet, load_plugins
 from dataworkflows.secrets.credential_resolver import CredentialService
@@ -111,6 +112,8 @@ class Kernel:
         self.definition_secrets = DefinitionSecrets(self.action_params())
         self.store.open_definition = self._open_definition
         self.resources = ResourceStore(self.db)
+        # engine measurements are built only when some plugin observes them
+        measure = self._measure if self.plugins.hook.on_engine_measurement.get_hookimpls() else None
         self.ledger = RunLedger(
             self.db,
             self.clock,
@@ -119,6 +122,7 @@ class Kernel:
             max_recoveries=self.settings.max_recoveries,
             queue_limit=self.settings.ledger_queue_limit,
             redactor=self.redactor,
+            measure=measure,
         )
         self._http: aiohttp.ClientSession | None = None
         self.conductor = Conductor(
@@ -181,6 +185,8 @@ class Kernel:
             runs=self.service,
             triggers=self.triggers,
             credentials=self.credentials,
+            queue=self.ledger,
+            measure=measure,
         )
         self.triggers.plugin_api = self.plugin_api
         self._worker_task: asyncio.Task[None] | None = None
@@ -290,3 +296,9 @@ class Kernel:
 
     def _observe(self, event: RunEvent) -> None:
         self.plugins.hook.on_run_event(event=event)
+
+    def _measure(self, measurement: EngineMeasurement) -> None:
+        try:
+            self.plugins.hook.on_engine_measurement(measurement=measurement)
+        except Exception:
+            log.exception("an on_engine_measurement observer failed (%s)", measurement.name)

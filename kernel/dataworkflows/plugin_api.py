@@ -8,11 +8,13 @@ small protocol, so this contract module depends on no part of the kernel.
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dataworkflows.actions import Credential, CredentialError
+from dataworkflows.measurements import EngineMeasurement, Measure, QueueDepth
 from dataworkflows.triggers import FireResult, TriggerHandle, request_id_for
 
 if TYPE_CHECKING:
@@ -64,6 +66,12 @@ class SecretResolver(Protocol):
     async def resolve(self, tenant_id: str, name: str) -> Credential: ...
 
 
+class QueueReader(Protocol):
+    """Reads the run queue (the kernel's run ledger)."""
+
+    async def queue_depth(self) -> QueueDepth: ...
+
+
 class PluginAPI:
     """The kernel as a plugin sees it."""
 
@@ -75,8 +83,13 @@ class PluginAPI:
         runs: RunStarter,
         triggers: TriggerRuntime,
         credentials: SecretResolver,
+        queue: QueueReader | None = None,
+        measure: Callable[[EngineMeasurement], None] | None = None,
     ) -> None:
         self._clock = clock
+        self._queue = queue
+        #: the ``on_engine_measurement`` observer (None: nobody listens)
+        self._measure = measure
         self._settings = settings
         self._runs = runs
         self._triggers = triggers
@@ -157,9 +170,31 @@ class PluginAPI:
         :class:`~dataworkflows.common.errors.NotFound` (disabled trigger) and
         :class:`~dataworkflows.common.errors.Conflict` (workflow not Active).
         """
-        return await self._triggers.start(
-            trigger, event, key=key, principal=principal, correlation_id=correlation_id
-        )
+        if self._measure is None:
+            return await self._triggers.start(
+                trigger, event, key=key, principal=principal, correlation_id=correlation_id
+            )
+        began = time.perf_counter()
+        outcome = "error"
+        try:
+            result = await self._triggers.start(
+                trigger, event, key=key, principal=principal, correlation_id=correlation_id
+            )
+            outcome = result.outcome
+            return result
+        finally:
+            labels = {"trigger_type": trigger.type, "outcome": outcome}
+            self._measure(
+                EngineMeasurement(Measure.TRIGGER_FIRED, (time.perf_counter() - began,), labels)
+            )
+
+    async def queue_depth(self) -> QueueDepth:
+        """The run queue now, across every tenant and process sharing the database: runs
+        ``Pending`` and ``Running`` and the oldest pending run's wait (one indexed read;
+        for gauges collected when metrics are scraped). Since plugin API 1.1."""
+        if self._queue is None:
+            raise RuntimeError("this PluginAPI was built without a queue reader")
+        return await self._queue.queue_depth()
 
     async def get_trigger_state(self, trigger_id: str) -> dict[str, Any]:
         """The trigger's persistent plugin state (a JSON object; ``{}`` at first)."""

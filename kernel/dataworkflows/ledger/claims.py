@@ -36,6 +36,7 @@ from dataworkflows.ledger.records import (
     _event_row,
     _run_event,
 )
+from dataworkflows.measurements import Measure
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,8 @@ class LedgerClaims:
     lease: timedelta
     max_recoveries: int
     _claim_statement: Any
-    # and, from the other parts of RunLedger: _number_events, _emit_events (step writes),
-    # _notify (enqueue) and _resolve (reads)
+    # and, from the other parts of RunLedger: _number_events, _emit_events, _measure (step
+    # writes), _notify (enqueue) and _resolve (reads)
 
     # -- claim ----------------------------------------------------------------------------
 
@@ -161,6 +162,12 @@ class LedgerClaims:
                 await conn.execute(sql.INSERT_EVENTS, events)
         for _run, numbered in recorded:
             self._emit_events(numbered)
+        waits = tuple(
+            max(0.0, (now - row.created_at).total_seconds())
+            for row in rows
+            if row.fencing_token == 1 and row.created_at is not None
+        )
+        self._measure(Measure.CLAIM_LATENCY, waits)
         return claimed
 
     def _dead_letter_row(self, run: ClaimedRun, finish: RunFinish, now: datetime) -> dict[str, Any]:
@@ -215,6 +222,8 @@ class LedgerClaims:
                 lost.append(run)
             elif row.cancel_requested:
                 run.cancel_requested.set()
+        if lost:
+            self._measure(Measure.FENCING_REJECTED, (float(len(lost)),), stage="renewal")
         return lost
 
     async def release(self, owner: str, runs: list[ClaimedRun]) -> None:

@@ -15,6 +15,8 @@ them is promised, and without making them share fate:
 * at most ``max_pending`` items wait at a time; further callers wait for room
   (backpressure: an open-loop flood is bounded in memory and in queue wait).
 
+``on_batch``, when given, is told the number of items of every committed batch (metrics).
+
 The first submission of an idle batcher is written on the next turn of the event loop, so
 a lone caller pays no waiting; while a batch is in flight, new submissions queue and go
 together in the next one (at most ``max_batch`` per transaction).
@@ -53,6 +55,7 @@ class GroupCommit(Generic[Item, Result]):
         max_pending: int = 1024,
         name: str,
         retry: RetryPolicy = DEFAULT_RETRY,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -63,6 +66,8 @@ class GroupCommit(Generic[Item, Result]):
         self.max_pending = max_pending
         self._name = name
         self._retry = retry
+        #: told the size of every batch committed (metrics); must not raise
+        self._on_batch = on_batch
         self._queue: list[tuple[Item, asyncio.Future[Result]]] = []
         self._room = asyncio.Semaphore(max_pending)
         self._pending = 0
@@ -137,6 +142,8 @@ class GroupCommit(Generic[Item, Result]):
             for entry in batch:
                 await self._write_batch([entry])
             return
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
         for (_, future), result in zip(batch, results, strict=True):
             _answer(future, result)
 

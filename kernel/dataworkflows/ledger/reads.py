@@ -9,8 +9,9 @@ import asyncio
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from dataworkflows.common.clock import Clock
 from dataworkflows.db.database import Database
 from dataworkflows.db.models import (
     FINAL_RUN_STATUSES,
@@ -22,12 +23,14 @@ from dataworkflows.ledger.records import (
     _actions_of,
     _execution_of,
 )
+from dataworkflows.measurements import QueueDepth
 
 
 class LedgerReads:
     """Reads of runs, attempts and events; waiting for a run's end."""
 
     db: Database
+    clock: Clock
     _finished: dict[uuid.UUID, list[asyncio.Future[str]]]
 
     # -- waiting for runs (in this process) -----------------------------------------------
@@ -126,3 +129,28 @@ class LedgerReads:
             return [dict(r._mapping) for r in await conn.execute(statement)]
 
         return await self.db.read(query)
+
+    async def queue_depth(self) -> QueueDepth:
+        """Runs ``Pending`` and ``Running`` (every tenant), and how long the oldest
+        ``Pending`` one has waited; one read (indexed by status)."""
+        t = workflow_executions
+        statement = (
+            select(t.c.status, func.count(), func.min(t.c.created_at))
+            .where(t.c.status.in_(("Pending", "Running")))
+            .group_by(t.c.status)
+        )
+
+        async def query(conn: Any) -> list[Any]:
+            return list(await conn.execute(statement))
+
+        rows = {row[0]: row for row in await self.db.read(query, what="queue depth")}
+        pending = rows.get("Pending")
+        oldest = None
+        if pending is not None and pending[2] is not None:
+            oldest = max(0.0, (self.clock.now() - pending[2]).total_seconds())
+        running = rows.get("Running")
+        return QueueDepth(
+            pending=int(pending[1]) if pending else 0,
+            running=int(running[1]) if running else 0,
+            oldest_pending_seconds=oldest,
+        )

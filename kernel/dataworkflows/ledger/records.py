@@ -115,6 +115,9 @@ class NewEvent:
     type: EventType
     node_id: str | None = None
     payload: dict[str, Any] = field(default_factory=dict)
+    #: for observers only (not written): see RunEvent.action_type / duration_seconds
+    action_type: str | None = None
+    duration_seconds: float | None = None
 
 
 RUNNING = "Running"
@@ -345,10 +348,15 @@ def _step_event(step: StepRecord) -> NewEvent:
     payload: dict[str, Any] = {"attempt": step.attempt, "status": step.status}
     if step.status == RUNNING and step.started_at is not None:
         payload["startedAt"] = iso_utc(step.started_at)
+    duration = None
+    if step.status != RUNNING and step.started_at is not None and step.ended_at is not None:
+        duration = (step.ended_at - step.started_at).total_seconds()
     return NewEvent(
         _STEP_EVENT[step.status],
         step.node_id,
         payload | ({"error": step.error} if step.error else {}),
+        action_type=step.action_type,
+        duration_seconds=duration,
     )
 
 

@@ -74,6 +74,7 @@ from dataworkflows.ledger.records import (
 )
 from dataworkflows.ledger.resources import insert_links, link_rows
 from dataworkflows.ledger.variables import check_variables, variable_rows
+from dataworkflows.measurements import EngineMeasurement, Measure
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,11 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
         max_recoveries: int = 3,
         queue_limit: int = 1024,
         redactor: Redactor | None = None,
+        measure: Callable[[EngineMeasurement], None] | None = None,
     ) -> None:
         self.db = db
+        #: the ``on_engine_measurement`` observer (None: nobody listens, nothing is built)
+        self._measurer = measure
         #: the kernel's secrets, removed from what is written (default: the process-wide)
         self.redactor = redactor if redactor is not None else process_redactor
         self.clock = clock
@@ -106,12 +110,14 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
             name="ledger-enqueue",
             max_batch=min(64, queue_limit),
             max_pending=queue_limit,
+            on_batch=self._batch_observer("ledger-enqueue"),
         )
         self._step_writes: GroupCommit[_StepWrite, list[RunEvent] | StaleRunError] = GroupCommit(
             self._write_batch,
             name="ledger-flush",
             max_batch=min(64, queue_limit),
             max_pending=queue_limit,
+            on_batch=self._batch_observer("ledger-flush"),
         )
         self._claim_statement = sql.claim_statement(skip_locked=not db.is_sqlite)
         self._enqueue_statement = sql.enqueue_statement(db)
@@ -162,6 +168,8 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
             recorded = await self._step_writes.submit(write)
         except Exception as exc:
             run.next_sequence = write.base  # nothing of it was written
+            if isinstance(exc, StaleRunError):
+                self._measure(Measure.FENCING_REJECTED, (1.0,), stage="write")
             if not is_data_error(exc):
                 raise
             raise UnwritableRecord(
@@ -174,6 +182,8 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
                 run.running_rows.pop((step.node_id, step.attempt), None)
         self._emit_events(recorded)
         if finish is not None:
+            if finish.dead_letter:
+                self._measure(Measure.DEAD_LETTERED, (1.0,), workflow_id=run.workflow_id)
             self._resolve(run.id, finish.status)
 
     async def _write_batch(self, batch: list[_StepWrite]) -> list[list[RunEvent] | StaleRunError]:
@@ -330,6 +340,8 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
                     created_at=now,
                     node_id=event.node_id,
                     payload=event.payload,
+                    action_type=event.action_type,
+                    duration_seconds=event.duration_seconds,
                 )
             )
             run.next_sequence += 1
@@ -353,9 +365,25 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
                     node_id=event.node_id,
                     payload=event.payload,
                     durable=False,
+                    action_type=event.action_type,
                 )
             ]
         )
+
+    def _measure(self, name: Measure, values: tuple[float, ...], **labels: str) -> None:
+        """Hand one measurement to the ``on_engine_measurement`` observer, if any."""
+        if self._measurer is None or not values:
+            return
+        try:
+            self._measurer(EngineMeasurement(name, values, labels))
+        except Exception:
+            log.exception("an on_engine_measurement observer failed (%s)", name)
+
+    def _batch_observer(self, writer: str) -> Callable[[int], None] | None:
+        """The group commit's ``on_batch``: one measurement per committed batch."""
+        if self._measurer is None:
+            return None
+        return lambda size: self._measure(Measure.GROUP_COMMIT_BATCH, (float(size),), writer=writer)
 
     def _emit_events(self, events: Iterable[RunEvent]) -> None:
         """Hand committed events to the observer (``on_run_event``), in sequence order.
