@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -263,6 +263,8 @@ class ActionContext:
         settings: plugin settings: every ``DATAWORKFLOWS_<NAME>`` environment variable the
             kernel does not use itself, as ``{"<name>": value}`` (lower-case, e.g.
             ``slack_base_url``); credentials are never included.
+        propagation: where :meth:`propagation_headers` comes from (set by the kernel;
+            None outside a kernel).
     """
 
     execution_id: str
@@ -280,6 +282,18 @@ class ActionContext:
     credentials: Credentials = field(default_factory=Credentials)
     resources: Resources = field(default_factory=Resources)
     settings: Mapping[str, str] = field(default_factory=dict)
+    propagation: Callable[[], Mapping[str, str]] | None = field(default=None, repr=False)
+
+    def propagation_headers(self) -> dict[str, str]:
+        """Headers to add to every HTTP request this attempt sends, so that the service
+        called continues the run's trace: W3C ``traceparent`` (and ``tracestate``) naming
+        this attempt's span, from the ``propagation_headers`` hook of the tracing plugin.
+        ``{}`` when no plugin provides any (tracing off, or outside a kernel). Headers the
+        workflow sets explicitly should win over these. Since plugin API 1.1.
+        """
+        if self.propagation is None:
+            return {}
+        return dict(self.propagation())
 
 
 class Action:

@@ -30,7 +30,7 @@ minor version, and it goes in the next major version.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import pluggy
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 PROJECT_NAME = "dataworkflows"
 
 #: The version of the plugin contract this kernel provides (``MAJOR.MINOR``).
-PLUGIN_API_VERSION = "1.0"
+PLUGIN_API_VERSION = "1.1"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
@@ -180,4 +180,23 @@ def on_run_event(event: RunEvent) -> None:
     Args: event -- the :class:`~dataworkflows.events.RunEvent` just recorded (or live).
     Returns: nothing; exceptions are logged and do not affect the run.
     Since: 0.1.
+    """
+
+
+@hookspec
+def propagation_headers(execution_id: str, node_id: str, attempt: int) -> Mapping[str, str] | None:
+    """Headers that carry an attempt's trace context to the services its action calls.
+
+    Called when: an action calls :meth:`ActionContext.propagation_headers
+        <dataworkflows.actions.ActionContext.propagation_headers>` while it runs, before it
+        sends an HTTP request (the bundled ``http.request``, Slack and monday actions do,
+        for every request). Runs in the worker's event loop: answer from memory, at once.
+    Args: execution_id -- the run's id.
+        node_id -- the node being executed.
+        attempt -- its attempt number (1 for the first).
+    Returns: header names and values to send (a tracing plugin: W3C ``traceparent`` and
+        ``tracestate`` naming the attempt's span as the parent), or None. The answers of
+        all plugins are merged, the first to name a header winning; exceptions are logged
+        and the action gets no header from that call.
+    Since: 1.1.
     """

@@ -33,6 +33,7 @@ from dataworkflows.ledger.records import (
     _event_row,
     _run_event,
     check_json,
+    run_started_payload,
 )
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class LedgerEnqueues:
         start_as: str | None = None,
         redelivery_may_differ: bool = False,
         test_version: int | None = None,
+        trace_context: dict[str, str] | None = None,
     ) -> Enqueued:
         """Record a ``Pending`` run of the workflow's published version.
 
@@ -83,6 +85,10 @@ class LedgerEnqueues:
 
         ``test_version``: a *test run* of that version, which need not be published (nor the
         workflow Active); the run is marked ``test_run``.
+
+        ``trace_context``: the W3C trace context of the request that queues the run
+        (:mod:`dataworkflows.common.tracecontext`), stored with it and handed to observers
+        in the ``traceContext`` payload of ``RunStarted`` / ``RunResumed``.
 
         Concurrent calls share one transaction (group commit); each returns only after its
         run is committed.
@@ -108,6 +114,7 @@ class LedgerEnqueues:
                 "lease_owner": None,
                 "lease_expires_at": None,
                 "fencing_token": 0,
+                "trace_context": trace_context,
             },
             start_as,
             redelivery_may_differ,
@@ -217,7 +224,10 @@ class LedgerEnqueues:
                 new = [NewEvent(EventType.RUN_QUEUED, payload=queued)]
                 if values["lease_owner"] is not None:
                     new.append(
-                        NewEvent(EventType.RUN_STARTED, payload={"owner": values["lease_owner"]})
+                        NewEvent(
+                            EventType.RUN_STARTED,
+                            payload=run_started_payload(run, {"owner": values["lease_owner"]}),
+                        )
                     )
                 run.next_sequence = 1
                 numbered = self._number_events(run, new, now)

@@ -12,6 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Protocol
 
+from dataworkflows.common import tracecontext
 from dataworkflows.common.errors import Conflict, NotFound, Unprocessable
 from dataworkflows.common.logcontext import current_correlation_id
 from dataworkflows.common.pagination import DEFAULT_LIMIT, PageRequest
@@ -53,6 +54,7 @@ class RunIntake(Protocol):
         correlation_id: str | None,
         redelivery_may_differ: bool,
         test_version: int | None,
+        trace_context: dict[str, str] | None,
     ) -> Enqueued: ...
 
     def cancel_requested(self, execution_id: uuid.UUID) -> None: ...
@@ -88,6 +90,8 @@ class RunOperations:
         The run pins that version: publishing later never changes it. Without an explicit
         ``correlation_id`` the run takes the one bound to the current request
         (:mod:`dataworkflows.common.logcontext`), so webhook-started runs carry theirs too.
+        Likewise it stores the request's W3C trace context, if any
+        (:mod:`dataworkflows.common.tracecontext`), for tracing plugins.
         """
         if trigger is not None and not isinstance(trigger, dict):
             raise Unprocessable(
@@ -113,6 +117,7 @@ class RunOperations:
                 correlation_id=correlation_id or current_correlation_id(),
                 redelivery_may_differ=redelivery_may_differ,
                 test_version=test_version,
+                trace_context=tracecontext.current(),
             )
         except RequestIdReused as exc:
             raise Conflict(
