@@ -37,7 +37,7 @@ def test_the_reference_has_every_hook_with_its_signature_and_sections() -> None:
     assert "def resolve_secret(name: str, tenant_id: str) -> str | None" in page
     assert "> *first result*" in page  # resolve_secret's
     assert "- `tenant_id`: the tenant of the run asking" in page
-    assert page.count("**Since:** 0.1.") == len(hookspec_functions())
+    assert page.count("**Since:** ") == len(hookspec_functions())
     assert "README.md#writing-a-plugin" in page
 
 
