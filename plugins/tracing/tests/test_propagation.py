@@ -170,7 +170,7 @@ async def test_outgoing_calls_carry_the_attempts_span(
         call("post", "slack.post-message", {"channel": "C1", "text": "hi"}),
         call("items", "monday.get-items", {"boardId": "123"}),
     ]
-    for definition, path in zip(definitions, ["/ping", "/api/chat.postMessage", "/v2"]):
+    for definition, path in zip(definitions, ["/ping", "/api/chat.postMessage", "/v2"], strict=True):
         run = await run_workflow(kernel, definition)
         (received,) = [r for r in http_server.requests if r.path == path]
         node = definition["nodes"][0]["id"]
@@ -195,7 +195,8 @@ async def test_off_when_no_otel_variable_is_set(
     assert dataworkflows_tracing.configure_from_env({"OTEL_TRACES_EXPORTER": "none"}) is False
     kernel = await make_kernel(kernel_factory)
     http_server.reply("GET", "/ping", json={"pong": True})
-    run = await run_workflow(kernel, call("ping", "http.request", {"url": http_server.url("/ping")}))
+    ping = call("ping", "http.request", {"url": http_server.url("/ping")})
+    run = await run_workflow(kernel, ping)
     assert run["status"] == "Succeeded"
     assert "traceparent" not in {k.lower() for k in http_server.requests[0].headers}
     assert spans.get_finished_spans() == ()
