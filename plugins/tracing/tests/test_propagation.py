@@ -170,7 +170,8 @@ async def test_outgoing_calls_carry_the_attempts_span(
         call("post", "slack.post-message", {"channel": "C1", "text": "hi"}),
         call("items", "monday.get-items", {"boardId": "123"}),
     ]
-    for definition, path in zip(definitions, ["/ping", "/api/chat.postMessage", "/v2"], strict=True):
+    paths = ["/ping", "/api/chat.postMessage", "/v2"]
+    for definition, path in zip(definitions, paths, strict=True):
         run = await run_workflow(kernel, definition)
         (received,) = [r for r in http_server.requests if r.path == path]
         node = definition["nodes"][0]["id"]
