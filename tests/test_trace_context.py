@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 from dataworkflows import Action, ActionContext, ActionResult, hookimpl
+from dataworkflows.common import tracecontext
+from dataworkflows.common.clock import FakeClock
 from dataworkflows.db.models import workflow_executions
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -162,3 +165,25 @@ async def test_without_an_implementation_or_a_kernel_there_are_no_headers(
         cancelled=asyncio.Event(),
     )
     assert ctx.propagation_headers() == {}
+
+
+async def test_a_scheduled_run_is_a_trace_root_even_from_a_traced_caller(
+    kernel_factory: Any,
+) -> None:
+    """The scheduler's loop was started while a request's trace context was bound (its
+    task inherits it): the runs it fires have none all the same."""
+    clock = FakeClock(datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC))
+    kernel = await kernel_factory(clock=clock, scheduler_max_sleep=3600)
+    await kernel.service.apply(ECHO)
+    await kernel.triggers.create("echo", {"type": "schedule", "config": {"cron": "*/5 * * * *"}})
+    with tracecontext.bind(tracecontext.parse(TRACEPARENT)):
+        kernel.start_scheduler()
+    if not kernel.db.is_sqlite:
+        await asyncio.wait_for(kernel.scheduler.listening.wait(), 30)
+    due = await kernel.scheduler.wait_idle()
+    sleeps = kernel.scheduler.sleeps
+    clock.set(due)
+    await kernel.scheduler.wait_for_sleep(sleeps)
+    async with kernel.db.connect() as conn:
+        rows = (await conn.execute(workflow_executions.select())).all()
+    assert [(r.workflow_id, r.trace_context) for r in rows] == [("echo", None)]

@@ -8,18 +8,21 @@
   (``startedAt``); the span the dead process held was never exported, and the process
   that sees the run end exports it, once. A graceful hand-over (worker shut down) is
   the same: spans still open when a process exits are dropped, not exported.
-* A live ``StepStarted`` (``durable`` False, at once when an attempt begins) opens the
-  attempt's span, ``step <nodeId>``, child of the run's span; the attempt's end
-  (``StepSucceeded``, ``StepFailed``, ``StepRetrying``, ``StepCancelled``) ends it. An
-  end without a start seen here (an attempt lost with its worker, a node cancelled before
-  it began) gets a span of no length at the time of the end.
+* A live ``StepStarted`` (``durable`` False, at once when an attempt begins) starts the
+  attempt's span, ``step <nodeId>``, child of the run's span: its id and start time are
+  taken then (``traceparent`` of the attempt's outgoing calls names it), and the SDK span
+  is made, whole, when the attempt ends (``StepSucceeded``, ``StepFailed``,
+  ``StepRetrying``, ``StepCancelled``): one span object and one check of its attributes,
+  instead of a live span updated at its end. An end without a start seen here (an attempt
+  lost with its worker, a node cancelled before it began) gets a span of no length at the
+  time of the end; an attempt still open when its run ends ends with the run.
 * ``RunSucceeded`` / ``RunFailed`` / ``RunCancelled`` end the run's span. A run cancelled
   before it started has no span.
 
-Attributes (``dataworkflows.*``): ``execution.id``, ``workflow.id``, ``workflow.version``
-(run), ``node.id``, ``action.type``, ``attempt`` (steps), ``outcome`` (the final status)
-and ``error.code``; failures also set the span status to ERROR with the error message
-(already redacted by the ledger).
+Attributes (``dataworkflows.*``): ``execution.id`` (all), ``workflow.id``,
+``workflow.version`` (the run's span), ``node.id``, ``action.type``, ``attempt`` (steps),
+``outcome`` (the final status) and ``error.code``; failures also set the span status to
+ERROR with the error message (already redacted by the ledger).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from dataworkflows.events import TERMINAL_RUN_EVENTS, EventType, RunEvent
@@ -86,10 +89,20 @@ def run_ids(execution_id: str) -> tuple[int, int]:
 
 
 @dataclass
+class _Step:
+    """An attempt in flight: its span is made when it ends, with this id and start."""
+
+    span_id: int
+    start: int | None
+    action_type: str | None
+
+
+@dataclass
 class _OpenRun:
     span: Span
-    #: attempt spans by (node id, attempt)
-    steps: dict[tuple[str, int], Span] = field(default_factory=dict)
+    context: SpanContext
+    #: attempts in flight by (node id, attempt)
+    steps: dict[tuple[str, int], _Step] = field(default_factory=dict)
 
 
 def _ns(value: datetime | str | None) -> int | None:
@@ -109,6 +122,7 @@ class RunTracer:
         from dataworkflows_tracing import __name__ as scope
 
         self.provider = provider
+        self._ids: RunIds = provider.id_generator  # type: ignore[assignment]
         self._tracer = provider.get_tracer(scope)
         self._runs: dict[str, _OpenRun] = {}
         self._propagator = TraceContextTextMapPropagator()
@@ -133,10 +147,15 @@ class RunTracer:
         run = self._runs.get(execution_id)
         if run is None:
             return None
-        span = run.steps.get((node_id, attempt), run.span)
-        carrier: dict[str, str] = {}
-        self._propagator.inject(carrier, context=trace.set_span_in_context(span))
-        return carrier
+        context = run.context
+        step = run.steps.get((node_id, attempt))
+        span_id = context.span_id if step is None else step.span_id
+        headers = {
+            "traceparent": f"00-{context.trace_id:032x}-{span_id:016x}-{context.trace_flags:02x}"
+        }
+        if context.trace_state:
+            headers["tracestate"] = context.trace_state.to_header()
+        return headers
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -172,17 +191,19 @@ class RunTracer:
             span.add_event("resumed", {"owner": str(payload.get("owner"))}, _ns(event.created_at))
         if len(self._runs) >= MAX_OPEN_RUNS:
             self._runs.pop(next(iter(self._runs)))
-        self._runs[event.execution_id] = _OpenRun(span)
+        self._runs[event.execution_id] = _OpenRun(span, span.get_span_context())
 
     def _end_run(self, event: RunEvent) -> None:
         run = self._runs.pop(event.execution_id, None)
         if run is None:
             return
         end = _ns(event.created_at)
-        for span in run.steps.values():  # attempts whose end was not seen here
-            span.end(end_time=end)
-        status = event.payload.get("status", str(event.type).removeprefix("Run"))
-        self._outcome(run.span, status, event.payload.get("error"))
+        for (node_id, attempt), step in run.steps.items():  # ends not seen here
+            self._emit_step(run, event, node_id, attempt, step, end, None)
+        payload = event.payload
+        status = payload.get("status", str(event.type).removeprefix("Run"))
+        run.span.set_attributes(_outcome(status, payload.get("error")))
+        _set_error(run.span, status, payload.get("error"))
         run.span.end(end_time=end)
 
     # -- attempts -------------------------------------------------------------------------
@@ -192,8 +213,10 @@ class RunTracer:
         if run is None or event.node_id is None:
             return
         attempt = int(event.payload.get("attempt", 1))
-        run.steps[(event.node_id, attempt)] = self._step_span(
-            run, event, attempt, _ns(event.created_at)
+        run.steps[(event.node_id, attempt)] = _Step(
+            self._ids.fallback.generate_span_id(),
+            _ns(event.created_at),
+            event.payload.get("actionType"),
         )
 
     def _end_step(self, event: RunEvent) -> None:
@@ -201,38 +224,61 @@ class RunTracer:
         if run is None or event.node_id is None:
             return
         attempt = int(event.payload.get("attempt", 1))
-        end = _ns(event.created_at)
-        span = run.steps.pop((event.node_id, attempt), None)
-        if span is None:  # its start was not seen here: a span of no length
-            span = self._step_span(run, event, attempt, end)
-            span.set_attribute("dataworkflows.step.start_unknown", True)
-        self._outcome(span, event.payload.get("status", ""), event.payload.get("error"))
-        span.end(end_time=end)
+        step = run.steps.pop((event.node_id, attempt), None)
+        self._emit_step(run, event, event.node_id, attempt, step, _ns(event.created_at), event)
 
-    def _step_span(self, run: _OpenRun, event: RunEvent, attempt: int, start: int | None) -> Span:
+    def _emit_step(
+        self,
+        run: _OpenRun,
+        event: RunEvent,
+        node_id: str,
+        attempt: int,
+        step: _Step | None,
+        end: int | None,
+        ended: RunEvent | None,
+    ) -> None:
+        """Make and end the span of one attempt, all at once (cheaper than a live span:
+        its attributes are set and checked once). ``step`` None: its start was not seen
+        here, a span of no length; ``ended`` None: its end was not seen either (the run
+        ended first)."""
         attributes: dict[str, Any] = {
             "dataworkflows.execution.id": event.execution_id,
-            "dataworkflows.workflow.id": event.workflow_id,
-            "dataworkflows.node.id": str(event.node_id),
+            "dataworkflows.node.id": node_id,
             "dataworkflows.attempt": attempt,
         }
-        action_type = event.payload.get("actionType")
-        if action_type:
-            attributes["dataworkflows.action.type"] = action_type
-        return self._tracer.start_span(
-            f"step {event.node_id}",
-            context=trace.set_span_in_context(run.span),
-            kind=SpanKind.INTERNAL,
-            attributes=attributes,
-            start_time=start,
-        )
+        if step is not None and step.action_type:
+            attributes["dataworkflows.action.type"] = step.action_type
+        if step is None:
+            attributes["dataworkflows.step.start_unknown"] = True
+        status, error = "", None
+        if ended is not None:
+            status, error = ended.payload.get("status", ""), ended.payload.get("error")
+            attributes.update(_outcome(status, error))
+        span_id = step.span_id if step is not None else self._ids.fallback.generate_span_id()
+        token = _FORCED.set((run.context.trace_id, span_id))
+        try:
+            span = self._tracer.start_span(
+                f"step {node_id}",
+                context=trace.set_span_in_context(run.span),
+                kind=SpanKind.INTERNAL,
+                attributes=attributes,
+                start_time=end if step is None else step.start,
+            )
+        finally:
+            _FORCED.reset(token)
+        _set_error(span, status, error)
+        span.end(end_time=end)
 
-    @staticmethod
-    def _outcome(span: Span, status: str, error: Any) -> None:
-        span.set_attribute("dataworkflows.outcome", status)
-        code = error.get("code") if isinstance(error, dict) else None
-        if code:
-            span.set_attribute("dataworkflows.error.code", str(code))
-        if status in _ERRORS:
-            message = error.get("message") if isinstance(error, dict) else None
-            span.set_status(Status(StatusCode.ERROR, str(message or status)[:500]))
+
+def _outcome(status: str, error: Any) -> dict[str, str]:
+    attributes = {"dataworkflows.outcome": status}
+    code = error.get("code") if isinstance(error, dict) else None
+    if code:
+        attributes["dataworkflows.error.code"] = str(code)
+    return attributes
+
+
+def _set_error(span: Span, status: str, error: Any) -> None:
+    if status in _ERRORS:
+        message = error.get("message") if isinstance(error, dict) else None
+        span.set_status(Status(StatusCode.ERROR, str(message or status)[:500]))
