@@ -44,6 +44,8 @@ class _State:
     tracer: RunTracer | None = None
     #: False until the OTEL_* variables were read (at the first hook call)
     configured: bool = False
+    #: the provider :func:`configure_from_env` made (shut down when replaced)
+    owned: TracerProvider | None = None
 
 
 _state = _State()
@@ -58,6 +60,7 @@ def configure_from_env(environ: Mapping[str, str] | None = None) -> bool:
     env = os.environ if environ is None else environ
     provider = provider_from_env(env) if enabled(env) else None
     use_tracer_provider(provider)
+    _state.owned = provider
     return provider is not None
 
 
@@ -76,6 +79,9 @@ def use_tracer_provider(provider: TracerProvider | None) -> None:
     process (:class:`dataworkflows_tracing.spans.RunIds`). Spans still open under the
     previous provider are forgotten, never exported.
     """
+    owned, _state.owned = _state.owned, None
+    if owned is not None and owned is not provider:
+        owned.shutdown()  # exports what it holds, stops its export thread
     if provider is None:
         _state.tracer = None
     else:
