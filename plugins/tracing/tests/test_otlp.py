@@ -93,9 +93,7 @@ async def test_the_otlp_exporter_delivers_a_runs_spans(
     assert dataworkflows_tracing.configure_from_env() is True
     tracer = dataworkflows_tracing.current_tracer()
     assert tracer is not None
-    exporters = [
-        p.span_exporter for p in tracer.provider._active_span_processor._span_processors
-    ]
+    exporters = [p.span_exporter for p in tracer.provider._active_span_processor._span_processors]
     assert [type(e) for e in exporters] == [LeanOTLPSpanExporter]
     kernel = await kernel_factory(
         plugins=[dataworkflows_echo, dataworkflows_tracing], entrypoints=False
