@@ -31,7 +31,7 @@ import hashlib
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
@@ -110,6 +110,8 @@ def _ns(value: datetime | str | None) -> int | None:
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is None:  # the ledger's times are UTC (SQLite gives them back naive)
+        value = value.replace(tzinfo=UTC)
     return int(value.timestamp() * 1_000_000_000)
 
 
