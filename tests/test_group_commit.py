@@ -265,7 +265,7 @@ async def test_a_free_worker_slot_takes_the_run_in_the_enqueue_transaction(kerne
         (1, "RunQueued"),
         (2, "RunStarted"),
     ]
-    assert events[1]["payload"] == {"owner": kernel.worker.owner}
+    assert events[1]["payload"] == {"owner": kernel.worker.owner, "version": 1}
     assert kernel.worker._reserved == 0
 
 

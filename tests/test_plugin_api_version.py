@@ -74,7 +74,7 @@ def test_an_invalid_requirement_says_why(requirement: Any, message: str) -> None
 
 def test_every_bundled_plugin_declares_a_requirement_this_kernel_meets() -> None:
     plugins = load_plugins()
-    for name in ("echo", "http", "webhook", "schedule", "metrics", "slack", "monday"):
+    for name in ("echo", "http", "webhook", "schedule", "metrics", "slack", "monday", "tracing"):
         module = plugins.pm.get_plugin(name)
         assert accepts(module.dataworkflows_api), name
 

@@ -9,11 +9,11 @@ from click.testing import CliRunner
 
 from dataworkflows import hookimpl, hookspecs
 from dataworkflows.cli.main import build_cli
-from dataworkflows.hookspecs import deprecated_hook, hookspec
+from dataworkflows.hookspecs import PLUGIN_API_VERSION, deprecated_hook, hookspec
 from dataworkflows.plugins.check import PluginReport, check_installed, check_plugin
 from dataworkflows.plugins.manager import PluginInfo
 
-BUNDLED = {"echo", "http", "webhook", "schedule", "metrics", "slack", "monday"}
+BUNDLED = {"echo", "http", "webhook", "schedule", "metrics", "slack", "monday", "tracing"}
 
 BROKEN_IMPORT = "import dataworkflows_no_such_module\n"
 
@@ -176,7 +176,7 @@ def test_the_cli_prints_a_table_and_exits_0_when_all_is_well(install_distributio
     table = {row.split()[0]: row.split()[1:] for row in rows}
     assert table["echo"] == ["dataworkflows-echo", "0.1.0", ">=1,<2", "1", "0"]
     assert table["quiet"] == ["dataworkflows-quiet", "0.3", "-", "0", "0"]
-    assert summary.endswith("checked against plugin API 1.1: no problems")
+    assert summary.endswith(f"checked against plugin API {PLUGIN_API_VERSION}: no problems")
     # a plugin that declares no requirement is loaded, with a warning
     assert "warning: 'quiet' (dataworkflows-quiet 0.3): declares no plugin-API" in result.stderr
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -266,6 +266,8 @@ class ActionContext:
             ``slack_base_url``); credentials are never included.
         variables: the run's variables (read-only mapping: those committed before this
             attempt started, plus its own); set them with :meth:`set_variable`.
+        propagation: where :meth:`propagation_headers` comes from (set by the kernel;
+            None outside a kernel).
     """
 
     execution_id: str
@@ -300,6 +302,19 @@ class ActionContext:
             self.variables.set(key, value)
         except VariableError as exc:
             raise ActionError(str(exc), code=exc.code) from None
+
+    propagation: Callable[[], Mapping[str, str]] | None = field(default=None, repr=False)
+
+    def propagation_headers(self) -> dict[str, str]:
+        """Headers to add to every HTTP request this attempt sends, so that the service
+        called continues the run's trace: W3C ``traceparent`` (and ``tracestate``) naming
+        this attempt's span, from the ``propagation_headers`` hook of the tracing plugin.
+        ``{}`` when no plugin provides any (tracing off, or outside a kernel). Headers the
+        workflow sets explicitly should win over these. Since plugin API 1.1.
+        """
+        if self.propagation is None:
+            return {}
+        return dict(self.propagation())
 
 
 class Action:

@@ -42,6 +42,14 @@ class RunEvent:
     begins). It takes no number of its own: its ``sequence`` is that of the run's last
     durable event before it, so ``(sequence, durable)`` orders it among them. If the step
     lasts ``DATAWORKFLOWS_STEP_STARTED_AFTER_SECONDS``, a durable ``StepStarted`` follows.
+
+    ``payload`` by type (observers may rely on these keys): ``RunStarted`` / ``RunResumed``:
+    ``owner`` (the worker), ``version`` (pinned), ``traceContext`` (``{"traceparent",
+    "tracestate"?}``, the W3C trace context of the request that queued the run; absent
+    when it had none), and for ``RunResumed`` ``recoveryCount`` and ``startedAt`` (the
+    run's first start, ISO 8601); step events: ``attempt``, ``status``, ``error`` (when
+    failed), a live ``StepStarted`` also ``actionType`` and ``startedAt``; run ends:
+    ``status`` and ``error``.
     """
 
     execution_id: str

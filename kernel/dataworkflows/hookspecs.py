@@ -30,7 +30,7 @@ minor version, and it goes in the next major version.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import pluggy
@@ -202,5 +202,24 @@ def on_engine_measurement(measurement: EngineMeasurement) -> None:
         depth is read on demand with :meth:`PluginAPI.queue_depth
         <dataworkflows.plugin_api.PluginAPI.queue_depth>`.
     Returns: nothing; exceptions are logged and change nothing.
+    Since: 1.1 (plugin API).
+    """
+
+
+@hookspec
+def propagation_headers(execution_id: str, node_id: str, attempt: int) -> Mapping[str, str] | None:
+    """Headers that carry an attempt's trace context to the services its action calls.
+
+    Called when: an action calls :meth:`ActionContext.propagation_headers
+        <dataworkflows.actions.ActionContext.propagation_headers>` while it runs, before it
+        sends an HTTP request (the bundled ``http.request``, Slack and monday actions do,
+        for every request). Runs in the worker's event loop: answer from memory, at once.
+    Args: execution_id -- the run's id.
+        node_id -- the node being executed.
+        attempt -- its attempt number (1 for the first).
+    Returns: header names and values to send (a tracing plugin: W3C ``traceparent`` and
+        ``tracestate`` naming the attempt's span as the parent), or None. The answers of
+        all plugins are merged, the first to name a header winning; exceptions are logged
+        and the action gets no header from that call.
     Since: 1.1 (plugin API).
     """

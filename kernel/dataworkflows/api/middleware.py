@@ -4,6 +4,7 @@ request headers, and idempotency keys.
 Middleware order (outermost first), installed by :func:`setup_api`::
 
     correlation_middleware   binds Correlation-Id for logs; the header goes on every response
+    trace_context_middleware binds the W3C traceparent / tracestate (api/trace_middleware.py)
     error_middleware         every error → {code, message, details}
     api_middleware           checks X-Tenant-Id / X-Principal / X-Audit-Note /
                              Idempotency-Key and query values, then replays or records
@@ -32,6 +33,7 @@ from dataworkflows.api.idempotency import (
     fingerprint,
 )
 from dataworkflows.api.keys import kernel_key
+from dataworkflows.api.trace_middleware import trace_context_middleware
 from dataworkflows.common import logcontext
 from dataworkflows.common.errors import BadRequest, Conflict, Unprocessable
 
@@ -205,6 +207,7 @@ def setup_api(app: web.Application) -> None:
     middlewares = app.middlewares
     position = middlewares.index(error_middleware) if error_middleware in middlewares else 0
     middlewares.insert(position, correlation_middleware)
+    middlewares.insert(position, trace_context_middleware)  # W3C traceparent of the request
     middlewares.append(api_middleware)
     app[idempotency_key] = IdempotencyStore(
         kernel.db,

@@ -142,6 +142,9 @@ class WorkflowExecution(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     #: a run of a version that was not published (``dataworkflows run`` without --publish)
     test_run: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: the W3C trace context of the request that queued the run (``{"traceparent",
+    #: "tracestate"?}``), for tracing plugins in any process; null: none was given
+    trace_context: Mapped[dict[str, Any] | None]
 
 
 class ActionExecution(Base):

@@ -42,6 +42,7 @@ from dataworkflows.engine.templating import TemplateEngine, TemplateError
 from dataworkflows.ledger.records import json_problem
 from dataworkflows.ledger.run_ledger import ClaimedRun, RunLedger, StepRecord
 from dataworkflows.plugins.manager import PluginSet
+from dataworkflows.plugins.propagation import propagation_source
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,7 @@ class NodeRunner:
                     tenant_id=run.tenant_id,
                     principal=run.principal,
                     variables=variables,
+                    propagation=propagation_source(self.plugins, run.id_str, plan_node.id, attempt),
                     **self._services(run),
                 )
                 in_flight = InFlight.begin(

@@ -35,6 +35,7 @@ from dataworkflows.ledger.records import (
     RunIsFinal,
     _event_row,
     _run_event,
+    run_started_payload,
 )
 from dataworkflows.measurements import Measure
 
@@ -143,16 +144,21 @@ class LedgerClaims:
                     fencing_token=row.fencing_token,
                     recovered=row.fencing_token > 1,
                     recovery_count=row.recovery_count,
+                    trace_context=row.trace_context,
                 )
                 if row.cancel_requested:
                     run.cancel_requested.set()
                 if run.recovered:
                     event = NewEvent(
                         EventType.RUN_RESUMED,
-                        payload={"recoveryCount": row.recovery_count, "owner": owner},
+                        payload=run_started_payload(
+                            run, {"recoveryCount": row.recovery_count, "owner": owner}
+                        ),
                     )
                 else:
-                    event = NewEvent(EventType.RUN_STARTED, payload={"owner": owner})
+                    event = NewEvent(
+                        EventType.RUN_STARTED, payload=run_started_payload(run, {"owner": owner})
+                    )
                 numbered = self._number_events(run, [event], now)
                 run.claimed_sequence = run.next_sequence
                 events.append(_event_row(run.id, numbered[0].sequence, event, now))

@@ -33,6 +33,7 @@ from dataworkflows.ledger.records import (
     _event_row,
     _run_event,
     check_json,
+    run_started_payload,
 )
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class LedgerEnqueues:
         redelivery_may_differ: bool = False,
         test_version: int | None = None,
         version: int | None = None,
+        trace_context: dict[str, str] | None = None,
     ) -> Enqueued:
         """Record a ``Pending`` run of the workflow's published version.
 
@@ -86,6 +88,10 @@ class LedgerEnqueues:
         workflow Active); the run is marked ``test_run``. ``version``: run that version of
         an ``Active`` workflow instead of its current one (the kernel's command workflows,
         :mod:`dataworkflows.service.commands`, keep one version per parameter shape).
+
+        ``trace_context``: the W3C trace context of the request that queues the run
+        (:mod:`dataworkflows.common.tracecontext`), stored with it and handed to observers
+        in the ``traceContext`` payload of ``RunStarted`` / ``RunResumed``.
 
         Concurrent calls share one transaction (group commit); each returns only after its
         run is committed.
@@ -111,6 +117,7 @@ class LedgerEnqueues:
                 "lease_owner": None,
                 "lease_expires_at": None,
                 "fencing_token": 0,
+                "trace_context": trace_context,
             },
             start_as,
             redelivery_may_differ,
@@ -220,7 +227,10 @@ class LedgerEnqueues:
                 new = [NewEvent(EventType.RUN_QUEUED, payload=queued)]
                 if values["lease_owner"] is not None:
                     new.append(
-                        NewEvent(EventType.RUN_STARTED, payload={"owner": values["lease_owner"]})
+                        NewEvent(
+                            EventType.RUN_STARTED,
+                            payload=run_started_payload(run, {"owner": values["lease_owner"]}),
+                        )
                     )
                 run.next_sequence = 1
                 numbered = self._number_events(run, new, now)

@@ -45,6 +45,8 @@ class ClaimedRun:
     recovery_count: int = 0
     #: set when a cancel was requested (by the API, from any process)
     cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the W3C trace context the run was queued with (``{"traceparent", "tracestate"?}``)
+    trace_context: dict[str, str] | None = None
 
     #: ``next_sequence`` right after the claim (set by the ledger)
     claimed_sequence: int = 0
@@ -313,6 +315,7 @@ def _claimed_at_enqueue(values: dict[str, Any]) -> ClaimedRun:
         next_sequence=2,  # after RunQueued
         started_at=values["started_at"],
         fencing_token=1,
+        trace_context=values["trace_context"],
     )
 
 
@@ -337,6 +340,19 @@ async def _actions_of(
         .order_by(func.coalesce(t.c.started_at, t.c.ended_at), t.c.node_id, t.c.attempt)
     )
     return [dict(r._mapping) for r in rows]
+
+
+def run_started_payload(run: ClaimedRun, payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload of a ``RunStarted`` / ``RunResumed`` event: ``payload`` plus the pinned
+    ``version``, for a resumed run the time it first started (``startedAt``) and, when the
+    run was queued with one, its W3C ``traceContext``: what a tracing plugin in any process
+    needs to continue the run's trace."""
+    payload = {**payload, "version": run.workflow_version}
+    if run.recovered and run.started_at is not None:
+        payload["startedAt"] = iso_utc(run.started_at)
+    if run.trace_context:
+        payload["traceContext"] = dict(run.trace_context)
+    return payload
 
 
 def _finish_key(finish: RunFinish) -> str:

@@ -351,7 +351,8 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
         """Tell observers at once that ``step`` (a ``Running`` attempt) began; no write.
 
         A live ``StepStarted`` (``durable`` False, the sequence of the run's last durable
-        event): see :class:`~dataworkflows.events.RunEvent`.
+        event): see :class:`~dataworkflows.events.RunEvent`. Its payload also names the
+        step's ``actionType`` (a durable event's does not: the attempt's row has it).
         """
         event = _step_event(step)
         self._emit_events(
@@ -363,7 +364,7 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
                     type=event.type,
                     created_at=step.started_at or self.clock.now(),
                     node_id=event.node_id,
-                    payload=event.payload,
+                    payload={**event.payload, "actionType": step.action_type},
                     durable=False,
                     action_type=event.action_type,
                 )

@@ -45,6 +45,7 @@ CLAIM_COLUMNS = (
     _t.c.fencing_token,
     _t.c.recovery_count,
     _t.c.cancel_requested,
+    _t.c.trace_context,
 )
 
 INSERT_EVENTS = execution_events.insert()

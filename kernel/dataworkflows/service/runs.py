@@ -12,6 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Protocol
 
+from dataworkflows.common import tracecontext
 from dataworkflows.common.errors import Conflict, NotFound, Unprocessable
 from dataworkflows.common.logcontext import current_correlation_id
 from dataworkflows.common.pagination import DEFAULT_LIMIT, PageRequest
@@ -55,6 +56,7 @@ class RunIntake(Protocol):
         redelivery_may_differ: bool,
         test_version: int | None,
         version: int | None = None,
+        trace_context: dict[str, str] | None,
     ) -> Enqueued: ...
 
     def cancel_requested(self, execution_id: uuid.UUID) -> None: ...
@@ -92,6 +94,8 @@ class RunOperations:
         ``correlation_id`` the run takes the one bound to the current request
         (:mod:`dataworkflows.common.logcontext`), so webhook-started runs carry theirs too.
         ``version`` pins another version of the Active workflow (command workflows).
+        Likewise it stores the request's W3C trace context, if any
+        (:mod:`dataworkflows.common.tracecontext`), for tracing plugins.
         """
         if trigger is not None and not isinstance(trigger, dict):
             raise Unprocessable(
@@ -118,6 +122,7 @@ class RunOperations:
                 redelivery_may_differ=redelivery_may_differ,
                 test_version=test_version,
                 version=version,
+                trace_context=tracecontext.current(),
             )
         except RequestIdReused as exc:
             raise Conflict(

@@ -38,6 +38,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, select, update
 
+from dataworkflows.common import tracecontext
 from dataworkflows.common.clock import Clock, iso_utc
 from dataworkflows.common.counter import WaitableCounter
 from dataworkflows.common.errors import ApiError
@@ -250,8 +251,13 @@ class Scheduler:
         """Process every trigger due at the clock's current time; returns what happened.
 
         Triggers whose type's plugin is not installed are left alone (they stay due and
-        fire, under their misfire policy, once the plugin is back).
+        fire, under their misfire policy, once the plugin is back). The runs it starts are
+        trace roots: no request's W3C trace context, whoever started the loop or the tick.
         """
+        with tracecontext.bind(None):
+            return await self._tick()
+
+    async def _tick(self) -> TickReport:
         self._started_ticks += 1
         report = TickReport()
         try:

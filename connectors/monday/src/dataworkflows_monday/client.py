@@ -189,6 +189,7 @@ async def graphql(
     import aiohttp  # imported when a request is sent, not with the plugin
 
     headers = {
+        **ctx.propagation_headers(),  # the attempt's traceparent (tracing plugin)
         "Authorization": credential.secret,
         "API-Version": version,
         "Content-Type": "application/json",

@@ -14,7 +14,7 @@ from dataworkflows import hookimpl, lazy_attributes
 __getattr__ = lazy_attributes(__name__, "dataworkflows_slack.action")
 
 #: the plugin-API versions this plugin works with (README, "Plugin API versions")
-dataworkflows_api = ">=1,<2"
+dataworkflows_api = ">=1.1,<2"  # ctx.propagation_headers() is 1.1
 #: what it registers (type: title), so `dataworkflows plugins` need not import it;
 #: `dataworkflows plugins --check` compares this with the classes
 dataworkflows_actions = {"slack.post-message": "Post a message to a Slack channel"}

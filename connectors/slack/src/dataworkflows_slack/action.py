@@ -114,6 +114,7 @@ class PostMessage(Action):
             token=credential.secret,
             base_url=base_url,
             session=ctx.http,
+            headers=ctx.propagation_headers(),  # the attempt's traceparent (tracing plugin)
             timeout=params.timeout_seconds,
             retry_handlers=[],  # retries belong to the engine (with the ledger's record)
         )

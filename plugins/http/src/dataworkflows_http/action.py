@@ -194,7 +194,7 @@ class HttpRequest(Action):
             )
         if params.query:
             url = url.update_query(_query_items(params.query))
-        headers = dict(params.headers)
+        headers = _with_trace_context(ctx, params.headers)
         auth_headers: dict[str, str] = {}
         if params.auth is not None:
             # Fetch before anything is sent: an unknown (or another tenant's) name fails here.
@@ -296,6 +296,14 @@ class HttpRequest(Action):
                         continue
                     raw = await _read_capped(resp, params.max_response_bytes)
                     return _result(params, resp, raw, url, redirects)
+
+
+def _with_trace_context(ctx: ActionContext, headers: dict[str, str]) -> dict[str, str]:
+    """The request's headers plus the attempt's trace context (``traceparent``...: see
+    ``ActionContext.propagation_headers``), unless the workflow sets those headers itself."""
+    own = {name.lower() for name in headers}
+    extra = {k: v for k, v in ctx.propagation_headers().items() if k.lower() not in own}
+    return {**extra, **headers}
 
 
 def _query_items(query: dict[str, Any]) -> list[tuple[str, str]]:
