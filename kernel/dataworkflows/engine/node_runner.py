@@ -34,7 +34,8 @@ from dataworkflows.engine.run_state import (
     TIMED_OUT,
     Node,
     RunState,
-    mark,
+    cancelled_attempt,
+    lost_attempt,
 )
 from dataworkflows.engine.step_logs import StepLog
 from dataworkflows.engine.step_progress import InFlight
@@ -375,34 +376,8 @@ class NodeRunner:
         return context
 
     def _lost(self, node: Node, *, final: bool = False) -> StepRecord:
-        """The row of an attempt a dead worker may have been running (see ``_drive``).
-
-        ``final``: no attempt follows (the run goes to the dead letters).
-        """
-        attempt = node.attempts + 1
-        now = self.clock.now()
-        record = StepRecord(
-            node_id=node.plan.id,
-            action_type=node.plan.node.action_type,
-            attempt=attempt,
-            status=FAILED if final or attempt >= node.plan.retry.max_attempts else RETRIABLE,
-            parameters=node.parameters,
-            outputs=None,
-            error={
-                "code": "worker_lost",
-                "message": "the worker running this node stopped before the attempt ended; "
-                "its outcome is unknown",
-            },
-            # when it started is known only if its Running row was written; otherwise
-            # null, not a guess; it is known to have ended by now, when its loss was noticed
-            started_at=node.running_since,
-            ended_at=now,
-        )
-        if record.status == FAILED:
-            mark(node, record)
-        else:
-            node.attempts = attempt
-        return record
+        """The row of an attempt a dead worker may have been running (see ``_drive``)."""
+        return lost_attempt(node, self.clock.now(), final=final)
 
     def _cancelled(
         self,
@@ -413,18 +388,4 @@ class NodeRunner:
         parameters: dict[str, Any] | None = None,
     ) -> StepRecord:
         now = self.clock.now()
-        return StepRecord(
-            node_id=node.plan.id,
-            action_type=node.plan.node.action_type,
-            attempt=attempt,
-            status=CANCELLED,
-            parameters=parameters,
-            outputs=None,
-            error={
-                "code": "cancelled",
-                "message": f"cancelled: {state.stop_reason[1]}",
-                "reason": state.stop_reason[0],
-            },
-            started_at=started or now,
-            ended_at=now,
-        )
+        return cancelled_attempt(state, node, attempt, started or now, now, parameters)

@@ -189,3 +189,59 @@ def sanitised(record: StepRecord, message: str) -> StepRecord:
         logs=None,
         variables=None,
     )
+
+
+def lost_attempt(node: Node, now: datetime, *, final: bool = False) -> StepRecord:
+    """The row of an attempt a dead worker may have been running, noticed at ``now``.
+
+    ``final``: no attempt follows (the run goes to the dead letters).
+    """
+    attempt = node.attempts + 1
+    record = StepRecord(
+        node_id=node.plan.id,
+        action_type=node.plan.node.action_type,
+        attempt=attempt,
+        status=FAILED if final or attempt >= node.plan.retry.max_attempts else RETRIABLE,
+        parameters=node.parameters,
+        outputs=None,
+        error={
+            "code": "worker_lost",
+            "message": "the worker running this node stopped before the attempt ended; "
+            "its outcome is unknown",
+        },
+        # when it started is known only if its Running row was written; otherwise
+        # null, not a guess; it is known to have ended by now, when its loss was noticed
+        started_at=node.running_since,
+        ended_at=now,
+    )
+    if record.status == FAILED:
+        mark(node, record)
+    else:
+        node.attempts = attempt
+    return record
+
+
+def cancelled_attempt(
+    state: RunState,
+    node: Node,
+    attempt: int,
+    started: datetime,
+    now: datetime,
+    parameters: dict[str, Any] | None = None,
+) -> StepRecord:
+    """The ``Cancelled`` row of a node in flight when the run stopped (``state.stop_reason``)."""
+    return StepRecord(
+        node_id=node.plan.id,
+        action_type=node.plan.node.action_type,
+        attempt=attempt,
+        status=CANCELLED,
+        parameters=parameters,
+        outputs=None,
+        error={
+            "code": "cancelled",
+            "message": f"cancelled: {state.stop_reason[1]}",
+            "reason": state.stop_reason[0],
+        },
+        started_at=started,
+        ended_at=now,
+    )
