@@ -429,6 +429,35 @@ async def test_recovery_never_changes_a_finished_run(kernel, run_workflow, simpl
     assert after == run
 
 
+async def test_a_claim_takes_no_more_runs_than_its_limit(kernel, simple_echo):
+    """PostgreSQL once ran the claim's ``IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)``
+    again for later rows and took every claimable run; ``claim()`` then returned the
+    first and left the others Running under an owner that did not know it held them."""
+    await kernel.service.apply(simple_echo)
+    ids = set()
+    for i in range(5):
+        summary, _ = await kernel.service.execute("simple-echo", trigger={"i": i})
+        ids.add(uuid.UUID(summary["executionId"]))
+
+    async def running() -> dict[uuid.UUID, str]:
+        async with kernel.db.connect() as conn:
+            rows = await conn.execute(
+                select(workflow_executions.c.id, workflow_executions.c.lease_owner).where(
+                    workflow_executions.c.status == "Running"
+                )
+            )
+            return dict(rows.all())
+
+    two = await kernel.ledger.claim_many("a", 2)
+    assert len(two) == 2
+    assert await running() == {run.id: "a" for run in two}
+    one = await kernel.ledger.claim("b")
+    assert one is not None and one.id not in {run.id for run in two}
+    assert await running() == {run.id: "a" for run in two} | {one.id: "b"}
+    rest = await kernel.ledger.claim_many("c", 10)
+    assert {run.id for run in rest} == ids - {run.id for run in two} - {one.id}
+
+
 async def test_a_stale_claim_cannot_write(kernel, simple_echo):
     from dataworkflows.ledger.run_ledger import RunFinish, StaleRunError
 

@@ -102,11 +102,18 @@ def claim_statement(*, skip_locked: bool) -> Any:
         .limit(bindparam("p_limit", type_=_t.c.fencing_token.type))
     )
     if skip_locked:
-        pick = pick.with_for_update(skip_locked=True)
+        # PostgreSQL: the pick must run once. As ``id IN (subquery)`` the planner may run
+        # it again for later rows, and each run, skipping the rows this statement has just
+        # made Running, picks the next ones: one claim would take every claimable run
+        # whatever its limit. A materialized CTE is evaluated exactly once.
+        picked = pick.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+        chosen = _t.c.id == picked.c.id
+    else:
+        chosen = _t.c.id.in_(pick.scalar_subquery())  # SQLite: one writer at a time
     expired = and_(_t.c.status == "Running", _t.c.lease_owner.is_not(None))
     return (
         update(_t)
-        .where(_t.c.id.in_(pick.scalar_subquery()), _CLAIMABLE)
+        .where(chosen, _CLAIMABLE)
         .values(
             status="Running",
             started_at=func.coalesce(
