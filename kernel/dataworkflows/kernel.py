@@ -36,6 +36,7 @@ from dataworkflows.secrets.credential_resolver import CredentialService
 from dataworkflows.secrets.credentials import CredentialStore
 from dataworkflows.secrets.fields import DefinitionSecrets, plaintexts
 from dataworkflows.secrets.keys import resolve_secret_key
+from dataworkflows.service.event_hub import EventHub
 from dataworkflows.service.scheduler import Scheduler
 from dataworkflows.service.store import WorkflowStore
 from dataworkflows.service.triggers import TriggerService
@@ -137,6 +138,8 @@ class Kernel:
             poll_interval=self.settings.poll_interval,
             heartbeat_interval=self.settings.heartbeat_interval,
         )
+        #: wakes this process's live event streams (GET /api/v1/events/stream)
+        self.events = EventHub(self.db, poll_interval=self.settings.poll_interval)
         self.service = WorkflowService(
             store=self.store,
             ledger=self.ledger,
@@ -254,6 +257,7 @@ class Kernel:
         """
         await self.stop_scheduler()
         await self.stop_worker()
+        await self.events.close()
         await self.ledger.close()
         await self.conductor.close()
         if self._http is not None:
@@ -262,4 +266,5 @@ class Kernel:
         await self.db.dispose()
 
     def _observe(self, event: RunEvent) -> None:
+        self.events.publish(event)
         self.plugins.hook.on_run_event(event=event)
