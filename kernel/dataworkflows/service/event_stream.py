@@ -25,6 +25,7 @@ from dataworkflows.common.errors import NotFound
 from dataworkflows.events import RunEvent
 from dataworkflows.ledger.event_feed import START, FeedCursor, FeedFilter, RunScope
 from dataworkflows.service.event_hub import EventHub, Subscription
+from dataworkflows.service.views import event_view
 
 #: writes bytes to the client (raises ConnectionResetError once it has gone)
 Write = Callable[[bytes], Awaitable[None]]
@@ -50,11 +51,7 @@ def durable_data(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "executionId": str(row["execution_id"]),
         "workflowId": row["workflow_id"],
-        "sequence": row["sequence"],
-        "type": row["type"],
-        "nodeId": row["node_id"],
-        "payload": row["payload"],
-        "createdAt": iso_utc(row["created_at"]),
+        **event_view(row),
         "durable": True,
         "correlationId": row["correlation_id"],
     }
