@@ -199,3 +199,43 @@ async def test_an_api_process_streams_every_event_of_a_run_run_by_another_proces
     # the other process's steps show as started (its durable StepStarted events)
     started = [f.data["nodeId"] for f in frames if f.event == "StepStarted"]
     assert started == ["a", "b", "c"]
+
+
+@postgres_only
+async def test_writers_notify_only_while_some_process_streams(kernel_factory, api_factory):
+    import psycopg
+
+    from dataworkflows.db.database import libpq_url
+    from dataworkflows.ledger.records import EVENTS_CHANNEL
+
+    kernel = await kernel_factory()
+    api = await api_factory(kernel, run_worker=False)
+    listener = await psycopg.AsyncConnection.connect(libpq_url(kernel.db.url), autocommit=True)
+    async with listener:
+        await listener.execute(f"LISTEN {EVENTS_CHANNEL}")
+
+        async def next_payload() -> str:
+            async for note in listener.notifies(timeout=20, stop_after=1):
+                return str(note.payload)
+            raise AssertionError("no notification within 20 s")
+
+        async def marker(text: str) -> None:
+            async with kernel.db.begin() as conn:
+                await kernel.db.notify(conn, EVENTS_CHANNEL, text)
+
+        # no stream anywhere: writing events sends no NOTIFY (the marker comes first)
+        await _queued_run(kernel, "pg-quiet")
+        await marker("after-quiet-write")
+        assert await next_payload() == "after-quiet-write"
+
+        # a stream is open in some process: every transaction that writes events NOTIFYs
+        response, _reader = await open_stream(api)
+        await _queued_run(kernel, "pg-loud")
+        assert await next_payload() == ""
+        response.close()
+
+        # after the last stream: the announcement is withdrawn (renewal ticks elided)
+        await kernel.events.close()
+        await kernel.service.execute("pg-quiet", trigger={"again": True})
+        await marker("after-close")
+        assert await next_payload() == "after-close"

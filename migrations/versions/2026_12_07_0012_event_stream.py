@@ -6,9 +6,12 @@ all committed, so they sort before every new one. ``(commit_xid, id)`` is indexe
 live stream reads in that order (docs/observability.md, "Live stream").
 
 PostgreSQL: a statement-level trigger NOTIFYs ``dataworkflows_events`` when events are
-inserted. PostgreSQL folds identical notifications of one transaction into one, so a
-batch of step writes (group commit) sends one NOTIFY, delivered when it commits, with no
-extra round trip for the writer.
+inserted while some API process streams events (a row of ``event_stream_watchers`` whose
+``until`` has not passed; it renews it while its streams are open). PostgreSQL folds
+identical notifications of one transaction into one, so a batch of step writes (group
+commit) sends one NOTIFY, delivered when it commits, with no extra round trip for the
+writer. With no stream open anywhere nothing is sent: every NOTIFY makes each listening
+connection of the database (workers, schedulers) read the queue in a transaction of its own.
 
 Revision ID: 0012_event_stream
 Revises: 0009_step_logs
@@ -31,7 +34,9 @@ _CREATE_FUNCTION = """
 CREATE OR REPLACE FUNCTION dataworkflows_events_notify() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('dataworkflows_events', '');
+    IF EXISTS (SELECT 1 FROM event_stream_watchers WHERE until > now()) THEN
+        PERFORM pg_notify('dataworkflows_events', '');
+    END IF;
     RETURN NULL;
 END;
 $$
@@ -44,6 +49,12 @@ FOR EACH STATEMENT EXECUTE FUNCTION dataworkflows_events_notify()
 
 
 def upgrade() -> None:
+    op.create_table(
+        "event_stream_watchers",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("until", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_event_stream_watchers")),
+    )
     with op.batch_alter_table("execution_events", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("commit_xid", sa.BigInteger(), nullable=False, server_default="0")
@@ -63,3 +74,4 @@ def downgrade() -> None:
     with op.batch_alter_table("execution_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_execution_events__commit_xid_id"))
         batch_op.drop_column("commit_xid")
+    op.drop_table("event_stream_watchers")

@@ -113,7 +113,8 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     hub = kernel.events
     subscription = hub.subscribe(where)  # before the first read: no wake-up is missed
     try:
-        cursor = await start_cursor(hub, where, resume)
+        cursor = await start_cursor(hub, where, resume)  # 404 for another tenant's run
+        await hub.announce()  # other processes' writers NOTIFY from now on
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream; charset=utf-8",

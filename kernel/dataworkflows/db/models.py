@@ -211,9 +211,21 @@ class DeadLetter(Base):
     requeued_execution_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
 
+class EventStreamWatcher(Base):
+    """An API process with live event streams open (PostgreSQL): while one is here and its
+    ``until`` has not passed, inserting events NOTIFYs ``dataworkflows_events`` (the trigger
+    of migration 0012); otherwise writers send no NOTIFY at all."""
+
+    __tablename__ = "event_stream_watchers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    until: Mapped[datetime]
+
+
 workflows = Workflow.__table__
 workflow_definitions = WorkflowDefinition.__table__
 workflow_executions = WorkflowExecution.__table__
 action_executions = ActionExecution.__table__
 execution_events = ExecutionEvent.__table__
 dead_letters = DeadLetter.__table__
+event_stream_watchers = EventStreamWatcher.__table__

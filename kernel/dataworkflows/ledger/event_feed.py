@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import delete, func, select, tuple_
 
 from dataworkflows.db.commit_order import snapshot_xmin
 from dataworkflows.db.database import Database
-from dataworkflows.db.models import execution_events, workflow_executions
+from dataworkflows.db.models import event_stream_watchers, execution_events, workflow_executions
 
 _TOKEN = re.compile(r"(\d{1,19})-(\d{1,19})")
 _MAX = 2**63 - 1
@@ -171,3 +172,21 @@ class EventFeed:
         if row is None:
             return None
         return RunScope(execution_id, row.tenant_id, row.workflow_id, row.correlation_id)
+
+    async def watch(self, watcher_id: str, seconds: float) -> None:
+        """Announce that ``watcher_id`` streams events for ``seconds`` more (PostgreSQL):
+        until then, every transaction that inserts events NOTIFYs. Drops the announcements
+        that have expired (processes that died with streams open)."""
+        w = event_stream_watchers
+        until = func.now() + timedelta(seconds=seconds)
+        upsert = self.db.insert(w).values(id=watcher_id, until=until)
+        upsert = upsert.on_conflict_do_update(index_elements=["id"], set_={"until": until})
+        async with self.db.begin() as conn:
+            await conn.execute(delete(w).where(w.c.until < func.now()))
+            await conn.execute(upsert)
+
+    async def unwatch(self, watcher_id: str) -> None:
+        """Withdraw ``watcher_id``'s announcement (its last stream ended)."""
+        w = event_stream_watchers
+        async with self.db.begin() as conn:
+            await conn.execute(delete(w).where(w.c.id == watcher_id))

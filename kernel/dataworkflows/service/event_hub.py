@@ -9,7 +9,10 @@ tells them *when* to read, and hands them the live events nothing durable carrie
   (``durable`` False: a step that just started) is queued to every stream;
 * on PostgreSQL, one shared ``LISTEN`` connection per process (opened with the first
   stream, closed with the kernel) wakes every stream when any process commits events (the
-  NOTIFY of migration 0012), and when it (re)connects;
+  NOTIFY of migration 0012), and when it (re)connects. Writers NOTIFY only while some
+  process announces open streams (a row of ``event_stream_watchers``, renewed every
+  :data:`WATCH_RENEW` seconds while this process has streams, withdrawn after its last
+  one): with no stream open anywhere, writing events costs no NOTIFY;
 * a poll every ``poll_interval`` seconds catches what nothing announced (another process
   on SQLite, a notification lost while the listener reconnected).
 """
@@ -35,6 +38,9 @@ log = logging.getLogger(__name__)
 MAX_LIVE_BACKLOG = 1000
 #: runs whose tenant, workflow and correlation id the hub remembers (live events)
 SCOPE_CACHE = 4096
+#: seconds between renewals of this process's announcement that it streams events, and
+#: how long one announcement lasts (a process that dies leaves it behind that long)
+WATCH_RENEW, WATCH_LEASE = 10.0, 30.0
 
 
 class Subscription:
@@ -66,6 +72,10 @@ class EventHub:
         self._scopes: OrderedDict[uuid.UUID, RunScope] = OrderedDict()
         #: set each time the LISTEN connection is in place (tests wait on it)
         self.listening = asyncio.Event()
+        self._watcher_id = uuid.uuid4().hex
+        self._watch_task: asyncio.Task[None] | None = None
+        #: loop time until which this process's announcement needs no renewal
+        self._watched_until = 0.0
 
     @property
     def subscribers(self) -> int:
@@ -88,6 +98,46 @@ class EventHub:
                 name="dataworkflows-event-listener",
             )
         return subscription
+
+    async def announce(self) -> None:
+        """Make sure writers NOTIFY while this process streams (PostgreSQL; call after
+        :meth:`subscribe`, before the stream's first read). A failure is logged: the
+        streams then rely on the poll until the next renewal."""
+        if self.db.is_sqlite:
+            return
+        if asyncio.get_running_loop().time() >= self._watched_until:
+            await self._renew()
+        if self._watch_task is None or self._watch_task.done():
+            self._watch_task = asyncio.create_task(
+                self._keep_announcing(), name="dataworkflows-event-watch"
+            )
+
+    async def _renew(self) -> None:
+        try:
+            await self.feed.watch(self._watcher_id, WATCH_LEASE)
+        except Exception:
+            log.warning("could not announce the event streams of this process", exc_info=True)
+            return
+        self._watched_until = asyncio.get_running_loop().time() + WATCH_RENEW
+
+    async def _keep_announcing(self) -> None:
+        """Renew the announcement while streams are open; withdraw it after the last."""
+        while True:
+            await asyncio.sleep(WATCH_RENEW)
+            if self._subscriptions:
+                await self._renew()
+                continue
+            self._watched_until = 0.0
+            await self._withdraw()
+            if not self._subscriptions:
+                return
+            await self._renew()  # a stream opened while it was withdrawn
+
+    async def _withdraw(self) -> None:
+        try:
+            await self.feed.unwatch(self._watcher_id)
+        except Exception:
+            log.warning("could not withdraw the event streams' announcement", exc_info=True)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """A stream ended (the LISTEN connection stays for the next one until :meth:`close`)."""
@@ -135,10 +185,14 @@ class EventHub:
             subscription.wake.set()
 
     async def close(self) -> None:
-        """End the streams and stop listening."""
+        """End the streams, stop listening and withdraw the announcement."""
         self.close_streams()
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.cancel()
+        tasks = [task for task in (self._listener, self._watch_task) if task is not None]
+        self._listener = self._watch_task = None
+        for task in tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await listener
+                await task
+        if self._watched_until:
+            self._watched_until = 0.0
+            await self._withdraw()
