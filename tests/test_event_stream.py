@@ -184,7 +184,7 @@ async def test_a_stream_shows_only_its_tenants_runs(kernel_factory, api_factory)
         STREAM, params={"executionId": acme_run}, headers={"X-Tenant-Id": "globex"}
     )
     assert resp.status == 404
-    assert (await resp.json())["code"] == "not_found"
+    assert (await resp.json())["code"] == "execution_not_found"
 
 
 async def test_filters_combine(kernel_factory, api_factory):

@@ -82,7 +82,7 @@ async def start_cursor(hub: EventHub, where: FeedFilter, resume: str | None) -> 
     if where.execution_id is not None:
         scope = await hub.scope(where.execution_id)
         if scope is None or scope.tenant_id != where.tenant_id:
-            raise NotFound(f"execution {where.execution_id} not found", code="not_found")
+            raise NotFound(f"no execution {str(where.execution_id)!r}", code="execution_not_found")
     if resume is not None:
         return START if resume == "0" else FeedCursor.parse(resume)
     if where.execution_id is not None:
