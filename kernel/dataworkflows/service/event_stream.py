@@ -32,6 +32,9 @@ Write = Callable[[bytes], Awaitable[None]]
 #: the first and the longest wait of a stream whose next events are held back by an older
 #: transaction still open (seconds; doubled each time)
 _HELD_BACK_FIRST, _HELD_BACK_MAX = 0.02, 1.0
+#: runs whose last sent sequence a stream remembers (to place live events; a forgotten
+#: run's live events wait until the stream has caught up)
+_RUNS_REMEMBERED = 4096
 
 
 def frame(event_type: str, data: dict[str, Any], cursor: FeedCursor | None) -> bytes:
@@ -105,11 +108,10 @@ class EventStream:
         self.subscription = subscription
         self.cursor = cursor
         self.ping_seconds = ping_seconds
-        #: live events waiting for their durable predecessor: (event, read it arrived before)
-        self._pending: list[tuple[RunEvent, int]] = []
+        #: live events waiting for the durable event they follow (arrival order)
+        self._pending: list[RunEvent] = []
         #: the last durable sequence this stream sent, by run
         self._sent: dict[str, int] = {}
-        self._reads = 0
 
     async def run(self, write: Write, is_open: Callable[[], bool]) -> None:
         """Send events until the client disconnects (``write`` raises or ``is_open``
@@ -126,15 +128,18 @@ class EventStream:
 
         while not subscription.closed and is_open():
             subscription.wake.clear()
-            self._reads += 1
-            self._pending.extend((event, self._reads) for event in subscription.take_live())
+            # taken before the read: each of them arrived before the read began
+            self._pending.extend(subscription.take_live())
             page = await self.hub.feed.read(self.cursor, subscription.where)
             await self._release(send, lambda e: self._sent.get(e.execution_id, 0) >= e.sequence)
             for cursor, row in page.events:
                 await send(frame(row["type"], durable_data(row), cursor))
                 self.cursor = cursor
                 run, sequence = str(row["execution_id"]), row["sequence"]
+                self._sent.pop(run, None)  # most recent last: the oldest are forgotten first
                 self._sent[run] = sequence
+                if len(self._sent) > _RUNS_REMEMBERED:
+                    del self._sent[next(iter(self._sent))]
                 await self._release(
                     send, lambda e, r=run, s=sequence: e.execution_id == r and e.sequence <= s
                 )
@@ -143,12 +148,11 @@ class EventStream:
             if page.held_back:
                 held_back_wait = min(max(held_back_wait * 2, _HELD_BACK_FIRST), _HELD_BACK_MAX)
             else:
-                # caught up with everything committed before this read began: a live event
-                # that arrived before it follows durable events this stream has sent (or
-                # that were before its start)
+                # caught up with everything committed before this read began: each pending
+                # live event follows durable events this stream has sent (or that were
+                # before its start), since it was published after they committed
                 held_back_wait = 0.0
-                reads = self._reads
-                await self._release(send, lambda _e, _n=reads: True, before_read=reads)
+                await self._release(send, lambda _event: True)
             timeout = min(self.hub.poll_interval, held_back_wait or self.hub.poll_interval)
             timeout = min(timeout, max(last_write + self.ping_seconds - loop.time(), 0.0))
             try:
@@ -162,17 +166,15 @@ class EventStream:
         self,
         send: Callable[[bytes], Awaitable[None]],
         ready: Callable[[RunEvent], bool],
-        *,
-        before_read: int | None = None,
     ) -> None:
         """Send (in arrival order) the pending live events that are ``ready`` and pass the
-        filter; with ``before_read``, only those that arrived before that read."""
+        filter; the others stay pending."""
         if not self._pending:
             return
-        keep: list[tuple[RunEvent, int]] = []
-        for event, arrived in self._pending:
-            if (before_read is not None and arrived > before_read) or not ready(event):
-                keep.append((event, arrived))
+        keep: list[RunEvent] = []
+        for event in self._pending:
+            if not ready(event):
+                keep.append(event)
                 continue
             scope = await self.hub.scope(uuid.UUID(event.execution_id))
             if scope is not None and self.subscription.where.admits(scope):
