@@ -38,6 +38,7 @@ from dataworkflows.secrets.credential_resolver import CredentialService
 from dataworkflows.secrets.credentials import CredentialStore
 from dataworkflows.secrets.fields import DefinitionSecrets, plaintexts
 from dataworkflows.secrets.keys import resolve_secret_key
+from dataworkflows.service.event_hub import EventHub
 from dataworkflows.service.pruning import PruneLoop
 from dataworkflows.service.scheduler import Scheduler
 from dataworkflows.service.store import WorkflowStore
@@ -143,6 +144,8 @@ class Kernel:
             poll_interval=self.settings.poll_interval,
             heartbeat_interval=self.settings.heartbeat_interval,
         )
+        #: wakes this process's live event streams (GET /api/v1/events/stream)
+        self.events = EventHub(self.db, poll_interval=self.settings.poll_interval)
         self.service = WorkflowService(
             store=self.store,
             ledger=self.ledger,
@@ -287,6 +290,7 @@ class Kernel:
             await self._prune_task
             self._prune_task = None
         await self.stop_worker()
+        await self.events.close()
         await self.ledger.close()
         await self.conductor.close()
         if self._http is not None:
@@ -295,6 +299,7 @@ class Kernel:
         await self.db.dispose()
 
     def _observe(self, event: RunEvent) -> None:
+        self.events.publish(event)
         self.plugins.hook.on_run_event(event=event)
 
     def _measure(self, measurement: EngineMeasurement) -> None:

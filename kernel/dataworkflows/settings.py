@@ -73,6 +73,9 @@ class Settings:
     #: ``StepStarted`` event (before that, and for shorter steps, its start is only a live
     #: event to in-process observers: no extra write); negative: never written
     step_started_after_seconds: float = 1.0
+    #: seconds between keep-alive comments (``: ping``) on an idle live event stream
+    #: (``GET /api/v1/events/stream``)
+    sse_ping_seconds: float = 30.0
     #: bytes of ``ctx.log`` lines kept per attempt and per run (then a truncation line)
     step_log_max_bytes: int = 64 * 1024
     run_log_max_bytes: int = 1024 * 1024

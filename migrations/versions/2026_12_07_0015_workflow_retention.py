@@ -1,7 +1,7 @@
 """workflow retention: the current version's retention policy, copied for the pruner
 
 Revision ID: 0015_workflow_retention
-Revises: 0011_trace_context
+Revises: 0012_event_stream
 Create Date: 2026-12-07 02:30:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0015_workflow_retention"
-down_revision: str | Sequence[str] | None = "0011_trace_context"
+down_revision: str | Sequence[str] | None = "0012_event_stream"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -14,6 +14,7 @@ from dataworkflows.api.middleware import setup_api
 from dataworkflows.api.openapi import openapi_routes
 from dataworkflows.api.routes import routes
 from dataworkflows.api.run_routes import run_routes
+from dataworkflows.api.stream_routes import stream_routes
 from dataworkflows.api.trigger_routes import trigger_routes
 
 #: Route tables of the kernel's feature areas; each module adds its own ``RouteTableDef``.
@@ -21,6 +22,7 @@ ROUTE_TABLES = [
     routes,
     run_routes,
     command_routes,
+    stream_routes,
     trigger_routes,
     connector_routes,
     openapi_routes,
@@ -56,4 +58,9 @@ def create_app(
         await kernel.close()
 
     app.cleanup_ctx.append(kernel_ctx)
+
+    async def end_streams(app: web.Application) -> None:
+        kernel.events.close_streams()  # before the server waits for its handlers
+
+    app.on_shutdown.append(end_streams)
     return app

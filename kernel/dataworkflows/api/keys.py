@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from dataworkflows.plugin_api import PluginAPI
     from dataworkflows.plugins.manager import PluginSet
     from dataworkflows.secrets.credential_resolver import CredentialService
+    from dataworkflows.service.event_hub import EventHub
     from dataworkflows.service.store import WorkflowStore
     from dataworkflows.service.triggers import TriggerService
     from dataworkflows.service.workflows import WorkflowService
@@ -39,6 +40,7 @@ class ApiServices(Protocol):
     credentials: CredentialService
     resources: ResourceStore
     ledger: RunLedger
+    events: EventHub
 
     async def start(self) -> None: ...
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     ForeignKey,
@@ -27,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from dataworkflows.db.commit_order import current_xid
 from dataworkflows.db.types import BigIntKey, JSONType, UTCDateTime
 
 NAMING_CONVENTION = {
@@ -179,7 +181,10 @@ class ExecutionEvent(Base):
     """Append-only history of a run; ``sequence`` increases by one per run."""
 
     __tablename__ = "execution_events"
-    __table_args__ = (UniqueConstraint("execution_id", "sequence"),)
+    __table_args__ = (
+        UniqueConstraint("execution_id", "sequence"),
+        Index(None, "commit_xid", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
     execution_id: Mapped[uuid.UUID] = mapped_column(
@@ -190,6 +195,10 @@ class ExecutionEvent(Base):
     node_id: Mapped[str | None] = mapped_column(String(200))
     payload: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
+    #: the writing transaction's id, set by every INSERT (0 on SQLite and for rows written
+    #: before it existed): ``(commit_xid, id)`` is the commit-ordered cursor of the live
+    #: stream (see dataworkflows.db.commit_order)
+    commit_xid: Mapped[int] = mapped_column(BigInteger, default=current_xid(), server_default="0")
 
 
 class DeadLetter(Base):
@@ -233,6 +242,17 @@ class RunVariable(Base):
     updated_at: Mapped[datetime]
 
 
+class EventStreamWatcher(Base):
+    """An API process with live event streams open (PostgreSQL): while one is here and its
+    ``until`` has not passed, inserting events NOTIFYs ``dataworkflows_events`` (the trigger
+    of migration 0012); otherwise writers send no NOTIFY at all."""
+
+    __tablename__ = "event_stream_watchers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    until: Mapped[datetime]
+
+
 workflows = Workflow.__table__
 workflow_definitions = WorkflowDefinition.__table__
 workflow_executions = WorkflowExecution.__table__
@@ -240,3 +260,4 @@ action_executions = ActionExecution.__table__
 execution_events = ExecutionEvent.__table__
 dead_letters = DeadLetter.__table__
 run_variables = RunVariable.__table__
+event_stream_watchers = EventStreamWatcher.__table__

@@ -252,6 +252,9 @@ class AlreadyRequeued(Exception):
 
 RUNS_CHANNEL = "dataworkflows_runs"
 CANCEL_CHANNEL = "dataworkflows_cancel"
+#: NOTIFYed (PostgreSQL) by every transaction that inserts events: a trigger of migration
+#: 0012 does it, once per transaction, on every path that writes events
+EVENTS_CHANNEL = "dataworkflows_events"
 _CANCELLED_ERROR = {"code": "cancelled", "message": "the run was cancelled before it started"}
 
 
