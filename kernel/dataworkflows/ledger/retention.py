@@ -32,6 +32,7 @@ from dataworkflows.db.models import (
     action_executions,
     dead_letters,
     execution_events,
+    run_variables,
     workflow_executions,
     workflows,
 )
@@ -171,7 +172,13 @@ class Pruner:
 
 
 #: the tables that grow with runs, as ``ledger stats`` reports them
-LEDGER_TABLES = (workflow_executions, action_executions, execution_events, dead_letters)
+LEDGER_TABLES = (
+    workflow_executions,
+    action_executions,
+    execution_events,
+    run_variables,
+    dead_letters,
+)
 
 
 async def ledger_stats(db: Database) -> dict[str, Any]:

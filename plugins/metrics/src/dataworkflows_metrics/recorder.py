@@ -125,7 +125,10 @@ class Recorder:
             handler(event)
 
     def _run_finished(self, event: Any) -> None:
-        self._child(self.runs_finished, event.workflow_id, _RUN_FINAL[event.type]).inc()
+        # the run as an exemplar: from a count on a dashboard to the run (OpenMetrics only;
+        # prometheus_client keeps none in multi-process mode)
+        child = self._child(self.runs_finished, event.workflow_id, _RUN_FINAL[event.type])
+        child.inc(exemplar={"execution_id": event.execution_id})
 
     def _step_started(self, event: Any) -> None:
         # counted once, at the live event; the durable one of a long step is the same start
@@ -138,7 +141,9 @@ class Recorder:
             self._child(self.step_retries, action_type).inc()
         if event.duration_seconds is not None:
             status = str(event.payload.get("status", "unknown"))
-            self._child(self.step_duration, action_type, status).observe(event.duration_seconds)
+            self._child(self.step_duration, action_type, status).observe(
+                event.duration_seconds, exemplar={"execution_id": event.execution_id}
+            )
 
     # -- engine measurements -----------------------------------------------------------------
 
