@@ -195,9 +195,9 @@ async def test_variables_route_errors(kernel_factory, api_factory, run_workflow)
     resp = await api.get(f"/api/v1/executions/{uuid.uuid4()}/variables")
     assert resp.status == 404
     resp = await api.get("/api/v1/executions/not-a-uuid/variables")
-    assert resp.status == 422
+    assert resp.status == 404  # like /logs and /events: odd ids are plain 404s
     body = await resp.json()
-    assert body["code"] == "invalid_execution_id"
+    assert body["code"] == "execution_not_found"
     assert set(body) >= {"code", "message", "details"}
     spec = await (await api.get("/api/v1/openapi.json")).json()
     assert "get" in spec["paths"]["/api/v1/executions/{execution_id}/variables"]
@@ -272,7 +272,7 @@ def test_cli_runs_vars(cli, database_url) -> None:
     assert [(v["key"], v["value"]) for v in json.loads(result.output)["items"]] == [("n", 7)]
     result = cli("runs", "vars", "nope")
     assert result.exit_code == 1
-    assert "invalid_execution_id" in result.output
+    assert "execution_not_found" in result.output
 
 
 async def test_a_resumed_run_reads_its_variables_back(kernel_factory) -> None:

@@ -182,13 +182,14 @@ async def get_execution_logs(request: web.Request) -> web.Response:
     "executionVariables",
     tags=RUNS,
     ok={200: ("The run's variables", ExecutionVariables)},
-    errors=(404, 422),
+    errors=(404,),
 )
 async def get_execution_variables(request: web.Request) -> web.Response:
     """The variables the run's actions set (`ctx.set_variable`), by key.
 
     Each is the value of the last successful attempt that set it, with its type, node and
-    attempt. Later nodes read them in templates as `vars.<key>`. A malformed id → 422.
+    attempt. Later nodes read them in templates as `vars.<key>`. An unknown, another
+    tenant's or malformed id → 404.
     """
     kernel = request.app[kernel_key]
     result = await kernel.service.execution_variables(

@@ -288,16 +288,9 @@ class RunOperations:
     async def execution_variables(
         self, execution_id: str, *, tenant_id: str | None = None
     ) -> dict[str, Any]:
-        """The run's variables by key (``ctx.set_variable``); another tenant's run is not
-        found, a malformed id is 422 ``invalid_execution_id``."""
-        try:
-            run_id = uuid.UUID(execution_id)
-        except (ValueError, AttributeError, TypeError):
-            raise Unprocessable(
-                f"{execution_id!r} is not an execution id (a UUID)",
-                code="invalid_execution_id",
-                details={"parameter": "execution_id"},
-            ) from None
+        """The run's variables by key (``ctx.set_variable``); another tenant's run, like a
+        missing one or an id that is not a UUID, is not found (as for the other run routes)."""
+        run_id = _uuid(execution_id)
         row = await self.ledger.get_execution(run_id)
         _visible(row, execution_id, tenant_id)
         return {"items": [variable_view(v) for v in await self.ledger.list_variables(run_id)]}
