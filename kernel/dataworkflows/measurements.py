@@ -64,3 +64,18 @@ class QueueDepth:
     running: int
     #: seconds the oldest ``Pending`` run has waited (None when none waits)
     oldest_pending_seconds: float | None
+
+
+@dataclass(frozen=True)
+class TableSize:
+    """One ledger table's size, read at once (e.g. when ``/metrics`` is scraped).
+
+    On PostgreSQL ``rows`` is the planner's estimate (``pg_class.reltuples``, kept by
+    autovacuum/``ANALYZE``; None before the first), so that reading it costs nothing at
+    any size; on SQLite it is exact. ``bytes`` is the table with its indexes on disk
+    (None where the database cannot tell).
+    """
+
+    table: str
+    rows: int | None
+    bytes: int | None

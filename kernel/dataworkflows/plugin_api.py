@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dataworkflows.actions import Credential, CredentialError
-from dataworkflows.measurements import EngineMeasurement, Measure, QueueDepth
+from dataworkflows.measurements import EngineMeasurement, Measure, QueueDepth, TableSize
 from dataworkflows.triggers import FireResult, TriggerHandle, request_id_for
 
 if TYPE_CHECKING:
@@ -70,6 +70,8 @@ class QueueReader(Protocol):
     """Reads the run queue (the kernel's run ledger)."""
 
     async def queue_depth(self) -> QueueDepth: ...
+
+    async def table_sizes(self) -> list[TableSize]: ...
 
 
 class PluginAPI:
@@ -195,6 +197,14 @@ class PluginAPI:
         if self._queue is None:
             raise RuntimeError("this PluginAPI was built without a queue reader")
         return await self._queue.queue_depth()
+
+    async def ledger_size(self) -> list[TableSize]:
+        """Rows and bytes of each ledger table (runs, attempts, events, variables, dead
+        letters), cheap at any size: estimates on PostgreSQL, exact on SQLite (for gauges
+        collected when metrics are scraped). Since plugin API 1.1."""
+        if self._queue is None:
+            raise RuntimeError("this PluginAPI was built without a ledger reader")
+        return await self._queue.table_sizes()
 
     async def get_trigger_state(self, trigger_id: str) -> dict[str, Any]:
         """The trigger's persistent plugin state (a JSON object; ``{}`` at first)."""

@@ -23,7 +23,8 @@ from dataworkflows.ledger.records import (
     _actions_of,
     _execution_of,
 )
-from dataworkflows.measurements import QueueDepth
+from dataworkflows.ledger.retention import table_sizes
+from dataworkflows.measurements import QueueDepth, TableSize
 
 
 class LedgerReads:
@@ -129,6 +130,11 @@ class LedgerReads:
             return [dict(r._mapping) for r in await conn.execute(statement)]
 
         return await self.db.read(query)
+
+    async def table_sizes(self) -> list[TableSize]:
+        """Rows and bytes of each ledger table (estimates on PostgreSQL; see
+        :class:`~dataworkflows.measurements.TableSize`)."""
+        return await table_sizes(self.db)
 
     async def queue_depth(self) -> QueueDepth:
         """Runs ``Pending`` and ``Running`` (every tenant), and how long the oldest

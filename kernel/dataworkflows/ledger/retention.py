@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, delete, func, or_, select, text
 
 from dataworkflows.db.database import Database
 from dataworkflows.db.models import (
@@ -36,6 +36,7 @@ from dataworkflows.db.models import (
     workflow_executions,
     workflows,
 )
+from dataworkflows.measurements import TableSize
 
 _runs = workflow_executions.c
 #: statuses a run is kept ``days`` in; ``Failed`` is kept ``failed_days``
@@ -253,3 +254,24 @@ def _rules(policy: RetentionPolicy, now: datetime, scope: Any) -> list[Any]:
         over = select(ranked.c.id).where(ranked.c.rank > policy.max_runs)
         rules.append(and_(scope, _runs.status.in_(_FINAL), _runs.id.in_(over)))
     return rules
+
+
+async def table_sizes(db: Database) -> list[TableSize]:
+    """Each ledger table's rows and bytes, cheap at any size (:class:`TableSize`)."""
+
+    async def query(conn: Any) -> list[TableSize]:
+        sizes = await _table_bytes(conn, db.is_sqlite)
+        if db.is_sqlite:
+            rows = {
+                t.name: int((await conn.execute(select(func.count()).select_from(t))).scalar_one())
+                for t in LEDGER_TABLES
+            }
+        else:
+            estimates = await conn.execute(
+                text("SELECT relname, reltuples FROM pg_class WHERE relname = ANY(:names)"),
+                {"names": [t.name for t in LEDGER_TABLES]},
+            )
+            rows = {name: int(n) for name, n in estimates if n is not None and n >= 0}
+        return [TableSize(t.name, rows.get(t.name), sizes.get(t.name)) for t in LEDGER_TABLES]
+
+    return await db.read(query, "ledger table sizes")

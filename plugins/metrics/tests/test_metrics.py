@@ -279,3 +279,34 @@ async def test_metrics_off_or_misconfigured_answer_with_an_error(
     assert response.status == 503
     body = await response.json()
     assert body["code"] == "metrics_misconfigured" and "/nope" in body["message"]
+
+
+async def test_the_ledger_s_size_is_a_gauge_per_table(kernel_factory, api_factory):
+    """Issue #20: rows and bytes per ledger table, read at each scrape (PostgreSQL: the
+    planner's estimate, so it is exact right after ANALYZE)."""
+    from sqlalchemy import func, select, text
+
+    from dataworkflows.ledger.retention import LEDGER_TABLES
+
+    kernel = await _kernel(kernel_factory, Spy())
+    workflow_id = f"m-size-{uuid.uuid4().hex[:8]}"
+    await kernel.service.apply(_flow(workflow_id))
+    for _ in range(3):
+        summary, _ = await kernel.service.execute(workflow_id, trigger={})
+        kernel.start_worker()
+        await kernel.ledger.wait_until_final(uuid.UUID(summary["executionId"]), 30)
+    if not kernel.settings.is_sqlite:
+        async with kernel.db.begin() as conn:
+            for table in LEDGER_TABLES:
+                await conn.execute(text(f"ANALYZE {table.name}"))
+    async with kernel.db.connect() as conn:
+        exact = {
+            t.name: (await conn.execute(select(func.count()).select_from(t))).scalar_one()
+            for t in LEDGER_TABLES
+        }
+    client = await api_factory(kernel, run_worker=False)
+    samples = await scrape(client)
+    for table, rows in exact.items():
+        assert value(samples, "dataworkflows_ledger_rows", table=table) == rows, table
+        assert value(samples, "dataworkflows_ledger_bytes", table=table) > 0, table
+    assert exact["workflow_executions"] >= 3 and exact["action_executions"] >= 6

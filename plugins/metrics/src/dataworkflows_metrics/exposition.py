@@ -19,7 +19,7 @@ from dataworkflows_metrics.setup import MetricsSettingError, config, remove_dead
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from dataworkflows.measurements import QueueDepth
+    from dataworkflows.measurements import QueueDepth, TableSize
     from dataworkflows.plugin_api import PluginAPI
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,39 @@ class _QueueCollector:
         )
 
 
-def _registry(depth: QueueDepth | None, *, filtered: bool) -> Any:
+class _LedgerCollector:
+    """The ledger's size per table, read before rendering (issue #20: ledger growth)."""
+
+    def __init__(self, sizes: list[TableSize] | None) -> None:
+        self._sizes = sizes or []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        if not self._sizes:
+            return
+        rows = GaugeMetricFamily(
+            PREFIX + "ledger_rows",
+            "Rows per ledger table (PostgreSQL: the planner's estimate; SQLite: exact).",
+            labels=["table"],
+        )
+        size = GaugeMetricFamily(
+            PREFIX + "ledger_bytes",
+            "Bytes on disk per ledger table, indexes included.",
+            labels=["table"],
+        )
+        for table in self._sizes:
+            if table.rows is not None:
+                rows.add_metric([table.table], table.rows)
+            if table.bytes is not None:
+                size.add_metric([table.table], table.bytes)
+        yield rows
+        yield size
+
+
+def _registry(
+    depth: QueueDepth | None, *, filtered: bool, sizes: list[TableSize] | None = None
+) -> Any:
     from prometheus_client import CollectorRegistry
 
     directory = config().directory
@@ -78,6 +110,7 @@ def _registry(depth: QueueDepth | None, *, filtered: bool) -> Any:
         remove_dead_processes(directory)
         multiprocess.MultiProcessCollector(scrape, path=directory)
     scrape.register(_QueueCollector(depth))
+    scrape.register(_LedgerCollector(sizes))
     return scrape
 
 
@@ -125,7 +158,12 @@ def make_handler(api: PluginAPI) -> Any:
         except Exception as exc:  # the database is away: the process's own metrics still count
             log.warning("metrics: the queue depth could not be read: %s", exc)
             depth = None
-        registry = _registry(depth, filtered=bool(names))
+        try:
+            sizes = await api.ledger_size()
+        except Exception as exc:
+            log.warning("metrics: the ledger's size could not be read: %s", exc)
+            sizes = None
+        registry = _registry(depth, filtered=bool(names), sizes=sizes)
         if names:
             registry = registry.restricted_registry(names)
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
