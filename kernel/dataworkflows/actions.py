@@ -263,7 +263,7 @@ class ActionContext:
         resources: :class:`Resources`, the links earlier runs of this workflow recorded.
         settings: plugin settings: every ``DATAWORKFLOWS_<NAME>`` environment variable the
             kernel does not use itself, as ``{"<name>": value}`` (lower-case, e.g.
-            ``slack_base_url``); credentials are never included.
+            ``acme_base_url``); credentials are never included.
         variables: the run's variables (read-only mapping: those committed before this
             attempt started, plus its own); set them with :meth:`set_variable`.
         propagation: where :meth:`propagation_headers` comes from (set by the kernel;

@@ -212,8 +212,8 @@ def propagation_headers(execution_id: str, node_id: str, attempt: int) -> Mappin
 
     Called when: an action calls :meth:`ActionContext.propagation_headers
         <dataworkflows.actions.ActionContext.propagation_headers>` while it runs, before it
-        sends an HTTP request (the bundled ``http.request``, Slack and monday actions do,
-        for every request). Runs in the worker's event loop: answer from memory, at once.
+        sends an HTTP request (actions that call remote services should, for every
+        request). Runs in the worker's event loop: answer from memory, at once.
     Args: execution_id -- the run's id.
         node_id -- the node being executed.
         attempt -- its attempt number (1 for the first).
