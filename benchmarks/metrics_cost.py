@@ -23,51 +23,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
-import uuid
-from pathlib import Path
 from typing import Any
 
-from benchmarks.workloads import w1_definition
+from benchmarks.inprocess import drive_w1, w1_kernel
 
 
 async def _main(n: int, metrics: bool, inflight: int) -> None:
     import dataworkflows_echo
-    from dataworkflows.kernel import Kernel
-    from dataworkflows.settings import Settings
 
     plugins: list[Any] = [dataworkflows_echo]
     if metrics:
         import dataworkflows_metrics
 
         plugins.append(dataworkflows_metrics)
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite+aiosqlite:///{Path(tmp) / 'cost.db'}"
-        kernel = Kernel(
-            Settings(database_url=url, secret_key_file="", poll_interval=0.05),
-            extra_plugins=plugins,
-            entrypoints=False,
-        )
-        await kernel.start()
+    async with w1_kernel(plugins) as kernel:
         if metrics:  # imported and made once per process: not a cost of the runs
             from dataworkflows_metrics.recorder import recorder
 
             recorder()
-        await kernel.service.apply(w1_definition())
-        kernel.start_worker()
         began = time.process_time()
-        window = asyncio.Semaphore(inflight)
-
-        async def one(i: int) -> None:
-            async with window:
-                summary, _ = await kernel.service.execute("bench-w1", trigger={"i": i})
-                status = await kernel.ledger.wait_until_final(
-                    uuid.UUID(summary["executionId"]), 120
-                )
-                assert status == "Succeeded", status
-
-        await asyncio.gather(*(one(i) for i in range(n)))
+        await drive_w1(kernel, n, inflight)
         cpu = time.process_time() - began
         if metrics:  # one scrape (with n = 0 too: it is a cost per scrape, not per run)
             from prometheus_client import generate_latest
@@ -77,7 +53,6 @@ async def _main(n: int, metrics: bool, inflight: int) -> None:
             depth = await kernel.plugin_api.queue_depth()
             text = generate_latest(_registry(depth, filtered=False))
             assert n == 0 or b"dataworkflows_runs_finished_total" in text
-        await kernel.close()
     print(f"metrics={'on' if metrics else 'off'} n={n}: {cpu / max(n, 1) * 1000:.2f} ms CPU/run")
 
 

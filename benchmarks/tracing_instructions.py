@@ -24,12 +24,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
-from benchmarks.workloads import w1_definition
+from benchmarks.inprocess import drive_w1, w1_kernel
 
 
 async def _main(n: int, tracing: bool, inflight: int, endpoint: str) -> None:
@@ -40,38 +37,16 @@ async def _main(n: int, tracing: bool, inflight: int, endpoint: str) -> None:
         os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
     import dataworkflows_echo
     import dataworkflows_tracing
-    from dataworkflows.kernel import Kernel
-    from dataworkflows.settings import Settings
 
     # configured (and, when on, the SDK imported) once per process: not a cost of the runs
     tracer = dataworkflows_tracing.current_tracer()
     assert (tracer is not None) == tracing
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite+aiosqlite:///{Path(tmp) / 'cost.db'}"
-        kernel = Kernel(
-            Settings(database_url=url, secret_key_file="", poll_interval=0.05),
-            extra_plugins=[dataworkflows_echo, dataworkflows_tracing],
-            entrypoints=False,
-        )
-        await kernel.start()
-        await kernel.service.apply(w1_definition())
-        kernel.start_worker()
+    async with w1_kernel([dataworkflows_echo, dataworkflows_tracing]) as kernel:
         began = time.process_time()
-        window = asyncio.Semaphore(inflight)
-
-        async def one(i: int) -> None:
-            async with window:
-                summary, _ = await kernel.service.execute("bench-w1", trigger={"i": i})
-                status = await kernel.ledger.wait_until_final(
-                    uuid.UUID(summary["executionId"]), 120
-                )
-                assert status == "Succeeded", status
-
-        await asyncio.gather(*(one(i) for i in range(n)))
+        await drive_w1(kernel, n, inflight)
         if tracer is not None:
             tracer.provider.force_flush()  # the export of every span is part of the cost
         cpu = time.process_time() - began
-        await kernel.close()
     print(f"tracing={'on' if tracing else 'off'} n={n}: {cpu / max(n, 1) * 1000:.2f} ms CPU/run")
 
 

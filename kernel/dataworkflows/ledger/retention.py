@@ -189,16 +189,24 @@ async def ledger_stats(db: Database) -> dict[str, Any]:
 
     async def query(conn: Any) -> dict[str, Any]:
         sizes = await _table_bytes(conn, db.is_sqlite)
-        tables: dict[str, dict[str, int | None]] = {}
-        for table in LEDGER_TABLES:
-            rows = await conn.execute(select(func.count()).select_from(table))
-            tables[table.name] = {"rows": int(rows.scalar_one()), "bytes": sizes.get(table.name)}
+        rows = await _exact_rows(conn)
+        tables = {t.name: {"rows": rows[t.name], "bytes": sizes.get(t.name)} for t in LEDGER_TABLES}
         statuses = await conn.execute(
             select(_runs.status, func.count()).group_by(_runs.status).order_by(_runs.status)
         )
         return {"tables": tables, "runsByStatus": {s: int(n) for s, n in statuses}}
 
     return await db.read(query, "ledger stats")
+
+
+async def _exact_rows(conn: Any) -> dict[str, int]:
+    """``count(*)`` of each ledger table (a full scan each: SQLite, or the CLI)."""
+    counts = {}
+    for table in LEDGER_TABLES:
+        counts[table.name] = int(
+            (await conn.execute(select(func.count()).select_from(table))).scalar_one()
+        )
+    return counts
 
 
 async def _table_bytes(conn: Any, is_sqlite: bool) -> dict[str, int]:
@@ -262,10 +270,7 @@ async def table_sizes(db: Database) -> list[TableSize]:
     async def query(conn: Any) -> list[TableSize]:
         sizes = await _table_bytes(conn, db.is_sqlite)
         if db.is_sqlite:
-            rows = {
-                t.name: int((await conn.execute(select(func.count()).select_from(t))).scalar_one())
-                for t in LEDGER_TABLES
-            }
+            rows: dict[str, int] = await _exact_rows(conn)
         else:
             estimates = await conn.execute(
                 text("SELECT relname, reltuples FROM pg_class WHERE relname = ANY(:names)"),
