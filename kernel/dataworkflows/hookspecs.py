@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 PROJECT_NAME = "dataworkflows"
 
 #: The version of the plugin contract this kernel provides (``MAJOR.MINOR``).
-PLUGIN_API_VERSION = "1.1"
+PLUGIN_API_VERSION = "1.2"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
@@ -183,6 +183,23 @@ def on_run_event(event: RunEvent) -> None:
         ``duration_seconds`` (plugin API 1.1; not stored, so None on events read back).
     Returns: nothing; exceptions are logged and do not affect the run.
     Since: 0.1.
+    """
+
+
+@hookspec
+def on_engine_start(kernel: PluginAPI) -> None:
+    """Get ready before this process runs its first workflow: import SDKs, open exporters.
+
+    Called when: once per process, when the kernel's worker starts (``dataworkflows serve``,
+        ``dataworkflows worker``, the ``run_workflow`` fixture of
+        :mod:`dataworkflows.testing`), before it claims a run; not by commands that only
+        read or write the ledger (``runs list``).
+        Runs in the event loop, before any run: a slow set-up here delays the start, not
+        the first run (a tracing plugin imports its SDK here instead of at the first
+        ``on_run_event``).
+    Args: kernel -- the :class:`~dataworkflows.plugin_api.PluginAPI` of the process.
+    Returns: nothing; exceptions are logged and the worker starts all the same.
+    Since: 1.2 (plugin API).
     """
 
 

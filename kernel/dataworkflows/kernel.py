@@ -193,6 +193,8 @@ class Kernel:
         )
         self.triggers.plugin_api = self.plugin_api
         self._worker_task: asyncio.Task[None] | None = None
+        #: whether ``on_engine_start`` was called (once per kernel)
+        self._engine_started = False
 
     async def start(self) -> None:
         """Migrate (SQLite, or when asked) or check the schema, then get ready to serve."""
@@ -241,7 +243,19 @@ class Kernel:
             self._http = aiohttp.ClientSession()
         return self._http
 
+    def engine_start(self) -> None:
+        """Call the plugins' ``on_engine_start`` (once per kernel): before the worker runs."""
+        if self._engine_started:
+            return
+        self._engine_started = True
+        try:
+            self.plugins.hook.on_engine_start(kernel=self.plugin_api)
+        except Exception:
+            log.exception("an on_engine_start implementation failed")
+
     def start_worker(self) -> asyncio.Task[None]:
+        """Run the worker in the background (after :meth:`engine_start`)."""
+        self.engine_start()
         if self._worker_task is None or self._worker_task.done():
             self._worker_task = asyncio.create_task(self.worker.run(), name="dataworkflows-worker")
         return self._worker_task

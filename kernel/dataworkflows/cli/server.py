@@ -122,6 +122,7 @@ async def _worker_main(settings: Settings) -> None:
         loop.add_signal_handler(sig, on_signal)
     # logged, not echoed: with DATAWORKFLOWS_LOG_FORMAT=json stderr is JSON lines only
     log.info("worker %s started (concurrency %d)", kernel.worker.owner, settings.worker_concurrency)
+    kernel.engine_start()
     try:
         await kernel.worker.run()
     finally:

@@ -120,3 +120,22 @@ async def test_the_otlp_exporter_delivers_a_runs_spans(
     assert names == ["run exported", "step say"]
     trace_ids = {s.trace_id for scope in resource_spans.scope_spans for s in scope.spans}
     assert trace_ids == {uuid.UUID(run["id"]).bytes}
+
+
+async def test_the_sdk_is_set_up_when_the_engine_starts_not_at_the_first_run(
+    spans: Any, monkeypatch: Any, kernel_factory: Any
+) -> None:
+    # a fresh process: the OTEL_* variables not read yet
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.setattr(dataworkflows_tracing._state, "configured", False)
+    monkeypatch.setattr(dataworkflows_tracing._state, "tracer", None)
+    kernel = await kernel_factory(
+        plugins=[dataworkflows_echo, dataworkflows_tracing], entrypoints=False
+    )
+    assert not dataworkflows_tracing._state.configured  # starting the kernel is not enough
+    kernel.engine_start()  # what `serve` and `worker` do before claiming a run
+    assert dataworkflows_tracing._state.configured
+    tracer = dataworkflows_tracing._state.tracer
+    assert tracer is not None
+    kernel.engine_start()  # once per kernel: the same tracer
+    assert dataworkflows_tracing._state.tracer is tracer

@@ -8,7 +8,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import StatusCode
 from sqlalchemy import update
 
@@ -57,13 +61,35 @@ async def tracing_kernel(kernel_factory: Any, **settings: Any) -> Any:
     )
 
 
+class Starts(SpanProcessor):
+    """A processor that counts ``on_start`` calls (the SDK's own ones ignore them)."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.started.append(span.name)
+
+
+@pytest.mark.parametrize("path", ["direct", "through the SDK's tracer"])
 async def test_a_run_with_a_retry_and_a_failure_is_one_tree(
-    kernel_factory: Any, run_workflow: Any, spans: Any
+    kernel_factory: Any, run_workflow: Any, spans: Any, path: str
 ) -> None:
+    """The same spans whether they go straight to the SDK's processors' ``on_end`` or,
+    because another processor wants ``on_start``, through the SDK's tracer."""
+    starts = Starts()
+    if path != "direct":
+        provider, spans = in_memory_provider()
+        provider.add_span_processor(starts)
+        dataworkflows_tracing.use_tracer_provider(provider)
     kernel = await tracing_kernel(kernel_factory)
     run = await run_workflow(kernel, RETRY_THEN_FAIL)
     assert run["status"] == "Failed"
     execution = uuid.UUID(run["id"])
+    tracer = dataworkflows_tracing.current_tracer()
+    assert tracer is not None
+    assert (tracer._direct() is not None) is (path == "direct")
+    assert len(starts.started) == (0 if path == "direct" else 4)
 
     named = by_name(list(spans.get_finished_spans()))
     assert sorted(named) == ["run retry-then-fail", "step broken", "step flaky"]
@@ -207,3 +233,18 @@ async def test_a_failed_span_beside_a_healthy_run(
         "Succeeded",
     ]
     assert named["run healthy"][0].status.status_code is StatusCode.UNSET
+
+
+async def test_an_unsampled_run_makes_no_span(
+    kernel_factory: Any, run_workflow: Any, spans: Any
+) -> None:
+    """``OTEL_TRACES_SAMPLER`` is honoured: the provider's sampler decides once per run and
+    its attempts follow (here it drops everything)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF, shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    dataworkflows_tracing.use_tracer_provider(provider)
+    kernel = await tracing_kernel(kernel_factory)
+    run = await run_workflow(kernel, {**RETRY_THEN_FAIL, "nodes": RETRY_THEN_FAIL["nodes"][:1]})
+    assert run["status"] == "Succeeded"
+    assert exporter.get_finished_spans() == ()

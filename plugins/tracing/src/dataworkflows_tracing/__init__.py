@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: the plugin-API versions this plugin works with (``propagation_headers`` is 1.1)
-dataworkflows_api = ">=1.1,<2"
+#: the plugin-API versions this plugin works with (``on_engine_start`` is 1.2)
+dataworkflows_api = ">=1.2,<2"
 #: it registers no action or trigger type (see `dataworkflows plugins`)
 dataworkflows_actions: dict[str, str] = {}
 dataworkflows_triggers: dict[str, str] = {}
@@ -42,7 +42,7 @@ class _State:
     """The process's tracer: None while tracing is off."""
 
     tracer: RunTracer | None = None
-    #: False until the OTEL_* variables were read (at the first hook call)
+    #: False until the OTEL_* variables were read (at engine start, or the first hook call)
     configured: bool = False
     #: the provider :func:`configure_from_env` made (shut down when replaced)
     owned: TracerProvider | None = None
@@ -53,8 +53,9 @@ _state = _State()
 
 def configure_from_env(environ: Mapping[str, str] | None = None) -> bool:
     """(Re)configure tracing from the ``OTEL_*`` variables (default: ``os.environ``);
-    returns whether tracing is on. Called by itself at the first hook call; spans still
-    open are forgotten. See :mod:`dataworkflows_tracing.config` for the variables."""
+    returns whether tracing is on. Called by itself when the engine starts (or at the first
+    hook call); spans still open are forgotten. See :mod:`dataworkflows_tracing.config`
+    for the variables."""
     from dataworkflows_tracing.config import enabled, provider_from_env
 
     env = os.environ if environ is None else environ
@@ -96,6 +97,13 @@ def current_tracer() -> RunTracer | None:
     if not _state.configured:
         configure_from_env()
     return _state.tracer
+
+
+@hookimpl
+def on_engine_start() -> None:
+    """Read the ``OTEL_*`` variables and, when tracing is on, import the SDK and start the
+    exporter now, so that the first run does not pay for it (a few hundred ms)."""
+    current_tracer()
 
 
 @hookimpl

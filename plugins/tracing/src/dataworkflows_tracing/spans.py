@@ -1,5 +1,8 @@
 """Spans of runs and attempts, built from run events (OpenTelemetry SDK).
 
+Every span is made whole when it ends — its ids and start are taken when it starts, its
+attributes set and checked once — instead of a live SDK span updated along the way.
+
 * ``RunStarted`` / ``RunResumed`` open the run's span, ``run <workflowId>``: a child of
   the W3C trace context the run was queued with (the event's ``traceContext``), or a trace
   root. Its ids do not depend on the process: a root's trace id *is* the execution id
@@ -7,17 +10,22 @@
   after a crash opens a span with the same ids, starting when the run first started
   (``startedAt``); the span the dead process held was never exported, and the process
   that sees the run end exports it, once. A graceful hand-over (worker shut down) is
-  the same: spans still open when a process exits are dropped, not exported.
+  the same: spans still open when a process exits are dropped, not exported. The
+  provider's sampler decides once per run, when it starts; its attempts follow that
+  decision (as the default ``ParentBased`` sampler would).
 * A live ``StepStarted`` (``durable`` False, at once when an attempt begins) starts the
   attempt's span, ``step <nodeId>``, child of the run's span: its id and start time are
-  taken then (``traceparent`` of the attempt's outgoing calls names it), and the SDK span
-  is made, whole, when the attempt ends (``StepSucceeded``, ``StepFailed``,
-  ``StepRetrying``, ``StepCancelled``): one span object and one check of its attributes,
-  instead of a live span updated at its end. An end without a start seen here (an attempt
-  lost with its worker, a node cancelled before it began) gets a span of no length at the
-  time of the end; an attempt still open when its run ends ends with the run.
+  taken then (``traceparent`` of the attempt's outgoing calls names it); it ends with the
+  attempt (``StepSucceeded``, ``StepFailed``, ``StepRetrying``, ``StepCancelled``). An
+  end without a start seen here (an attempt lost with its worker, a node cancelled before
+  it began) gets a span of no length at the time of the end; an attempt still open when
+  its run ends ends with the run.
 * ``RunSucceeded`` / ``RunFailed`` / ``RunCancelled`` end the run's span. A run cancelled
   before it started has no span.
+
+Ended spans go straight to the provider's processors' ``on_end`` when they are the SDK's
+batch and simple processors (whose ``on_start`` does nothing); with any other processor
+they are started and ended through the SDK's tracer, so that it sees ``on_start`` too.
 
 Attributes (``dataworkflows.*``): ``execution.id`` (all), ``workflow.id``,
 ``workflow.version`` (the run's span), ``node.id``, ``action.type``, ``attempt`` (steps),
@@ -32,13 +40,23 @@ import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import metadata
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from dataworkflows.events import TERMINAL_RUN_EVENTS, EventType, RunEvent
@@ -99,8 +117,15 @@ class _Step:
 
 @dataclass
 class _OpenRun:
-    span: Span
+    """A run in flight: its span is made when it ends, from what its start said."""
+
+    name: str
     context: SpanContext
+    #: the remote parent (the trace context the run was queued with), None for a root
+    parent: SpanContext | None
+    attributes: dict[str, Any]
+    start: int | None
+    events: list[Event]
     #: attempts in flight by (node id, attempt)
     steps: dict[tuple[str, int], _Step] = field(default_factory=dict)
 
@@ -125,9 +150,13 @@ class RunTracer:
 
         self.provider = provider
         self._ids: RunIds = provider.id_generator  # type: ignore[assignment]
-        self._tracer = provider.get_tracer(scope)
+        self._scope = InstrumentationScope(scope, _version())
+        self._tracer = provider.get_tracer(scope, self._scope.version)
         self._runs: dict[str, _OpenRun] = {}
         self._propagator = TraceContextTextMapPropagator()
+        #: the provider's processors when :meth:`_direct` last looked, and its answer
+        self._seen: object = None
+        self._direct_to: Any = None
 
     # -- events ---------------------------------------------------------------------------
 
@@ -165,9 +194,10 @@ class RunTracer:
         if event.execution_id in self._runs:
             return
         payload = event.payload
-        parent = self._propagator.extract(payload.get("traceContext") or {})
-        if not trace.get_current_span(parent).get_span_context().is_valid:
-            parent = Context()  # a root (not the caller's current span, if any)
+        remote = trace.get_current_span(
+            self._propagator.extract(payload.get("traceContext") or {})
+        ).get_span_context()
+        parent = remote if remote.is_valid else None
         resumed = event.type is EventType.RUN_RESUMED
         attributes: dict[str, Any] = {
             "dataworkflows.execution.id": event.execution_id,
@@ -177,23 +207,33 @@ class RunTracer:
             attributes["dataworkflows.workflow.version"] = payload["version"]
         if resumed:
             attributes["dataworkflows.run.recovery_count"] = payload.get("recoveryCount", 0)
+        root_trace, span_id = run_ids(event.execution_id)
+        trace_id = root_trace if parent is None else parent.trace_id
+        name = f"run {event.workflow_id}"
+        # the sampler decides once per run; its attempts follow (as ParentBased does)
+        sampled = self.provider.sampler.should_sample(
+            _as_parent(parent), trace_id, name, SpanKind.INTERNAL, attributes
+        )
+        context = SpanContext(
+            trace_id,
+            span_id,
+            is_remote=False,
+            trace_flags=TraceFlags(
+                TraceFlags.SAMPLED if sampled.decision.is_sampled() else TraceFlags.DEFAULT
+            ),
+            trace_state=sampled.trace_state,
+        )
         started = payload.get("startedAt") if resumed else None
-        token = _FORCED.set(run_ids(event.execution_id))
-        try:
-            span = self._tracer.start_span(
-                f"run {event.workflow_id}",
-                context=parent,
-                kind=SpanKind.INTERNAL,
-                attributes=attributes,
-                start_time=_ns(started or event.created_at),
-            )
-        finally:
-            _FORCED.reset(token)
+        events = []
         if resumed:
-            span.add_event("resumed", {"owner": str(payload.get("owner"))}, _ns(event.created_at))
+            events.append(
+                Event("resumed", {"owner": str(payload.get("owner"))}, _ns(event.created_at))
+            )
         if len(self._runs) >= MAX_OPEN_RUNS:
             self._runs.pop(next(iter(self._runs)))
-        self._runs[event.execution_id] = _OpenRun(span, span.get_span_context())
+        self._runs[event.execution_id] = _OpenRun(
+            name, context, parent, attributes, _ns(started or event.created_at), events
+        )
 
     def _end_run(self, event: RunEvent) -> None:
         run = self._runs.pop(event.execution_id, None)
@@ -204,9 +244,19 @@ class RunTracer:
             self._emit_step(run, event, node_id, attempt, step, end, None)
         payload = event.payload
         status = payload.get("status", str(event.type).removeprefix("Run"))
-        run.span.set_attributes(_outcome(status, payload.get("error")))
-        _set_error(run.span, status, payload.get("error"))
-        run.span.end(end_time=end)
+        error = payload.get("error")
+        run.attributes.update(_outcome(status, error))
+        self._emit(
+            run.name,
+            run.context,
+            run.parent,
+            run.attributes,
+            run.start,
+            end,
+            status,
+            error,
+            run.events,
+        )
 
     # -- attempts -------------------------------------------------------------------------
 
@@ -239,10 +289,8 @@ class RunTracer:
         end: int | None,
         ended: RunEvent | None,
     ) -> None:
-        """Make and end the span of one attempt, all at once (cheaper than a live span:
-        its attributes are set and checked once). ``step`` None: its start was not seen
-        here, a span of no length; ``ended`` None: its end was not seen either (the run
-        ended first)."""
+        """The span of one attempt. ``step`` None: its start was not seen here, a span of
+        no length; ``ended`` None: its end was not seen either (the run ended first)."""
         attributes: dict[str, Any] = {
             "dataworkflows.execution.id": event.execution_id,
             "dataworkflows.node.id": node_id,
@@ -257,19 +305,88 @@ class RunTracer:
             status, error = ended.payload.get("status", ""), ended.payload.get("error")
             attributes.update(_outcome(status, error))
         span_id = step.span_id if step is not None else self._ids.fallback.generate_span_id()
-        token = _FORCED.set((run.context.trace_id, span_id))
+        context = SpanContext(
+            run.context.trace_id,
+            span_id,
+            is_remote=False,
+            trace_flags=run.context.trace_flags,
+            trace_state=run.context.trace_state,
+        )
+        start = end if step is None else step.start
+        self._emit(f"step {node_id}", context, run.context, attributes, start, end, status, error)
+
+    # -- spans ----------------------------------------------------------------------------
+
+    def _emit(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        attributes: dict[str, Any],
+        start: int | None,
+        end: int | None,
+        status: str,
+        error: Any,
+        events: list[Event] | None = None,
+    ) -> None:
+        """Hand a finished span to the provider's processors.
+
+        A span is made whole when it ends (its attributes set and checked once). When the
+        provider's processors are the SDK's batch and simple ones, whose ``on_start`` does
+        nothing, it goes to their ``on_end`` as a ``ReadableSpan`` at once (a few µs);
+        otherwise it is started and ended through the SDK's tracer, so that every
+        processor sees ``on_start`` too. Unsampled runs make no span."""
+        if not context.trace_flags.sampled:
+            return
+        processor = self._direct()
+        if processor is not None:
+            processor.on_end(
+                ReadableSpan(
+                    name,
+                    context,
+                    parent,
+                    self.provider.resource,
+                    attributes,
+                    events or (),
+                    (),
+                    SpanKind.INTERNAL,
+                    None,
+                    _status(status, error),
+                    start,
+                    end,
+                    self._scope,
+                )
+            )
+            return
+        token = _FORCED.set((context.trace_id, context.span_id))
         try:
             span = self._tracer.start_span(
-                f"step {node_id}",
-                context=trace.set_span_in_context(run.span),
+                name,
+                context=trace.set_span_in_context(NonRecordingSpan(parent))
+                if parent
+                else Context(),
                 kind=SpanKind.INTERNAL,
                 attributes=attributes,
-                start_time=end if step is None else step.start,
+                start_time=start,
             )
         finally:
             _FORCED.reset(token)
-        _set_error(span, status, error)
+        for item in events or ():
+            span.add_event(item.name, item.attributes, item.timestamp)
+        span.set_status(_status(status, error))
         span.end(end_time=end)
+
+    def _direct(self) -> Any:
+        """The provider's processor when spans may go straight to ``on_end``, else None."""
+        active = getattr(self.provider, "_active_span_processor", None)
+        processors = getattr(active, "_span_processors", None)
+        if processors is not self._seen:
+            self._seen = processors
+            direct = processors is not None and all(
+                type(p) in (BatchSpanProcessor, SimpleSpanProcessor) for p in processors
+            )
+            self._direct_to = active if direct else None
+        return self._direct_to
 
 
 def _outcome(status: str, error: Any) -> dict[str, str]:
@@ -280,7 +397,23 @@ def _outcome(status: str, error: Any) -> dict[str, str]:
     return attributes
 
 
-def _set_error(span: Span, status: str, error: Any) -> None:
-    if status in _ERRORS:
-        message = error.get("message") if isinstance(error, dict) else None
-        span.set_status(Status(StatusCode.ERROR, str(message or status)[:500]))
+_UNSET = Status(StatusCode.UNSET)
+
+
+def _status(status: str, error: Any) -> Status:
+    if status not in _ERRORS:
+        return _UNSET
+    message = error.get("message") if isinstance(error, dict) else None
+    return Status(StatusCode.ERROR, str(message or status)[:500])
+
+
+def _as_parent(parent: SpanContext | None) -> Context | None:
+    """The context a sampler gets for a run: its remote parent's, or None for a root."""
+    return None if parent is None else trace.set_span_in_context(NonRecordingSpan(parent))
+
+
+def _version() -> str | None:
+    try:
+        return metadata.version("dataworkflows-tracing")
+    except metadata.PackageNotFoundError:
+        return None
