@@ -249,3 +249,18 @@ async def test_render_action_failures_are_permanent_with_the_preview_codes(
     sample = await run_over_api(api, kernel, render_workflow("sample", version=1), {}, {})
     assert sample["status"] == "Succeeded"
     assert "<h1>Website relaunch</h1>" in sample["actions"][0]["outputs"]["document"]
+
+
+async def test_render_time_cap(kernel_factory: Any, api_factory: Any) -> None:
+    kernel = await kernel_factory(template_timeout=0.05, template_max_operations=10**9)
+    api = await api_factory(kernel)
+    source = (
+        "{% for a in xs %}{% for b in xs %}{% for c in xs %}{% endfor %}{% endfor %}{% endfor %}"
+    )
+    await answer(await api.post(SETS, json=one_template(source)), 201)
+    slow = await api.post(
+        f"{SETS}/t/render", json={"template": "main", "data": {"xs": list(range(1000))}}
+    )
+    error = await answer(slow, 422)
+    assert error["code"] == "template_budget_exceeded"
+    assert "took longer than 0.05 s" in error["message"]
