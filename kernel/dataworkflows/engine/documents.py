@@ -26,6 +26,7 @@ from typing import Any
 import jinja2
 from jinja2 import nodes as ast
 from jinja2.sandbox import SandboxedEnvironment
+from jinja2.utils import LRUCache
 
 from dataworkflows.actions import RenderedDocument
 from dataworkflows.common.errors import Unprocessable
@@ -68,6 +69,8 @@ class DocumentRenderer:
         self.limits = limits or TemplateLimits()
         self.max_bytes = max_bytes
         self._envs: dict[str, SandboxedEnvironment] = {}
+        #: compiled templates by (format, source); LRUCache is thread-safe
+        self._compiled: LRUCache = LRUCache(max(1, self.limits.cache_size))
         for fmt in FORMATS:
             env = SandboxedEnvironment(
                 undefined=jinja2.StrictUndefined,
@@ -106,10 +109,13 @@ class DocumentRenderer:
 
     def render_text(self, source: str, fmt: str, data: Mapping[str, Any]) -> str:
         """Render here and now (blocking) under a fresh budget; raises :class:`DocumentError`."""
-        env = self._envs[fmt]
         with spending(Budget(self.limits)):
             try:
-                return env.from_string(source).render(dict(data))
+                compiled = self._compiled.get((fmt, source))
+                if compiled is None:
+                    compiled = self._envs[fmt].from_string(source)
+                    self._compiled[(fmt, source)] = compiled
+                return compiled.render(dict(data))
             except jinja2.exceptions.SecurityError as exc:
                 raise DocumentError(
                     f"refused by the sandbox: {exc}", code="template_refused"
