@@ -4,8 +4,10 @@ response models (and the OpenAPI schemas made from them) cannot drift from the v
 from __future__ import annotations
 
 import base64
+import json
 import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
@@ -15,6 +17,8 @@ from aiohttp import web
 from dataworkflows.api.app import ROUTE_TABLES
 from dataworkflows.api.openapi import build_document
 from dataworkflows.api.route_spec import RouteSpec, spec_of
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _declared() -> dict[tuple[str, str], RouteSpec]:
@@ -131,6 +135,29 @@ async def test_responses_match_their_declared_models(check: Checker, simple_echo
     await check("DELETE", "/api/v1/credentials/{name}", name="chat-bot")
 
     await check("POST", W + "/archive", json={"note": "done"}, **wf)
+
+    brief = json.loads((ROOT / "fixtures/templates/project-brief.json").read_text())
+    ts = {"template_set_id": "project-brief"}
+    await check("POST", "/api/v1/templates", json=brief)
+    await check("GET", "/api/v1/templates")
+    await check("GET", "/api/v1/templates/{template_set_id}", **ts)
+    version = {"templates": {"one": {"source": "{{ a }}"}}, "sampleData": {"a": 1}}
+    await check("POST", "/api/v1/templates/{template_set_id}/versions", json=version, **ts)
+    await check(
+        "POST", "/api/v1/templates/{template_set_id}/render", json={"template": "one"}, **ts
+    )
+    await check("DELETE", "/api/v1/templates/{template_set_id}", **ts)
+    check_wft = json.loads((ROOT / "fixtures/workflow-templates/daily-http-check.json").read_text())
+    wt = {"workflow_template_id": "daily-http-check"}
+    await check("POST", "/api/v1/workflow-templates", json=check_wft)
+    await check("GET", "/api/v1/workflow-templates")
+    await check("GET", "/api/v1/workflow-templates/{workflow_template_id}", **wt)
+    await check("PUT", "/api/v1/workflow-templates/{workflow_template_id}", json=check_wft, **wt)
+    config = {"config": {"url": "https://example.com/"}, "workflowId": "check-example"}
+    await check(
+        "POST", "/api/v1/workflow-templates/{workflow_template_id}/instantiate", json=config, **wt
+    )
+    await check("DELETE", "/api/v1/workflow-templates/{workflow_template_id}", **wt)
     # every declared JSON response model was exercised at least once
     expected = {
         s.operation_id

@@ -53,6 +53,10 @@ async def acme_world(api: Any, kernel: Any) -> dict[str, str]:
         ),
         201,
     )
+    await ok(await api.post("/api/v1/templates", json=TEMPLATE_SET, headers=ACME), 201)
+    await ok(
+        await api.post("/api/v1/workflow-templates", json=WORKFLOW_TEMPLATE, headers=ACME), 201
+    )
     dead_letter = uuid.uuid4()
     async with kernel.db.begin() as conn:
         await conn.execute(
@@ -72,7 +76,17 @@ async def acme_world(api: Any, kernel: Any) -> dict[str, str]:
         "name": "acme-token",
         "dead_letter_id": str(dead_letter),
         "version": "1",
+        "template_set_id": "brief",
+        "workflow_template_id": "flow",
     }
+
+
+TEMPLATE_SET = {"id": "brief", "templates": {"main": {"source": "Hi {{ name }}"}}}
+WORKFLOW_TEMPLATE = {
+    "id": "flow",
+    "configSchema": {"type": "object"},
+    "definition": {**definition(), "id": "from-template"},
+}
 
 
 BODIES: dict[tuple[str, str], Any] = {
@@ -83,6 +97,14 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/api/v1/workflows/{workflow_id}/triggers/{trigger_id}"): {
         "type": "webhook",
         "config": {},
+    },
+    ("POST", "/api/v1/templates/{template_set_id}/versions"): {
+        "templates": {"main": {"source": "pwned"}}
+    },
+    ("POST", "/api/v1/templates/{template_set_id}/render"): {"template": "main"},
+    ("PUT", "/api/v1/workflow-templates/{workflow_template_id}"): {
+        **WORKFLOW_TEMPLATE,
+        "description": "pwned",
     },
 }
 #: per-tenant names, not ids: a PUT creates the caller's own credential of that name
@@ -101,6 +123,8 @@ async def snapshot(api: Any, kernel: Any, ids: dict[str, str]) -> dict[str, Any]
         await api.get(f"/api/v1/workflows/shared/triggers/{ids['trigger_id']}", headers=ACME)
     )
     credential = await ok(await api.get("/api/v1/credentials/acme-token", headers=ACME))
+    template_set = await ok(await api.get("/api/v1/templates/brief", headers=ACME))
+    flow = await ok(await api.get("/api/v1/workflow-templates/flow", headers=ACME))
     return {
         "audit": audit,
         "dead": [tuple(r) for r in dead],
@@ -108,6 +132,11 @@ async def snapshot(api: Any, kernel: Any, ids: dict[str, str]) -> dict[str, Any]
         "run": run["status"],
         "trigger": trigger["enabled"],
         "credential": credential["updatedAt"],
+        "templateSet": template_set["latestVersion"],
+        "workflowTemplate": flow["updatedAt"],
+        "workflows": [
+            w["id"] for w in (await ok(await api.get("/api/v1/workflows", headers=ACME)))["items"]
+        ],
     }
 
 
@@ -148,6 +177,8 @@ async def test_every_endpoint_with_another_tenants_ids_is_404(keyed):
         "/api/v1/executions?workflowId=shared",
         "/api/v1/dead-letters",
         "/api/v1/credentials",
+        "/api/v1/templates",
+        "/api/v1/workflow-templates",
     ):
         assert (await ok(await api.get(url, headers=GLOBEX)))["items"] == [], url
     # ... while acme sees its own

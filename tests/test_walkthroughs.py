@@ -169,6 +169,30 @@ def test_commands_walkthrough(server: int) -> None:
 
 
 @needs_tools
+def test_templates_walkthrough(server: int) -> None:
+    blocks = shell_blocks("docs/templates.md", "## Walk-through: templates over the API")
+    assert len(blocks) == 1
+    preview, refused, accepted, bad_config, draft, published = json_objects(
+        run_blocks(blocks, server)
+    )
+    assert preview["document"] == "New project Docs (owner Ada, due May): 0 milestones, team of 1."
+    assert refused["code"] == "invalid_template_set"
+    assert [p["code"] for p in refused["details"]["problems"]] == ["unsafe_template"]
+    assert _get(server, "/api/v1/templates")["items"][0]["id"] == "project-brief"  # only it
+    assert len(_get(server, "/api/v1/templates")["items"]) == 1
+    run = final_run(server, accepted["executionId"])
+    assert run["status"] == "Succeeded", run
+    assert run["actions"][0]["outputs"] == preview  # the same bytes
+    assert bad_config["code"] == "invalid_config"
+    assert {p["code"] for p in bad_config["details"]["problems"]} == {
+        "schema_required",
+        "schema_type",
+    }
+    assert (draft["id"], draft["status"], draft["latestVersion"]) == ("example-health", "Draft", 1)
+    assert published["status"] == "Active"
+
+
+@needs_tools
 def test_signed_webhook_walkthrough(server: int) -> None:
     blocks = shell_blocks("docs/triggers.md", "## Walk-through: a signed webhook")
     assert len(blocks) == 2

@@ -240,6 +240,70 @@ class Resources:
         return None
 
 
+@dataclass(frozen=True)
+class RenderedDocument:
+    """A document rendered from a stored template (``ctx.render_document``). Since plugin
+    API 1.2.
+
+    ``content`` is the document's text; ``format`` is the template's (``text``,
+    ``markdown`` or ``html``) and ``content_type`` its media type; ``bytes`` and
+    ``sha256`` describe ``content`` encoded as UTF-8. ``template_set``, ``template`` and
+    ``version`` name exactly what was rendered.
+    """
+
+    content: str
+    format: str
+    content_type: str
+    template_set: str
+    template: str
+    version: int
+    bytes: int
+    sha256: str
+
+    def as_outputs(self) -> dict[str, Any]:
+        """The JSON shape the preview route answers and the render action outputs."""
+        return {
+            "document": self.content,
+            "format": self.format,
+            "contentType": self.content_type,
+            "templateSet": self.template_set,
+            "template": self.template,
+            "version": self.version,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+        }
+
+
+class Documents:
+    """The document templates of the run's tenant (``ctx.documents``). Since plugin API 1.2.
+
+    :meth:`render` renders a stored template (``POST /api/v1/templates``) in the kernel's
+    sandbox, exactly as the preview route ``POST /api/v1/templates/{id}/render`` does: the
+    same data gives the same bytes. Errors are :class:`ActionError` (permanent):
+    ``template_not_found``, ``template_undefined`` (a variable the data lacks),
+    ``template_refused`` (the sandbox refused an unsafe operation),
+    ``template_budget_exceeded`` (over the operations/size/time budget) and
+    ``document_too_large`` (over ``DATAWORKFLOWS_DOCUMENT_MAX_BYTES``). This base class
+    (used when an action runs outside a kernel) knows no template.
+    """
+
+    async def render(
+        self,
+        template_set: str,
+        template: str,
+        data: Mapping[str, Any] | None,
+        *,
+        version: int | None = None,
+    ) -> RenderedDocument:
+        """Render ``template`` of template set ``template_set`` (its latest version, or
+        ``version``) with ``data`` as the template's variables (None: the version's sample
+        data)."""
+        raise ActionError(
+            f"no document template {template_set!r} is available here",
+            code="template_not_found",
+        )
+
+
 @dataclass
 class ActionContext:
     """Everything the kernel hands an action for one attempt.
@@ -268,6 +332,8 @@ class ActionContext:
             attempt started, plus its own); set them with :meth:`set_variable`.
         propagation: where :meth:`propagation_headers` comes from (set by the kernel;
             None outside a kernel).
+        documents: :class:`Documents`, the run's tenant's document templates (use
+            :meth:`render_document`). Since plugin API 1.2.
     """
 
     execution_id: str
@@ -286,6 +352,20 @@ class ActionContext:
     resources: Resources = field(default_factory=Resources)
     settings: Mapping[str, str] = field(default_factory=dict)
     variables: RunVariables = field(default_factory=RunVariables)
+    documents: Documents = field(default_factory=Documents)
+
+    async def render_document(
+        self,
+        template_set: str,
+        template: str,
+        data: Mapping[str, Any] | None,
+        *,
+        version: int | None = None,
+    ) -> RenderedDocument:
+        """Render a stored document template of the run's tenant with ``data``: the same
+        bytes as the preview ``POST /api/v1/templates/{id}/render`` gives for that data.
+        Raises :class:`ActionError` (see :class:`Documents`). Since plugin API 1.2."""
+        return await self.documents.render(template_set, template, data, version=version)
 
     def set_variable(self, key: str, value: Any) -> None:
         """Set run variable ``key`` (upsert) for later nodes: ``{{ vars.<key> }}``.

@@ -25,6 +25,7 @@ from dataworkflows.common.redaction import redactor as process_redactor
 from dataworkflows.db import migrate
 from dataworkflows.db.database import Database
 from dataworkflows.engine.conductor import Conductor
+from dataworkflows.engine.documents import DocumentRenderer
 from dataworkflows.engine.templating import TemplateEngine, TemplateLimits, new_environment
 from dataworkflows.engine.worker import Worker
 from dataworkflows.events import RunEvent
@@ -38,11 +39,13 @@ from dataworkflows.secrets.credential_resolver import CredentialService
 from dataworkflows.secrets.credentials import CredentialStore
 from dataworkflows.secrets.fields import DefinitionSecrets, plaintexts
 from dataworkflows.secrets.keys import resolve_secret_key
+from dataworkflows.service.document_templates import DocumentTemplateService
 from dataworkflows.service.event_hub import EventHub
 from dataworkflows.service.pruning import PruneLoop
 from dataworkflows.service.scheduler import Scheduler
 from dataworkflows.service.store import WorkflowStore
 from dataworkflows.service.triggers import TriggerService
+from dataworkflows.service.workflow_templates import WorkflowTemplateService
 from dataworkflows.service.workflows import WorkflowService
 from dataworkflows.settings import Settings
 
@@ -88,6 +91,17 @@ class Kernel:
         )
         self.db = Database(
             self.settings.database_url, sqlite_synchronous=self.settings.sqlite_synchronous
+        )
+        # document templates (docs/templates.md): one renderer for the preview route and
+        # ctx.render_document, with the plugins' filters, under the same template budget
+        self.documents = DocumentTemplateService(
+            self.db,
+            self.clock,
+            DocumentRenderer(
+                self.templates.limits,
+                max_bytes=self.settings.document_max_bytes,
+                prepare=lambda env: self.plugins.hook.prepare_jinja2_environment(env=env),
+            ),
         )
         self.store = WorkflowStore(self.db, self.clock)
         #: this kernel's secrets, of every tenant (dataworkflows.common.redaction): redacted
@@ -155,6 +169,7 @@ class Kernel:
             secrets=self.definition_secrets,
             credentials=self.credentials.store,
         )
+        self.workflow_templates = WorkflowTemplateService(self.db, self.clock, self.service)
         self.triggers = TriggerService(
             db=self.db,
             clock=self.clock,
@@ -229,10 +244,11 @@ class Kernel:
 
     def action_services(self, *, tenant_id: str, workflow_id: str) -> dict[str, Any]:
         """The :class:`~dataworkflows.ActionContext` fields of an attempt that come from
-        kernel services: ``credentials`` (the run's tenant), ``resources`` (the run's
-        workflow) and ``settings`` (plugin settings)."""
+        kernel services: ``credentials`` and ``documents`` (the run's tenant), ``resources``
+        (the run's workflow) and ``settings`` (plugin settings)."""
         return {
             "credentials": self.credentials.for_tenant(tenant_id),
+            "documents": self.documents.for_tenant(tenant_id),
             "resources": self.resources.for_workflow(workflow_id),
             "settings": self.settings.extra,
         }

@@ -129,6 +129,10 @@ class Settings:
     template_memory_mb: int = 512
     #: compiled templates and conditions kept per process (least recently used go first)
     template_cache_size: int = 1024
+    #: the largest document (UTF-8 bytes) a document template may render (preview and the
+    #: ``core.template.render`` action, docs/templates.md); past it, ``document_too_large``.
+    #: Documents also spend the template budget above (operations, size, time).
+    document_max_bytes: int = 1_000_000
     #: JSON request bodies (API and webhooks): deepest nesting of arrays/objects, and the
     #: most characters one number may have; checked before the body is parsed (400)
     json_max_depth: int = 64

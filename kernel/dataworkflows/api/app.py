@@ -15,6 +15,7 @@ from dataworkflows.api.openapi import openapi_routes
 from dataworkflows.api.routes import routes
 from dataworkflows.api.run_routes import run_routes
 from dataworkflows.api.stream_routes import stream_routes
+from dataworkflows.api.template_routes import template_routes
 from dataworkflows.api.trigger_routes import trigger_routes
 
 #: Route tables of the kernel's feature areas; each module adds its own ``RouteTableDef``.
@@ -25,6 +26,7 @@ ROUTE_TABLES = [
     stream_routes,
     trigger_routes,
     connector_routes,
+    template_routes,
     openapi_routes,
 ]
 

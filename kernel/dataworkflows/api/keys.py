@@ -19,9 +19,11 @@ if TYPE_CHECKING:
     from dataworkflows.plugin_api import PluginAPI
     from dataworkflows.plugins.manager import PluginSet
     from dataworkflows.secrets.credential_resolver import CredentialService
+    from dataworkflows.service.document_templates import DocumentTemplateService
     from dataworkflows.service.event_hub import EventHub
     from dataworkflows.service.store import WorkflowStore
     from dataworkflows.service.triggers import TriggerService
+    from dataworkflows.service.workflow_templates import WorkflowTemplateService
     from dataworkflows.service.workflows import WorkflowService
     from dataworkflows.settings import Settings
 
@@ -41,6 +43,8 @@ class ApiServices(Protocol):
     resources: ResourceStore
     ledger: RunLedger
     events: EventHub
+    documents: DocumentTemplateService
+    workflow_templates: WorkflowTemplateService
 
     async def start(self) -> None: ...
 

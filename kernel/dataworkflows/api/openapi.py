@@ -163,6 +163,11 @@ def build_document(app: web.Application) -> dict[str, Any]:
             {"name": "commands", "description": "Run an action or a workflow by command"},
             {"name": "triggers", "description": "What starts runs"},
             {"name": "credentials", "description": "Write-only secrets of a tenant"},
+            {"name": "templates", "description": "Document template sets, preview"},
+            {
+                "name": "workflow templates",
+                "description": "Parameterised definitions that instantiate Draft workflows",
+            },
             {"name": "system", "description": "Health, plugins, this document"},
             {"name": "plugins", "description": "Routes added by installed plugins"},
         ],

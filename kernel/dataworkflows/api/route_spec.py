@@ -38,6 +38,8 @@ PATH_PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
     "version": ({"type": "integer", "minimum": 1}, ""),
     "trigger_id": ({"type": "string"}, ""),
     "name": ({"type": "string"}, ""),
+    "template_set_id": ({"type": "string", "pattern": ID_PATTERN}, "Template set id"),
+    "workflow_template_id": ({"type": "string", "pattern": ID_PATTERN}, "Workflow template id"),
 }
 
 #: Error statuses a route may declare, with the text the document gives them.

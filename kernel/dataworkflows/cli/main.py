@@ -3,6 +3,7 @@
 The commands live in modules by responsibility (:mod:`~dataworkflows.cli.server`,
 :mod:`~dataworkflows.cli.workflows`, :mod:`~dataworkflows.cli.database`,
 :mod:`~dataworkflows.cli.resources`, :mod:`~dataworkflows.cli.credentials`,
+:mod:`~dataworkflows.cli.templates`,
 :mod:`~dataworkflows.cli.plugin_kit`); importing them
 is cheap, and each command imports the database layer or the web framework when it runs.
 Plugins' commands (``register_commands``) are added only when the CLI needs them: to list
@@ -75,6 +76,7 @@ def build_cli() -> click.Group:
     from dataworkflows.cli.plugin_kit import plugin_group
     from dataworkflows.cli.resources import register_resource_commands
     from dataworkflows.cli.server import serve, worker
+    from dataworkflows.cli.templates import register_template_commands
     from dataworkflows.cli.workflows import apply, plugins_cmd, run, validate
 
     @click.group(cls=CommandLine, context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,6 +89,7 @@ def build_cli() -> click.Group:
         cli.add_command(each)
     register_credential_commands(cli)
     register_resource_commands(cli)
+    register_template_commands(cli)
     return cli
 
 

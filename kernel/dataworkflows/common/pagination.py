@@ -66,6 +66,8 @@ KEYS: dict[str, tuple[Callable[[Any], Any], ...]] = {
     "deadLetters": (_datetime, _uuid),
     "triggers": (_datetime, _str),
     "credentials": (_str,),
+    "templates": (_str,),
+    "workflowTemplates": (_str,),
 }
 
 
