@@ -28,6 +28,7 @@ from dataworkflows.engine.conductor import Conductor
 from dataworkflows.engine.templating import TemplateEngine, TemplateLimits, new_environment
 from dataworkflows.engine.worker import Worker
 from dataworkflows.events import RunEvent
+from dataworkflows.ledger.fairness import TenantCaps
 from dataworkflows.ledger.resources import ResourceStore
 from dataworkflows.ledger.retention import Pruner, RetentionPolicy
 from dataworkflows.ledger.run_ledger import RunLedger
@@ -124,6 +125,7 @@ class Kernel:
             queue_limit=self.settings.ledger_queue_limit,
             redactor=self.redactor,
             measure=measure,
+            tenant_caps=TenantCaps.from_settings(self.settings),
         )
         self._http: aiohttp.ClientSession | None = None
         self.conductor = Conductor(

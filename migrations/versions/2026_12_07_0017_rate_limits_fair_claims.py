@@ -1,0 +1,34 @@
+"""rate limits and fair claims: the queue in tenant order, and shared token buckets
+
+Revision ID: 0017_rate_limits_fair_claims
+Revises: 0015_workflow_retention
+Create Date: 2026-12-07 05:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0017_rate_limits_fair_claims"
+down_revision: str | Sequence[str] | None = "0015_workflow_retention"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+CLAIM_ORDER_WHERE = "status IN ('Pending', 'Running')"
+
+
+def upgrade() -> None:
+    # fair claiming: each tenant's queued and leased runs, oldest first
+    op.create_index(
+        "ix_workflow_executions__claim_order",
+        "workflow_executions",
+        ["tenant_id", "created_at", "id"],
+        unique=False,
+        postgresql_where=sa.text(CLAIM_ORDER_WHERE),
+        sqlite_where=sa.text(CLAIM_ORDER_WHERE),
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_workflow_executions__claim_order", table_name="workflow_executions")
