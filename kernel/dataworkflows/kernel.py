@@ -41,6 +41,7 @@ from dataworkflows.secrets.fields import DefinitionSecrets, plaintexts
 from dataworkflows.secrets.keys import resolve_secret_key
 from dataworkflows.service.event_hub import EventHub
 from dataworkflows.service.pruning import PruneLoop
+from dataworkflows.service.rate_limits import RateLimiter
 from dataworkflows.service.scheduler import Scheduler
 from dataworkflows.service.store import WorkflowStore
 from dataworkflows.service.triggers import TriggerService
@@ -114,6 +115,10 @@ class Kernel:
         self.definition_secrets = DefinitionSecrets(self.action_params())
         self.store.open_definition = self._open_definition
         self.resources = ResourceStore(self.db)
+        #: API and trigger intake rate limits (docs/limits.md)
+        self.rate_limits = RateLimiter.for_database(
+            self.db, reserve_seconds=self.settings.rate_limit_reserve_seconds
+        )
         # engine measurements are built only when some plugin observes them
         measure = self._measure if self.plugins.hook.on_engine_measurement.get_hookimpls() else None
         self.ledger = RunLedger(
@@ -192,6 +197,7 @@ class Kernel:
             credentials=self.credentials,
             queue=self.ledger,
             measure=measure,
+            rate_limits=self.rate_limits,
         )
         self.triggers.plugin_api = self.plugin_api
         self._worker_task: asyncio.Task[None] | None = None

@@ -19,6 +19,15 @@ CLAIM_ORDER_WHERE = "status IN ('Pending', 'Running')"
 
 
 def upgrade() -> None:
+    # rate limits shared by every API process (PostgreSQL; SQLite keeps them in memory)
+    op.create_table(
+        "rate_limit_buckets",
+        sa.Column("key", sa.String(length=600), nullable=False),
+        sa.Column("tat", sa.Double(), nullable=False),
+        sa.Column("granted", sa.Integer(), nullable=False),
+        sa.Column("updated_at", sa.Double(), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_rate_limit_buckets")),
+    )
     # fair claiming: each tenant's queued and leased runs, oldest first
     op.create_index(
         "ix_workflow_executions__claim_order",
@@ -31,4 +40,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("rate_limit_buckets")
     op.drop_index("ix_workflow_executions__claim_order", table_name="workflow_executions")

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from dataworkflows.plugins.manager import PluginSet
     from dataworkflows.secrets.credential_resolver import CredentialService
     from dataworkflows.service.event_hub import EventHub
+    from dataworkflows.service.rate_limits import RateLimiter
     from dataworkflows.service.store import WorkflowStore
     from dataworkflows.service.triggers import TriggerService
     from dataworkflows.service.workflows import WorkflowService
@@ -41,6 +42,7 @@ class ApiServices(Protocol):
     resources: ResourceStore
     ledger: RunLedger
     events: EventHub
+    rate_limits: RateLimiter
 
     async def start(self) -> None: ...
 
