@@ -19,7 +19,13 @@ from sqlalchemy import func, select
 
 from dataworkflows.api.rate_limit_middleware import rate_limit_identity
 from dataworkflows.db.models import workflow_executions
-from dataworkflows.service.rate_limits import Limit, LocalBuckets, SharedBuckets, _grant
+from dataworkflows.service.rate_limits import (
+    Limit,
+    LocalBuckets,
+    RateLimiter,
+    SharedBuckets,
+    _grant,
+)
 from dataworkflows.settings import Settings, SettingsError
 from dataworkflows.testing import postgres_only
 
@@ -49,12 +55,11 @@ def test_gcra_grants_a_burst_then_refuses_until_one_interval_has_passed() -> Non
 async def test_local_buckets_refuse_over_the_burst() -> None:
     buckets = LocalBuckets()
     limit = Limit(SLOW, 4)
-    assert await buckets.reserve("k", 3, limit) == (3, 0.0)
-    granted, retry_after = await buckets.reserve("k", 3, limit)
-    assert granted == 1
-    granted, retry_after = await buckets.reserve("k", 1, limit)
+    assert await buckets.reserve([("k", 3, limit)]) == [(3, 0.0)]
+    assert (await buckets.reserve([("k", 3, limit)]))[0][0] == 1
+    [(granted, retry_after)] = await buckets.reserve([("k", 1, limit)])
     assert granted == 0 and retry_after > 900  # one interval: 1000 s
-    assert (await buckets.reserve("other", 1, limit))[0] == 1
+    assert (await buckets.reserve([("other", 1, limit)]))[0][0] == 1
 
 
 async def test_a_tenant_over_its_limit_gets_429_with_retry_after(kernel_factory, api_factory):
@@ -148,7 +153,40 @@ async def test_two_api_processes_share_one_bucket(kernel_factory, api_factory):
 async def test_shared_buckets_reserve_up_to_the_burst(kernel):
     buckets = SharedBuckets(kernel.db)
     limit = Limit(SLOW, 8)
-    assert await buckets.reserve("test:reserve", 5, limit) == (5, 0.0)
-    assert (await buckets.reserve("test:reserve", 5, limit))[0] == 3
-    granted, retry_after = await buckets.reserve("test:reserve", 1, limit)
+    other = Limit(SLOW, 2)
+    assert await buckets.reserve([("t:b", 5, limit), ("t:a", 1, other)]) == [(5, 0.0), (1, 0.0)]
+    [(three, _), (one, _)] = await buckets.reserve([("t:b", 5, limit), ("t:a", 5, other)])
+    assert (three, one) == (3, 1)
+    [(granted, retry_after)] = await buckets.reserve([("t:b", 1, limit)])
     assert granted == 0 and 900 < retry_after <= 1000
+
+
+@pytest.mark.parametrize("reserve_seconds", [0.0, 5.0])
+async def test_a_request_refused_by_one_bucket_takes_nothing_from_the_other(reserve_seconds):
+    limiter = RateLimiter(LocalBuckets(), reserve_seconds=reserve_seconds)
+    tenant, principal = Limit(SLOW, 3), Limit(SLOW, 1)
+    both = [("principal", principal), ("tenant", tenant)]
+    assert await limiter.check(both) is None
+    refused = await limiter.check(both)
+    assert refused is not None and refused[0] == 0  # the principal's bucket is empty
+    # the tenant's bucket still has 2: another principal of the tenant gets both
+    others = [("principal-2", Limit(SLOW, 5)), ("tenant", tenant)]
+    answers = [await limiter.check(others) for _ in range(3)]
+    assert answers[:2] == [None, None]
+    assert answers[2] is not None and answers[2][0] == 1  # now the tenant's is empty
+
+
+async def test_concurrent_requests_of_one_key_share_one_reservation():
+    class Counting(LocalBuckets):
+        calls = 0
+
+        async def reserve(self, wants):
+            Counting.calls += 1
+            await asyncio.sleep(0)  # let the other requests queue behind the lock
+            return await super().reserve(wants)
+
+    limiter = RateLimiter(Counting(), reserve_seconds=60.0)
+    limit = Limit(1.0, 50)  # a reservation: 50 requests (rate x 60 s, capped at the burst)
+    results = await asyncio.gather(*(limiter.check([("k", limit)]) for _ in range(40)))
+    assert results == [None] * 40
+    assert Counting.calls == 1

@@ -26,6 +26,8 @@ def upgrade() -> None:
         sa.Column("tat", sa.Double(), nullable=False),
         sa.Column("granted", sa.Integer(), nullable=False),
         sa.Column("updated_at", sa.Double(), nullable=False),
+        sa.Column("interval_s", sa.Double(), nullable=False),
+        sa.Column("burst", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("key", name=op.f("pk_rate_limit_buckets")),
     )
     # fair claiming: each tenant's queued and leased runs, oldest first

@@ -78,9 +78,7 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
     kernel = request.app[kernel_key]
     settings = kernel.settings
     the_tenant, the_principal = rate_limit_identity(request)
-    # the principal first: one flooding principal is refused by its own bucket and does
-    # not drain its tenant's further (a request refused by the tenant's bucket has still
-    # used one of its principal's)
+    # one check of both buckets: a request refused by either takes from neither
     checks = (
         (
             "principal",
@@ -93,10 +91,11 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
             Limit.of(settings.rate_limit_tenant_per_second, settings.rate_limit_tenant_burst),
         ),
     )
-    for scope, key, limit in checks:
-        if limit is None:
-            continue
-        retry_after = await kernel.rate_limits.check(key, limit)
-        if retry_after is not None:
+    active = [(scope, key, limit) for scope, key, limit in checks if limit is not None]
+    if active:
+        refused = await kernel.rate_limits.check([(key, limit) for _, key, limit in active])
+        if refused is not None:
+            index, retry_after = refused
+            scope, _, limit = active[index]
             return _too_many(scope, limit, retry_after)
     return await handler(request)

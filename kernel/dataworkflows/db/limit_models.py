@@ -26,6 +26,9 @@ class RateLimitBucket(Base):
     granted: Mapped[int] = mapped_column(Integer)
     #: the database's clock at the last reservation, in Unix seconds
     updated_at: Mapped[float] = mapped_column(Double)
+    #: the limit the last reservation was taken under: seconds per request, and burst
+    interval_s: Mapped[float] = mapped_column(Double)
+    burst: Mapped[int] = mapped_column(Integer)
 
 
 rate_limit_buckets = RateLimitBucket.__table__

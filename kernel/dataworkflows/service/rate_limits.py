@@ -24,9 +24,10 @@ See docs/limits.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, case, func, literal_column
@@ -61,11 +62,12 @@ class Limit:
 
 
 class Buckets(Protocol):
-    """Where buckets live: grant up to ``wanted`` requests of ``key`` now."""
+    """Where buckets live."""
 
-    async def reserve(self, key: str, wanted: int, limit: Limit) -> tuple[int, float]:
-        """``(granted, retry_after)``: how many passed (0 to ``wanted``) and, when none
-        did, the seconds until one would."""
+    async def reserve(self, wants: list[tuple[str, int, Limit]]) -> list[tuple[int, float]]:
+        """Grant up to ``wanted`` requests of each ``(key, wanted, limit)`` now, in one
+        step: per key ``(granted, retry_after)``, how many passed (0 to ``wanted``) and,
+        when none did, the seconds until one would."""
         ...
 
 
@@ -85,66 +87,94 @@ class LocalBuckets:
     def __init__(self) -> None:
         self._tat: dict[str, float] = {}
 
-    async def reserve(self, key: str, wanted: int, limit: Limit) -> tuple[int, float]:
+    async def reserve(self, wants: list[tuple[str, int, Limit]]) -> list[tuple[int, float]]:
         now = time.monotonic()
-        granted, tat, retry_after = _grant(self._tat.get(key, now), now, wanted, limit)
-        self._tat[key] = tat
-        return granted, retry_after
+        out = []
+        for key, wanted, limit in wants:
+            granted, tat, retry_after = _grant(self._tat.get(key, now), now, wanted, limit)
+            self._tat[key] = tat
+            out.append((granted, retry_after))
+        return out
 
 
-def _shared_statement() -> Any:
-    """One upsert that grants up to ``p_wanted`` requests of ``p_key`` on the database's
-    clock and returns ``granted``, ``tat`` and ``updated_at`` (now)."""
+def _shared_statement(count: int) -> Any:
+    """One upsert of ``count`` buckets (parameters ``p_key_<i>``, ``p_wanted_<i>``,
+    ``p_burst_<i>``, ``p_interval_<i>``) that grants up to ``wanted`` requests of each on the
+    database's clock; returns ``key``, ``granted``, ``tat`` and ``updated_at`` (now). The
+    limit travels in the row (``interval_s``, ``burst``), so that each row of one
+    statement can have its own."""
     b = rate_limit_buckets
-    interval = bindparam("p_interval", type_=b.c.tat.type)
-    tolerance = bindparam("p_tolerance", type_=b.c.tat.type)
-    wanted = bindparam("p_wanted", type_=b.c.granted.type)
     now = literal_column("extract(epoch from clock_timestamp())::float8")
-    insert = pg_insert(b).values(
-        key=bindparam("p_key", type_=b.c.key.type),
-        tat=now + func.least(wanted, bindparam("p_burst", type_=b.c.granted.type)) * interval,
-        granted=func.least(wanted, bindparam("p_burst", type_=b.c.granted.type)),
-        updated_at=now,
-    )
-    current = insert.excluded.updated_at
-    start = func.greatest(b.c.tat, current)
-    room = func.floor((current + tolerance - start) / interval + 1e-9)
-    granted = func.greatest(0, func.least(wanted, room))
+    rows = []
+    for i in range(count):
+        wanted = bindparam(f"p_wanted_{i}", type_=b.c.granted.type)
+        interval = bindparam(f"p_interval_{i}", type_=b.c.interval_s.type)
+        rows.append(
+            {
+                "key": bindparam(f"p_key_{i}", type_=b.c.key.type),
+                "tat": now + wanted * interval,
+                "granted": wanted,
+                "updated_at": now,
+                "interval_s": interval,
+                "burst": bindparam(f"p_burst_{i}", type_=b.c.burst.type),
+            }
+        )
+    insert = pg_insert(b).values(rows)
+    new = insert.excluded
+    start = func.greatest(b.c.tat, new.updated_at)
+    room = func.floor((new.updated_at + new.burst * new.interval_s - start) / new.interval_s + 1e-9)
+    granted = func.greatest(0, func.least(new.granted, room))
     return insert.on_conflict_do_update(
         index_elements=[b.c.key],
         set_={
             "granted": granted,
-            "tat": case((granted > 0, start + granted * interval), else_=b.c.tat),
-            "updated_at": current,
+            "tat": case((granted > 0, start + granted * new.interval_s), else_=b.c.tat),
+            "updated_at": new.updated_at,
+            "interval_s": new.interval_s,
+            "burst": new.burst,
         },
-    ).returning(b.c.granted, b.c.tat, b.c.updated_at)
+    ).returning(b.c.key, b.c.granted, b.c.tat, b.c.updated_at)
 
 
 class SharedBuckets:
-    """Buckets in the ``rate_limit_buckets`` table (PostgreSQL: shared by all processes)."""
+    """Buckets in the ``rate_limit_buckets`` table (PostgreSQL: shared by all processes).
+
+    The keys of one request (tenant and principal) are taken in one statement, in key
+    order (two processes taking the same keys never wait on each other in a cycle)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._statement = _shared_statement()
+        self._statements: dict[int, Any] = {}
 
-    async def reserve(self, key: str, wanted: int, limit: Limit) -> tuple[int, float]:
-        params = {
-            "p_key": key,
-            "p_wanted": wanted,
-            "p_burst": limit.burst,
-            "p_interval": limit.interval,
-            "p_tolerance": limit.burst * limit.interval,
-        }
+    async def reserve(self, wants: list[tuple[str, int, Limit]]) -> list[tuple[int, float]]:
+        ordered = sorted(wants, key=lambda want: want[0])
+        statement = self._statements.get(len(ordered))
+        if statement is None:
+            statement = self._statements[len(ordered)] = _shared_statement(len(ordered))
+        params: dict[str, Any] = {}
+        for i, (key, wanted, limit) in enumerate(ordered):
+            params |= {
+                f"p_key_{i}": key,
+                f"p_wanted_{i}": min(wanted, limit.burst),
+                f"p_burst_{i}": limit.burst,
+                f"p_interval_{i}": limit.interval,
+            }
 
-        async def once() -> Any:
+        async def once() -> dict[str, Any]:
             async with self.db.begin() as conn:
-                return (await conn.execute(self._statement, params)).one()
+                return {row.key: row for row in await conn.execute(statement, params)}
 
-        row = await retry_transient(once, what="rate limit")
-        if row.granted > 0:
-            return int(row.granted), 0.0
-        start = max(row.tat, row.updated_at)
-        return 0, max(0.0, start - limit.burst * limit.interval + limit.interval - row.updated_at)
+        rows = await retry_transient(once, what="rate limit")
+        out = []
+        for key, _wanted, limit in wants:
+            row = rows[key]
+            if row.granted > 0:
+                out.append((int(row.granted), 0.0))
+            else:
+                start = max(row.tat, row.updated_at)
+                wait = start - limit.burst * limit.interval + limit.interval - row.updated_at
+                out.append((0, max(0.0, wait)))
+        return out
 
 
 @dataclass
@@ -154,7 +184,11 @@ class _Local:
     left: int = 0
     until: float = 0.0
     refused_until: float = 0.0
-    lock: asyncio.Lock | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def holds(self, now: float) -> bool:
+        """True while a reservation of this process has requests left."""
+        return self.left > 0 and now < self.until
 
 
 class RateLimiter:
@@ -172,45 +206,79 @@ class RateLimiter:
             return cls(LocalBuckets())
         return cls(SharedBuckets(db), reserve_seconds=reserve_seconds)
 
-    async def check(self, key: str, limit: Limit) -> float | None:
-        """Take one request of ``key``: None when it may pass, else the seconds until one
-        would (for ``Retry-After``)."""
+    async def check(self, checks: list[tuple[str, Limit]]) -> tuple[int, float] | None:
+        """Take one request from each ``(key, limit)``: None when it may pass all of them,
+        else ``(index of the first check that refused, seconds until it would pass)``. A
+        refused request takes nothing from the other buckets (what this process reserved
+        for them stays for the next request). Keys that need a reservation are reserved
+        in one statement."""
+        locals_ = [self._entry(key) for key, _ in checks]
+        while True:  # until every bucket holds a request at one instant, or one refuses
+            now = time.monotonic()
+            for index, local in enumerate(locals_):
+                if not local.holds(now) and now < local.refused_until:
+                    return index, local.refused_until - now
+            needed = [i for i, local in enumerate(locals_) if not local.holds(now)]
+            if not needed:
+                for local in locals_:
+                    local.left -= 1
+                return None
+            refused = await self._reserve(checks, locals_, needed)
+            if refused is not None:
+                return refused
+
+    async def _reserve(
+        self, checks: list[tuple[str, Limit]], locals_: list[_Local], needed: list[int]
+    ) -> tuple[int, float] | None:
+        """Reserve requests of the keys at ``needed`` (one statement), one reservation at
+        a time per key in this process: a request that waited for another's reservation
+        uses it instead of sending its own."""
+        async with contextlib.AsyncExitStack() as stack:
+            for i in sorted(needed, key=lambda i: checks[i][0]):
+                await stack.enter_async_context(locals_[i].lock)
+            now = time.monotonic()
+            needed = [i for i in needed if not locals_[i].holds(now)]
+            if not needed:
+                return None
+            wants = [
+                (key, self._wanted(limit), limit) for key, limit in (checks[i] for i in needed)
+            ]
+            answers = await self.buckets.reserve(wants)
+            now = time.monotonic()
+            refused = None
+            for i, (granted, retry_after) in zip(needed, answers, strict=True):
+                local = locals_[i]
+                if granted == 0:
+                    local.refused_until = now + retry_after
+                    refused = refused or (i, retry_after)
+                else:
+                    local.left, local.until = granted, now + max(self.reserve_seconds, 1e-3)
+            return refused
+
+    def _entry(self, key: str) -> _Local:
         local = self._local.get(key)
         if local is None:
-            local = self._local[key] = _Local(lock=asyncio.Lock())
-            if len(self._local) > 100_000:  # keys come and go (principals): forget old ones
+            if len(self._local) >= 100_000:  # keys come and go (principals): forget old ones
                 self._forget()
-        now = time.monotonic()
-        if local.left > 0 and now < local.until:
-            local.left -= 1
-            return None
-        if now < local.refused_until:
-            return local.refused_until - now
-        assert local.lock is not None
-        async with local.lock:  # one reservation at a time per key in this process
-            now = time.monotonic()
-            if local.left > 0 and now < local.until:
-                local.left -= 1
-                return None
-            wanted = max(1, min(limit.burst, math.floor(limit.per_second * self.reserve_seconds)))
-            granted, retry_after = await self.buckets.reserve(key, wanted, limit)
-            now = time.monotonic()
-            if granted == 0:
-                local.refused_until = now + retry_after
-                return retry_after
-            local.left, local.until = granted - 1, now + self.reserve_seconds
-            return None
+            local = self._local[key] = _Local()
+        return local
+
+    def _wanted(self, limit: Limit) -> int:
+        """How many requests one reservation takes: ``rate x reserve_seconds``, at least 1,
+        at most the burst."""
+        return max(1, min(limit.burst, math.floor(limit.per_second * self.reserve_seconds)))
 
     async def check_rate(self, key: str, per_second: float, burst: int) -> float | None:
         """:meth:`check` with the limit as numbers (``PluginAPI.check_rate_limit``)."""
         limit = Limit.of(per_second, burst)
-        return None if limit is None else await self.check(key, limit)
+        refused = None if limit is None else await self.check([(key, limit)])
+        return None if refused is None else refused[1]
 
     def _forget(self) -> None:
         now = time.monotonic()
         for key in [
             k
             for k, v in self._local.items()
-            if v.until <= now and v.refused_until <= now and not v.lock.locked()  # type: ignore[union-attr]
+            if v.until <= now and v.refused_until <= now and not v.lock.locked()
         ]:
             del self._local[key]

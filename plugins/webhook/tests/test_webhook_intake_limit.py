@@ -106,4 +106,6 @@ async def test_a_bad_rate_limit_config_is_refused(api, kernel, limit):
     assert resp.status == 422, await resp.text()
     assert "rateLimit" in await resp.text()
     async with kernel.db.connect() as conn:
-        assert (await conn.execute(text("SELECT count(*) FROM workflow_triggers"))).scalar_one() == 0
+        assert (
+            await conn.execute(text("SELECT count(*) FROM workflow_triggers"))
+        ).scalar_one() == 0
