@@ -7,7 +7,8 @@ On a scratch PostgreSQL database (``<admin database>_fairness``, dropped afterwa
 
 1. tenant A queues ``--backlog`` runs of a 1-step ``core.echo`` workflow that waits
    ``--step-ms`` (50) ms, through the ordinary enqueue path (a kernel with no worker);
-2. the claim statement's plan is printed (``EXPLAIN (ANALYZE, BUFFERS)``, rolled back);
+2. ``VACUUM ANALYZE`` of the runs table (what autovacuum does after such an insert), then
+   the claim statement's plan is printed (``EXPLAIN (ANALYZE, BUFFERS)``, rolled back);
 3. a second kernel in the same process starts its worker (``--concurrency`` 8 slots):
    every slot is busy with A's runs from then on;
 4. every ``--probe-interval`` (0.5) s the first kernel queues one run of tenant B (a
@@ -147,8 +148,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await intake.service.apply(_definition("fair-a", args.step_ms), tenant_id="tenant-a")
         await intake.service.apply(_definition("fair-b", 0), tenant_id="tenant-b")
         result["backlog_queue_s"] = round(await _queue_backlog(intake, args.backlog), 1)
-        async with intake.db.begin() as conn:  # as autovacuum would after such an insert
-            await conn.exec_driver_sql("ANALYZE workflow_executions")
+        async with intake.db.connect() as conn:  # as autovacuum would after such an insert
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.exec_driver_sql("VACUUM ANALYZE workflow_executions")
         result["claim_plan"] = await explain_claim(intake, args.concurrency)
         await worker.start()
         worker.start_worker()

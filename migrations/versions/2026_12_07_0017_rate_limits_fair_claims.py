@@ -36,6 +36,7 @@ def upgrade() -> None:
         "workflow_executions",
         ["tenant_id", "created_at", "id"],
         unique=False,
+        postgresql_include=["status", "lease_expires_at"],
         postgresql_where=sa.text(CLAIM_ORDER_WHERE),
         sqlite_where=sa.text(CLAIM_ORDER_WHERE),
     )

@@ -128,6 +128,8 @@ class WorkflowExecution(Base):
             "tenant_id",
             "created_at",
             "id",
+            # the window reads the claimable test from the index alone (index-only scan)
+            postgresql_include=["status", "lease_expires_at"],
             postgresql_where=text(CLAIM_ORDER_WHERE),
             sqlite_where=text(CLAIM_ORDER_WHERE),
         ),
