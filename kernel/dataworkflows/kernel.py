@@ -29,6 +29,7 @@ from dataworkflows.engine.documents import DocumentRenderer
 from dataworkflows.engine.templating import TemplateEngine, TemplateLimits, new_environment
 from dataworkflows.engine.worker import Worker
 from dataworkflows.events import RunEvent
+from dataworkflows.ledger.fairness import TenantCaps
 from dataworkflows.ledger.resources import ResourceStore
 from dataworkflows.ledger.retention import Pruner, RetentionPolicy
 from dataworkflows.ledger.run_ledger import RunLedger
@@ -42,6 +43,7 @@ from dataworkflows.secrets.keys import resolve_secret_key
 from dataworkflows.service.document_templates import DocumentTemplateService
 from dataworkflows.service.event_hub import EventHub
 from dataworkflows.service.pruning import PruneLoop
+from dataworkflows.service.rate_limits import RateLimiter
 from dataworkflows.service.scheduler import Scheduler
 from dataworkflows.service.store import WorkflowStore
 from dataworkflows.service.triggers import TriggerService
@@ -127,6 +129,10 @@ class Kernel:
         self.definition_secrets = DefinitionSecrets(self.action_params())
         self.store.open_definition = self._open_definition
         self.resources = ResourceStore(self.db)
+        #: API and trigger intake rate limits (docs/limits.md)
+        self.rate_limits = RateLimiter.for_database(
+            self.db, reserve_seconds=self.settings.rate_limit_reserve_seconds
+        )
         # engine measurements are built only when some plugin observes them
         measure = self._measure if self.plugins.hook.on_engine_measurement.get_hookimpls() else None
         self.ledger = RunLedger(
@@ -138,6 +144,7 @@ class Kernel:
             queue_limit=self.settings.ledger_queue_limit,
             redactor=self.redactor,
             measure=measure,
+            tenant_caps=TenantCaps.from_settings(self.settings),
         )
         self._http: aiohttp.ClientSession | None = None
         self.conductor = Conductor(
@@ -205,6 +212,7 @@ class Kernel:
             credentials=self.credentials,
             queue=self.ledger,
             measure=measure,
+            rate_limits=self.rate_limits,
         )
         self.triggers.plugin_api = self.plugin_api
         self._worker_task: asyncio.Task[None] | None = None

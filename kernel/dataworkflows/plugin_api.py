@@ -74,6 +74,12 @@ class QueueReader(Protocol):
     async def table_sizes(self) -> list[TableSize]: ...
 
 
+class RateLimits(Protocol):
+    """Token buckets shared by the engine's processes (the kernel's rate limiter)."""
+
+    async def check_rate(self, key: str, per_second: float, burst: int) -> float | None: ...
+
+
 class PluginAPI:
     """The kernel as a plugin sees it."""
 
@@ -87,8 +93,10 @@ class PluginAPI:
         credentials: SecretResolver,
         queue: QueueReader | None = None,
         measure: Callable[[EngineMeasurement], None] | None = None,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self._clock = clock
+        self._rate_limits = rate_limits
         self._queue = queue
         #: the ``on_engine_measurement`` observer (None: nobody listens)
         self._measure = measure
@@ -189,6 +197,16 @@ class PluginAPI:
             self._measure(
                 EngineMeasurement(Measure.TRIGGER_FIRED, (time.perf_counter() - began,), labels)
             )
+
+    async def check_rate_limit(self, key: str, per_second: float, burst: int) -> float | None:
+        """Take one request of ``key`` from a token bucket of ``per_second`` requests per
+        second and bursts of ``burst``: None when it may pass, else the seconds until one
+        would (for a ``Retry-After``). On PostgreSQL every process sharing the database
+        draws from the same bucket; on SQLite it lives in this process. Name the key after
+        what is limited, e.g. ``trigger:<id>`` (docs/limits.md). Since plugin API 1.2."""
+        if self._rate_limits is None:
+            raise RuntimeError("this PluginAPI was built without a rate limiter")
+        return await self._rate_limits.check_rate(key, per_second, burst)
 
     async def queue_depth(self) -> QueueDepth:
         """The run queue now, across every tenant and process sharing the database: runs

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -66,6 +67,20 @@ class Settings:
     #: ledger writes (enqueues, step writes) that may wait for a shared commit at once;
     #: further writers wait for room (backpressure)
     ledger_queue_limit: int = 1024
+    #: Fair scheduling (docs/limits.md): the most runs of one tenant ``Running`` at once,
+    #: over all workers (0: no cap), and per-tenant exceptions as ``tenant=cap,...``
+    tenant_max_running: int = 0
+    tenant_max_running_overrides: str = ""
+    #: API rate limits (docs/limits.md): requests per second and burst of each tenant and
+    #: of each principal (token) within a tenant; a rate of 0 switches that limit off
+    rate_limit_tenant_per_second: float = 0.0
+    rate_limit_tenant_burst: int = 0
+    rate_limit_principal_per_second: float = 0.0
+    rate_limit_principal_burst: int = 0
+    #: seconds of a limit's rate one process takes from the shared bucket at once
+    #: (PostgreSQL), so that a busy key costs one small write per reservation, not per
+    #: request; 0: one write per request
+    rate_limit_reserve_seconds: float = 0.1
     #: seconds a stopping worker lets in-flight runs finish before releasing them
     shutdown_grace: float = 30.0
     default_action_timeout: float = 300.0
@@ -173,6 +188,10 @@ class Settings:
                 + ", ".join(SQLITE_SYNCHRONOUS)
             )
         object.__setattr__(self, "sqlite_synchronous", synchronous)
+        parse_tenant_overrides(self.tenant_max_running_overrides)  # fail at start-up
+        for name in ("rate_limit_tenant_per_second", "rate_limit_principal_per_second"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"DATAWORKFLOWS_{name.upper()}: must not be negative")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -198,6 +217,24 @@ class Settings:
     @property
     def should_auto_migrate(self) -> bool:
         return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+
+#: ``tenant=number``: a tenant id (visible ASCII but ``=`` and ``,``) and a whole number
+_TENANT_PAIR = re.compile(r"([\x21-\x2b\x2d-\x3c\x3e-\x7e]{1,200})\s*=\s*(\d+)")
+
+
+def parse_tenant_overrides(raw: str) -> dict[str, int]:
+    """``DATAWORKFLOWS_TENANT_MAX_RUNNING_OVERRIDES``: ``tenant=cap,tenant=cap`` as a dict."""
+    pairs: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        match = _TENANT_PAIR.fullmatch(item)
+        if match is None:
+            raise SettingsError(
+                f"DATAWORKFLOWS_TENANT_MAX_RUNNING_OVERRIDES: {item!r} is not tenant=number "
+                "(e.g. 'acme=4,globex=0')"
+            )
+        pairs[match.group(1)] = int(match.group(2))
+    return pairs
 
 
 _NOT_PLUGIN_SETTINGS = ("DATAWORKFLOWS_CREDENTIAL_", "DATAWORKFLOWS_TEST_")

@@ -1,7 +1,7 @@
 """templates: document template sets (versioned) and workflow templates
 
 Revision ID: 0019_templates
-Revises: 0015_workflow_retention
+Revises: 0017_rate_limits_fair_claims
 Create Date: 2026-12-07 05:00:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0019_templates"
-down_revision: str | Sequence[str] | None = "0015_workflow_retention"
+down_revision: str | Sequence[str] | None = "0017_rate_limits_fair_claims"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -12,6 +12,7 @@ from dataworkflows.api.errors import error_middleware
 from dataworkflows.api.keys import ApiServices, kernel_key
 from dataworkflows.api.middleware import setup_api
 from dataworkflows.api.openapi import openapi_routes
+from dataworkflows.api.rate_limit_middleware import rate_limit_middleware
 from dataworkflows.api.routes import routes
 from dataworkflows.api.run_routes import run_routes
 from dataworkflows.api.stream_routes import stream_routes
@@ -45,6 +46,7 @@ def create_app(
     )
     app[kernel_key] = kernel
     setup_api(app)  # Correlation-Id, common headers, Idempotency-Key (docs/api.md)
+    app.middlewares.append(rate_limit_middleware)  # 429 per tenant / principal (limits.md)
     for table in ROUTE_TABLES:
         app.add_routes(table)
     kernel.plugins.hook.register_routes(app=app, kernel=kernel.plugin_api)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from dataworkflows.secrets.credential_resolver import CredentialService
     from dataworkflows.service.document_templates import DocumentTemplateService
     from dataworkflows.service.event_hub import EventHub
+    from dataworkflows.service.rate_limits import RateLimiter
     from dataworkflows.service.store import WorkflowStore
     from dataworkflows.service.triggers import TriggerService
     from dataworkflows.service.workflow_templates import WorkflowTemplateService
@@ -45,6 +46,7 @@ class ApiServices(Protocol):
     events: EventHub
     documents: DocumentTemplateService
     workflow_templates: WorkflowTemplateService
+    rate_limits: RateLimiter
 
     async def start(self) -> None: ...
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -42,6 +43,8 @@ NAMING_CONVENTION = {
 WORKFLOW_STATUSES = ("Draft", "Active", "Archived")
 RUN_STATUSES = ("Pending", "Running", "Succeeded", "Failed", "Cancelled")
 FINAL_RUN_STATUSES = ("Succeeded", "Failed", "Cancelled")
+#: the rows of the fair-claim index: the queue (Pending) and runs under a lease (Running)
+CLAIM_ORDER_WHERE = "status IN ('Pending', 'Running')"
 STEP_STATUSES = (
     "Running",
     "Succeeded",
@@ -119,6 +122,17 @@ class WorkflowExecution(Base):
         Index("ix_workflow_executions__workflow_newest", "workflow_id", "created_at"),
         Index(None, "status", "created_at"),
         Index(None, "status", "lease_expires_at"),
+        # fair claiming (ledger/statements.py claim_statement): the queue in tenant order
+        Index(
+            "ix_workflow_executions__claim_order",
+            "tenant_id",
+            "created_at",
+            "id",
+            # the window reads the claimable test from the index alone (index-only scan)
+            postgresql_include=["status", "lease_expires_at"],
+            postgresql_where=text(CLAIM_ORDER_WHERE),
+            sqlite_where=text(CLAIM_ORDER_WHERE),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)

@@ -6,6 +6,7 @@ Feature areas keep their models in their own module; import each one here.
 from dataworkflows.db import (
     connector_models,
     lifecycle_models,
+    limit_models,
     models,
     template_models,
     trigger_models,
@@ -17,6 +18,7 @@ metadata = Base.metadata
 __all__ = [
     "connector_models",
     "lifecycle_models",
+    "limit_models",
     "metadata",
     "models",
     "template_models",

@@ -101,6 +101,8 @@ class Worker:
         when the worker is not running here, is stopping or has no free slot."""
         if not self._started or self._stopping:
             return None
+        if self.ledger.tenant_caps is not None:
+            return None  # tenant caps: only the claim, which counts running runs, starts runs
         if len(self._running) + self._reserved >= self.concurrency:
             return None
         self._reserved += 1

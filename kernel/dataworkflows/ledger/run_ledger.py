@@ -41,6 +41,7 @@ from dataworkflows.events import RunEvent
 from dataworkflows.ledger import statements as sql
 from dataworkflows.ledger.claims import LedgerClaims
 from dataworkflows.ledger.enqueue import LedgerEnqueues
+from dataworkflows.ledger.fairness import TenantCaps
 from dataworkflows.ledger.group_commit import GroupCommit
 from dataworkflows.ledger.reads import LedgerReads
 from dataworkflows.ledger.records import (
@@ -93,8 +94,11 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
         queue_limit: int = 1024,
         redactor: Redactor | None = None,
         measure: Callable[[EngineMeasurement], None] | None = None,
+        tenant_caps: TenantCaps | None = None,
     ) -> None:
         self.db = db
+        #: per-tenant concurrency caps (None: no tenant has one); see ledger/fairness.py
+        self.tenant_caps = tenant_caps
         #: the ``on_engine_measurement`` observer (None: nobody listens, nothing is built)
         self._measurer = measure
         #: the kernel's secrets, removed from what is written (default: the process-wide)
@@ -119,7 +123,7 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
             max_pending=queue_limit,
             on_batch=self._batch_observer("ledger-flush"),
         )
-        self._claim_statement = sql.claim_statement(skip_locked=not db.is_sqlite)
+        self._claim_statement = sql.claim_statement(skip_locked=not db.is_sqlite, caps=tenant_caps)
         self._enqueue_statement = sql.enqueue_statement(db)
         self._upsert_variables = sql.upsert_variables_statement(db)
 

@@ -19,6 +19,7 @@ from dataworkflows.db.models import (
     workflow_executions,
     workflows,
 )
+from dataworkflows.ledger.fairness import TenantCaps
 
 _t = workflow_executions
 
@@ -89,27 +90,78 @@ FENCE_FINISH = (
 )
 
 
-def claim_statement(*, skip_locked: bool) -> Any:
-    """UPDATE … RETURNING that takes up to ``p_limit`` claimable runs, oldest first.
+#: how many of each tenant's oldest claimable runs a claim considers, as a multiple of its
+#: limit: room for that many workers claiming at the same instant to pass over each
+#: other's locked rows (PostgreSQL) without coming back empty
+CLAIM_WINDOW_FACTOR = 4
+
+
+def claim_statement(*, skip_locked: bool, caps: TenantCaps | None = None) -> Any:
+    """UPDATE … RETURNING that takes up to ``p_limit`` claimable runs, fairly across tenants.
+
+    Fair claiming (docs/limits.md): each tenant's claimable runs are numbered oldest first
+    (``row_number() OVER (PARTITION BY tenant_id ORDER BY created_at)``), the number is
+    moved on by the tenant's runs already ``Running`` under a live lease (its *place*), and
+    the claim takes the lowest places first, the older run on a tie. A tenant with nothing
+    running gets its next run claimed before the second run of a tenant with one running,
+    and so on: however large one tenant's backlog, another tenant's run waits at most for
+    the claims that serve the tenants with fewer runs running than its own. Only each
+    tenant's ``p_limit * CLAIM_WINDOW_FACTOR`` oldest claimable runs are candidates; the
+    partial index ``ix_workflow_executions__claim_order`` (tenant, created_at of Pending
+    and Running rows) feeds the window in order, without a sort.
+
+    ``caps`` (per-tenant concurrency caps): a run is a candidate only while its place stays
+    within its tenant's cap.
 
     Parameters: ``p_now``, ``p_owner``, ``p_lease_until``, ``p_limit``. ``skip_locked``
     (PostgreSQL): concurrent claimers pass over each other's rows instead of waiting.
     """
-    pick = (
-        select(_t.c.id)
-        .where(_CLAIMABLE)
-        .order_by(_t.c.created_at)
-        .limit(bindparam("p_limit", type_=_t.c.fencing_token.type))
+    limit = bindparam("p_limit", type_=_t.c.fencing_token.type)
+    rank = (
+        func.row_number()
+        .over(partition_by=_t.c.tenant_id, order_by=(_t.c.created_at, _t.c.id))
+        .label("rank")
     )
+    ranked = select(_t.c.id, _t.c.tenant_id, _t.c.created_at, rank).where(_CLAIMABLE).subquery()
+    running = (
+        select(_t.c.tenant_id, func.count().label("running"))
+        .where(
+            _t.c.status == "Running",
+            _t.c.lease_expires_at >= bindparam("p_now", type_=_t.c.lease_expires_at.type),
+        )
+        .group_by(_t.c.tenant_id)
+        .subquery()
+    )
+    source: Any = ranked.outerjoin(running, running.c.tenant_id == ranked.c.tenant_id)
+    #: the place the run would take among its tenant's runs if it started now
+    place = ranked.c.rank + func.coalesce(running.c.running, 0)
+    eligible = [ranked.c.rank <= limit * CLAIM_WINDOW_FACTOR]
+    if caps is not None:
+        eligible.append(place <= caps.expression(ranked.c.tenant_id))
+    fair = select(ranked.c.id, place.label("place"), ranked.c.created_at).select_from(source)
+    fair = fair.where(*eligible).order_by(place, ranked.c.created_at)
     if skip_locked:
-        # PostgreSQL: the pick must run once. As ``id IN (subquery)`` the planner may run
-        # it again for later rows, and each run, skipping the rows this statement has just
-        # made Running, picks the next ones: one claim would take every claimable run
-        # whatever its limit. A materialized CTE is evaluated exactly once.
-        picked = pick.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+        # PostgreSQL: FOR UPDATE cannot sit beside a window function, so the best
+        # candidates (a few per claimer that may run at once) are joined back to the table
+        # and locked in fair order, passing over rows other claimers hold (SKIP LOCKED).
+        # The pick must run once: as ``id IN (subquery)`` the planner may run it again for
+        # later rows, and each run, skipping the rows this statement has just made
+        # Running, picks the next ones: one claim would take every claimable run whatever
+        # its limit. A materialized CTE is evaluated exactly once.
+        candidates = fair.limit(limit * CLAIM_WINDOW_FACTOR).subquery("candidates")
+        picked = (
+            select(_t.c.id)
+            .select_from(candidates.join(_t, _t.c.id == candidates.c.id))
+            .where(_CLAIMABLE)
+            .order_by(candidates.c.place, candidates.c.created_at)
+            .limit(limit)
+            .with_for_update(of=_t, skip_locked=True)
+            .cte("picked")
+            .prefix_with("MATERIALIZED")
+        )
         chosen = _t.c.id == picked.c.id
-    else:
-        chosen = _t.c.id.in_(pick.scalar_subquery())  # SQLite: one writer at a time
+    else:  # SQLite: one writer at a time
+        chosen = _t.c.id.in_(select(fair.limit(limit).subquery().c.id).scalar_subquery())
     expired = and_(_t.c.status == "Running", _t.c.lease_owner.is_not(None))
     return (
         update(_t)

@@ -15,7 +15,7 @@ from dataworkflows import hookimpl, lazy_attributes
 __getattr__ = lazy_attributes(__name__, "dataworkflows_webhook.trigger")
 
 #: the plugin-API versions this plugin works with (README, "Plugin API versions")
-dataworkflows_api = ">=1,<2"
+dataworkflows_api = ">=1.2,<2"  # 1.2: check_rate_limit (rateLimit)
 #: what it registers (type: title), so `dataworkflows plugins` need not import it;
 #: `dataworkflows plugins --check` compares this with the classes
 dataworkflows_actions = {}

@@ -5,6 +5,7 @@ aiohttp is imported when the handler is made (``register_routes``), not with the
 from __future__ import annotations
 
 import hmac
+import math
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -13,6 +14,7 @@ from dataworkflows import CredentialError, JSONLimitError, loads_limited
 from dataworkflows_webhook.trigger import (
     DROPPED_HEADERS,
     STANDARD_HEADERS,
+    IntakeLimit,
     SignatureConfig,
     Webhook,
     WebhookConfig,
@@ -196,6 +198,25 @@ async def _unavailable(api: PluginAPI, trigger_id: str, code: str, message: str)
     return _error(503, code, message)
 
 
+async def _over_limit(api: PluginAPI, trigger_id: str, limit: IntakeLimit) -> web.Response | None:
+    """429 with ``Retry-After`` when the trigger's intake bucket is empty, else None."""
+    retry_after = await api.check_rate_limit(f"trigger:{trigger_id}", limit.per_second, limit.burst)
+    if retry_after is None:
+        return None
+    seconds = max(1, math.ceil(retry_after))
+    response = _error(
+        429,
+        "rate_limited",
+        f"this trigger accepts {limit.per_second:g} deliveries per second; retry after {seconds} s",
+        {
+            "limit": {"perSecond": limit.per_second, "burst": limit.burst},
+            "retryAfterSeconds": seconds,
+        },
+    )
+    response.headers["Retry-After"] = str(seconds)
+    return response
+
+
 def _delivery_id(config: WebhookConfig, request: web.Request) -> str | None:
     """Standard Webhooks: the signed ``webhook-id``; else ``deliveryIdHeader``'s value."""
     if config.signature is not None and config.signature.scheme == "standard-webhooks":
@@ -248,6 +269,10 @@ def make_handler(api: PluginAPI) -> Any:
             failure = _verify(sig, secret, request, body, now.timestamp())
             if failure is not None:
                 return failure
+        if config.rate_limit is not None:
+            refused = await _over_limit(api, trigger.id, config.rate_limit)
+            if refused is not None:
+                return refused
         parsed = _parse_body(request, body, api.settings)
         if isinstance(parsed, web.Response):
             return parsed

@@ -13,10 +13,12 @@ Each delivery is checked in this order, and the first failure answers:
    is set) matches the signature header; compared in constant time, and the timestamp is
    within ``toleranceSeconds`` of the engine's clock → else **401**
    (``missing_signature``, ``invalid_signature``, ``stale_timestamp``);
-4. the body parses: JSON (``application/json``, ``*/*+json``), form fields
+4. with ``rateLimit`` configured: the trigger's token bucket has room → else **429**
+   ``rate_limited`` with ``Retry-After`` (nothing is queued);
+5. the body parses: JSON (``application/json``, ``*/*+json``), form fields
    (``application/x-www-form-urlencoded``) or text (``text/*``) → else **415**
    ``unsupported_media_type`` or **400** ``malformed_body``;
-5. the kernel evaluates the trigger's ``activationCondition`` and queues the run.
+6. the kernel evaluates the trigger's ``activationCondition`` and queues the run.
 
 Answers: **202** ``{"executionId", "statusUrl", "activated": true, "duplicate"}`` once
 the run is durably queued (never waiting for the run; a failed insert is a 5xx);
@@ -52,7 +54,15 @@ from dataworkflows import CredentialError, TriggerType
 if TYPE_CHECKING:
     from dataworkflows.plugin_api import PluginAPI
 
-__all__ = ["ROUTE", "SignatureConfig", "Webhook", "WebhookConfig", "sign", "sign_standard"]
+__all__ = [
+    "ROUTE",
+    "IntakeLimit",
+    "SignatureConfig",
+    "Webhook",
+    "WebhookConfig",
+    "sign",
+    "sign_standard",
+]
 
 ROUTE = "/hooks/{trigger_id}"
 #: headers that never reach the run's payload
@@ -131,6 +141,18 @@ class SignatureConfig(_Model):
         return self
 
 
+class IntakeLimit(_Model):
+    """How many deliveries this trigger accepts: a token bucket of ``perSecond`` with bursts
+    of ``burst``, shared by every engine process on PostgreSQL. A delivery over it gets
+    **429** ``rate_limited`` with ``Retry-After`` and starts nothing."""
+
+    per_second: float = Field(gt=0, le=100_000)
+    """Deliveries per second on average (more than 0, at most 100000)."""
+    burst: int = Field(default=0, ge=0, le=1_000_000)
+    """Deliveries accepted at once after a quiet spell (0 to 1000000). Default 0: one
+    second's worth (``perSecond`` rounded up, at least 1)."""
+
+
 class WebhookConfig(_Model):
     """Configuration of a ``webhook`` trigger: each ``POST /hooks/{triggerId}`` starts a
     run whose ``trigger`` holds the request's parsed body, headers and query."""
@@ -146,6 +168,9 @@ class WebhookConfig(_Model):
     max_body_bytes: int | None = Field(default=None, ge=1, le=MAX_BODY_CEILING)
     """The largest request body accepted, in bytes (at most 104857600, 100 MiB); larger
     ones get 413. Default: the engine's ``DATAWORKFLOWS_MAX_BODY_BYTES``."""
+    rate_limit: IntakeLimit | None = None
+    """Deliveries accepted per second (checked after the signature, so forged calls use
+    none of it); over it, 429 with ``Retry-After`` and no run. Default: null, no limit."""
 
 
 def sign(secret: str | bytes, body: bytes, timestamp: int | str | None = None) -> str:
