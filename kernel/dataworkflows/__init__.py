@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         Resources,
         StepOutcome,
     )
+    from dataworkflows.common.access import Identity, requires
     from dataworkflows.common.jsonlimits import JSONLimitError, loads_limited
     from dataworkflows.hookspecs import PLUGIN_API_VERSION, hookimpl
     from dataworkflows.triggers import TriggerType
@@ -43,6 +44,7 @@ __all__ = [
     "Credential",
     "CredentialError",
     "Credentials",
+    "Identity",
     "JSONLimitError",
     "ResourceLink",
     "Resources",
@@ -52,12 +54,15 @@ __all__ = [
     "hookimpl",
     "lazy_attributes",
     "loads_limited",
+    "requires",
 ]
 
 __getattr__ = lazy_attributes(
     __name__,
     "dataworkflows.actions",
     where={
+        "Identity": "dataworkflows.common.access",
+        "requires": "dataworkflows.common.access",
         "JSONLimitError": "dataworkflows.common.jsonlimits",
         "loads_limited": "dataworkflows.common.jsonlimits",
         "hookimpl": "dataworkflows.hookspecs",
