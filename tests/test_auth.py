@@ -150,8 +150,18 @@ async def test_jwt_claims_are_checked(kernel_factory, api_factory):
         "no tenant": bearer(jwt.encode({"sub": "a", "exp": time.time() + 60}, SECRET)),
         "bad role": signed(tenant="acme", role="root"),
         "alg none": bearer(
-            jwt.encode({"sub": "a", "tenant": "acme", "role": "admin", "aud": AUD,
-                        "iss": ISS, "exp": int(time.time()) + 60}, None, algorithm="none")
+            jwt.encode(
+                {
+                    "sub": "a",
+                    "tenant": "acme",
+                    "role": "admin",
+                    "aud": AUD,
+                    "iss": ISS,
+                    "exp": int(time.time()) + 60,
+                },
+                None,
+                algorithm="none",
+            )
         ),  # fmt: skip
         "garbage": bearer("not-a-jwt"),
     }
@@ -167,7 +177,9 @@ async def test_jwt_claims_are_checked(kernel_factory, api_factory):
 async def test_tenant_and_principal_come_from_the_token(kernel_factory, api_factory, simple_echo):
     api, _ = await strict_api(kernel_factory, api_factory)
     acme = signed(tenant="acme", role="editor", subject="bob")
-    resp = await api.post("/api/v1/workflows", json=simple_echo, headers=acme | {"X-Principal": "x"})
+    resp = await api.post(
+        "/api/v1/workflows", json=simple_echo, headers=acme | {"X-Principal": "x"}
+    )
     assert resp.status == 201, await resp.text()
     audit = await (await api.get("/api/v1/workflows/simple-echo/audit", headers=acme)).json()
     assert {a["actor"] for a in audit["items"]} == {"bob"}
@@ -215,9 +227,7 @@ async def test_rs256_with_a_public_key_file(kernel_factory, api_factory, tmp_pat
     forged = jwt_token(other, tenant="acme", audience=AUD, issuer=ISS, algorithm="RS256")
     assert await status(api, "/api/v1/workflows", bearer(forged)) == 401
     # HS256 signed with the public key's PEM (algorithm confusion) is refused
-    confused = jwt_token(
-        SECRET + "x", tenant="acme", audience=AUD, issuer=ISS, algorithm="HS256"
-    )
+    confused = jwt_token(SECRET + "x", tenant="acme", audience=AUD, issuer=ISS, algorithm="HS256")
     assert await status(api, "/api/v1/workflows", bearer(confused)) == 401
 
 

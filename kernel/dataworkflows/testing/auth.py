@@ -1,10 +1,10 @@
 """Credentials for tests of strict mode (docs/auth.md, docs/testing.md)::
 
-    kernel = await kernel_factory(auth_mode="strict", jwt_secret=SECRET)
-    api = await api_factory(kernel)
-    token = await api_token(kernel, tenant="acme", role="editor")
-    await api.get("/api/v1/workflows", headers=bearer(token))
-    await api.get("/api/v1/workflows", headers=bearer(jwt_token(SECRET, tenant="acme")))
+kernel = await kernel_factory(auth_mode="strict", jwt_secret=SECRET)
+api = await api_factory(kernel)
+token = await api_token(kernel, tenant="acme", role="editor")
+await api.get("/api/v1/workflows", headers=bearer(token))
+await api.get("/api/v1/workflows", headers=bearer(jwt_token(SECRET, tenant="acme")))
 """
 
 from __future__ import annotations
