@@ -38,9 +38,14 @@ class IdentityRoutes:
         async def whoami(request: web.Request) -> web.Response:
             who = request[IDENTITY_KEY]
             return web.json_response(
-                {"tenant": who.tenant, "principal": who.principal, "role": who.role,
-                 "method": who.method, "tokenId": who.token_id}
-            )  # fmt: skip
+                {
+                    "tenant": who.tenant,
+                    "principal": who.principal,
+                    "role": who.role,
+                    "method": who.method,
+                    "tokenId": who.token_id,
+                }
+            )
 
         async def undeclared(request: web.Request) -> web.Response:
             return web.json_response({"ok": True})
@@ -162,7 +167,7 @@ async def test_jwt_claims_are_checked(kernel_factory, api_factory):
                 None,
                 algorithm="none",
             )
-        ),  # fmt: skip
+        ),
         "garbage": bearer("not-a-jwt"),
     }
     for what, headers in refused.items():
@@ -239,8 +244,9 @@ async def test_es256_with_a_jwks_file_and_url(kernel_factory, api_factory, tmp_p
     for key, kid, alg in ((ec_key, "ec-1", "ES256"), (rsa_key, "rsa-1", "RS256")):
         token = jwt_token(key, tenant="acme", audience=AUD, issuer=ISS, algorithm=alg, kid=kid)
         assert await status(api, "/api/v1/workflows", bearer(token)) == 200, alg
-    unknown = jwt_token(ec_key, tenant="acme", audience=AUD, issuer=ISS, algorithm="ES256",
-                        kid="nope")  # fmt: skip
+    unknown = jwt_token(
+        ec_key, tenant="acme", audience=AUD, issuer=ISS, algorithm="ES256", kid="nope"
+    )
     assert await status(api, "/api/v1/workflows", bearer(unknown)) == 401
 
     served = []
@@ -256,8 +262,9 @@ async def test_es256_with_a_jwks_file_and_url(kernel_factory, api_factory, tmp_p
     try:
         url = str(server.make_url("/.well-known/jwks.json"))
         api2, _ = await strict_api(kernel_factory, api_factory, jwt_jwks=url)
-        token = jwt_token(ec_key, tenant="acme", audience=AUD, issuer=ISS, algorithm="ES256",
-                          kid="ec-1")  # fmt: skip
+        token = jwt_token(
+            ec_key, tenant="acme", audience=AUD, issuer=ISS, algorithm="ES256", kid="ec-1"
+        )
         assert await status(api2, "/api/v1/workflows", bearer(token)) == 200
         assert await status(api2, "/api/v1/workflows", bearer(token)) == 200
         assert served == ["/.well-known/jwks.json"]  # fetched once, then cached

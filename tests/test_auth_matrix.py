@@ -61,10 +61,13 @@ async def acme_world(api: Any, kernel: Any, admin: dict[str, str]) -> dict[str, 
     )
     run = await ok(await api.post(f"/api/v1/workflows/{wf}/execute", json={}, headers=admin), 202)
     trigger = await ok(
-        await api.post(f"/api/v1/workflows/{wf}/triggers", json={"type": "webhook", "config": {}},
-                       headers=admin),
+        await api.post(
+            f"/api/v1/workflows/{wf}/triggers",
+            json={"type": "webhook", "config": {}},
+            headers=admin,
+        ),
         201,
-    )  # fmt: skip
+    )
     credential = f"cred-{wf}"
     await ok(
         await api.post(
