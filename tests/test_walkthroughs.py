@@ -283,7 +283,7 @@ def test_strict_mode_token_walkthrough(tmp_path: Path) -> None:
     [block] = shell_blocks("docs/auth.md", "### Walk-through: strict mode with a token")
     out = _run_standalone(block, tmp_path)
     refused, created, accepted = json_objects(out)
-    assert refused["code"] == "unauthenticated" and '} 401' in out, out
+    assert refused["code"] == "unauthenticated" and "} 401" in out, out
     assert created["id"] == "hello-strict" and created["status"] == "Active", created
     assert accepted["status"] in ("Pending", "Running") and accepted["executionId"], accepted
 
