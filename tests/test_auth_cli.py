@@ -100,7 +100,7 @@ async def test_strict_streams_show_only_the_tokens_tenant(kernel_factory, api_fa
     api = await api_factory(kernel)
     acme = bearer(await api_token(kernel, tenant="acme", role="runner"))
     globex = bearer(await api_token(kernel, tenant="globex", role="runner"))
-    for tenant, headers in (("acme", acme), ("globex", globex)):
+    for tenant in ("acme", "globex"):
         definition = {
             "id": f"sse-{tenant}",
             "displayName": tenant,
