@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -75,15 +78,28 @@ def test_auth_settings() -> None:
     assert "hush" not in repr(Settings(jwt_secret="hush", scrape_token="hush"))
 
 
-def test_serve_refuses_loose_mode_off_loopback(cli: Any, monkeypatch: Any) -> None:
-    monkeypatch.setenv("DATAWORKFLOWS_AUTH_MODE", "loose")  # on PostgreSQL too
+def serve(tmp_path: Any, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``dataworkflows serve ARGS`` on a fresh SQLite file with ``env``; it must exit (with
+    a timeout, should it start serving after all)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DATAWORKFLOWS_")}
+    environ["DATAWORKFLOWS_DATABASE_URL"] = f"sqlite:///{tmp_path}/serve.db"
+    return subprocess.run(
+        [sys.executable, "-m", "dataworkflows.cli.main", "serve", *args],
+        env=environ | {f"DATAWORKFLOWS_{k.upper()}": v for k, v in env.items()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_serve_refuses_loose_mode_off_loopback(tmp_path: Any) -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3")
     assert not is_loopback("example.com")
-    result = cli("serve", "--host", "0.0.0.0", "--port", "1")
-    assert result.exit_code == 1
-    assert "refusing to serve auth mode 'loose' on 0.0.0.0" in result.output
-    assert "--allow-loose-public" in result.output
+    result = serve(tmp_path, "--host", "0.0.0.0", "--port", "1", auth_mode="loose")
+    assert result.returncode == 1
+    assert "refusing to serve auth mode 'loose' on 0.0.0.0" in result.stderr
+    assert "--allow-loose-public" in result.stderr
     # allowed explicitly, or strict: no refusal
     refuse_loose_public(Settings(host="0.0.0.0", allow_loose_public=True))
     refuse_loose_public(Settings(host="0.0.0.0", auth_mode="strict"))
@@ -129,3 +145,20 @@ async def test_strict_streams_show_only_the_tokens_tenant(kernel_factory, api_fa
     assert resp.status == 403
     async with kernel.db.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(api_tokens))).scalar() == 2
+
+
+def test_unreadable_jwt_keys_are_a_clear_start_up_error(tmp_path: Any) -> None:
+    (tmp_path / "jwks.json").write_text("{not json")
+    result = serve(tmp_path, "--port", "1", auth_mode="strict", jwt_jwks=f"{tmp_path}/jwks.json")
+    assert result.returncode == 1
+    assert "DATAWORKFLOWS_JWT_JWKS=" in result.stderr and "not a readable JWKS" in result.stderr
+    missing = f"{tmp_path}/missing.pem"
+    result = serve(tmp_path, "--port", "1", auth_mode="strict", jwt_public_key_file=missing)
+    assert result.returncode == 1 and "not a readable PEM public key" in result.stderr
+
+
+async def test_loose_mode_ignores_a_proxys_basic_authorization(api) -> None:
+    resp = await api.get(
+        "/api/v1/workflows", headers={"Authorization": "Basic eDp5", "X-Tenant-Id": "acme"}
+    )
+    assert resp.status == 200, await resp.text()

@@ -70,7 +70,7 @@ class Authenticator:
                 code="invalid_header",
                 details={"header": "X-Tenant-Id", "pattern": TENANT_PATTERN},
             )
-        bearer = _bearer(request)
+        bearer = _bearer(request, strict=self.mode == "strict")
         if level == SCRAPE:
             return self._scrape(bearer)
         if bearer is None:
@@ -124,11 +124,14 @@ class Authenticator:
         return scrape
 
 
-def _bearer(request: web.Request) -> str | None:
+def _bearer(request: web.Request, *, strict: bool) -> str | None:
+    """The bearer token sent, if any. Loose mode ignores other schemes (a proxy's Basic)."""
     header = request.headers.get("Authorization")
     if header is None:
         return None
     scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" and not strict:
+        return None
     if scheme.lower() != "bearer" or not value.strip():
         raise Unauthorized(
             "the Authorization header must be 'Bearer <token>'", code="invalid_token"

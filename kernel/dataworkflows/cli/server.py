@@ -17,7 +17,7 @@ from dataworkflows.cli.common import (
     start_kernel,
 )
 from dataworkflows.cli.event_loop import loop_name
-from dataworkflows.settings import Settings
+from dataworkflows.settings import Settings, SettingsError
 
 log = logging.getLogger("dataworkflows.worker")
 
@@ -52,7 +52,10 @@ def serve(
     loop = new_loop(settings)
     asyncio.set_event_loop(loop)
     kernel = make_kernel(settings)
-    app = create_app(kernel, run_worker=not no_worker)
+    try:
+        app = create_app(kernel, run_worker=not no_worker)
+    except SettingsError as exc:  # e.g. an unreadable JWT key file
+        raise click.ClickException(str(exc)) from None
     app.on_startup.append(_start_template_workers)
     banner = (
         f"DataWorkflows {__version__} on http://{settings.host}:{settings.port} "

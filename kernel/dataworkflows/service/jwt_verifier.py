@@ -19,7 +19,7 @@ import jwt
 
 from dataworkflows.common.access import ROLES, Identity, valid_tenant
 from dataworkflows.common.errors import ApiError, Unauthorized
-from dataworkflows.settings import Settings
+from dataworkflows.settings import Settings, SettingsError
 
 HMAC_ALGORITHMS = ("HS256",)
 PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256")
@@ -45,13 +45,24 @@ class JwtVerifier:
         self._jwks: jwt.PyJWKSet | None = None
         self._jwks_client: jwt.PyJWKClient | None = None
         if settings.jwt_public_key_file:
-            pem = Path(settings.jwt_public_key_file).read_bytes()
-            self._public_key = _load_public_key(pem)
+            try:
+                pem = Path(settings.jwt_public_key_file).read_bytes()
+                self._public_key = _load_public_key(pem)
+            except (OSError, ValueError, TypeError) as exc:
+                raise SettingsError(
+                    f"DATAWORKFLOWS_JWT_PUBLIC_KEY_FILE={settings.jwt_public_key_file!r}: "
+                    f"not a readable PEM public key ({exc})"
+                ) from None
         source = settings.jwt_jwks
         if source and source.startswith(("http://", "https://")):
             self._jwks_client = jwt.PyJWKClient(source, cache_keys=True, lifespan=300)
         elif source:
-            self._jwks = jwt.PyJWKSet.from_json(Path(source).read_text())
+            try:
+                self._jwks = jwt.PyJWKSet.from_json(Path(source).read_text())
+            except (OSError, ValueError, jwt.PyJWTError) as exc:
+                raise SettingsError(
+                    f"DATAWORKFLOWS_JWT_JWKS={source!r}: not a readable JWKS ({exc})"
+                ) from None
 
     @property
     def configured(self) -> bool:
