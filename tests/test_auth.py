@@ -296,3 +296,17 @@ async def test_loose_mode_checks_tenant_ids_and_honours_a_bearer_token(api, kern
     resp = await api.post("/api/v1/workflows", json={}, headers=bearer(token))
     assert resp.status == 403  # the token's role, not loose mode's admin
     assert await status(api, "/metrics") == 200
+
+
+async def test_the_document_and_its_page_show_each_operations_role(api):
+    document = await (await api.get("/api/v1/openapi.json")).json()
+    create = document["paths"]["/api/v1/workflows"]["post"]
+    assert create["x-required-role"] == "editor"
+    assert create["security"] == [{"bearerAuth": []}]
+    assert {"401", "403"} <= set(create["responses"])
+    health = document["paths"]["/health"]["get"]
+    assert (health["security"], health["x-required-role"]) == ([], "public")
+    assert document["paths"]["/metrics"]["get"]["security"] == [{"scrapeToken": []}]
+    assert document["paths"]["/hooks/{trigger_id}"]["post"]["x-required-role"] == "public"
+    page = await (await api.get("/api/v1/docs")).text()
+    assert "Needs: <code>editor</code>" in page

@@ -11,10 +11,9 @@ query parameter model and error statuses right where it is defined::
 
 ``role`` is what the caller needs (docs/auth.md): ``viewer``, ``runner``, ``editor``,
 ``admin``, or ``public``. The first line of the docstring is the summary, the rest the
-description. Path
-parameters come from the route's path (their schemas from :data:`PATH_PARAMETERS`);
-POST and PATCH take an ``Idempotency-Key``. :mod:`dataworkflows.api.openapi` turns the
-router and these declarations into the document.
+description. Path parameters come from the route's path (their schemas from
+:data:`PATH_PARAMETERS`); POST and PATCH take an ``Idempotency-Key``.
+:mod:`dataworkflows.api.openapi` turns the router and these declarations into the document.
 """
 
 from __future__ import annotations
