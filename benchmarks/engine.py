@@ -78,6 +78,8 @@ class EngineProcesses:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DATAWORKFLOWS_")}
         env["DATAWORKFLOWS_DATABASE_URL"] = self.database_url
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # loopback only: callers are who the headers say, on PostgreSQL too (docs/auth.md)
+        env["DATAWORKFLOWS_AUTH_MODE"] = "loose"
         env.update({f"DATAWORKFLOWS_{k.upper()}": str(v) for k, v in self.settings.items()})
         if self.trace_commits_to is not None:
             env["DWBENCH_COMMIT_TRACE"] = str(self.trace_commits_to)

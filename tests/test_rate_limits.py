@@ -13,11 +13,12 @@ import math
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from sqlalchemy import func, select
 
+from dataworkflows.api.auth import IDENTITY_KEY
 from dataworkflows.api.rate_limit_middleware import rate_limit_identity
+from dataworkflows.common.access import Identity
 from dataworkflows.db.models import workflow_executions
 from dataworkflows.service.rate_limits import (
     Limit,
@@ -105,20 +106,18 @@ async def test_a_refused_request_changes_nothing(kernel_factory, api_factory, si
     assert runs == 1
 
 
-@pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
 def test_the_identity_prefers_the_authenticated_one() -> None:
-    loose = make_mocked_request("GET", "/api/v1/workflows", headers={"X-Tenant-Id": "acme"})
-    assert rate_limit_identity(loose) == ("acme", "-")
-    named = make_mocked_request(
-        "GET", "/api/v1/workflows", headers={"X-Tenant-Id": "acme", "X-Principal": "ann"}
-    )
-    assert rate_limit_identity(named) == ("acme", "ann")
+    public = make_mocked_request("GET", "/health", headers={"X-Tenant-Id": "acme"})
+    assert rate_limit_identity(public) == ("acme", "-")
+    loose = make_mocked_request("GET", "/api/v1/workflows", headers={"X-Tenant-Id": "spoof"})
+    loose[IDENTITY_KEY] = Identity("acme", "ann", "editor", "headers")
+    assert rate_limit_identity(loose) == ("acme", "ann")
     strict = make_mocked_request("GET", "/api/v1/workflows", headers={"X-Tenant-Id": "spoof"})
-    strict["identity"] = {"tenant": "acme", "principal": "ann", "token_id": "tok_1"}
+    strict[IDENTITY_KEY] = Identity("acme", "ann", "runner", "token", "tok_1")
     assert rate_limit_identity(strict) == ("acme", "tok_1")
     jwt = make_mocked_request("GET", "/api/v1/workflows")
-    jwt[web.RequestKey("identity", dict)] = {"tenant": "acme", "principal": "ann", "token_id": None}
-    assert rate_limit_identity(jwt) == ("acme", "ann")
+    jwt[IDENTITY_KEY] = Identity("acme", None, "viewer", "jwt")
+    assert rate_limit_identity(jwt) == ("acme", "-")
 
 
 @pytest.mark.parametrize(

@@ -278,3 +278,44 @@ def test_metrics_walkthrough(server: int) -> None:
     assert 'dataworkflows_queue_depth{state="pending"} 0.0' in out
     assert "# EOF" in out  # OpenMetrics
     assert any(a.get("code") == "unknown_parameter" for a in json_objects(out))
+
+
+def _run_standalone(block: str, tmp_path: Path) -> str:
+    """A walk-through that starts its own ``serve`` (on a free port instead of 8080), run
+    with bash in ``tmp_path`` with the engine's scripts first on PATH; its stdout."""
+    port = _free_port()
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAWORKFLOWS_")}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    script = block.replace("127.0.0.1:8080", f"127.0.0.1:{port}").replace(
+        "--port 8080", f"--port {port}"
+    )
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@needs_tools
+def test_strict_mode_token_walkthrough(tmp_path: Path) -> None:
+    [block] = shell_blocks("docs/auth.md", "### Walk-through: strict mode with a token")
+    out = _run_standalone(block, tmp_path)
+    refused, created, accepted = json_objects(out)
+    assert refused["code"] == "unauthenticated" and "} 401" in out, out
+    assert created["id"] == "hello-strict" and created["status"] == "Active", created
+    assert accepted["status"] in ("Pending", "Running") and accepted["executionId"], accepted
+
+
+@needs_tools
+def test_strict_mode_jwks_walkthrough(tmp_path: Path) -> None:
+    [block] = shell_blocks("docs/auth.md", "### Walk-through: strict mode with a JWKS")
+    out = _run_standalone(block, tmp_path)
+    listed, refused = json_objects(out)
+    assert listed["items"] == [], out
+    assert refused["code"] == "forbidden" and out.rstrip().endswith(" 403"), out

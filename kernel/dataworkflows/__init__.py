@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         Resources,
         StepOutcome,
     )
+    from dataworkflows.common.access import Identity, requires
     from dataworkflows.common.jsonlimits import JSONLimitError, loads_limited
     from dataworkflows.hookspecs import PLUGIN_API_VERSION, hookimpl
     from dataworkflows.triggers import TriggerType
@@ -46,6 +47,7 @@ __all__ = [
     "CredentialError",
     "Credentials",
     "Documents",
+    "Identity",
     "JSONLimitError",
     "RenderedDocument",
     "ResourceLink",
@@ -56,12 +58,15 @@ __all__ = [
     "hookimpl",
     "lazy_attributes",
     "loads_limited",
+    "requires",
 ]
 
 __getattr__ = lazy_attributes(
     __name__,
     "dataworkflows.actions",
     where={
+        "Identity": "dataworkflows.common.access",
+        "requires": "dataworkflows.common.access",
         "JSONLimitError": "dataworkflows.common.jsonlimits",
         "loads_limited": "dataworkflows.common.jsonlimits",
         "hookimpl": "dataworkflows.hookspecs",

@@ -110,7 +110,9 @@ def register_routes(app: web.Application, kernel: PluginAPI) -> None:
 
     Called when: once, while ``create_app`` builds the web application, before it starts.
     Args: app -- the :class:`aiohttp.web.Application`; add routes with ``app.router``.
-        Paths under ``/api/`` are reserved for the kernel.
+        Paths under ``/api/`` are reserved for the kernel. Declare what each handler
+        needs with ``dataworkflows.requires("viewer"|"runner"|"editor"|"admin"|"public"|
+        "scrape")`` (docs/auth.md); in strict mode an undeclared route needs ``admin``.
         kernel -- the :class:`~dataworkflows.plugin_api.PluginAPI` the handlers use to
         look triggers up and start runs (``get_trigger``, ``fire_trigger``); plugins
         never reach the database directly.

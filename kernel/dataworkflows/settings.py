@@ -26,6 +26,10 @@ EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 LOG_FORMATS = ("auto", "json", "console")
 #: accepted values of ``DATAWORKFLOWS_SQLITE_SYNCHRONOUS`` (SQLite's ``PRAGMA synchronous``)
 SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
+#: accepted values of ``DATAWORKFLOWS_AUTH_MODE`` (docs/auth.md)
+AUTH_MODES = ("loose", "strict")
+#: the most clock skew a JWT's exp / nbf / iat may be given (seconds)
+MAX_JWT_LEEWAY = 300.0
 
 
 class SettingsError(ValueError):
@@ -166,6 +170,28 @@ class Settings:
     #: database file (``<database>.key``, generated on first start with mode 0600); none
     #: on PostgreSQL (every process sharing it needs the same explicit key). ``""``: off.
     secret_key_file: str | None = None
+    #: Authentication (docs/auth.md): ``loose`` takes tenant and principal from the
+    #: X-Tenant-Id / X-Principal headers, ``strict`` only from an API token or a JWT.
+    #: None: loose on SQLite (with a warning at start-up), strict on PostgreSQL.
+    auth_mode: str | None = None
+    #: let ``serve`` listen on a non-loopback address in loose mode (it refuses otherwise)
+    allow_loose_public: bool = False
+    #: JWTs: an HS256 shared secret; or a PEM public key file (RS256/ES256); or a JWKS,
+    #: a file path or an http(s) URL (keys picked by ``kid``). Audience and issuer are
+    #: checked when set; ``exp`` is always required. Tenant and role come from the claims
+    #: named below, the principal from ``sub``.
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwt_public_key_file: str | None = None
+    jwt_jwks: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    #: seconds of clock skew allowed on exp / nbf / iat (at most 300)
+    jwt_leeway_seconds: float = 30.0
+    jwt_tenant_claim: str = "tenant"
+    jwt_role_claim: str = "role"
+    #: the bearer token ``/metrics`` takes in strict mode (process-wide figures of every
+    #: tenant, so no tenant's token opens it); unset: ``/metrics`` answers 401 in strict mode
+    scrape_token: str | None = field(default=None, repr=False)
     #: Plugin settings: every other ``DATAWORKFLOWS_<NAME>`` variable as ``{"<name>": value}``
     #: (``DATAWORKFLOWS_CREDENTIAL_*`` excluded); actions read them as ``ctx.settings``.
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -192,6 +218,18 @@ class Settings:
         for name in ("rate_limit_tenant_per_second", "rate_limit_principal_per_second"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"DATAWORKFLOWS_{name.upper()}: must not be negative")
+        if self.auth_mode is not None and self.auth_mode.strip().lower() in ("", "auto"):
+            object.__setattr__(self, "auth_mode", None)
+        if self.auth_mode is not None and self.auth_mode not in AUTH_MODES:
+            raise SettingsError(
+                f"DATAWORKFLOWS_AUTH_MODE={self.auth_mode!r}: expected one of "
+                + ", ".join(AUTH_MODES)
+            )
+        if not 0 <= self.jwt_leeway_seconds <= MAX_JWT_LEEWAY:
+            raise SettingsError(
+                f"DATAWORKFLOWS_JWT_LEEWAY_SECONDS={self.jwt_leeway_seconds!r}: expected "
+                f"0 to {MAX_JWT_LEEWAY:g} seconds"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -213,6 +251,13 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def effective_auth_mode(self) -> str:
+        """``auth_mode``, or its default: ``loose`` on SQLite, ``strict`` on PostgreSQL."""
+        if self.auth_mode is not None:
+            return self.auth_mode
+        return "loose" if self.is_sqlite else "strict"
 
     @property
     def should_auto_migrate(self) -> bool:

@@ -1,7 +1,7 @@
 """rate limits and fair claims: the queue in tenant order, and shared token buckets
 
 Revision ID: 0017_rate_limits_fair_claims
-Revises: 0015_workflow_retention
+Revises: 0016_api_tokens
 Create Date: 2026-12-07 05:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0017_rate_limits_fair_claims"
-down_revision: str | Sequence[str] | None = "0015_workflow_retention"
+down_revision: str | Sequence[str] | None = "0016_api_tokens"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

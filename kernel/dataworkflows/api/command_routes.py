@@ -18,6 +18,7 @@ command_routes = web.RouteTableDef()
 @command_routes.post("/api/v1/commands")
 @spec(
     "runCommand",
+    role="editor",
     tags=["commands"],
     body=CommandRequest,
     ok={202: ("Queued (or the earlier run of the same requestId)", CommandAccepted)},

@@ -42,6 +42,7 @@ def _not_found(name: str, tenant_id: str) -> NotFound:
 @connector_routes.post("/api/v1/credentials")
 @spec(
     "createCredential",
+    role="admin",
     tags=TAGS,
     body=CredentialRequest,
     ok={201: ("Created", Credential)},
@@ -78,6 +79,7 @@ async def create_credential(request: web.Request) -> web.Response:
 @connector_routes.get("/api/v1/credentials")
 @spec(
     "listCredentials",
+    role="viewer",
     tags=TAGS,
     query=PageQuery,
     ok={200: ("A page of credentials, by name", CredentialList)},
@@ -97,7 +99,13 @@ async def list_credentials(request: web.Request) -> web.Response:
 
 
 @connector_routes.get("/api/v1/credentials/{name}")
-@spec("getCredential", tags=TAGS, ok={200: ("The credential", Credential)}, errors=(404,))
+@spec(
+    "getCredential",
+    role="viewer",
+    tags=TAGS,
+    ok={200: ("The credential", Credential)},
+    errors=(404,),
+)
 async def get_credential(request: web.Request) -> web.Response:
     """One credential's metadata."""
     kernel = request.app[kernel_key]
@@ -111,6 +119,7 @@ async def get_credential(request: web.Request) -> web.Response:
 @connector_routes.put("/api/v1/credentials/{name}")
 @spec(
     "putCredential",
+    role="admin",
     tags=TAGS,
     body=CredentialUpdate,
     ok={200: ("Replaced", Credential), 201: ("Created", Credential)},
@@ -146,7 +155,7 @@ async def put_credential(request: web.Request) -> web.Response:
 
 
 @connector_routes.delete("/api/v1/credentials/{name}")
-@spec("deleteCredential", tags=TAGS, ok={204: ("Deleted", None)}, errors=(404,))
+@spec("deleteCredential", role="admin", tags=TAGS, ok={204: ("Deleted", None)}, errors=(404,))
 async def delete_credential(request: web.Request) -> web.Response:
     """Delete a credential."""
     kernel = request.app[kernel_key]
@@ -159,6 +168,7 @@ async def delete_credential(request: web.Request) -> web.Response:
 @connector_routes.get("/api/v1/executions/{execution_id}/resources")
 @spec(
     "executionResources",
+    role="viewer",
     tags=["executions"],
     ok={200: ("The links", ResourceLinkList)},
     errors=(404,),

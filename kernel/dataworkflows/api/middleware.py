@@ -6,7 +6,8 @@ Middleware order (outermost first), installed by :func:`setup_api`::
     correlation_middleware   binds Correlation-Id for logs; the header goes on every response
     trace_context_middleware binds the W3C traceparent / tracestate (api/trace_middleware.py)
     error_middleware         every error → {code, message, details}
-    api_middleware           checks X-Tenant-Id / X-Principal / X-Audit-Note /
+    auth_middleware          who is calling and may they (api/auth.py, docs/auth.md)
+    api_middleware           checks X-Principal / X-Audit-Note /
                              Idempotency-Key and query values, then replays or records
                              POST and PATCH responses by Idempotency-Key
 """
@@ -22,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dataworkflows.api.auth import auth_middleware, identity, setup_auth
 from dataworkflows.api.errors import Handler, error_middleware
 from dataworkflows.api.idempotency import (
     MAX_KEY_LENGTH,
@@ -36,6 +38,7 @@ from dataworkflows.api.keys import kernel_key
 from dataworkflows.api.trace_middleware import trace_context_middleware
 from dataworkflows.common import logcontext
 from dataworkflows.common.errors import BadRequest, Conflict, Unprocessable
+from dataworkflows.service.api_tokens import TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +69,14 @@ def correlation_id(request: web.Request) -> str | None:
 
 
 def tenant(request: web.Request) -> str:
-    """The ``X-Tenant-Id`` header (``default`` when absent or empty)."""
-    return request.headers.get("X-Tenant-Id") or "default"
+    """The caller's tenant: from its token in strict mode, from ``X-Tenant-Id`` (``default``
+    when absent) in loose mode (:func:`dataworkflows.api.auth.identity`)."""
+    return identity(request).tenant
 
 
 def principal(request: web.Request) -> str | None:
-    """The ``X-Principal`` header (None when absent or empty)."""
-    return request.headers.get("X-Principal") or None
+    """The caller: the token's subject in strict mode, ``X-Principal`` in loose mode."""
+    return identity(request).principal
 
 
 def audit_note(request: web.Request) -> str | None:
@@ -101,8 +105,7 @@ async def _echo_correlation_id(request: web.Request, response: web.StreamRespons
 
 
 def _check_headers(request: web.Request) -> None:
-    checks = (
-        ("X-Tenant-Id", _ID, "1-200 visible ASCII characters"),
+    checks = (  # X-Tenant-Id: checked by the auth middleware
         ("X-Principal", _TEXT, "at most 200 printable ASCII characters"),
         ("X-Audit-Note", _TEXT, f"at most {MAX_NOTE} printable ASCII characters"),
     )
@@ -126,7 +129,7 @@ def _check_headers(request: web.Request) -> None:
 
 @web.middleware
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/api/"):
+    if not request.path.startswith("/api/") or request.match_info.http_exception is not None:
         return await handler(request)
     _check_headers(request)
     key = request.headers.get("Idempotency-Key")
@@ -208,6 +211,7 @@ def setup_api(app: web.Application) -> None:
     position = middlewares.index(error_middleware) if error_middleware in middlewares else 0
     middlewares.insert(position, correlation_middleware)
     middlewares.insert(position, trace_context_middleware)  # W3C traceparent of the request
+    middlewares.append(auth_middleware)  # who calls, may they (docs/auth.md)
     middlewares.append(api_middleware)
     app[idempotency_key] = IdempotencyStore(
         kernel.db,
@@ -216,3 +220,4 @@ def setup_api(app: web.Application) -> None:
         lock_seconds=kernel.settings.idempotency_lock_seconds,
     )
     app.on_response_prepare.append(_echo_correlation_id)
+    setup_auth(app, kernel.settings, TokenStore(kernel.db, kernel.clock))

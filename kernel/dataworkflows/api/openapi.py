@@ -34,6 +34,7 @@ from dataworkflows.api.openapi_parts import (
     ref,
 )
 from dataworkflows.api.route_spec import ERROR_TEXT, PATH_PARAMETERS, RouteSpec, spec, spec_of
+from dataworkflows.common.access import DEFAULT_ACCESS, PUBLIC, SCRAPE, access_of
 
 openapi_routes = web.RouteTableDef()
 
@@ -99,6 +100,7 @@ def operation(method: str, path: str, declared: RouteSpec) -> dict[str, Any]:
         "tags": list(declared.tags),
         "parameters": parameters,
         "responses": responses,
+        **security_of(declared.role),
     }
     if declared.description:
         op["description"] = declared.description
@@ -108,6 +110,37 @@ def operation(method: str, path: str, declared: RouteSpec) -> dict[str, Any]:
             "content": {JSON_TYPE: {"schema": ref(declared.body.__name__)}},
         }
     return op
+
+
+def security_of(level: str) -> dict[str, Any]:
+    """An operation's ``security`` and ``x-required-role`` for its access level
+    (docs/auth.md): none for ``public``, the scrape token for ``scrape``, else a bearer
+    token (API token or JWT) whose role is at least ``level``."""
+    if level == PUBLIC:
+        return {"security": [], "x-required-role": PUBLIC}
+    scheme = "scrapeToken" if level == SCRAPE else "bearerAuth"
+    return {"security": [{scheme: []}], "x-required-role": level}
+
+
+#: the document's security schemes (strict mode; loose mode also accepts X-Tenant-Id)
+SECURITY_SCHEMES = {
+    "bearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "API token (dwt_...) or JWT",
+        "description": (
+            "Strict mode: an API token (`dataworkflows tokens create`) or a JWT; the "
+            "tenant and role come from it. Each operation's `x-required-role` is the least "
+            "role it needs (viewer < runner < editor < admin). Loose mode: the "
+            "`X-Tenant-Id` / `X-Principal` headers, role admin. See docs/auth.md."
+        ),
+    },
+    "scrapeToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "Strict mode: the value of DATAWORKFLOWS_SCRAPE_TOKEN (/metrics).",
+    },
+}
 
 
 def _plugin_operation(method: str, path: str, handler: Any) -> dict[str, Any]:
@@ -124,6 +157,7 @@ def _plugin_operation(method: str, path: str, handler: Any) -> dict[str, Any]:
             for name in _path_names(path)
         ],
         "responses": {"default": {"description": "Defined by the plugin"}},
+        **security_of(access_of(handler) or DEFAULT_ACCESS),
     }
     if method in ("POST", "PUT", "PATCH"):
         op["requestBody"] = {"required": False, "content": {"*/*": {"schema": {}}}}
@@ -175,6 +209,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
         "components": {
             "schemas": model_schemas(models, sorted(app[kernel_key].plugins.actions)),
             "parameters": HEADERS,
+            "securitySchemes": SECURITY_SCHEMES,
             "headers": {
                 "CorrelationId": {
                     "description": "The request's correlation id (given or generated)",
@@ -186,7 +221,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
 
 
 @openapi_routes.get("/api/v1/openapi.json")
-@spec("openapi", tags=["system"], ok={200: ("The document", {"type": "object"})})
+@spec("openapi", role="public", tags=["system"], ok={200: ("The document", {"type": "object"})})
 async def openapi_document(request: web.Request) -> web.Response:
     """This OpenAPI document."""
     return web.json_response(build_document(request.app))
@@ -195,6 +230,7 @@ async def openapi_document(request: web.Request) -> web.Response:
 @openapi_routes.get("/api/v1/docs")
 @spec(
     "docs",
+    role="public",
     tags=["system"],
     ok={200: ("An HTML page", {"type": "string"})},
     media_type="text/html",

@@ -59,6 +59,8 @@ def render_html(document: dict[str, Any]) -> str:
                 f"<p><span class='method'>{e(method.upper())}</span> <code>{e(path)}</code>"
                 f" — {e(op['summary'])}</p>"
             )
+            if op.get("x-required-role"):
+                out.append(f"<p>Needs: <code>{e(op['x-required-role'])}</code></p>")
             if op.get("description"):
                 out.append(f"<p>{e(op['description'])}</p>")
             params = [_resolve(document, p) for p in op.get("parameters", [])]

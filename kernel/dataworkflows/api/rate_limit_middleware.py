@@ -11,10 +11,10 @@ A refused request changes nothing: the handler does not run.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from aiohttp import web
 
+from dataworkflows.api.auth import IDENTITY_KEY
 from dataworkflows.api.errors import Handler, error_response
 from dataworkflows.api.keys import kernel_key
 from dataworkflows.api.middleware import principal, tenant
@@ -25,36 +25,15 @@ ANONYMOUS = "-"
 
 
 def rate_limit_identity(request: web.Request) -> tuple[str, str]:
-    """``(tenant, principal key)`` a request is rate-limited as.
-
-    With strict authentication (``request["identity"]``, set by the auth middleware: an
-    object or mapping with ``tenant``, ``principal`` and ``token_id``), the tenant and the
-    token id — the principal when the credential has no id (a JWT). Until then (loose
-    mode): the ``X-Tenant-Id`` and ``X-Principal`` headers, ``-`` without a principal.
-    """
-    identity = _identity(request)
-    if identity is not None:
-
-        def field(name: str) -> Any:
-            if isinstance(identity, dict):
-                return identity.get(name)
-            return getattr(identity, name, None)
-
-        key = field("token_id") or field("principal") or ANONYMOUS
-        return str(field("tenant") or "default"), str(key)
-    return tenant(request), principal(request) or ANONYMOUS
-
-
-def _identity(request: web.Request) -> Any:
-    """``request["identity"]``, under a plain ``"identity"`` key or a ``web.RequestKey``
-    named ``identity`` (whichever the auth middleware uses)."""
-    found = request.get("identity")
+    """``(tenant, principal key)`` a request is rate-limited as: the tenant of the caller's
+    identity (:data:`~dataworkflows.api.auth.IDENTITY_KEY`, set by the auth middleware) and
+    its API token's id — its principal when the credential has no id (a JWT without
+    ``jti``, loose mode's ``X-Principal``), ``-`` without either. A request with no
+    identity (a public route) is limited by its tenant and principal headers."""
+    found = request.get(IDENTITY_KEY)
     if found is not None:
-        return found
-    for key, value in request.items():
-        if getattr(key, "_name", "").rpartition(".")[2] == "identity":
-            return value
-    return None
+        return found.tenant, found.token_id or found.principal or ANONYMOUS
+    return tenant(request), principal(request) or ANONYMOUS
 
 
 def _too_many(scope: str, limit: Limit, retry_after: float) -> web.Response:

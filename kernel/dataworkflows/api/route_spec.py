@@ -4,14 +4,16 @@ A handler says its ``operationId``, tags, request body model, response model per
 query parameter model and error statuses right where it is defined::
 
     @routes.get("/api/v1/workflows/{workflow_id}")
-    @spec("getWorkflow", tags=WF, ok={200: ("The workflow", Workflow)}, errors=(404,))
+    @spec("getWorkflow", role="viewer", tags=WF, ok={200: ("The workflow", Workflow)},
+          errors=(404,))
     async def get_workflow(request: web.Request) -> web.Response:
         \"\"\"A workflow with its current (else latest) definition.\"\"\"
 
-The first line of the docstring is the summary, the rest the description. Path
-parameters come from the route's path (their schemas from :data:`PATH_PARAMETERS`);
-POST and PATCH take an ``Idempotency-Key``. :mod:`dataworkflows.api.openapi` turns the
-router and these declarations into the document.
+``role`` is what the caller needs (docs/auth.md): ``viewer``, ``runner``, ``editor``,
+``admin``, or ``public``. The first line of the docstring is the summary, the rest the
+description. Path parameters come from the route's path (their schemas from
+:data:`PATH_PARAMETERS`); POST and PATCH take an ``Idempotency-Key``.
+:mod:`dataworkflows.api.openapi` turns the router and these declarations into the document.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from dataworkflows.common.access import PUBLIC, requires
 from dataworkflows.engine.definitions import ID_PATTERN
 
 #: A response body: a pydantic model, a raw JSON schema, or None for no body.
@@ -45,6 +48,8 @@ PATH_PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
 #: Error statuses a route may declare, with the text the document gives them.
 ERROR_TEXT = {
     400: "Malformed request (bad JSON, empty body, invalid header)",
+    401: "No bearer token, or one that is unknown, expired, revoked or for another audience",
+    403: "The credential's role may not do this, or X-Tenant-Id names another tenant",
     404: "Not found (or another tenant's)",
     405: "Method not allowed",
     409: "Conflict with the current state",
@@ -59,6 +64,7 @@ class RouteSpec:
     """One route's OpenAPI facts (see :func:`spec`)."""
 
     operation_id: str
+    role: str
     tags: tuple[str, ...]
     ok: dict[int, tuple[str, Body]]
     summary: str
@@ -87,6 +93,7 @@ DECLARED: list[Callable[..., Any]] = []
 def spec(
     operation_id: str,
     *,
+    role: str,
     tags: list[str] | tuple[str, ...],
     ok: dict[int, tuple[str, Body]],
     query: type[BaseModel] | None = None,
@@ -101,8 +108,14 @@ def spec(
     ``ok``: status → (description, body model/schema/None); ``query``: a model whose fields
     are the query parameters; ``body``: the request body model (``body_required`` False when
     the body may be left out); ``errors``: the 4xx/5xx statuses the route answers with the
-    ``Error`` shape; ``audited``: the route writes an audit row (takes ``X-Audit-Note``).
+    ``Error`` shape; ``audited``: the route writes an audit row (takes ``X-Audit-Note``);
+    ``role``: what the caller needs (a role, or ``public``), as
+    :func:`dataworkflows.common.access.requires`. Routes that need a role answer 401 and
+    403 too (added to ``errors`` here).
     """
+    requires(role)  # checks the name
+    if role != PUBLIC:
+        errors = tuple(sorted({*errors, 401, 403}))
 
     def decorate(handler: H) -> H:
         doc = inspect.getdoc(handler) or ""
@@ -115,6 +128,7 @@ def spec(
             _ATTRIBUTE,
             RouteSpec(
                 operation_id=operation_id,
+                role=role,
                 tags=tuple(tags),
                 ok=ok,
                 summary=summary.strip().rstrip("."),
@@ -129,7 +143,7 @@ def spec(
             ),
         )
         DECLARED.append(handler)
-        return handler
+        return requires(role)(handler)
 
     return decorate
 

@@ -54,7 +54,7 @@ WF = ["workflows"]
 
 
 @routes.get("/health")
-@spec("health", tags=SYSTEM, ok={200: ("OK", Health)})
+@spec("health", role="public", tags=SYSTEM, ok={200: ("OK", Health)})
 async def health(request: web.Request) -> web.Response:
     """Liveness and database check."""
     kernel = request.app[kernel_key]
@@ -68,6 +68,7 @@ async def health(request: web.Request) -> web.Response:
 @routes.get("/api/v1/plugins")
 @spec(
     "listPlugins",
+    role="viewer",
     tags=SYSTEM,
     query=PluginsQuery,
     ok={200: ("Plugins", PluginList)},
@@ -87,6 +88,7 @@ async def list_plugins(request: web.Request) -> web.Response:
 @routes.post("/api/v1/workflows")
 @spec(
     "createWorkflow",
+    role="editor",
     tags=WF,
     query=CreateWorkflowQuery,
     body=WorkflowDefinition,
@@ -120,6 +122,7 @@ async def create_workflow(request: web.Request) -> web.Response:
 @routes.get("/api/v1/workflows")
 @spec(
     "listWorkflows",
+    role="viewer",
     tags=WF,
     query=WorkflowListQuery,
     ok={200: ("A page of workflows", WorkflowPage)},
@@ -139,7 +142,7 @@ async def list_workflows(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/workflows/{workflow_id}")
-@spec("getWorkflow", tags=WF, ok={200: ("The workflow", Workflow)}, errors=(404,))
+@spec("getWorkflow", role="viewer", tags=WF, ok={200: ("The workflow", Workflow)}, errors=(404,))
 async def get_workflow(request: web.Request) -> web.Response:
     """A workflow with its current (else latest) definition."""
     kernel = request.app[kernel_key]
@@ -150,6 +153,7 @@ async def get_workflow(request: web.Request) -> web.Response:
 @routes.patch("/api/v1/workflows/{workflow_id}")
 @spec(
     "updateWorkflow",
+    role="editor",
     tags=WF,
     body=WorkflowPatch,
     ok={200: ("The workflow", Workflow)},
@@ -174,6 +178,7 @@ async def update_workflow(request: web.Request) -> web.Response:
 @routes.get("/api/v1/workflows/{workflow_id}/versions")
 @spec(
     "listVersions",
+    role="viewer",
     tags=WF,
     query=PageQuery,
     ok={200: ("A page of versions", VersionPage)},
@@ -191,6 +196,7 @@ async def list_versions(request: web.Request) -> web.Response:
 @routes.post("/api/v1/workflows/{workflow_id}/versions")
 @spec(
     "addVersion",
+    role="editor",
     tags=WF,
     body=WorkflowDefinition,
     ok={201: ("Created", VersionCreated)},
@@ -218,7 +224,7 @@ async def add_version(request: web.Request) -> web.Response:
 
 
 @routes.get(r"/api/v1/workflows/{workflow_id}/versions/{version:\d+}")
-@spec("getVersion", tags=WF, ok={200: ("The version", VersionDetail)}, errors=(404,))
+@spec("getVersion", role="viewer", tags=WF, ok={200: ("The version", VersionDetail)}, errors=(404,))
 async def get_version(request: web.Request) -> web.Response:
     """One version with its definition."""
     kernel = request.app[kernel_key]
@@ -245,7 +251,7 @@ async def _lifecycle_body(request: web.Request, fields: set[str]) -> dict[str, A
 
 
 @routes.post("/api/v1/workflows/{workflow_id}/publish")
-@spec("publishWorkflow", body=LifecycleRequest, **_LIFECYCLE)
+@spec("publishWorkflow", role="editor", body=LifecycleRequest, **_LIFECYCLE)
 async def publish_workflow(request: web.Request) -> web.Response:
     """Publish the latest (or a given) version: Draft/Active → Active.
 
@@ -266,7 +272,7 @@ async def publish_workflow(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/workflows/{workflow_id}/rollback")
-@spec("rollbackWorkflow", body=LifecycleRequest, **_LIFECYCLE)
+@spec("rollbackWorkflow", role="editor", body=LifecycleRequest, **_LIFECYCLE)
 async def rollback_workflow(request: web.Request) -> web.Response:
     """Publish an earlier version (default: the one published before the current one).
 
@@ -286,7 +292,7 @@ async def rollback_workflow(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/workflows/{workflow_id}/archive")
-@spec("archiveWorkflow", body=ArchiveRequest, **_LIFECYCLE)
+@spec("archiveWorkflow", role="editor", body=ArchiveRequest, **_LIFECYCLE)
 async def archive_workflow(request: web.Request) -> web.Response:
     """Archive: Draft/Active → Archived (no new runs; runs in flight go on)."""
     kernel = request.app[kernel_key]
@@ -304,6 +310,7 @@ async def archive_workflow(request: web.Request) -> web.Response:
 @routes.get("/api/v1/workflows/{workflow_id}/audit")
 @spec(
     "workflowAudit",
+    role="viewer",
     tags=WF,
     query=PageQuery,
     ok={200: ("A page of audit rows", AuditPage)},

@@ -43,6 +43,7 @@ WF_RUNS = ["workflows", "executions"]
 @run_routes.post("/api/v1/workflows/{workflow_id}/execute")
 @spec(
     "executeWorkflow",
+    role="runner",
     tags=WF_RUNS,
     body=ExecuteRequest,
     body_required=False,
@@ -90,6 +91,7 @@ async def _list_executions(request: web.Request, workflow_id: str | None) -> web
 @run_routes.get("/api/v1/workflows/{workflow_id}/executions")
 @spec(
     "listWorkflowExecutions",
+    role="viewer",
     tags=WF_RUNS,
     query=RunListQuery,
     ok={200: ("A page of runs", ExecutionPage)},
@@ -109,6 +111,7 @@ async def workflow_executions(request: web.Request) -> web.Response:
 @run_routes.get("/api/v1/executions")
 @spec(
     "listExecutions",
+    role="viewer",
     tags=RUNS,
     query=ExecutionListQuery,
     ok={200: ("A page of runs", ExecutionPage)},
@@ -127,7 +130,7 @@ async def list_executions(request: web.Request) -> web.Response:
 
 
 @run_routes.get("/api/v1/executions/{execution_id}")
-@spec("getExecution", tags=RUNS, ok={200: ("The run", Execution)}, errors=(404,))
+@spec("getExecution", role="viewer", tags=RUNS, ok={200: ("The run", Execution)}, errors=(404,))
 async def get_execution(request: web.Request) -> web.Response:
     """A run with every attempt of every node."""
     kernel = request.app[kernel_key]
@@ -140,6 +143,7 @@ async def get_execution(request: web.Request) -> web.Response:
 @run_routes.get("/api/v1/executions/{execution_id}/events")
 @spec(
     "executionEvents",
+    role="viewer",
     tags=RUNS,
     query=EventQuery,
     ok={200: ("A page of events", EventPage)},
@@ -159,6 +163,7 @@ async def get_execution_events(request: web.Request) -> web.Response:
 @run_routes.get("/api/v1/executions/{execution_id}/logs")
 @spec(
     "executionLogs",
+    role="viewer",
     tags=RUNS,
     query=LogQuery,
     ok={200: ("The kept log lines", ExecutionLogs)},
@@ -180,6 +185,7 @@ async def get_execution_logs(request: web.Request) -> web.Response:
 @run_routes.get("/api/v1/executions/{execution_id}/variables")
 @spec(
     "executionVariables",
+    role="viewer",
     tags=RUNS,
     ok={200: ("The run's variables", ExecutionVariables)},
     errors=(404,),
@@ -201,6 +207,7 @@ async def get_execution_variables(request: web.Request) -> web.Response:
 @run_routes.post("/api/v1/executions/{execution_id}/cancel")
 @spec(
     "cancelExecution",
+    role="runner",
     tags=RUNS,
     ok={200: ("Cancelled", CancelResult), 202: ("Cancel requested", CancelResult)},
     errors=(404, 409),
@@ -220,6 +227,7 @@ async def cancel_execution(request: web.Request) -> web.Response:
 @run_routes.get("/api/v1/dead-letters")
 @spec(
     "listDeadLetters",
+    role="viewer",
     tags=RUNS,
     query=PageQuery,
     ok={200: ("A page of dead letters", DeadLetterPage)},
@@ -237,6 +245,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 @run_routes.post("/api/v1/dead-letters/{dead_letter_id}/requeue")
 @spec(
     "requeueDeadLetter",
+    role="runner",
     tags=RUNS,
     ok={202: ("Queued", RunAccepted)},
     errors=(404, 409),

@@ -92,6 +92,7 @@ def _resume(request: web.Request) -> str | None:
 @stream_routes.get("/api/v1/events/stream")
 @spec(
     "streamEvents",
+    role="viewer",
     tags=["executions"],
     query=StreamQuery,
     ok={200: ("Server-Sent Events, until the client disconnects", {"type": "string"})},

@@ -46,6 +46,7 @@ _SWITCH: dict[str, Any] = {
 @trigger_routes.post(BASE)
 @spec(
     "createTrigger",
+    role="editor",
     tags=TAGS,
     body=TriggerRequest,
     ok={201: ("Created", Trigger)},
@@ -74,6 +75,7 @@ async def create_trigger(request: web.Request) -> web.Response:
 @trigger_routes.get(BASE)
 @spec(
     "listTriggers",
+    role="viewer",
     tags=TAGS,
     query=PageQuery,
     ok={200: ("A page of triggers, oldest first", TriggerList)},
@@ -91,7 +93,7 @@ async def list_triggers(request: web.Request) -> web.Response:
 
 
 @trigger_routes.get(BASE + "/{trigger_id}")
-@spec("getTrigger", tags=TAGS, ok={200: ("The trigger", Trigger)}, errors=(404,))
+@spec("getTrigger", role="viewer", tags=TAGS, ok={200: ("The trigger", Trigger)}, errors=(404,))
 async def get_trigger(request: web.Request) -> web.Response:
     """One trigger with its counters."""
     kernel = request.app[kernel_key]
@@ -119,6 +121,7 @@ async def _update(request: web.Request, *, replace: bool) -> web.Response:
 @trigger_routes.patch(BASE + "/{trigger_id}")
 @spec(
     "patchTrigger",
+    role="editor",
     tags=TAGS,
     body=TriggerPatch,
     ok={200: ("The trigger", Trigger)},
@@ -132,6 +135,7 @@ async def patch_trigger(request: web.Request) -> web.Response:
 @trigger_routes.put(BASE + "/{trigger_id}")
 @spec(
     "replaceTrigger",
+    role="editor",
     tags=TAGS,
     body=TriggerReplace,
     ok={200: ("The trigger", Trigger)},
@@ -143,14 +147,14 @@ async def put_trigger(request: web.Request) -> web.Response:
 
 
 @trigger_routes.post(BASE + "/{trigger_id}/enable")
-@spec("enableTrigger", **_SWITCH)
+@spec("enableTrigger", role="editor", **_SWITCH)
 async def enable_trigger(request: web.Request) -> web.Response:
     """Switch a trigger on."""
     return await _set_enabled(request, True)
 
 
 @trigger_routes.post(BASE + "/{trigger_id}/disable")
-@spec("disableTrigger", **_SWITCH)
+@spec("disableTrigger", role="editor", **_SWITCH)
 async def disable_trigger(request: web.Request) -> web.Response:
     """Switch a trigger off."""
     return await _set_enabled(request, False)
@@ -168,7 +172,7 @@ async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
 
 
 @trigger_routes.delete(BASE + "/{trigger_id}")
-@spec("deleteTrigger", tags=TAGS, ok={204: ("Deleted", None)}, errors=(404,))
+@spec("deleteTrigger", role="editor", tags=TAGS, ok={204: ("Deleted", None)}, errors=(404,))
 async def delete_trigger(request: web.Request) -> web.Response:
     """Delete a trigger."""
     kernel = request.app[kernel_key]

@@ -77,6 +77,7 @@ def build_cli() -> click.Group:
     from dataworkflows.cli.resources import register_resource_commands
     from dataworkflows.cli.server import serve, worker
     from dataworkflows.cli.templates import register_template_commands
+    from dataworkflows.cli.tokens import tokens
     from dataworkflows.cli.workflows import apply, plugins_cmd, run, validate
 
     @click.group(cls=CommandLine, context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,7 +85,10 @@ def build_cli() -> click.Group:
     def cli() -> None:
         """DataWorkflows: run JSON-defined workflows made of plugin actions."""
 
-    commands = (serve, worker, db, ledger, plugins_cmd, plugin_group, apply, run, validate, command)
+    commands = (
+        *(serve, worker, db, ledger, plugins_cmd, plugin_group, apply, run, validate, command),
+        tokens,
+    )
     for each in commands:
         cli.add_command(each)
     register_credential_commands(cli)

@@ -17,7 +17,7 @@ from dataworkflows.cli.common import (
     start_kernel,
 )
 from dataworkflows.cli.event_loop import loop_name
-from dataworkflows.settings import Settings
+from dataworkflows.settings import Settings, SettingsError
 
 log = logging.getLogger("dataworkflows.worker")
 
@@ -29,7 +29,15 @@ DUPLICATE_SIGNAL_WINDOW = 2.0
 @click.option("--host", default=None, help="Interface to bind (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8080).")
 @click.option("--no-worker", is_flag=True, help="Serve the API only; run no embedded worker.")
-def serve(host: str | None, port: int | None, no_worker: bool) -> None:
+@click.option(
+    "--allow-loose-public",
+    is_flag=True,
+    default=None,
+    help="Serve loose auth mode on a non-loopback address (DATAWORKFLOWS_ALLOW_LOOSE_PUBLIC).",
+)
+def serve(
+    host: str | None, port: int | None, no_worker: bool, allow_loose_public: bool | None
+) -> None:
     """Serve the HTTP API with an embedded worker (database: DATAWORKFLOWS_DATABASE_URL)."""
     import asyncio
 
@@ -38,12 +46,16 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
     from dataworkflows.api import create_app
     from dataworkflows.kernel import SchemaOutOfDate
 
-    settings = settings_or_fail(host=host, port=port)
+    settings = settings_or_fail(host=host, port=port, allow_loose_public=allow_loose_public)
+    refuse_loose_public(settings)
     configure_logging(settings)
     loop = new_loop(settings)
     asyncio.set_event_loop(loop)
     kernel = make_kernel(settings)
-    app = create_app(kernel, run_worker=not no_worker)
+    try:
+        app = create_app(kernel, run_worker=not no_worker)
+    except SettingsError as exc:  # e.g. an unreadable JWT key file
+        raise click.ClickException(str(exc)) from None
     app.on_startup.append(_start_template_workers)
     banner = (
         f"DataWorkflows {__version__} on http://{settings.host}:{settings.port} "
@@ -72,6 +84,31 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
             f"port {settings.port} on {settings.host} is already in use: choose another "
             "with --port or DATAWORKFLOWS_PORT"
         ) from None
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: may resolve to anything
+
+
+def refuse_loose_public(settings: Settings) -> None:
+    """Loose mode trusts headers anyone can send: only on loopback unless told."""
+    if settings.effective_auth_mode != "loose" or settings.allow_loose_public:
+        return
+    if not is_loopback(settings.host):
+        raise click.ClickException(
+            f"refusing to serve auth mode 'loose' on {settings.host}: anyone who can reach "
+            "it would be any tenant. Use DATAWORKFLOWS_AUTH_MODE=strict with API tokens or "
+            "JWTs (docs/auth.md), listen on 127.0.0.1, or pass --allow-loose-public "
+            "(DATAWORKFLOWS_ALLOW_LOOSE_PUBLIC=true) if a proxy in front authenticates"
+        )
 
 
 @click.command()

@@ -35,6 +35,20 @@ class BadRequest(ApiError):
     code = "bad_request"
 
 
+class Unauthorized(ApiError):
+    """No credential, or one that is unknown, expired, revoked or not for this API."""
+
+    status = 401
+    code = "unauthenticated"
+
+
+class Forbidden(ApiError):
+    """A valid credential whose role may not do this."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(ApiError):
     status = 404
     code = "not_found"

@@ -4,6 +4,7 @@ Feature areas keep their models in their own module; import each one here.
 """
 
 from dataworkflows.db import (
+    auth_models,
     connector_models,
     lifecycle_models,
     limit_models,
@@ -16,6 +17,7 @@ from dataworkflows.db.models import Base
 metadata = Base.metadata
 
 __all__ = [
+    "auth_models",
     "connector_models",
     "lifecycle_models",
     "limit_models",

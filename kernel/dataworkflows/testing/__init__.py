@@ -261,6 +261,9 @@ if pytest_asyncio is not None:
                 # off unless a test asks for it, so that a loaded machine cannot change
                 # the rows and events a test expects (its live event is always published)
                 "step_started_after_seconds": 3600.0,
+                # X-Tenant-Id / X-Principal, as most tests send; a test of strict mode
+                # passes auth_mode="strict" (docs/auth.md)
+                "auth_mode": "loose",
             }
             if test_key is not None:
                 values["secret_key"] = test_key

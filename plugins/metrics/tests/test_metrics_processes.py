@@ -49,6 +49,7 @@ class Processes:
             "DATAWORKFLOWS_DATABASE_URL": database_url,
             "DATAWORKFLOWS_METRICS_DIR": str(self.directory),
             "DATAWORKFLOWS_POLL_INTERVAL": "0.2",
+            "DATAWORKFLOWS_AUTH_MODE": "loose",  # strict mode's /metrics: tests/test_auth*
             "DATAWORKFLOWS_LOAD_PLUGINS": "dataworkflows-echo,dataworkflows-metrics",
         }
         self.procs: list[subprocess.Popen[bytes]] = []

@@ -57,6 +57,8 @@ def on_engine_measurement(measurement: Any) -> None:
 
 @hookimpl
 def register_routes(app: Any, kernel: Any) -> None:
+    from dataworkflows import requires
     from dataworkflows_metrics.exposition import ROUTE, make_handler
 
-    app.router.add_get(ROUTE, make_handler(kernel))
+    # figures of every tenant: the operator's scrape token in strict mode (docs/auth.md)
+    app.router.add_get(ROUTE, requires("scrape")(make_handler(kernel)))

@@ -33,7 +33,9 @@ def register_triggers(register: Any) -> None:
 
 @hookimpl
 def register_routes(app: Any, kernel: Any) -> None:
+    from dataworkflows import requires
     from dataworkflows_webhook.delivery import make_handler
     from dataworkflows_webhook.trigger import ROUTE
 
-    app.router.add_post(ROUTE, make_handler(kernel))
+    # no API token: a delivery is authenticated by its HMAC signature (docs/auth.md)
+    app.router.add_post(ROUTE, requires("public")(make_handler(kernel)))
