@@ -87,13 +87,52 @@ async def acme_world(api: Any, kernel: Any, admin: dict[str, str]) -> dict[str, 
                 created_at=kernel.clock.now(),
             )
         )
+    template_set = f"set-{wf}"
+    await ok(await api.post("/api/v1/templates", json=brief(template_set), headers=admin), 201)
+    workflow_template = f"wft-{wf}"
+    await ok(
+        await api.post(
+            "/api/v1/workflow-templates", json=check_template(workflow_template), headers=admin
+        ),
+        201,
+    )
     return {
+        "template_set_id": template_set,
+        "workflow_template_id": workflow_template,
         "workflow_id": wf,
         "execution_id": run["executionId"],
         "trigger_id": trigger["id"],
         "name": credential,
         "dead_letter_id": str(letter),
         "version": "1",
+    }
+
+
+def brief(set_id: str) -> dict[str, Any]:
+    """A document template set (one template, with sample data)."""
+    return {
+        "id": set_id,
+        "templates": {"brief": {"format": "markdown", "source": "# {{ project }}"}},
+        "sampleData": {"project": "Apollo"},
+    }
+
+
+def check_template(template_id: str) -> dict[str, Any]:
+    """A workflow template whose config names a URL."""
+    return {
+        "id": template_id,
+        "configSchema": {
+            "type": "object",
+            "properties": {"message": {"type": "string"}},
+            "required": ["message"],
+        },
+        "definition": {
+            "id": "from-template",
+            "displayName": "From a template",
+            "nodes": [
+                {"id": "a", "actionType": "core.echo", "parameters": {"message": "${message}"}}
+            ],
+        },
     }
 
 
@@ -112,6 +151,20 @@ def body_for(method: str, template: str, ids: dict[str, str]) -> Any:
         },
         ("POST", "/api/v1/credentials"): {"name": f"c-{next(_serial)}", "secret": "s3cret!!"},
         ("PUT", "/api/v1/credentials/{name}"): {"secret": "an0ther!!"},
+        ("POST", "/api/v1/templates"): brief(f"set-new-{next(_serial)}"),
+        ("POST", "/api/v1/templates/{template_set_id}/versions"): {
+            "templates": {"brief": {"format": "text", "source": "v{{ n }}"}},
+            "sampleData": {"n": next(_serial)},
+        },
+        ("POST", "/api/v1/templates/{template_set_id}/render"): {"template": "brief"},
+        ("POST", "/api/v1/workflow-templates"): check_template(f"wft-new-{next(_serial)}"),
+        ("PUT", "/api/v1/workflow-templates/{workflow_template_id}"): check_template(
+            ids["workflow_template_id"]
+        ),
+        ("POST", "/api/v1/workflow-templates/{workflow_template_id}/instantiate"): {
+            "config": {"message": "hello"},
+            "workflowId": f"inst-{next(_serial)}",
+        },
         ("POST", "/api/v1/commands"): {
             "command": "workflow.run",
             "payload": {"workflowId": ids["workflow_id"]},

@@ -90,6 +90,9 @@ async def test_each_principal_has_its_own_bucket(kernel_factory, api_factory):
     assert await statuses(client, 1, **{"X-Principal": "alice", "X-Tenant-Id": "t2"}) == [200]
     resp = await client.get("/api/v1/workflows", headers={"X-Principal": "bob"})
     assert (await resp.json())["details"]["scope"] == "principal"
+    # public routes have no caller: never limited, even while every caller is refused
+    for _ in range(4):
+        assert (await client.get("/api/v1/openapi.json")).status == 200
 
 
 async def test_a_refused_request_changes_nothing(kernel_factory, api_factory, simple_echo):
@@ -107,8 +110,8 @@ async def test_a_refused_request_changes_nothing(kernel_factory, api_factory, si
 
 
 def test_the_identity_prefers_the_authenticated_one() -> None:
-    public = make_mocked_request("GET", "/health", headers={"X-Tenant-Id": "acme"})
-    assert rate_limit_identity(public) == ("acme", "-")
+    public = make_mocked_request("GET", "/api/v1/openapi.json", headers={"X-Tenant-Id": "acme"})
+    assert rate_limit_identity(public) is None  # a public route: not limited
     loose = make_mocked_request("GET", "/api/v1/workflows", headers={"X-Tenant-Id": "spoof"})
     loose[IDENTITY_KEY] = Identity("acme", "ann", "editor", "headers")
     assert rate_limit_identity(loose) == ("acme", "ann")

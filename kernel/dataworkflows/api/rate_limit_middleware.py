@@ -17,23 +17,22 @@ from aiohttp import web
 from dataworkflows.api.auth import IDENTITY_KEY
 from dataworkflows.api.errors import Handler, error_response
 from dataworkflows.api.keys import kernel_key
-from dataworkflows.api.middleware import principal, tenant
 from dataworkflows.service.rate_limits import Limit
 
 #: what a request without a principal is limited as
 ANONYMOUS = "-"
 
 
-def rate_limit_identity(request: web.Request) -> tuple[str, str]:
+def rate_limit_identity(request: web.Request) -> tuple[str, str] | None:
     """``(tenant, principal key)`` a request is rate-limited as: the tenant of the caller's
     identity (:data:`~dataworkflows.api.auth.IDENTITY_KEY`, set by the auth middleware) and
     its API token's id — its principal when the credential has no id (a JWT without
-    ``jti``, loose mode's ``X-Principal``), ``-`` without either. A request with no
-    identity (a public route) is limited by its tenant and principal headers."""
+    ``jti``, loose mode's ``X-Principal``), ``-`` without either. None for a request with
+    no identity (a public route: the OpenAPI document), which these limits leave alone."""
     found = request.get(IDENTITY_KEY)
-    if found is not None:
-        return found.tenant, found.token_id or found.principal or ANONYMOUS
-    return tenant(request), principal(request) or ANONYMOUS
+    if found is None:
+        return None
+    return found.tenant, found.token_id or found.principal or ANONYMOUS
 
 
 def _too_many(scope: str, limit: Limit, retry_after: float) -> web.Response:
@@ -52,11 +51,12 @@ def _too_many(scope: str, limit: Limit, retry_after: float) -> web.Response:
 @web.middleware
 async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """429 when the request's tenant or principal is over its limit (see the module)."""
-    if not request.path.startswith("/api/"):
+    who = rate_limit_identity(request) if request.path.startswith("/api/") else None
+    if who is None:
         return await handler(request)
     kernel = request.app[kernel_key]
     settings = kernel.settings
-    the_tenant, the_principal = rate_limit_identity(request)
+    the_tenant, the_principal = who
     # one check of both buckets: a request refused by either takes from neither
     checks = (
         (

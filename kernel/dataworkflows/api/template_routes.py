@@ -61,6 +61,7 @@ WFT_TAGS = ["workflow templates"]
 @template_routes.post(SETS)
 @spec(
     "createTemplateSet",
+    role="editor",
     tags=DOC_TAGS,
     body=TemplateSetRequest,
     ok={201: ("Created", TemplateSet)},
@@ -83,6 +84,7 @@ async def create_template_set(request: web.Request) -> web.Response:
 @template_routes.get(SETS)
 @spec(
     "listTemplateSets",
+    role="viewer",
     tags=DOC_TAGS,
     query=PageQuery,
     ok={200: ("A page of template sets", TemplateSetPage)},
@@ -100,6 +102,7 @@ async def list_template_sets(request: web.Request) -> web.Response:
 @template_routes.get(ONE_SET)
 @spec(
     "getTemplateSet",
+    role="viewer",
     tags=DOC_TAGS,
     query=TemplateSetQuery,
     ok={200: ("The template set", TemplateSet)},
@@ -118,6 +121,7 @@ async def get_template_set(request: web.Request) -> web.Response:
 @template_routes.post(ONE_SET + "/versions")
 @spec(
     "addTemplateSetVersion",
+    role="editor",
     tags=DOC_TAGS,
     body=TemplateSetVersionRequest,
     ok={201: ("Created", TemplateSet)},
@@ -143,6 +147,7 @@ async def add_template_set_version(request: web.Request) -> web.Response:
 @template_routes.post(ONE_SET + "/render")
 @spec(
     "renderTemplate",
+    role="viewer",
     tags=DOC_TAGS,
     body=RenderRequest,
     ok={200: ("The rendered document", RenderedDocumentView)},
@@ -166,7 +171,7 @@ async def render_template(request: web.Request) -> web.Response:
 
 
 @template_routes.delete(ONE_SET)
-@spec("deleteTemplateSet", tags=DOC_TAGS, ok={204: ("Deleted", None)}, errors=(404,))
+@spec("deleteTemplateSet", role="editor", tags=DOC_TAGS, ok={204: ("Deleted", None)}, errors=(404,))
 async def delete_template_set(request: web.Request) -> web.Response:
     """Delete a template set with every version."""
     kernel = request.app[kernel_key]
@@ -180,6 +185,7 @@ async def delete_template_set(request: web.Request) -> web.Response:
 @template_routes.post(WFT)
 @spec(
     "createWorkflowTemplate",
+    role="editor",
     tags=WFT_TAGS,
     body=WorkflowTemplateRequest,
     ok={201: ("Created", WorkflowTemplate)},
@@ -203,6 +209,7 @@ async def create_workflow_template(request: web.Request) -> web.Response:
 @template_routes.get(WFT)
 @spec(
     "listWorkflowTemplates",
+    role="viewer",
     tags=WFT_TAGS,
     query=PageQuery,
     ok={200: ("A page of workflow templates", WorkflowTemplatePage)},
@@ -220,6 +227,7 @@ async def list_workflow_templates(request: web.Request) -> web.Response:
 @template_routes.get(ONE_WFT)
 @spec(
     "getWorkflowTemplate",
+    role="viewer",
     tags=WFT_TAGS,
     ok={200: ("The workflow template", WorkflowTemplate)},
     errors=(404,),
@@ -236,6 +244,7 @@ async def get_workflow_template(request: web.Request) -> web.Response:
 @template_routes.put(ONE_WFT)
 @spec(
     "replaceWorkflowTemplate",
+    role="editor",
     tags=WFT_TAGS,
     body=WorkflowTemplateRequest,
     ok={200: ("The workflow template", WorkflowTemplate)},
@@ -252,7 +261,13 @@ async def replace_workflow_template(request: web.Request) -> web.Response:
 
 
 @template_routes.delete(ONE_WFT)
-@spec("deleteWorkflowTemplate", tags=WFT_TAGS, ok={204: ("Deleted", None)}, errors=(404,))
+@spec(
+    "deleteWorkflowTemplate",
+    role="editor",
+    tags=WFT_TAGS,
+    ok={204: ("Deleted", None)},
+    errors=(404,),
+)
 async def delete_workflow_template(request: web.Request) -> web.Response:
     """Delete a workflow template (workflows made from it stay)."""
     kernel = request.app[kernel_key]
@@ -265,6 +280,7 @@ async def delete_workflow_template(request: web.Request) -> web.Response:
 @template_routes.post(ONE_WFT + "/instantiate")
 @spec(
     "instantiateWorkflowTemplate",
+    role="editor",
     tags=WFT_TAGS,
     body=InstantiateRequest,
     ok={201: ("The new Draft workflow", Workflow)},
