@@ -27,7 +27,7 @@ def register_actions(register):
 
 
 def test_the_version_is_part_of_the_contract() -> None:
-    assert dataworkflows.PLUGIN_API_VERSION == PLUGIN_API_VERSION == "1.1"
+    assert dataworkflows.PLUGIN_API_VERSION == PLUGIN_API_VERSION == "1.2"
 
 
 @pytest.mark.parametrize(

@@ -21,12 +21,14 @@ if TYPE_CHECKING:
         ActionContext,
         ActionError,
         ActionResult,
+        ChildRun,
         Credential,
         CredentialError,
         Credentials,
         ResourceLink,
         Resources,
         StepOutcome,
+        WorkflowReference,
     )
     from dataworkflows.common.jsonlimits import JSONLimitError, loads_limited
     from dataworkflows.hookspecs import PLUGIN_API_VERSION, hookimpl
@@ -40,6 +42,7 @@ __all__ = [
     "ActionContext",
     "ActionError",
     "ActionResult",
+    "ChildRun",
     "Credential",
     "CredentialError",
     "Credentials",
@@ -48,6 +51,7 @@ __all__ = [
     "Resources",
     "StepOutcome",
     "TriggerType",
+    "WorkflowReference",
     "__version__",
     "hookimpl",
     "lazy_attributes",

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 PROJECT_NAME = "dataworkflows"
 
 #: The version of the plugin contract this kernel provides (``MAJOR.MINOR``).
-PLUGIN_API_VERSION = "1.1"
+PLUGIN_API_VERSION = "1.2"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
