@@ -154,6 +154,7 @@ class Kernel:
             intake=self.worker,
             secrets=self.definition_secrets,
             credentials=self.credentials.store,
+            max_nesting_depth=self.settings.default_max_nesting_depth,
         )
         self.triggers = TriggerService(
             db=self.db,

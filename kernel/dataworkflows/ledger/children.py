@@ -299,7 +299,7 @@ class LedgerChildren:
 
         async def query(conn: Any) -> list[dict[str, Any]]:
             rows = await conn.execute(
-                select(*TREE_COLUMNS)
+                select(_t)
                 .where(_t.c.parent_execution_id.in_(frontier))
                 .order_by(_t.c.depth, _t.c.created_at, _t.c.id)
             )

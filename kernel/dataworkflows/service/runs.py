@@ -295,6 +295,16 @@ class RunOperations:
         _visible(row, execution_id, tenant_id)
         return {"items": [variable_view(v) for v in await self.ledger.list_variables(run_id)]}
 
+    async def execution_children(
+        self, execution_id: str, *, tenant_id: str | None = None, recursive: bool = False
+    ) -> dict[str, Any]:
+        """The runs this run started with subworkflow nodes (``recursive``: the whole
+        tree below it, parents first); an unknown or another tenant's run is not found."""
+        run_id = _uuid(execution_id)
+        _visible(await self.ledger.get_execution(run_id), execution_id, tenant_id)
+        rows = await self.ledger.list_children(run_id, recursive=recursive)
+        return {"items": [execution_summary(row) for row in rows]}
+
 
 def _visible(
     row: dict[str, Any] | None, execution_id: str, tenant_id: str | None
