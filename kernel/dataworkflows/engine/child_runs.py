@@ -44,6 +44,7 @@ from dataworkflows.plugins.propagation import propagation_source
 NOT_RUNNABLE = "subworkflow_not_runnable"
 TOO_DEEP = "max_nesting_depth_exceeded"
 CHILD_FAILED = "subworkflow_failed"
+CHILD_CANCELLED = "subworkflow_cancelled"
 
 
 class ChildRunner:
@@ -180,15 +181,19 @@ class ChildRunner:
             status = row["status"] if row is not None else "missing"
             child_error = row["error"] if row is not None else None
             message = (child_error or {}).get("message", "no error recorded")
-            result = ActionResult.retriable(
-                f"the child run {child_id} ended {status}: {message}",
-                code=CHILD_FAILED,
-                details={
-                    "childExecutionId": str(child_id),
-                    "childStatus": status,
-                    "childError": child_error,
-                },
-            )
+            details = {
+                "childExecutionId": str(child_id),
+                "childStatus": status,
+                "childError": child_error,
+            }
+            text = f"the child run {child_id} ended {status}: {message}"
+            if (child_error or {}).get("code") == TOO_DEEP:
+                # nesting too deep below: a new child would nest as deep; not retried
+                result = ActionResult.failed(text, code=TOO_DEEP, details=details)
+            elif status == "Cancelled":
+                result = ActionResult.failed(text, code=CHILD_CANCELLED, details=details)
+            else:  # the node's retry policy applies: the next attempt starts a new child
+                result = ActionResult.retriable(text, code=CHILD_FAILED, details=details)
         record = StepRecord(
             **base,
             status=RETRIABLE if result.outcome is StepOutcome.RETRIABLE else str(result.outcome),

@@ -263,7 +263,9 @@ class LedgerClaims:
 
     # -- cancellation ---------------------------------------------------------------------
 
-    async def request_cancel(self, execution_id: uuid.UUID) -> str:
+    async def request_cancel(
+        self, execution_id: uuid.UUID, flagged: list[uuid.UUID] | None = None
+    ) -> str:
         """Cancel a run and the runs it started that have not ended (its subworkflows, the
         whole subtree). Returns the run's status afterwards (``Cancelled`` or ``Running``).
 
@@ -274,7 +276,8 @@ class LedgerClaims:
         <dataworkflows.engine.worker.Worker.cancel_requested>`). A ``Waiting`` run (parked
         on a child) gets the flag and is made ``Pending``: a worker resumes it and ends it
         ``Cancelled``. A final run raises :class:`RunIsFinal`. The descendants are flagged
-        in the same transaction, deepest first.
+        in the same transaction, deepest first. ``flagged`` (if given) receives the ids of
+        the runs that got the flag (so that the caller can tell this process's worker).
         """
         t = workflow_executions
         recorded: list[RunEvent] = []
@@ -289,7 +292,7 @@ class LedgerClaims:
                 raise RunIsFinal(current)
             status = "Running"
             for run_id in [*await descendants_to_cancel(conn, execution_id), execution_id]:
-                event = await self._cancel_one(conn, run_id, now)
+                event = await self._cancel_one(conn, run_id, now, flagged)
                 if event is not None:
                     recorded.append(event)
                     if run_id == execution_id:
@@ -307,7 +310,11 @@ class LedgerClaims:
         return status
 
     async def _cancel_one(
-        self, conn: Any, execution_id: uuid.UUID, now: datetime
+        self,
+        conn: Any,
+        execution_id: uuid.UUID,
+        now: datetime,
+        flagged: list[uuid.UUID] | None = None,
     ) -> RunEvent | None:
         """Cancel one run in the caller's transaction: end a ``Pending`` one (returns its
         ``RunCancelled`` event), flag a ``Running`` or ``Waiting`` one (and wake the latter)."""
@@ -340,7 +347,7 @@ class LedgerClaims:
                 await conn.execute(sql.WAKE_PARENTS, {"p_ids": [cancelled.parent_execution_id]})
                 await self._notify(conn, RUNS_CHANNEL, "")
             return _run_event(cancelled.workflow_id, row)
-        flagged = (
+        found = (
             await conn.execute(
                 update(t)
                 .where(t.c.id == execution_id, t.c.status.in_(("Running", "Waiting")))
@@ -351,7 +358,9 @@ class LedgerClaims:
                 .returning(t.c.id)
             )
         ).one_or_none()
-        if flagged is not None:
+        if found is not None:
+            if flagged is not None:
+                flagged.append(execution_id)
             await self._notify(conn, CANCEL_CHANNEL, str(execution_id))
             await self._notify(conn, RUNS_CHANNEL, "")
         return None

@@ -185,10 +185,12 @@ class RunOperations:
         )
 
     async def cancel(self, execution_id: str, *, tenant_id: str | None = None) -> dict[str, Any]:
-        """Cancel a run: a Pending run never starts, a Running one is stopped by its worker."""
+        """Cancel a run: a Pending run never starts, a Running one is stopped by its worker,
+        a Waiting one is resumed to end; the runs below it (subworkflows) with it."""
         key = (await self._execution(execution_id, tenant_id))["id"]
+        flagged: list[uuid.UUID] = []
         try:
-            status = await self.ledger.request_cancel(key)
+            status = await self.ledger.request_cancel(key, flagged)
         except LookupError:
             raise NotFound(f"no execution {execution_id!r}", code="execution_not_found") from None
         except RunIsFinal as exc:
@@ -197,8 +199,8 @@ class RunOperations:
                 code="execution_finished",
                 details={"status": exc.args[0]},
             ) from None
-        if status == "Running":
-            self._intake.cancel_requested(key)
+        for run_id in flagged:  # the run and the runs below it (subworkflows)
+            self._intake.cancel_requested(run_id)
         return {
             "executionId": str(key),
             "status": status,
