@@ -13,10 +13,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import dataworkflows_echo
-import dataworkflows_subworkflow
 import pytest
 
+import dataworkflows_echo
+import dataworkflows_subworkflow
 from dataworkflows.ledger.retention import Pruner, RetentionPolicy
 
 PLUGINS = [dataworkflows_echo, dataworkflows_subworkflow]
