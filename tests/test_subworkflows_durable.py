@@ -78,7 +78,7 @@ def start_worker(database_url: str, tmp_path: Path) -> Any:
             "PYTHONPATH": os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")]),
         }
         env.pop("DATAWORKFLOWS_LOAD_PLUGINS", None)
-        log = open(tmp_path / f"worker-{len(procs)}.log", "wb")  # noqa: SIM115
+        log = open(tmp_path / f"worker-{len(procs)}.log", "wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "dataworkflows.cli.main", "worker", "--concurrency", "4"],
             env=env,
