@@ -208,3 +208,69 @@ async def test_kill_9_while_the_parent_waits_runs_each_child_once(control, start
     assert len(attempts) == 3  # the Waiting row was replaced by its attempt's final row
     with contextlib.suppress(ProcessLookupError):
         os.kill(second.pid, signal.SIGTERM)
+
+
+async def test_kill_9_before_the_parent_parks_keeps_its_wait(control, start_worker, held):
+    """The worker dies after the child and the ``Waiting`` row are committed, while the
+    parent still runs a branch beside the wait (so it has not parked): the next worker
+    resumes the parent, retries the lost branch, keeps waiting on the same child."""
+    call = {"actionType": "test.call", "parameters": {"url": held.url()}}
+    await control.service.apply(
+        {"id": "kid", "displayName": "kid", "nodes": [{"id": "call", **call}]}
+    )
+    await control.service.apply(
+        {
+            "id": "forked",
+            "displayName": "forked",
+            "startNode": "start",
+            "nodes": [
+                {
+                    "id": "start",
+                    "actionType": "core.echo",
+                    "parameters": {"message": "go"},
+                    "edges": [{"targetNode": "wait"}, {"targetNode": "side"}],
+                },
+                {"id": "wait", "actionType": "core.subworkflow", "parameters": {"workflow": "kid"}},
+                {"id": "side", **call},
+            ],
+        }
+    )
+    first = start_worker()
+    summary, _ = await control.service.execute("forked", trigger={})
+    run_id = uuid.UUID(summary["executionId"])
+
+    async def both_held() -> bool:
+        return len({c["execution"] for c in held.calls}) == 2  # the child's and side's
+
+    await until(both_held, "the child's step and the side branch to be in flight")
+    run = await control.ledger.get_execution(run_id)
+    assert run["status"] == "Running"  # not parked: its side branch runs
+    waiting = await rows(
+        control,
+        select(action_executions.c.status).where(
+            action_executions.c.execution_id == run_id, action_executions.c.node_id == "wait"
+        ),
+    )
+    assert [w.status for w in waiting] == ["Waiting"]
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    second = start_worker()
+
+    async def resumed_both() -> bool:
+        return len({c["execution"] for c in held.calls if c["pid"] == second.pid}) == 2
+
+    await until(resumed_both, "the new worker to resume the parent's branch and the child")
+    held.release.set()
+    assert await control.ledger.wait_until_final(run_id, timeout=60) == "Succeeded"
+    t = workflow_executions
+    children = await rows(control, select(t.c.request_id).where(t.c.parent_execution_id == run_id))
+    assert [c.request_id for c in children] == [f"{run_id}:wait:1"]
+    run = await control.service.get_execution(str(run_id))
+    assert sorted((a["nodeId"], a["attempt"], a["status"]) for a in run["actions"]) == [
+        ("side", 1, "RetriableFailure"),
+        ("side", 2, "Succeeded"),
+        ("start", 1, "Succeeded"),
+        ("wait", 1, "Succeeded"),
+    ]
+    side_lost = next(a for a in run["actions"] if a["nodeId"] == "side" and a["attempt"] == 1)
+    assert side_lost["error"]["code"] == "worker_lost"
