@@ -200,7 +200,8 @@ class LedgerChildren:
                     recorded.extend(numbered)
                 await self._notify(conn, RUNS_CHANNEL, "")  # type: ignore[attr-defined]
         except BaseException:
-            run.next_sequence = base  # nothing of it was written
+            if waiting is not None:  # numbered under the run's lock: nothing was written
+                run.next_sequence = base
             raise
         if waiting is not None:  # the attempt's final row will replace its Waiting row
             run.running_rows[(waiting.node_id, waiting.attempt)] = row_id
