@@ -16,6 +16,7 @@ plugin shows the child's run below the parent's node.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -32,6 +33,7 @@ from dataworkflows.engine.run_state import (
 )
 from dataworkflows.ledger.children import ChildRequest, VersionNotFound
 from dataworkflows.ledger.run_ledger import (
+    RunIsFinal,
     RunLedger,
     StepRecord,
     UnwritableValue,
@@ -39,6 +41,8 @@ from dataworkflows.ledger.run_ledger import (
 )
 from dataworkflows.plugins.manager import PluginSet
 from dataworkflows.plugins.propagation import propagation_source
+
+log = logging.getLogger(__name__)
 
 #: the error codes a subworkflow node fails with (docs/semantics.md, "Subworkflows")
 NOT_RUNNABLE = "subworkflow_not_runnable"
@@ -202,3 +206,23 @@ class ChildRunner:
             ended_at=self.clock.now(),
         )
         return record, result
+
+    async def _park(self, state: RunState) -> bool:
+        """Release the run while its nodes wait on child runs (True), or make the nodes
+        whose child has ended ready again (False; nothing was written)."""
+        by_child = {n.waiting_on: n for n in state.nodes.values() if n.waiting_on is not None}
+        ended = await self.ledger.park(state.run, by_child)
+        if ended is None:
+            log.info("run %s waits on %d child run(s)", state.run.id, len(by_child))
+            return True
+        for row in ended:
+            by_child[row["id"]].started = False  # its attempt ends when it runs again
+        return False
+
+    async def _cancel_children(self, children: list[Any]) -> None:
+        """Cancel the child runs that nodes of a run that ended were waiting on."""
+        for child_id in children:
+            try:
+                await self.ledger.request_cancel(child_id)
+            except (LookupError, RunIsFinal):
+                pass  # it ended meanwhile (or was pruned)

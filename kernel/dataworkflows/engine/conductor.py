@@ -71,7 +71,6 @@ from dataworkflows.engine.templating import TemplateBudgetExceeded, TemplateEngi
 from dataworkflows.ledger.run_ledger import (
     ClaimedRun,
     RunFinish,
-    RunIsFinal,
     RunLedger,
     StepRecord,
     UnwritableRecord,
@@ -337,26 +336,6 @@ class Conductor(NodeRunner):
         await self._cancel_children(abandoned)
         return finish.status
 
-    async def _park(self, state: RunState) -> bool:
-        """Release the run while its nodes wait on child runs (True), or make the nodes
-        whose child has ended ready again (False; nothing was written)."""
-        by_child = {n.waiting_on: n for n in state.nodes.values() if n.waiting_on is not None}
-        ended = await self.ledger.park(state.run, by_child)
-        if ended is None:
-            log.info("run %s waits on %d child run(s)", state.run.id, len(by_child))
-            return True
-        for row in ended:
-            by_child[row["id"]].started = False  # its attempt ends when it runs again
-        return False
-
-    async def _cancel_children(self, children: list[Any]) -> None:
-        """Cancel the child runs that nodes of a run that ended were waiting on."""
-        for child_id in children:
-            try:
-                await self.ledger.request_cancel(child_id)
-            except (LookupError, RunIsFinal):
-                pass  # it ended meanwhile (or was pruned)
-
     async def _dead_letter(self, state: RunState, pending: list[StepRecord]) -> str:
         """Give up a run whose steps keep stopping their workers.
 
@@ -371,9 +350,15 @@ class Conductor(NodeRunner):
             on_failure = state.plan.on_failure
             node = state.nodes[on_failure.id] if on_failure else None
             ready = [node] if node is not None and node.status is None else []
-        pending.extend(self._lost(node, final=True) for node in ready)
+        pending.extend(self._lost(node, final=True) for node in ready if node.waiting_on is None)
+        # a node waiting on a child was not in flight: its wait ends with the run
+        waiting_on = [node for node in ready if node.waiting_on is not None]
+        pending.extend(
+            self._cancelled(state, node, node.attempts, node.running_since) for node in waiting_on
+        )
         finish = self.ledger.dead_letter_finish(state.run)
         await self._flush(state, pending, finish)
+        await self._cancel_children([node.waiting_on for node in waiting_on])
         return finish.status
 
     async def _settle(self, state: RunState, node: Node, record: StepRecord) -> StepRecord | None:
