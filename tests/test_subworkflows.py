@@ -345,8 +345,15 @@ async def test_the_pruner_keeps_children_of_runs_in_flight(kernel, api_factory):
     )
     lone = await execute(api, "quick", {"msg": "alone"})
     run_id = await execute(api, "mixed")
-    await status_is(kernel, run_id, "Waiting")
-    children = (await (await api.get(f"/api/v1/executions/{run_id}/children")).json())["items"]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:  # parked on its last node (it may park on `first` before)
+        children = (await (await api.get(f"/api/v1/executions/{run_id}/children")).json())["items"]
+        run = await kernel.ledger.get_execution(uuid.UUID(run_id))
+        if len(children) == 3 and run["status"] == "Waiting":
+            break
+        assert loop.time() < deadline, "the parent never parked on its last node"
+        await asyncio.sleep(0.05)
     quick = [c["id"] for c in children if c["workflowId"] == "quick"]
     for child_id in [*quick, lone]:
         assert await final(kernel, child_id) == "Succeeded"
