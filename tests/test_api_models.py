@@ -105,6 +105,7 @@ async def test_responses_match_their_declared_models(check: Checker, simple_echo
     await check("GET", E + "/resources", **execution)
     await check("GET", E + "/logs", query="?nodeId=echo1&attempt=1", **execution)
     await check("GET", E + "/variables", **execution)
+    await check("GET", E + "/children", **execution)
     await check("GET", W + "/executions", **wf)
     await check("GET", "/api/v1/executions", query="?workflowId=simple-echo")
     await check("GET", "/api/v1/dead-letters")

@@ -319,3 +319,32 @@ def test_strict_mode_jwks_walkthrough(tmp_path: Path) -> None:
     listed, refused = json_objects(out)
     assert listed["items"] == [], out
     assert refused["code"] == "forbidden" and out.rstrip().endswith(" 403"), out
+
+
+@needs_tools
+def test_subworkflows_walkthrough(server: int) -> None:
+    blocks = shell_blocks("docs/semantics.md", "### Walk-through: a parent and two children")
+    assert len(blocks) == 1
+    out = run_blocks(blocks, server)
+    execution_id = re.search(r"run ([0-9a-f-]{36})", out)
+    assert execution_id, out
+    run_id = execution_id.group(1)
+    run = final_run(server, run_id)
+    assert run["status"] == "Succeeded"
+    assert run["actions"][-1]["outputs"] == {"echo": "#team-data is ready"}
+    children, refused = json_objects(out)[-2:]
+    by_node = {c["parentNodeId"]: c for c in children["items"]}
+    assert {n: c["workflowId"] for n, c in by_node.items()} == {
+        "channel": "create-channel",
+        "welcome": "send-welcome",
+    }
+    for child in children["items"]:
+        assert (child["depth"], child["parentExecutionId"], child["rootExecutionId"]) == (
+            1,
+            run_id,
+            run_id,
+        )
+    welcome = final_run(server, by_node["welcome"]["id"])
+    assert welcome["actions"][0]["outputs"] == {"echo": "Welcome to #team-data"}
+    (problem,) = refused["details"]["problems"]
+    assert (problem["code"], problem["chain"]) == ("subworkflow_recursion", ["loop", "loop"])

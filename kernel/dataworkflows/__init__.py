@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         ActionContext,
         ActionError,
         ActionResult,
+        ChildRun,
         Credential,
         CredentialError,
         Credentials,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
         ResourceLink,
         Resources,
         StepOutcome,
+        WorkflowReference,
     )
     from dataworkflows.common.access import Identity, requires
     from dataworkflows.common.jsonlimits import JSONLimitError, loads_limited
@@ -43,6 +45,7 @@ __all__ = [
     "ActionContext",
     "ActionError",
     "ActionResult",
+    "ChildRun",
     "Credential",
     "CredentialError",
     "Credentials",
@@ -54,6 +57,7 @@ __all__ = [
     "Resources",
     "StepOutcome",
     "TriggerType",
+    "WorkflowReference",
     "__version__",
     "hookimpl",
     "lazy_attributes",

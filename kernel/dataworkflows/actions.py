@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -45,6 +45,35 @@ class StepOutcome(enum.StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"  # permanent: retrying would not help
     RETRIABLE = "RetriableFailure"  # transient: the conductor may try again
+    #: the node waits on a child run (:meth:`ActionContext.start_child_run` with ``wait``);
+    #: the kernel parks it and the child's end decides the node's outcome
+    WAITING = "Waiting"
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """A run of another workflow that a node starts (a subworkflow). Since plugin API 1.2.
+
+    ``workflow``: the workflow's id (same tenant); ``input``: the child's trigger payload
+    (``trigger`` in its templates); ``version``: a pinned version of that workflow (which
+    must be ``Active``), or None for its current published version.
+    """
+
+    workflow: str
+    input: Mapping[str, Any]
+    version: int | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowReference:
+    """A workflow a node names in its (unrendered) parameters, for the kernel's publish-time
+    check of subworkflow recursion and depth (:meth:`Action.workflow_references`). Since
+    plugin API 1.2."""
+
+    workflow: str
+    version: int | None = None
+    #: where in the parameters it is named (e.g. ``"workflow"``), for error messages
+    path: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,6 +108,8 @@ class ActionResult:
     error: Mapping[str, Any] | None = None
     retry_after: float | None = None
     links: tuple[ResourceLink, ...] = ()
+    #: with :attr:`StepOutcome.WAITING`: the child run to start and wait on
+    child: ChildRun | None = None
 
     @classmethod
     def succeeded(
@@ -384,6 +415,47 @@ class ActionContext:
             raise ActionError(str(exc), code=exc.code) from None
 
     propagation: Callable[[], Mapping[str, str]] | None = field(default=None, repr=False)
+    #: how :meth:`start_child_run` queues a child without waiting (set by the kernel; None
+    #: outside a kernel)
+    children: Callable[[ChildRun], Awaitable[str]] | None = field(default=None, repr=False)
+
+    async def start_child_run(
+        self,
+        workflow: str,
+        input: Mapping[str, Any],
+        *,
+        version: int | None = None,
+        wait: bool = True,
+    ) -> Any:
+        """Start a run of another workflow as a child of this run (a subworkflow).
+
+        ``wait=True`` returns an :class:`ActionResult` (outcome
+        :attr:`StepOutcome.WAITING`) that the action must return as it is: the kernel then
+        queues the child and records this node ``Waiting`` in one transaction, releases the
+        run (no worker holds it while the child runs) and resumes it when the child ends.
+        The child's success makes the node succeed with outputs ``{"executionId": ...,
+        "nodes": {<child node>: <its outputs>}}``; its failure (or cancellation) fails the
+        node with code ``subworkflow_failed`` and the node's retry policy applies (each
+        attempt starts a new child). The child is queued once per attempt, whatever
+        crashes: its request id is ``<run id>:<node id>:<attempt>``.
+
+        ``wait=False`` queues the child now and returns its execution id (a string); it is
+        queued once per node (request id ``<run id>:<node id>``).
+
+        The child runs with this run's tenant and principal; its depth is this run's + 1,
+        and a depth over the workflow's ``maxNestingDepth`` fails the node
+        (``max_nesting_depth_exceeded``). An unknown or not ``Active`` workflow, or a
+        pinned version that does not exist, raises :class:`ActionError`
+        (``subworkflow_not_runnable``, permanent). Since plugin API 1.2.
+        """
+        child = ChildRun(workflow, dict(input), version)
+        if wait:
+            return ActionResult(StepOutcome.WAITING, child=child)
+        if self.children is None:
+            raise ActionError(
+                "child runs can only be started inside a kernel", code="subworkflows_unavailable"
+            )
+        return await self.children(child)
 
     def propagation_headers(self) -> dict[str, str]:
         """Headers to add to every HTTP request this attempt sends, so that the service
@@ -439,6 +511,16 @@ class Action:
     async def run(self, ctx: ActionContext, params: Any) -> ActionResult:
         """Do the work of one attempt. Must be overridden."""
         raise NotImplementedError
+
+    @classmethod
+    def workflow_references(cls, parameters: Mapping[str, Any]) -> Sequence[WorkflowReference]:
+        """The workflows a node of this type will start as child runs, named in its
+        *unrendered* ``parameters`` (a templated name, known only at run time, is left
+        out). The kernel calls it when a workflow is published to refuse subworkflow
+        recursion and nesting deeper than ``maxNestingDepth`` (422). Default: none.
+        Since plugin API 1.2.
+        """
+        return ()
 
     @classmethod
     def params_schema(cls) -> dict[str, Any]:

@@ -17,6 +17,8 @@ class EventType(enum.StrEnum):
     RUN_SUCCEEDED = "RunSucceeded"
     RUN_FAILED = "RunFailed"
     RUN_CANCELLED = "RunCancelled"
+    #: the run parked until a child run it waits on ends (no worker holds it meanwhile)
+    RUN_WAITING = "RunWaiting"
     #: an attempt began: live (``durable`` False) at once, durable once it runs long enough
     STEP_STARTED = "StepStarted"
     STEP_SUCCEEDED = "StepSucceeded"
@@ -24,6 +26,8 @@ class EventType(enum.StrEnum):
     STEP_RETRYING = "StepRetrying"
     STEP_SKIPPED = "StepSkipped"
     STEP_CANCELLED = "StepCancelled"
+    #: a subworkflow node started its child run and waits on it (payload ``childExecutionId``)
+    STEP_WAITING = "StepWaiting"
 
 
 TERMINAL_RUN_EVENTS = frozenset(

@@ -175,6 +175,7 @@ class Kernel:
             intake=self.worker,
             secrets=self.definition_secrets,
             credentials=self.credentials.store,
+            max_nesting_depth=self.settings.default_max_nesting_depth,
         )
         self.workflow_templates = WorkflowTemplateService(self.db, self.clock, self.service)
         self.triggers = TriggerService(

@@ -116,6 +116,9 @@ class Settings:
     run_variable_max_bytes: int = 16 * 1024
     #: Conductor defaults (docs/semantics.md); a definition's own values win.
     default_max_parallel_actions: int = 10
+    #: the deepest a subworkflow may nest below a run (its child has depth 1); a
+    #: definition's ``maxNestingDepth`` wins (docs/semantics.md, "Subworkflows")
+    default_max_nesting_depth: int = 5
     #: seconds a run may take from the moment a worker starts it; 0 means no limit
     default_workflow_timeout: float = 86400.0
     default_retry_max_attempts: int = 3

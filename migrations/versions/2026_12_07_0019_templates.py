@@ -1,7 +1,7 @@
 """templates: document template sets (versioned) and workflow templates
 
 Revision ID: 0019_templates
-Revises: 0017_rate_limits_fair_claims
+Revises: 0018_subworkflows
 Create Date: 2026-12-07 05:00:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0019_templates"
-down_revision: str | Sequence[str] | None = "0017_rate_limits_fair_claims"
+down_revision: str | Sequence[str] | None = "0018_subworkflows"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -232,6 +232,14 @@ class _RunFields(ApiModel):
     started_at: datetime | None
     ended_at: datetime | None
     test_run: bool = Field(description="A run of an unpublished version (run without --publish)")
+    parent_execution_id: UUID | None = Field(
+        default=None, description="The run whose subworkflow node started this one (null: none)"
+    )
+    parent_node_id: str | None = Field(default=None, description="That node of the parent run")
+    root_execution_id: UUID | None = Field(
+        default=None, description="The top-level run of this run's tree (null: this run is one)"
+    )
+    depth: int = Field(default=0, description="0 for a top-level run, its parent's depth + 1")
 
 
 class ActionAttempt(ApiModel):
@@ -382,6 +390,13 @@ class ExecutionVariables(ApiModel):
     )
 
     items: list[RunVariable]
+
+
+class ExecutionChildren(ApiModel):
+    """The runs a run started with subworkflow nodes (with ``recursive``: its whole tree,
+    parents before their children), oldest first within a level."""
+
+    items: list[ExecutionSummary]
 
 
 class ResourceLinkList(ApiModel):

@@ -154,6 +154,14 @@ class LogQuery(ApiModel):
     attempt: int = omittable(ge=1, le=MAX_INT, description="Only this attempt's lines")
 
 
+class ChildrenQuery(ApiModel):
+    """Which runs below a run."""
+
+    recursive: bool = Field(
+        default=False, description="The whole tree below the run, not only its children"
+    )
+
+
 class EventQuery(PageQuery):
     """The events of a run."""
 

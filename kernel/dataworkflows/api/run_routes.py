@@ -16,12 +16,14 @@ from dataworkflows.api.models import (
     DeadLetterPage,
     EventPage,
     Execution,
+    ExecutionChildren,
     ExecutionLogs,
     ExecutionPage,
     ExecutionVariables,
     RunAccepted,
 )
 from dataworkflows.api.request_models import (
+    ChildrenQuery,
     EventQuery,
     ExecuteRequest,
     ExecutionListQuery,
@@ -204,6 +206,27 @@ async def get_execution_variables(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+@run_routes.get("/api/v1/executions/{execution_id}/children")
+@spec(
+    "executionChildren",
+    role="viewer",
+    tags=RUNS,
+    query=ChildrenQuery,
+    ok={200: ("The runs it started", ExecutionChildren)},
+    errors=(404, 422),
+)
+async def get_execution_children(request: web.Request) -> web.Response:
+    """The runs this run started with subworkflow nodes: each with its `parentNodeId`,
+    `depth` and status. `recursive=true`: the whole tree below the run, parents before
+    their children. An unknown, another tenant's or malformed id → 404."""
+    kernel = request.app[kernel_key]
+    recursive = parse_choice(request.query, "recursive", ("true", "false")) == "true"
+    result = await kernel.service.execution_children(
+        request.match_info["execution_id"], tenant_id=tenant(request), recursive=recursive
+    )
+    return web.json_response(result)
+
+
 @run_routes.post("/api/v1/executions/{execution_id}/cancel")
 @spec(
     "cancelExecution",
@@ -213,7 +236,8 @@ async def get_execution_variables(request: web.Request) -> web.Response:
     errors=(404, 409),
 )
 async def cancel_execution(request: web.Request) -> web.Response:
-    """Cancel a run (Pending: at once → 200; Running: requested → 202)."""
+    """Cancel a run (Pending: at once → 200; Running or Waiting: requested → 202), and
+    with it every run below it that has not ended (its subworkflows)."""
     kernel = request.app[kernel_key]
     result = await kernel.service.cancel(
         request.match_info["execution_id"], tenant_id=tenant(request)

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from dataworkflows.cli.common import HelpGroup, print_event, print_ledger, read_json, with_kernel
+from dataworkflows.cli.run_tree import runs_tree
 
 TERMINAL_STATUSES = ("Succeeded", "Failed", "Cancelled")
 
@@ -118,11 +119,14 @@ def runs() -> None:
     """List, show, watch, cancel and rerun runs; print their step logs and variables."""
 
 
+runs.add_command(runs_tree)
+
+
 @runs.command("list")
 @click.option("--workflow", "workflow_id", default=None, help="Only this workflow's runs.")
 @click.option(
     "--status",
-    type=click.Choice(["Pending", "Running", "Succeeded", "Failed", "Cancelled"]),
+    type=click.Choice(["Pending", "Running", "Waiting", "Succeeded", "Failed", "Cancelled"]),
     default=None,
 )
 @click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)

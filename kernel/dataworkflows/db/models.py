@@ -41,12 +41,15 @@ NAMING_CONVENTION = {
 }
 
 WORKFLOW_STATUSES = ("Draft", "Active", "Archived")
-RUN_STATUSES = ("Pending", "Running", "Succeeded", "Failed", "Cancelled")
+#: ``Waiting``: parked while a child run it waits on runs (no worker holds it; the child's
+#: end makes it ``Pending`` again, see dataworkflows.ledger.children)
+RUN_STATUSES = ("Pending", "Running", "Waiting", "Succeeded", "Failed", "Cancelled")
 FINAL_RUN_STATUSES = ("Succeeded", "Failed", "Cancelled")
 #: the rows of the fair-claim index: the queue (Pending) and runs under a lease (Running)
 CLAIM_ORDER_WHERE = "status IN ('Pending', 'Running')"
 STEP_STATUSES = (
     "Running",
+    "Waiting",  # a subworkflow node waiting on its child run (outputs: childExecutionId)
     "Succeeded",
     "Failed",
     "RetriableFailure",
@@ -133,6 +136,7 @@ class WorkflowExecution(Base):
             postgresql_where=text(CLAIM_ORDER_WHERE),
             sqlite_where=text(CLAIM_ORDER_WHERE),
         ),
+        Index(None, "parent_execution_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -161,6 +165,18 @@ class WorkflowExecution(Base):
     #: the W3C trace context of the request that queued the run (``{"traceparent",
     #: "tracestate"?}``), for tracing plugins in any process; null: none was given
     trace_context: Mapped[dict[str, Any] | None]
+    # -- the run tree (subworkflows, dataworkflows.ledger.children) ------------------------
+    #: the run whose node started this one, and that node (null: a top-level run)
+    parent_execution_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    parent_node_id: Mapped[str | None] = mapped_column(String(200))
+    #: the top-level run of the tree (null: this run is one)
+    root_execution_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    #: 0 for a top-level run, parent's depth + 1 for a child
+    depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: the parent waits on this run: its end wakes the parent (``Waiting`` -> ``Pending``)
+    wakes_parent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: how many waited-on children of this run have ended (the park check compares it)
+    child_wakeups: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ActionExecution(Base):

@@ -56,6 +56,7 @@ from dataworkflows.engine.run_state import (
     FAILED,
     FAILURES,
     SUCCEEDED,
+    WAITING,
     Node,
     RunState,
     failed_routing,
@@ -64,6 +65,7 @@ from dataworkflows.engine.run_state import (
     sanitised,
     scan,
     timed_out,
+    waiting,
 )
 from dataworkflows.engine.templating import TemplateBudgetExceeded, TemplateEngine, TemplateError
 from dataworkflows.ledger.run_ledger import (
@@ -122,6 +124,7 @@ class Conductor(NodeRunner):
         self._log_caps = (settings.step_log_max_bytes, settings.run_log_max_bytes)
         self._output_caps = (settings.step_output_max_bytes, settings.run_output_max_bytes)
         self._variable_max_bytes = settings.run_variable_max_bytes
+        self._max_nesting_depth = settings.default_max_nesting_depth
         self._rng = rng or random.Random()
         #: actions that ignored cancellation (see _unless); awaited by close()
         self._abandoned: set[asyncio.Future[Any]] = set()
@@ -213,7 +216,7 @@ class Conductor(NodeRunner):
             for node_id in plan.order:
                 node = state.nodes[node_id]
                 if node.status is None and node.attempts:
-                    pending.append(self._cancelled(state, node, node.attempts + 1))
+                    pending.append(self._cancelled(state, node, node.next_attempt))
                     mark(node, pending[-1])
         if self.ledger.is_over_recovery_limit(run):
             return await self._dead_letter(state, pending)
@@ -234,20 +237,28 @@ class Conductor(NodeRunner):
                     # cancelled before these ready nodes could start (only ever on the first
                     # pass: later, a cancel is noticed before new nodes become ready)
                     for node in ready:
-                        pending.append(self._cancelled(state, node, node.attempts + 1))
+                        pending.append(self._cancelled(state, node, node.next_attempt))
                         mark(node, pending[-1])
                     break
+                if state.failure is None and not ready and not running and waiting(state):
+                    # nothing left but waiting on child runs: give the run up until one ends
+                    await self._flush(state, pending)
+                    if await self._park(state):
+                        return WAITING
+                    continue  # a child has ended: its node is ready again
                 if state.failure is not None or (not ready and not running):
                     break
                 if not lost_checked:
                     # Recovered from a worker that died: the nodes ready now may have been
                     # in flight there. That attempt's outcome is unknown; it counts as a
                     # retriable failure (the next one carries the same idempotency key).
+                    # A node waiting on a child run was not in flight: it waits on.
                     lost_checked = True
-                    for node in ready:
+                    lost = [node for node in ready if node.waiting_on is None]
+                    for node in lost:
                         pending.append(self._lost(node))
-                    if any(n.status is not None for n in ready):
-                        for node in ready:
+                    if any(n.status is not None for n in lost):
+                        for node in lost:
                             if node.status is not None:
                                 await self._route(state, node)
                         continue
@@ -267,7 +278,9 @@ class Conductor(NodeRunner):
                     (t for t in done if t in running), key=lambda t: position[running[t].plan.id]
                 ):
                     node = running.pop(task)
-                    pending.append(await self._settle(state, node, task.result()))
+                    record = await self._settle(state, node, task.result())
+                    if record is not None:
+                        pending.append(record)
                 if not done and deadline is not None and state.failure is None:
                     timed_out(state)
                 if state.failure is not None or run.cancel_requested.is_set():
@@ -279,6 +292,9 @@ class Conductor(NodeRunner):
                 for task in sorted(running, key=lambda t: position[running[t].plan.id]):
                     node = running.pop(task)
                     record = task.result()
+                    if record.status == WAITING:  # written; cancelled below with the others
+                        node.attempts = record.attempt
+                        continue
                     mark(node, record)
                     pending.append(record)
         finally:
@@ -289,6 +305,13 @@ class Conductor(NodeRunner):
                     task.cancel()
                 await asyncio.gather(*running, return_exceptions=True)
 
+        abandoned = [n.waiting_on for n in state.nodes.values() if n.waiting_on is not None]
+        for node in state.nodes.values():
+            if node.waiting_on is not None and node.status is None:
+                # the run ends (failed, cancelled, timed out) while this node waits
+                pending.append(self._cancelled(state, node, node.attempts, node.running_since))
+                mark(node, pending[-1])
+                node.waiting_on = None
         if state.failure is not None:
             finish = RunFinish("Failed", state.failure)
             on_failure = state.nodes[plan.on_failure.id] if plan.on_failure else None
@@ -310,6 +333,7 @@ class Conductor(NodeRunner):
         else:
             finish = RunFinish("Succeeded")
         await self._flush(state, pending, finish)
+        await self._cancel_children(abandoned)
         return finish.status
 
     async def _dead_letter(self, state: RunState, pending: list[StepRecord]) -> str:
@@ -326,13 +350,23 @@ class Conductor(NodeRunner):
             on_failure = state.plan.on_failure
             node = state.nodes[on_failure.id] if on_failure else None
             ready = [node] if node is not None and node.status is None else []
-        pending.extend(self._lost(node, final=True) for node in ready)
+        pending.extend(self._lost(node, final=True) for node in ready if node.waiting_on is None)
+        # a node waiting on a child was not in flight: its wait ends with the run
+        waiting_on = [node for node in ready if node.waiting_on is not None]
+        pending.extend(
+            self._cancelled(state, node, node.attempts, node.running_since) for node in waiting_on
+        )
         finish = self.ledger.dead_letter_finish(state.run)
         await self._flush(state, pending, finish)
+        await self._cancel_children([node.waiting_on for node in waiting_on])
         return finish.status
 
-    async def _settle(self, state: RunState, node: Node, record: StepRecord) -> StepRecord:
-        """Take a node's final attempt: mark it, route it; returns the row to write."""
+    async def _settle(self, state: RunState, node: Node, record: StepRecord) -> StepRecord | None:
+        """Take a node's final attempt: mark it, route it; returns the row to write (None
+        for an attempt that waits on a child run: its row is written)."""
+        if record.status == WAITING:
+            node.attempts = record.attempt
+            return None
         mark(node, record)
         if record.status == CANCELLED:
             for edge in node.plan.outgoing:

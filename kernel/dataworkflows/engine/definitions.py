@@ -88,6 +88,9 @@ class WorkflowDefinition(_Model):
     timeout: float | None = Field(default=None, gt=0)
     on_failure: str | None = None
     retention: Retention | None = None
+    #: how deep subworkflows may nest below a run of this workflow (default: the
+    #: engine's ``DATAWORKFLOWS_DEFAULT_MAX_NESTING_DEPTH``, 5)
+    max_nesting_depth: int | None = Field(default=None, ge=1, le=100)
 
     @property
     def has_edges(self) -> bool:

@@ -24,6 +24,7 @@ from dataworkflows.common import logcontext
 from dataworkflows.common.clock import Clock
 from dataworkflows.common.run_variables import RunVariables
 from dataworkflows.common.validation_messages import friendly_errors, json_path
+from dataworkflows.engine.child_runs import ChildRunner
 from dataworkflows.engine.output_caps import NotStorable, json_bytes
 from dataworkflows.engine.run_logging import log_attempt_failure
 from dataworkflows.engine.run_state import (
@@ -32,6 +33,7 @@ from dataworkflows.engine.run_state import (
     RETRIABLE,
     SUCCEEDED,
     TIMED_OUT,
+    WAITING,
     Node,
     RunState,
     cancelled_attempt,
@@ -61,7 +63,7 @@ class Attempt:
     result: ActionResult
 
 
-class NodeRunner:
+class NodeRunner(ChildRunner):
     """Attempts of one node; mixed into :class:`~dataworkflows.engine.conductor.Conductor`."""
 
     ledger: RunLedger
@@ -99,7 +101,7 @@ class NodeRunner:
         """
         plan_node = node.plan
         retry = plan_node.retry
-        attempt = node.attempts + 1
+        attempt = node.next_attempt
         while True:
             if stop.is_set():
                 acquired = False
@@ -113,12 +115,17 @@ class NodeRunner:
                 return self._cancelled(state, node, attempt)
             try:
                 with logcontext.bind(node_id=plan_node.id, attempt=attempt):
-                    outcome = await self._attempt(state, node, attempt, stop, readable, extra)
+                    if node.waiting_on is not None:  # the attempt waits on a child run
+                        outcome = Attempt(*await self._child_outcome(state, node, attempt))
+                    else:
+                        outcome = await self._attempt(state, node, attempt, stop, readable, extra)
                     if outcome.record.status in (FAILED, RETRIABLE, TIMED_OUT):
                         log_attempt_failure(outcome.record)
             finally:
                 state.slots.release()
             record, result = outcome.record, outcome.result
+            if record.status == WAITING:
+                return record  # written already; the conductor parks the run
             if record.status in (SUCCEEDED, FAILED, CANCELLED) or attempt >= retry.max_attempts:
                 if record.status == RETRIABLE:  # no attempt left: the failure is final
                     record = replace(record, status=FAILED)
@@ -204,6 +211,7 @@ class NodeRunner:
                     principal=run.principal,
                     variables=variables,
                     propagation=propagation_source(self.plugins, run.id_str, plan_node.id, attempt),
+                    children=self._child_starter(state, plan_node.id),
                     **self._services(run),
                 )
                 in_flight = InFlight.begin(
@@ -222,6 +230,22 @@ class NodeRunner:
                     record = replace(record, logs=step_log.lines())
                     return Attempt(record, ActionResult.failed("cancelled", code="cancelled"))
                 result, status = invoked
+                if result.outcome is StepOutcome.WAITING:
+                    waiting = StepRecord(
+                        node_id=plan_node.id,
+                        action_type=definition.action_type,
+                        attempt=attempt,
+                        status=WAITING,
+                        parameters=rendered,
+                        outputs=None,
+                        error=None,
+                        started_at=started,
+                        ended_at=None,
+                        logs=step_log.lines(),
+                    )
+                    result = await self._start_waited_child(state, node, waiting, result)
+                    if result.outcome is StepOutcome.WAITING:
+                        return Attempt(waiting, result)
 
         outputs = dict(result.outputs) if result.outcome is StepOutcome.SUCCEEDED else None
         if outputs is not None:

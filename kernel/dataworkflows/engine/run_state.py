@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -29,6 +30,9 @@ RETRIABLE = "RetriableFailure"
 TIMED_OUT = "TimedOut"
 SKIPPED = "Skipped"
 CANCELLED = "Cancelled"
+#: a subworkflow node's attempt waiting on its child run (not final; its row is replaced
+#: by the attempt's final row once the child ends)
+WAITING = "Waiting"
 #: statuses a node never leaves (TimedOut is final only when no attempt is left)
 FINAL_STATUSES = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELLED})
 FAILURES = frozenset({FAILED, TIMED_OUT})
@@ -49,6 +53,13 @@ class Node:
     started: bool = False
     #: the start of attempt ``attempts + 1`` if its ``Running`` row says when (on resume)
     running_since: datetime | None = None
+    #: the child run attempt ``attempts`` waits on (a ``Waiting`` row), else None
+    waiting_on: uuid.UUID | None = None
+
+    @property
+    def next_attempt(self) -> int:
+        """The attempt this node continues with: the one that waits, or a new one."""
+        return self.attempts if self.waiting_on is not None else self.attempts + 1
 
     def view(self) -> dict[str, Any]:
         """The node as templates see it under ``nodes.<id>``."""
@@ -92,6 +103,15 @@ def restore(state: RunState, rows: Iterable[Mapping[str, Any]]) -> None:
             log.warning("run %s: ledger row for unknown node %r", state.run.id, row["node_id"])
             continue
         state.log_budget.restore(row.get("logs"))
+        if row["status"] == WAITING:
+            # waiting on a child run: the attempt goes on (its final row replaces this one)
+            state.run.running_rows[(row["node_id"], row["attempt"])] = row["id"]
+            node.running_since = row["started_at"]
+            node.waiting_on = uuid.UUID(str((row["outputs"] or {})["childExecutionId"]))
+            node.attempts = max(node.attempts, row["attempt"])
+            node.parameters = row["parameters"]
+            last.pop(row["node_id"], None)
+            continue
         if row["status"] == RUNNING:
             # an attempt that was in flight: not recorded yet; its next row replaces this
             state.run.running_rows[(row["node_id"], row["attempt"])] = row["id"]
@@ -115,6 +135,11 @@ def restore(state: RunState, rows: Iterable[Mapping[str, Any]]) -> None:
         else:
             node.parameters = row["parameters"]
             node.started = False  # continues with attempt ``attempts + 1`` when ready
+
+
+def waiting(state: RunState) -> bool:
+    """Whether a node of the run waits on a child run (and nothing can run meanwhile)."""
+    return any(n.waiting_on is not None and n.started for n in state.nodes.values())
 
 
 def scan(state: RunState, clock: Clock) -> tuple[list[StepRecord], list[Node]]:

@@ -14,17 +14,19 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import case, func, select, tuple_, update
 
 from dataworkflows.common.clock import Clock
 from dataworkflows.db.database import Database
 from dataworkflows.db.models import (
+    FINAL_RUN_STATUSES,
     execution_events,
     workflow_executions,
 )
 from dataworkflows.db.transient import retry_transient
 from dataworkflows.events import EventType, RunEvent
 from dataworkflows.ledger import statements as sql
+from dataworkflows.ledger.children import descendants_to_cancel
 from dataworkflows.ledger.records import (
     _CANCELLED_ERROR,
     CANCEL_CHANNEL,
@@ -145,6 +147,10 @@ class LedgerClaims:
                     recovered=row.fencing_token > 1,
                     recovery_count=row.recovery_count,
                     trace_context=row.trace_context,
+                    parent_id=row.parent_execution_id,
+                    root_id=row.root_execution_id,
+                    depth=row.depth,
+                    wakes_parent=row.wakes_parent,
                 )
                 if row.cancel_requested:
                     run.cancel_requested.set()
@@ -257,63 +263,104 @@ class LedgerClaims:
 
     # -- cancellation ---------------------------------------------------------------------
 
-    async def request_cancel(self, execution_id: uuid.UUID) -> str:
-        """Cancel a run. Returns its status afterwards (``Cancelled`` or ``Running``).
+    async def request_cancel(
+        self, execution_id: uuid.UUID, flagged: list[uuid.UUID] | None = None
+    ) -> str:
+        """Cancel a run and the runs it started that have not ended (its subworkflows, the
+        whole subtree). Returns the run's status afterwards (``Cancelled`` or ``Running``).
 
         A ``Pending`` run is cancelled at once and never starts. A ``Running`` run gets its
         ``cancel_requested`` flag; the worker holding it stops its in-flight steps and ends
         it ``Cancelled`` (other processes hear of it by ``NOTIFY`` or at their next
         heartbeat; in this one the caller tells the worker: :meth:`Worker.cancel_requested
-        <dataworkflows.engine.worker.Worker.cancel_requested>`). A final run raises
-        :class:`RunIsFinal`.
+        <dataworkflows.engine.worker.Worker.cancel_requested>`). A ``Waiting`` run (parked
+        on a child) gets the flag and is made ``Pending``: a worker resumes it and ends it
+        ``Cancelled``. A final run raises :class:`RunIsFinal`. The descendants are flagged
+        in the same transaction, deepest first. ``flagged`` (if given) receives the ids of
+        the runs that got the flag (so that the caller can tell this process's worker).
         """
         t = workflow_executions
-        recorded: RunEvent | None = None
+        recorded: list[RunEvent] = []
         async with self.db.begin() as conn:
             now = self.clock.now()  # inside the transaction: after the write lock is held
-            cancelled = (
-                await conn.execute(
-                    update(t)
-                    .where(t.c.id == execution_id, t.c.status == "Pending")
-                    .values(status="Cancelled", ended_at=now, error=_CANCELLED_ERROR)
-                    .returning(t.c.workflow_id, t.c.correlation_id)
-                )
-            ).one_or_none()
-            if cancelled is not None:
-                last = (
-                    await conn.execute(
-                        select(func.max(execution_events.c.sequence)).where(
-                            execution_events.c.execution_id == execution_id
-                        )
-                    )
-                ).scalar_one()
-                event = NewEvent(
-                    EventType.RUN_CANCELLED,
-                    payload={"status": "Cancelled", "correlationId": cancelled.correlation_id},
-                )
-                row = _event_row(execution_id, (last or 0) + 1, event, now)
-                await conn.execute(sql.INSERT_EVENTS, [row])
-                recorded = _run_event(cancelled.workflow_id, row)
-                status = "Cancelled"
-            else:
-                row = (
-                    await conn.execute(
-                        update(t)
-                        .where(t.c.id == execution_id, t.c.status == "Running")
-                        .values(cancel_requested=True)
-                        .returning(t.c.status)
-                    )
-                ).one_or_none()
-                if row is None:
-                    current = (
-                        await conn.execute(select(t.c.status).where(t.c.id == execution_id))
-                    ).scalar_one_or_none()
-                    if current is None:
-                        raise LookupError(str(execution_id))
-                    raise RunIsFinal(current)
-                await self._notify(conn, CANCEL_CHANNEL, str(execution_id))
-                status = "Running"
-        if recorded is not None:
-            self._emit_events([recorded])
-            self._resolve(execution_id, "Cancelled")
+            current = (
+                await conn.execute(select(t.c.status).where(t.c.id == execution_id))
+            ).scalar_one_or_none()
+            if current is None:
+                raise LookupError(str(execution_id))
+            if current in FINAL_RUN_STATUSES:
+                raise RunIsFinal(current)
+            status = "Running"
+            for run_id in [*await descendants_to_cancel(conn, execution_id), execution_id]:
+                event = await self._cancel_one(conn, run_id, now, flagged)
+                if event is not None:
+                    recorded.append(event)
+                    if run_id == execution_id:
+                        status = "Cancelled"
+                elif run_id == execution_id:
+                    final = (
+                        await conn.execute(select(t.c.status).where(t.c.id == run_id))
+                    ).scalar_one()
+                    if final in FINAL_RUN_STATUSES:  # it ended in between
+                        raise RunIsFinal(final)
+        if recorded:
+            self._emit_events(recorded)
+            for event in recorded:
+                self._resolve(uuid.UUID(event.execution_id), "Cancelled")
         return status
+
+    async def _cancel_one(
+        self,
+        conn: Any,
+        execution_id: uuid.UUID,
+        now: datetime,
+        flagged: list[uuid.UUID] | None = None,
+    ) -> RunEvent | None:
+        """Cancel one run in the caller's transaction: end a ``Pending`` one (returns its
+        ``RunCancelled`` event), flag a ``Running`` or ``Waiting`` one (and wake the latter)."""
+        t = workflow_executions
+        cancelled = (
+            await conn.execute(
+                update(t)
+                .where(t.c.id == execution_id, t.c.status == "Pending")
+                .values(status="Cancelled", ended_at=now, error=_CANCELLED_ERROR)
+                .returning(
+                    t.c.workflow_id, t.c.correlation_id, t.c.parent_execution_id, t.c.wakes_parent
+                )
+            )
+        ).one_or_none()
+        if cancelled is not None:
+            last = (
+                await conn.execute(
+                    select(func.max(execution_events.c.sequence)).where(
+                        execution_events.c.execution_id == execution_id
+                    )
+                )
+            ).scalar_one()
+            event = NewEvent(
+                EventType.RUN_CANCELLED,
+                payload={"status": "Cancelled", "correlationId": cancelled.correlation_id},
+            )
+            row = _event_row(execution_id, (last or 0) + 1, event, now)
+            await conn.execute(sql.INSERT_EVENTS, [row])
+            if cancelled.wakes_parent and cancelled.parent_execution_id is not None:
+                await conn.execute(sql.WAKE_PARENTS, {"p_ids": [cancelled.parent_execution_id]})
+                await self._notify(conn, RUNS_CHANNEL, "")
+            return _run_event(cancelled.workflow_id, row)
+        found = (
+            await conn.execute(
+                update(t)
+                .where(t.c.id == execution_id, t.c.status.in_(("Running", "Waiting")))
+                .values(
+                    cancel_requested=True,
+                    status=case((t.c.status == "Waiting", "Pending"), else_=t.c.status),
+                )
+                .returning(t.c.id)
+            )
+        ).one_or_none()
+        if found is not None:
+            if flagged is not None:
+                flagged.append(execution_id)
+            await self._notify(conn, CANCEL_CHANNEL, str(execution_id))
+            await self._notify(conn, RUNS_CHANNEL, "")
+        return None

@@ -47,6 +47,12 @@ class ClaimedRun:
     cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
     #: the W3C trace context the run was queued with (``{"traceparent", "tracestate"?}``)
     trace_context: dict[str, str] | None = None
+    #: the run tree (subworkflows): the parent run (None: top level), the top-level run,
+    #: this run's depth (0 at the top) and whether its end wakes the waiting parent
+    parent_id: uuid.UUID | None = None
+    root_id: uuid.UUID | None = None
+    depth: int = 0
+    wakes_parent: bool = False
 
     #: ``next_sequence`` right after the claim (set by the ledger)
     claimed_sequence: int = 0
@@ -125,6 +131,7 @@ class NewEvent:
 RUNNING = "Running"
 _STEP_EVENT = {
     RUNNING: EventType.STEP_STARTED,
+    "Waiting": EventType.STEP_WAITING,
     "Succeeded": EventType.STEP_SUCCEEDED,
     "Failed": EventType.STEP_FAILED,
     "TimedOut": EventType.STEP_FAILED,
@@ -319,6 +326,10 @@ def _claimed_at_enqueue(values: dict[str, Any]) -> ClaimedRun:
         started_at=values["started_at"],
         fencing_token=1,
         trace_context=values["trace_context"],
+        parent_id=values.get("parent_execution_id"),
+        root_id=values.get("root_execution_id"),
+        depth=values.get("depth") or 0,
+        wakes_parent=bool(values.get("wakes_parent")),
     )
 
 

@@ -4,8 +4,9 @@ ledger's size.
 A run is deleted with its attempts, events and (through the foreign keys) everything
 else that belongs to it; resource links outlive it (their ``execution_id`` becomes null:
 the external object still exists). Never deleted: a run that is not final (queued,
-running, resumed), and a run whose dead letter has not been requeued (an operator still
-has to look at it).
+running, resumed, waiting on a child), a run whose dead letter has not been requeued (an
+operator still has to look at it), and a child run (subworkflow) whose parent has not
+ended (the parent waits on it, or will read its outcome when it resumes).
 
 The policy (docs/semantics.md, "Retention"): succeeded and cancelled runs are kept
 ``days``, failed runs ``failed_days`` (longer by default: they are what people come back
@@ -92,7 +93,14 @@ class Pruner:
         if not rules:
             return None
         waiting = select(dead_letters.c.execution_id).where(dead_letters.c.requeued_at.is_(None))
-        return select(_runs.id).where(or_(*rules), _runs.id.not_in(waiting))
+        # a child run whose parent has not ended: the parent may still read its outcome
+        parents = workflow_executions.alias("parents")
+        in_flight = select(parents.c.id).where(parents.c.status.not_in(_FINAL))
+        return select(_runs.id).where(
+            or_(*rules),
+            _runs.id.not_in(waiting),
+            or_(_runs.parent_execution_id.is_(None), _runs.parent_execution_id.not_in(in_flight)),
+        )
 
     async def overrides(self, conn: Any) -> dict[str, RetentionPolicy]:
         """Workflows whose current version sets ``retention``: their whole policy (the

@@ -39,6 +39,7 @@ from dataworkflows.db.models import (
 from dataworkflows.db.transient import is_data_error
 from dataworkflows.events import RunEvent
 from dataworkflows.ledger import statements as sql
+from dataworkflows.ledger.children import LedgerChildren
 from dataworkflows.ledger.claims import LedgerClaims
 from dataworkflows.ledger.enqueue import LedgerEnqueues
 from dataworkflows.ledger.fairness import TenantCaps
@@ -80,7 +81,7 @@ from dataworkflows.measurements import EngineMeasurement, Measure
 log = logging.getLogger(__name__)
 
 
-class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
+class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads, LedgerChildren):
     """Writes and reads of runs, steps and events."""
 
     def __init__(
@@ -225,6 +226,18 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads):
             held: set[uuid.UUID] = set()
             for finish, runs in groups.values():
                 held.update(await self._fence_many(conn, runs, now, finish))
+            # waited-on children that end here wake their parents in the same transaction
+            parents = {
+                write.run.parent_id
+                for _index, write in todo
+                if write.finish is not None
+                and write.run.wakes_parent
+                and write.run.parent_id is not None
+                and write.run.id in held
+            }
+            if parents:
+                await conn.execute(sql.WAKE_PARENTS, {"p_ids": sorted(parents)})
+                await self._notify(conn, RUNS_CHANNEL, "")
             actions: list[dict[str, Any]] = []
             links: list[dict[str, Any]] = []
             events: list[dict[str, Any]] = []

@@ -47,6 +47,10 @@ CLAIM_COLUMNS = (
     _t.c.recovery_count,
     _t.c.cancel_requested,
     _t.c.trace_context,
+    _t.c.parent_execution_id,
+    _t.c.root_execution_id,
+    _t.c.depth,
+    _t.c.wakes_parent,
 )
 
 INSERT_EVENTS = execution_events.insert()
@@ -87,6 +91,19 @@ FENCE_FINISH = (
         lease_expires_at=None,
     )
     .returning(_t.c.id)
+)
+
+
+#: the end of waited-on children wakes their parents (``p_ids``): a parked (``Waiting``)
+#: parent becomes ``Pending`` again; every parent counts the wake-up, which a parent that is
+#: about to park compares (dataworkflows.ledger.children)
+WAKE_PARENTS = (
+    update(_t)
+    .where(_t.c.id.in_(bindparam("p_ids", expanding=True)))
+    .values(
+        child_wakeups=_t.c.child_wakeups + 1,
+        status=case((_t.c.status == "Waiting", "Pending"), else_=_t.c.status),
+    )
 )
 
 

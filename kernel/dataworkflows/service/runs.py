@@ -185,10 +185,12 @@ class RunOperations:
         )
 
     async def cancel(self, execution_id: str, *, tenant_id: str | None = None) -> dict[str, Any]:
-        """Cancel a run: a Pending run never starts, a Running one is stopped by its worker."""
+        """Cancel a run: a Pending run never starts, a Running one is stopped by its worker,
+        a Waiting one is resumed to end; the runs below it (subworkflows) with it."""
         key = (await self._execution(execution_id, tenant_id))["id"]
+        flagged: list[uuid.UUID] = []
         try:
-            status = await self.ledger.request_cancel(key)
+            status = await self.ledger.request_cancel(key, flagged)
         except LookupError:
             raise NotFound(f"no execution {execution_id!r}", code="execution_not_found") from None
         except RunIsFinal as exc:
@@ -197,8 +199,8 @@ class RunOperations:
                 code="execution_finished",
                 details={"status": exc.args[0]},
             ) from None
-        if status == "Running":
-            self._intake.cancel_requested(key)
+        for run_id in flagged:  # the run and the runs below it (subworkflows)
+            self._intake.cancel_requested(run_id)
         return {
             "executionId": str(key),
             "status": status,
@@ -294,6 +296,16 @@ class RunOperations:
         row = await self.ledger.get_execution(run_id)
         _visible(row, execution_id, tenant_id)
         return {"items": [variable_view(v) for v in await self.ledger.list_variables(run_id)]}
+
+    async def execution_children(
+        self, execution_id: str, *, tenant_id: str | None = None, recursive: bool = False
+    ) -> dict[str, Any]:
+        """The runs this run started with subworkflow nodes (``recursive``: the whole
+        tree below it, parents first); an unknown or another tenant's run is not found."""
+        run_id = _uuid(execution_id)
+        _visible(await self.ledger.get_execution(run_id), execution_id, tenant_id)
+        rows = await self.ledger.list_children(run_id, recursive=recursive)
+        return {"items": [execution_summary(row) for row in rows]}
 
 
 def _visible(

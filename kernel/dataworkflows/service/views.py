@@ -58,7 +58,15 @@ def _execution_fields(row: dict[str, Any]) -> dict[str, Any]:
         "startedAt": iso_utc(row["started_at"]),
         "endedAt": iso_utc(row["ended_at"]),
         "testRun": bool(row.get("test_run", False)),
+        "parentExecutionId": _id_or_none(row.get("parent_execution_id")),
+        "parentNodeId": row.get("parent_node_id"),
+        "rootExecutionId": _id_or_none(row.get("root_execution_id")),
+        "depth": row.get("depth") or 0,
     }
+
+
+def _id_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def execution_view(row: dict[str, Any], actions: list[dict[str, Any]]) -> dict[str, Any]:

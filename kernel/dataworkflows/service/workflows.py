@@ -25,6 +25,7 @@ from dataworkflows.secrets.fields import DefinitionSecrets, plaintexts
 from dataworkflows.secrets.reseal import definition_rows, plan_reseal
 from dataworkflows.service.audit import AuditContext, audit_view
 from dataworkflows.service.commands import CommandOperations
+from dataworkflows.service.nesting import check_nesting
 from dataworkflows.service.runs import RunIntake
 from dataworkflows.service.store import WorkflowStore
 from dataworkflows.service.views import version_view, workflow_view
@@ -49,11 +50,14 @@ class WorkflowService(CommandOperations):
         intake: RunIntake,
         secrets: DefinitionSecrets | None = None,
         credentials: CredentialStore | None = None,
+        max_nesting_depth: int = 5,
     ) -> None:
         """``intake`` (this process's worker) queues runs and may take them at once (see
         :meth:`execute`). ``secrets`` finds the secret parameters of definitions, sealed
         with the key of ``credentials``."""
         self.store = store
+        #: DATAWORKFLOWS_DEFAULT_MAX_NESTING_DEPTH, for the publish-time subworkflow check
+        self.max_nesting_depth = max_nesting_depth
         self.secrets = secrets
         self.credentials = credentials
         self.ledger = ledger
@@ -143,6 +147,8 @@ class WorkflowService(CommandOperations):
     ) -> dict[str, Any]:
         """Create a workflow at version 1 (Draft, or Active with ``auto_activate``)."""
         definition = self.validate(raw)
+        if auto_activate:
+            await self._check_nesting(raw, tenant_id)
         stored = await self._sealed(raw)
         row = await self.store.create(
             workflow_id=definition.id,
@@ -207,16 +213,35 @@ class WorkflowService(CommandOperations):
         """Make a version (default: the latest) current; Draft/Active → Active."""
         row = await self.store.get(workflow_id, tenant_id)
         target = version or row["latest_version"]
-        await self._check_publishable(workflow_id, target)
+        await self._check_publishable(workflow_id, target, tenant_id)
         await self.store.publish(workflow_id, tenant_id, target, audit=_audit(actor, note))
         return await self.get_workflow(workflow_id, tenant_id=tenant_id)
 
-    async def _check_publishable(self, workflow_id: str, version: int) -> None:
+    async def _check_publishable(self, workflow_id: str, version: int, tenant_id: str) -> None:
         """404 for a version that cannot exist; 422 if the version no longer validates
-        (plugins may have been removed since it was saved)."""
+        (plugins may have been removed since it was saved) or its subworkflows recurse or
+        nest too deep."""
         if version > MAX_INT:
             raise version_not_found(workflow_id, version)
-        self.validate(await self.store.definition(workflow_id, version))
+        definition = await self.store.definition(workflow_id, version)
+        self.validate(definition)
+        await self._check_nesting(definition, tenant_id)
+
+    async def _check_nesting(self, definition: Any, tenant_id: str) -> None:
+        """422 when the subworkflows it starts recurse or nest deeper than its
+        ``maxNestingDepth`` (:mod:`dataworkflows.service.nesting`)."""
+
+        async def load(workflow_id: str, version: int | None) -> dict[str, Any] | None:
+            try:
+                row = await self.store.get(workflow_id, tenant_id)
+                version = version or row["current_version"]
+                if version is None:
+                    return None
+                return await self.store.definition(workflow_id, version, opened=False)
+            except NotFound:
+                return None
+
+        await check_nesting(definition, self.plugins, load, self.max_nesting_depth)
 
     async def rollback(
         self,
@@ -233,7 +258,7 @@ class WorkflowService(CommandOperations):
             version = await self.store.rollback_target(workflow_id, tenant_id)
         else:
             await self.store.get(workflow_id, tenant_id)  # 404 before anything else
-        await self._check_publishable(workflow_id, version)
+        await self._check_publishable(workflow_id, version, tenant_id)
         await self.store.rollback(workflow_id, tenant_id, version, audit=_audit(actor, note))
         return await self.get_workflow(workflow_id, tenant_id=tenant_id)
 
@@ -313,6 +338,7 @@ class WorkflowService(CommandOperations):
                 raise
             version = exc.details["version"]
         if existing["status"] != "Active" or existing["current_version"] != version:
+            await self._check_nesting(raw, tenant_id)
             await self.store.publish(definition.id, tenant_id, version, audit=_audit(actor))
         return await self.get_workflow(definition.id, tenant_id=tenant_id)
 

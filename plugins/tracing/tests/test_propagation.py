@@ -235,3 +235,39 @@ def test_the_otel_variables_turn_tracing_on() -> None:
     assert provider.resource.attributes["service.name"] == "dataworkflows"
     provider.shutdown()
     assert provider_from_env({"OTEL_TRACES_EXPORTER": "no-such-exporter"}) is None
+
+
+async def test_a_child_runs_span_is_below_its_parents_attempt(
+    kernel_factory: Any, run_workflow: Any, spans: Any
+) -> None:
+    """A subworkflow's run continues the parent's trace, below the attempt that started it
+    (waited on or not)."""
+    import dataworkflows_subworkflow
+
+    kernel = await kernel_factory(
+        plugins=[dataworkflows_echo, dataworkflows_subworkflow, dataworkflows_tracing],
+        entrypoints=False,
+    )
+    await kernel.service.apply(ECHO)
+    parent = {
+        "id": "parent",
+        "displayName": "Parent",
+        "nodes": [
+            {"id": "wait", "actionType": "core.subworkflow", "parameters": {"workflow": "echo"}},
+            {
+                "id": "fire",
+                "actionType": "core.subworkflow",
+                "parameters": {"workflow": "echo", "waitForCompletion": False},
+            },
+        ],
+    }
+    run = await run_workflow(kernel, parent)
+    assert run["status"] == "Succeeded"
+    fired = run["actions"][1]["outputs"]["executionId"]
+    assert await kernel.ledger.wait_until_final(uuid.UUID(fired), 30) == "Succeeded"
+    mine = spans_of(spans, run["id"])
+    for node, child_id in (("wait", run["actions"][0]["outputs"]["executionId"]), ("fire", fired)):
+        step = mine[f"step {node}"]
+        child = spans_of(spans, child_id)["run echo"]
+        assert child.context.trace_id == step.context.trace_id == uuid.UUID(run["id"]).int
+        assert child.parent is not None and child.parent.span_id == step.context.span_id
