@@ -36,6 +36,7 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
     from aiohttp import web
 
     from dataworkflows.api import create_app
+    from dataworkflows.console import setup_console
     from dataworkflows.kernel import SchemaOutOfDate
 
     settings = settings_or_fail(host=host, port=port)
@@ -44,6 +45,7 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
     asyncio.set_event_loop(loop)
     kernel = make_kernel(settings)
     app = create_app(kernel, run_worker=not no_worker)
+    setup_console(app)  # the web console at / (docs/console.md)
     app.on_startup.append(_start_template_workers)
     banner = (
         f"DataWorkflows {__version__} on http://{settings.host}:{settings.port} "
