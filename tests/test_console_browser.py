@@ -37,11 +37,18 @@ WAIT_MS = 30_000
 
 
 @pytest.fixture
-async def browser_page(tmp_path: Path) -> AsyncIterator[Page]:
-    """A page of a fresh Chromium (new empty profile) driven by Playwright."""
+def chromium_profile(tmp_path: Path) -> Path:
+    """A new, empty user-data-dir; fails (never skips) without Debian's Chromium."""
     assert CHROMIUM.exists(), "no /usr/bin/chromium: apt-get install -y chromium (.ci/run does)"
     profile = tmp_path / "chromium-profile"
     profile.mkdir()
+    return profile
+
+
+@pytest.fixture
+async def browser_page(chromium_profile: Path) -> AsyncIterator[Page]:
+    """A page of a fresh Chromium (new empty profile) driven by Playwright."""
+    profile = chromium_profile
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
             str(profile),

@@ -254,3 +254,17 @@ def test_metrics_walkthrough(server: int) -> None:
     assert 'dataworkflows_queue_depth{state="pending"} 0.0' in out
     assert "# EOF" in out  # OpenMetrics
     assert any(a.get("code") == "unknown_parameter" for a in json_objects(out))
+
+
+@needs_tools
+def test_console_walkthrough(server: int) -> None:
+    blocks = shell_blocks("docs/console.md", "## Walk-through: a run in the console")
+    assert len(blocks) == 1
+    out = run_blocks(blocks, server)
+    address = re.search(r"open http://127\.0\.0\.1:\d+/runs/([0-9a-f-]{36})", out)
+    assert address, out
+    assert 'data-node="echo1"' in out and 'data-node="echo2"' in out
+    assert final_run(server, address.group(1))["status"] == "Succeeded"
+    with urllib.request.urlopen(f"http://127.0.0.1:{server}/runs/{address.group(1)}") as resp:
+        page = resp.read().decode()
+    assert "Hello from node 2" in page and 'class="gantt"' in page
