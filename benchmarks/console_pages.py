@@ -23,6 +23,7 @@ import asyncio
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -155,6 +156,7 @@ def _explain(url: str, middle: Any) -> list[list[Any]]:
             f" AND created_at < '{middle}'::timestamptz + interval '1 day'"
         ),
         "keyset page mid-table": (
+            f" AND created_at <= '{middle}'::timestamptz"
             f" AND (created_at < '{middle}'::timestamptz OR (created_at = '{middle}'::timestamptz"
             " AND id < 'ffffffff-ffff-ffff-ffff-ffffffffffff'))"
         ),
@@ -176,6 +178,7 @@ def _explain(url: str, middle: Any) -> list[list[Any]]:
 
 async def _measure(url: str, sample: dict[str, Any], repeat: int) -> list[list[Any]]:
     from dataworkflows.api import create_app
+    from dataworkflows.common.pagination import encode_cursor
     from dataworkflows.console import setup_console
     from dataworkflows.kernel import Kernel
     from dataworkflows.settings import Settings
@@ -202,6 +205,10 @@ async def _measure(url: str, sample: dict[str, Any], repeat: int) -> list[list[A
         "/runs?status=Failed": "/runs?status=Failed",
         "/runs?workflowId&status=Cancelled": "/runs?workflowId=console-03&status=Cancelled",
         "/runs?from&to (to end of day)": f"/runs?from={middle}&to={middle[:11]}23:59:59",
+        "/runs?cursor (page mid-table)": "/runs?cursor="
+        + encode_cursor("executions", [sample["middle"], uuid.UUID(int=2**128 - 1)]),
+        "/runs?workflowId&cursor (mid-table)": "/runs?workflowId=console-03&cursor="
+        + encode_cursor("executions", [sample["middle"], uuid.UUID(int=2**128 - 1)]),
         "/runs/{id}": f"/runs/{sample['run']}",
         "/runs/{id}/live": f"/runs/{sample['run']}/live",
         "/dead-letters": "/dead-letters",

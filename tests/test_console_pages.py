@@ -263,3 +263,39 @@ async def test_console_routes_stay_out_of_the_openapi_document(console):
     assert "/" in pages and "/runs/{execution_id}" in pages
     assert not pages & set(document["paths"])
     assert "/api/v1/executions/{execution_id}" in document["paths"]
+
+
+async def test_triggers_switch_and_fire_from_the_workflow_page(console):
+    await _create(console, two_steps("con-trig", fail=False))
+    resp = await console.post(
+        "/api/v1/workflows/con-trig/triggers", json={"type": "webhook", "config": {}}
+    )
+    assert resp.status == 201, await resp.text()
+    trigger_id = (await resp.json())["id"]
+    token = await _token(console)
+    base = f"/workflows/con-trig/triggers/{trigger_id}"
+    page = await (await console.get("/workflows/con-trig")).text()
+    assert f'action="{base}/disable"' in page and f'action="{base}/fire"' in page
+
+    resp = await console.post(f"{base}/disable", data={"token": token})
+    assert resp.status == 200
+    view = await (await console.get(f"/api/v1/workflows/con-trig/triggers/{trigger_id}")).json()
+    assert view["enabled"] is False
+    # a disabled trigger does not fire: 404 page, no run
+    resp = await console.post(f"{base}/fire", data={"token": token})
+    assert resp.status == 404
+    assert (await (await console.get("/api/v1/executions")).json())["items"] == []
+
+    await console.post(f"{base}/enable", data={"token": token})
+    resp = await console.post(f"{base}/fire", data={"token": token}, allow_redirects=False)
+    assert resp.status == 303
+    run = await _finished(console, resp.headers["Location"].removeprefix("/runs/"))
+    # the console's event has no "word": the definition's template says so
+    assert run["status"] == "Failed" and "word" in run["error"]["message"]
+    assert run["trigger"]["firedFrom"] == "console"
+    assert run["trigger"]["triggerId"] == trigger_id
+    # another tenant cannot switch it
+    resp = await console.post(
+        f"{base}/disable", data={"token": token}, headers={"X-Tenant-Id": "other"}
+    )
+    assert resp.status == 404
