@@ -101,6 +101,12 @@ def test_kernel_wheel_alone_migrates_serves_and_knows_no_actions(
         body = json.loads(err.value.read())
         assert body["code"] == "invalid_definition"
         assert "unknown action type 'core.echo'" in body["details"]["problems"][0]["message"]
+        # the web console's templates and static files are package data of the wheel
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/plugins", timeout=10) as resp:
+            assert "No action type is installed" in resp.read().decode()
+        static = f"http://127.0.0.1:{port}/console-static/vendor/swagger-ui/LICENSE"
+        with urllib.request.urlopen(static, timeout=10) as resp:
+            assert b"Apache License" in resp.read()
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -348,3 +348,17 @@ def test_subworkflows_walkthrough(server: int) -> None:
     assert welcome["actions"][0]["outputs"] == {"echo": "Welcome to #team-data"}
     (problem,) = refused["details"]["problems"]
     assert (problem["code"], problem["chain"]) == ("subworkflow_recursion", ["loop", "loop"])
+
+
+@needs_tools
+def test_console_walkthrough(server: int) -> None:
+    blocks = shell_blocks("docs/console.md", "## Walk-through: a run in the console")
+    assert len(blocks) == 1
+    out = run_blocks(blocks, server)
+    address = re.search(r"open http://127\.0\.0\.1:\d+/runs/([0-9a-f-]{36})", out)
+    assert address, out
+    assert 'data-node="echo1"' in out and 'data-node="echo2"' in out
+    assert final_run(server, address.group(1))["status"] == "Succeeded"
+    with urllib.request.urlopen(f"http://127.0.0.1:{server}/runs/{address.group(1)}") as resp:
+        page = resp.read().decode()
+    assert "Hello from node 2" in page and 'class="gantt"' in page

@@ -41,12 +41,19 @@ openapi_routes = web.RouteTableDef()
 _CORRELATION_HEADER = {"Correlation-Id": {"$ref": "#/components/headers/CorrelationId"}}
 
 
+#: resource-name prefix of the web console's HTML pages (``dataworkflows.console``), which
+#: are not part of the JSON API and stay out of its document (docs/console.md lists them)
+CONSOLE_NAME_PREFIX = "console."
+
+
 def served_routes(app: web.Application) -> list[web.AbstractRoute]:
-    """The app's routes, HEAD twins and catch-alls left out."""
+    """The app's API routes: HEAD twins, catch-alls and the console's pages left out."""
     return [
         route
         for route in app.router.routes()
-        if route.method not in ("HEAD", "*") and route.resource is not None
+        if route.method not in ("HEAD", "*")
+        and route.resource is not None
+        and not (route.resource.name or "").startswith(CONSOLE_NAME_PREFIX)
     ]
 
 

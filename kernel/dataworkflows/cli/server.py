@@ -44,6 +44,7 @@ def serve(
     from aiohttp import web
 
     from dataworkflows.api import create_app
+    from dataworkflows.console import setup_console
     from dataworkflows.kernel import SchemaOutOfDate
 
     settings = settings_or_fail(host=host, port=port, allow_loose_public=allow_loose_public)
@@ -56,6 +57,7 @@ def serve(
         app = create_app(kernel, run_worker=not no_worker)
     except SettingsError as exc:  # e.g. an unreadable JWT key file
         raise click.ClickException(str(exc)) from None
+    setup_console(app)  # the web console at / (docs/console.md)
     app.on_startup.append(_start_template_workers)
     banner = (
         f"DataWorkflows {__version__} on http://{settings.host}:{settings.port} "

@@ -36,10 +36,17 @@ _LIST_COLUMNS = (
 
 
 def _newest_first(table: Any, after: tuple[datetime, uuid.UUID] | None) -> Any:
+    """Rows after the keyset ``(created_at, id)`` in newest-first order. The redundant
+    ``created_at <= created`` is what an index on ``created_at`` can seek to; without it
+    PostgreSQL filters the OR row by row from the newest run on (290 ms for a page in the
+    middle of 1 M runs, 0.1 ms with it: benchmarks/console_pages.py)."""
     if after is None:
         return None
     created, key = after
-    return or_(table.c.created_at < created, and_(table.c.created_at == created, table.c.id < key))
+    return and_(
+        table.c.created_at <= created,
+        or_(table.c.created_at < created, and_(table.c.created_at == created, table.c.id < key)),
+    )
 
 
 class RunQueries:

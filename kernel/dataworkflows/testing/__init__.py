@@ -19,7 +19,8 @@ Fixtures:
                        the test); pass ``secret_key=...`` (None: no key) to choose.
     kernel             a kernel with every installed plugin.
     api_factory        ``await api_factory(kernel)``: an ``aiohttp`` test client of the
-                       real app (HTTP over 127.0.0.1) with its embedded worker.
+                       real app (HTTP over 127.0.0.1) with its embedded worker and the
+                       web console (``console=False``: the API alone).
     api                ``api_factory(kernel)``.
     run_workflow       ``await run_workflow(kernel, definition, trigger=...)``: create,
                        publish, execute and wait; returns the execution view with actions.
@@ -291,8 +292,12 @@ if pytest_asyncio is not None:
 
         async with _closed_after(lambda client: client.close()) as clients:
 
-            async def make(kernel: Any, *, run_worker: bool = True) -> Any:
+            async def make(kernel: Any, *, run_worker: bool = True, console: bool = True) -> Any:
                 app = create_app(kernel, run_worker=run_worker)
+                if console:  # the web console, as `dataworkflows serve` mounts it
+                    from dataworkflows.console import setup_console
+
+                    setup_console(app)
                 client = TestClient(TestServer(app, host="127.0.0.1"))
                 await client.start_server()
                 clients.append(client)
