@@ -246,10 +246,13 @@ async def test_bad_filters_are_clear_errors(console):
 
 
 def test_every_console_route_declares_a_role_and_none_is_in_the_api_document():
-    assert {r.role for r in CONSOLE_ROUTES} <= {"viewer", "runner", "editor", "admin"}
-    # pages are for viewers; every POST needs more
+    assert {r.role for r in CONSOLE_ROUTES} <= {"public", "viewer", "runner", "editor", "admin"}
+    # signing in and out is public; other pages are for viewers; every other POST needs more
+    public = {r.path for r in CONSOLE_ROUTES if r.role == "public"}
+    assert public == {"/login", "/logout"}
     for route in CONSOLE_ROUTES:
-        assert (route.role == "viewer") == (route.method == "GET"), route
+        if route.role != "public":
+            assert (route.role == "viewer") == (route.method == "GET"), route
         assert route.handler.__doc__, route
 
 

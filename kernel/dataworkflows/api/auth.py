@@ -16,6 +16,11 @@ calling and puts it on the request as ``request[IDENTITY_KEY]`` (the key is the 
   caller is whoever ``X-Tenant-Id`` (``default`` when absent) and ``X-Principal`` say,
   with the ``admin`` role.
 * ``scrape`` routes (``/metrics``) take ``DATAWORKFLOWS_SCRAPE_TOKEN`` in strict mode.
+* The web console's session: a browser that signed in (``/login``) sends its token in the
+  ``dw_session`` cookie (HttpOnly, SameSite=Strict). The cookie counts for console routes
+  (their forms carry a double-submit token) and for reads (``GET``/``HEAD``: the live
+  stream), never for an API write, which needs the ``Authorization`` header. An
+  unauthenticated console page redirects to ``/login``. Static files are public.
 
 401 answers carry ``WWW-Authenticate: Bearer``; a refused request has changed nothing.
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 import hmac
 import logging
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -45,6 +51,11 @@ from dataworkflows.service.jwt_verifier import JwtVerifier
 from dataworkflows.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: the cookie that carries a console session's token (set by the console's sign-in)
+SESSION_COOKIE = "dw_session"
+#: name prefix of the console's routes (they are HTML, not API)
+CONSOLE_NAME_PREFIX = "console."
 
 _RequestKey = getattr(web, "RequestKey", None)  # aiohttp >= 3.12
 #: request key of the caller's :class:`Identity` (set before the handler runs)
@@ -70,7 +81,7 @@ class Authenticator:
                 code="invalid_header",
                 details={"header": "X-Tenant-Id", "pattern": TENANT_PATTERN},
             )
-        bearer = _bearer(request, strict=self.mode == "strict")
+        bearer = _bearer(request, strict=self.mode == "strict") or _session(request)
         if level == SCRAPE:
             return self._scrape(bearer)
         if bearer is None:
@@ -96,6 +107,10 @@ class Authenticator:
                 details={"requiredRole": level, "role": found.role},
             )
         return found
+
+    async def verify(self, bearer: str) -> Identity:
+        """The identity of an API token or JWT; raises 401 (or 503: JWKS unreachable)."""
+        return await self._verify(bearer)
 
     async def _verify(self, bearer: str) -> Identity:
         if bearer.startswith(TOKEN_PREFIX):
@@ -139,6 +154,20 @@ def _bearer(request: web.Request, *, strict: bool) -> str | None:
     return value.strip()
 
 
+def is_console(request: web.Request) -> bool:
+    """Whether the request matched one of the web console's routes."""
+    name = request.match_info.route.name
+    return bool(name and name.startswith(CONSOLE_NAME_PREFIX))
+
+
+def _session(request: web.Request) -> str | None:
+    """The console session's token: for reads and console routes, not for API writes."""
+    value = request.cookies.get(SESSION_COOKIE)
+    if not value or not (request.method in ("GET", "HEAD") or is_console(request)):
+        return None
+    return value
+
+
 def _from_headers(request: web.Request) -> Identity:
     """Loose mode's identity: the X-Tenant-Id / X-Principal headers, role ``admin``."""
     tenant = request.headers.get("X-Tenant-Id") or "default"  # checked by the caller
@@ -151,6 +180,8 @@ def route_access(request: web.Request) -> str | None:
     match = request.match_info
     if match.http_exception is not None:
         return None
+    if isinstance(match.route.resource, web.StaticResource):
+        return PUBLIC  # the console's style sheets and scripts
     return access_of(match.handler) or DEFAULT_ACCESS
 
 
@@ -190,6 +221,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     try:
         request[IDENTITY_KEY] = await request.app[auth_key].authenticate(request, level)
     except Unauthorized as exc:
+        if is_console(request) and request.method == "GET":  # a page: sign in first
+            location = f"/login?next={quote(request.path_qs, safe='')}"
+            return web.Response(status=303, headers={"Location": location})
         return web.json_response(
             exc.body(), status=exc.status, headers={"WWW-Authenticate": 'Bearer realm="api"'}
         )

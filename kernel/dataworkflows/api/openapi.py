@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from dataworkflows import __version__
+from dataworkflows.api.auth import CONSOLE_NAME_PREFIX as _CONSOLE_PREFIX
 from dataworkflows.api.keys import kernel_key
 from dataworkflows.api.middleware import IDEMPOTENT_METHODS
 from dataworkflows.api.openapi_html import render_html
@@ -43,7 +44,7 @@ _CORRELATION_HEADER = {"Correlation-Id": {"$ref": "#/components/headers/Correlat
 
 #: resource-name prefix of the web console's HTML pages (``dataworkflows.console``), which
 #: are not part of the JSON API and stay out of its document (docs/console.md lists them)
-CONSOLE_NAME_PREFIX = "console."
+CONSOLE_NAME_PREFIX = _CONSOLE_PREFIX
 
 
 def served_routes(app: web.Application) -> list[web.AbstractRoute]:

@@ -12,7 +12,7 @@ from urllib.parse import quote, unquote
 import aiohttp_jinja2
 from aiohttp import web
 
-from dataworkflows.api.middleware import principal, tenant
+from dataworkflows.api.auth import IDENTITY_KEY, SESSION_COOKIE
 from dataworkflows.common.errors import ApiError, BadRequest
 
 #: cookie holding the browser's form token (SameSite=Strict: never sent cross-site)
@@ -45,9 +45,11 @@ def render(
     token, fresh = _token(request)
     raw_flash = request.cookies.get(FLASH_COOKIE)
     flash = unquote(raw_flash) if raw_flash else None
+    caller = request.get(IDENTITY_KEY)  # None on the public sign-in page
     common = {
-        "tenant": tenant(request),
-        "principal": principal(request),
+        "tenant": caller.tenant if caller is not None else None,
+        "principal": caller.principal if caller is not None else None,
+        "signed_in": SESSION_COOKIE in request.cookies,
         "token": token,
         "flash": flash,
         "path": request.path,

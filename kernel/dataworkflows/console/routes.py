@@ -2,10 +2,10 @@
 it requires, and :func:`setup_console`, which mounts them, the templates and the static
 files on the app.
 
-Roles (the strict-authentication work wires them to its role check in :func:`_guarded`,
-the one place every console request passes through): ``viewer`` reads pages, ``runner``
-starts, cancels and requeues runs and fires triggers, ``editor`` changes workflows and
-triggers, ``admin`` manages credentials.
+Roles (:func:`_guarded` marks each handler with its route's role, which the auth
+middleware checks, docs/auth.md): ``public`` signs in and out, ``viewer`` reads pages,
+``runner`` starts, cancels and requeues runs and fires triggers, ``editor`` changes
+workflows and triggers, ``admin`` manages credentials.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import jinja2
 from aiohttp import web
 
 from dataworkflows.api.openapi import CONSOLE_NAME_PREFIX
+from dataworkflows.common.access import requires
 from dataworkflows.common.errors import ApiError
-from dataworkflows.console import admin_pages, run_pages, workflow_pages
+from dataworkflows.console import admin_pages, run_pages, session_pages, workflow_pages
 from dataworkflows.console.rendering import STATIC_PREFIX, pretty, render, when
 
 log = logging.getLogger(__name__)
 
-Role = Literal["viewer", "runner", "editor", "admin"]
+Role = Literal["public", "viewer", "runner", "editor", "admin"]
 PageHandler = Callable[[web.Request], Awaitable[web.Response]]
 
 
@@ -47,6 +48,9 @@ _RUN = "/runs/{execution_id}"
 
 #: Every console route and the role it requires (the single declaration of console roles).
 CONSOLE_ROUTES: tuple[ConsoleRoute, ...] = (
+    ConsoleRoute("GET", "/login", session_pages.login_page, "login", "public"),
+    ConsoleRoute("POST", "/login", session_pages.login_action, "login-submit", "public"),
+    ConsoleRoute("POST", "/logout", session_pages.logout_action, "logout", "public"),
     ConsoleRoute("GET", "/", workflow_pages.workflows_page, "workflows", "viewer"),
     ConsoleRoute("GET", _WF, workflow_pages.workflow_page, "workflow", "viewer"),
     ConsoleRoute(
@@ -110,10 +114,9 @@ NAME_PREFIX = CONSOLE_NAME_PREFIX
 
 
 def _guarded(route: ConsoleRoute) -> PageHandler:
-    """The route's handler, with errors shown as an HTML page of the same status.
-
-    The required role is ``route.role``; the strict-authentication check goes here.
-    """
+    """The route's handler, marked with the role it needs (``route.role``, which the auth
+    middleware checks before it runs), with errors shown as an HTML page of the same
+    status."""
 
     async def handler(request: web.Request) -> web.Response:
         try:
@@ -128,7 +131,7 @@ def _guarded(route: ConsoleRoute) -> PageHandler:
 
     handler.__doc__ = route.handler.__doc__
     handler.__name__ = route.handler.__name__
-    return handler
+    return requires(route.role)(handler)
 
 
 def setup_console(app: web.Application) -> None:
