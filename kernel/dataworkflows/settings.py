@@ -54,6 +54,9 @@ class Settings:
     plugin_modules: str | None = None
     trace_plugins: bool = False
     worker_concurrency: int = 16
+    #: worker processes ``serve`` starts beside the API (``serve --workers``); None: the
+    #: CPU cores on PostgreSQL, 0 on SQLite; 0: one worker inside the API process
+    serve_workers: int | None = None
     poll_interval: float = 1.0
     #: seconds a claimed run stays leased without a write or heartbeat
     lease_seconds: float = 30.0
