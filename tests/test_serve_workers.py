@@ -325,3 +325,18 @@ def test_killed_worker_runs_are_reclaimed_and_end_once(
         done = [(a["nodeId"], a["status"]) for a in attempts if a["status"] == "Succeeded"]
         assert sorted(done) == [("after", "Succeeded"), ("hold", "Succeeded")], attempts
     assert "restarting in" in server.log.read_text()
+
+
+def test_listen_connections_can_bypass_a_pooler(tmp_path: Path) -> None:
+    """``DATAWORKFLOWS_LISTEN_DATABASE_URL`` (PgBouncer in transaction mode drops LISTEN)."""
+    from dataworkflows.db.database import Database
+    from dataworkflows.settings import Settings
+
+    pooled = "postgresql://app@127.0.0.1:6432/dw"
+    direct = "postgresql://app@127.0.0.1:5432/dw"
+    assert Database(pooled).listen_url == Database(pooled).url  # default: the same server
+    both = Database(pooled, listen_url=direct)
+    assert both.listen_url == "postgresql+psycopg://app@127.0.0.1:5432/dw"
+    assert both.url == "postgresql+psycopg://app@127.0.0.1:6432/dw"
+    env = {"DATAWORKFLOWS_LISTEN_DATABASE_URL": direct}
+    assert Settings.from_env(env).listen_database_url == direct

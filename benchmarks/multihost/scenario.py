@@ -60,8 +60,8 @@ class Plan:
     def short(cls) -> Plan:
         """The CI form: one worker per host, shorter phases (about a minute in all)."""
         return cls(
-            workers_per_host=1, concurrency=8, lease=4.0, rate=8.0, baseline=6.0, netem=5.0, settle=3.0,
-            after_heal=6.0, after_kill=6.0,
+            workers_per_host=1, concurrency=8, lease=4.0, rate=8.0, baseline=6.0,
+            netem=5.0, settle=3.0, after_heal=6.0, after_kill=6.0,
         )  # fmt: skip
 
 

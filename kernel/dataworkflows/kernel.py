@@ -87,7 +87,9 @@ class Kernel:
             ),
         )
         self.db = Database(
-            self.settings.database_url, sqlite_synchronous=self.settings.sqlite_synchronous
+            self.settings.database_url,
+            sqlite_synchronous=self.settings.sqlite_synchronous,
+            listen_url=self.settings.listen_database_url,
         )
         self.store = WorkflowStore(self.db, self.clock)
         #: this kernel's secrets, of every tenant (dataworkflows.common.redaction): redacted

@@ -36,6 +36,10 @@ class Settings:
     """All tunables of one engine process. Build with :meth:`from_env` or directly in tests."""
 
     database_url: str = DEFAULT_DATABASE_URL
+    #: PostgreSQL URL of the ``LISTEN`` connections (wake-ups, cancels, live events); None:
+    #: ``database_url``. Set it when ``database_url`` goes through PgBouncer in transaction
+    #: mode, which does not deliver notifications: LISTEN needs a direct session.
+    listen_database_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 1024 * 1024
