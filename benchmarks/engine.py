@@ -80,6 +80,9 @@ class EngineProcesses:
         env.setdefault("PYTHONUNBUFFERED", "1")
         # loopback only: callers are who the headers say, on PostgreSQL too (docs/auth.md)
         env["DATAWORKFLOWS_AUTH_MODE"] = "loose"
+        # `serve` runs its worker in-process, as these figures always measured; worker
+        # processes under `serve` are asked for with --engine-setting serve_workers=N
+        env["DATAWORKFLOWS_SERVE_WORKERS"] = "0"
         env.update({f"DATAWORKFLOWS_{k.upper()}": str(v) for k, v in self.settings.items()})
         if self.trace_commits_to is not None:
             env["DWBENCH_COMMIT_TRACE"] = str(self.trace_commits_to)
@@ -98,7 +101,7 @@ class EngineProcesses:
             stdin=subprocess.DEVNULL,
         )
 
-    async def start(self, timeout: float = 60.0) -> None:
+    async def start(self, timeout: float = 180.0) -> None:
         """Start the processes and wait until ``/health`` answers (bounded)."""
         command = engine_command()
         if self.trace_commits_to is not None:

@@ -92,7 +92,9 @@ class Kernel:
             ),
         )
         self.db = Database(
-            self.settings.database_url, sqlite_synchronous=self.settings.sqlite_synchronous
+            self.settings.database_url,
+            sqlite_synchronous=self.settings.sqlite_synchronous,
+            listen_url=self.settings.listen_database_url,
         )
         # document templates (docs/templates.md): one renderer for the preview route and
         # ctx.render_document, with the plugins' filters, under the same template budget

@@ -41,6 +41,10 @@ class Settings:
     """All tunables of one engine process. Build with :meth:`from_env` or directly in tests."""
 
     database_url: str = DEFAULT_DATABASE_URL
+    #: PostgreSQL URL of the ``LISTEN`` connections (wake-ups, cancels, live events); None:
+    #: ``database_url``. Set it when ``database_url`` goes through PgBouncer in transaction
+    #: mode, which does not deliver notifications: LISTEN needs a direct session.
+    listen_database_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 1024 * 1024
@@ -59,6 +63,9 @@ class Settings:
     plugin_modules: str | None = None
     trace_plugins: bool = False
     worker_concurrency: int = 16
+    #: worker processes ``serve`` starts beside the API (``serve --workers``); None: the
+    #: CPU cores on PostgreSQL, 0 on SQLite; 0: one worker inside the API process
+    serve_workers: int | None = None
     poll_interval: float = 1.0
     #: seconds a claimed run stays leased without a write or heartbeat
     lease_seconds: float = 30.0

@@ -28,7 +28,14 @@ DUPLICATE_SIGNAL_WINDOW = 2.0
 @click.command()
 @click.option("--host", default=None, help="Interface to bind (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8080).")
-@click.option("--no-worker", is_flag=True, help="Serve the API only; run no embedded worker.")
+@click.option("--no-worker", is_flag=True, help="Serve the API only; run no worker at all.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Worker processes started beside the API (default: the CPU cores on PostgreSQL, "
+    "0 on SQLite). 0: one worker inside the API process.",
+)
 @click.option(
     "--allow-loose-public",
     is_flag=True,
@@ -36,33 +43,49 @@ DUPLICATE_SIGNAL_WINDOW = 2.0
     help="Serve loose auth mode on a non-loopback address (DATAWORKFLOWS_ALLOW_LOOSE_PUBLIC).",
 )
 def serve(
-    host: str | None, port: int | None, no_worker: bool, allow_loose_public: bool | None
+    host: str | None,
+    port: int | None,
+    no_worker: bool,
+    workers: int | None,
+    allow_loose_public: bool | None,
 ) -> None:
-    """Serve the HTTP API with an embedded worker (database: DATAWORKFLOWS_DATABASE_URL)."""
+    """Serve the HTTP API with its workers (database: DATAWORKFLOWS_DATABASE_URL).
+
+    With --workers N (N > 0, PostgreSQL) the API process only takes requests and webhooks;
+    N `dataworkflows worker` child processes execute the runs, are restarted with back-off
+    if they crash, and drain on SIGTERM/Ctrl-C. With 0 the worker runs in the API process.
+    """
     import asyncio
 
     from aiohttp import web
 
     from dataworkflows.api import create_app
     from dataworkflows.console import setup_console
+    from dataworkflows.cli.supervisor import WorkersFailedToStart
     from dataworkflows.kernel import SchemaOutOfDate
 
     settings = settings_or_fail(host=host, port=port, allow_loose_public=allow_loose_public)
     refuse_loose_public(settings)
     configure_logging(settings)
+    count = _worker_processes(settings, workers, no_worker)
     loop = new_loop(settings)
     asyncio.set_event_loop(loop)
     kernel = make_kernel(settings)
     try:
-        app = create_app(kernel, run_worker=not no_worker)
+        app = create_app(kernel, run_worker=not no_worker and count == 0)
     except SettingsError as exc:  # e.g. an unreadable JWT key file
         raise click.ClickException(str(exc)) from None
     setup_console(app)  # the web console at / (docs/console.md)
     app.on_startup.append(_start_template_workers)
+    if count:
+        _supervise(app, count, settings)
+    where = (
+        "no worker" if no_worker else f"{count} worker processes" if count else "in-process worker"
+    )
     banner = (
         f"DataWorkflows {__version__} on http://{settings.host}:{settings.port} "
         f"(database {kernel.db.engine.url.render_as_string()}, "
-        f"{len(kernel.plugins.actions)} action types, {loop_name(loop)} event loop)"
+        f"{len(kernel.plugins.actions)} action types, {loop_name(loop)} event loop, {where})"
     )
     try:
         web.run_app(
@@ -77,6 +100,8 @@ def serve(
         )
     except SchemaOutOfDate as exc:
         raise click.ClickException(str(exc)) from None
+    except WorkersFailedToStart as exc:
+        raise click.ClickException(f"the worker processes could not start: {exc}") from None
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise click.ClickException(
@@ -113,9 +138,51 @@ def refuse_loose_public(settings: Settings) -> None:
         )
 
 
+def _worker_processes(settings: Settings, flag: int | None, no_worker: bool) -> int:
+    """How many worker processes ``serve`` starts: the flag, else
+    ``DATAWORKFLOWS_SERVE_WORKERS``, else the CPU cores (PostgreSQL) or 0 (SQLite)."""
+    from dataworkflows.cli.supervisor import default_worker_count
+
+    wanted = flag if flag is not None else settings.serve_workers
+    if no_worker:
+        if wanted:
+            raise click.UsageError("--no-worker and --workers N (N > 0) contradict each other")
+        return 0
+    if settings.is_sqlite:
+        if wanted:
+            raise click.ClickException(
+                f"--workers {wanted}: worker processes need PostgreSQL; a SQLite database is "
+                "served by one process (--workers 0, the default on SQLite). See docs/scaling.md."
+            )
+        return 0
+    return default_worker_count() if wanted is None else wanted
+
+
+def _supervise(app: Any, count: int, settings: Settings) -> None:
+    """Start ``count`` worker children once the API's kernel is up; stop them on shutdown."""
+    from dataworkflows.cli.supervisor import WorkerSupervisor
+
+    supervisor = WorkerSupervisor(count, grace=settings.shutdown_grace)
+
+    async def start(_app: Any) -> None:
+        await supervisor.start()
+
+    async def stop(_app: Any) -> None:
+        await supervisor.stop()
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(stop)
+
+
 @click.command()
 @click.option("--concurrency", type=int, default=None, help="Runs executed at once.")
-def worker(concurrency: int | None) -> None:
+@click.option(
+    "--ready-line",
+    is_flag=True,
+    hidden=True,
+    help="Print a line on stdout once ready (for `serve --workers`).",
+)
+def worker(concurrency: int | None, ready_line: bool) -> None:
     """Run a worker that executes queued runs from the database.
 
     SIGTERM or Ctrl-C: stop claiming, let runs in flight finish within
@@ -129,15 +196,20 @@ def worker(concurrency: int | None) -> None:
     settings = settings_or_fail(worker_concurrency=concurrency)
     configure_logging(settings)
     with asyncio.Runner(loop_factory=lambda: new_loop(settings)) as runner:
-        runner.run(_worker_main(settings))
+        runner.run(_worker_main(settings, ready_line=ready_line))
 
 
-async def _worker_main(settings: Settings) -> None:
+async def _worker_main(settings: Settings, *, ready_line: bool = False, clock: Any = None) -> None:
+    """A worker process's life: start, claim and run until a signal, drain, close.
+
+    ``clock``: the kernel's clock (None: the system clock); the multi-host test gives each
+    simulated host a skewed one.
+    """
     import asyncio
     import os
     import signal
 
-    kernel = make_kernel(settings)
+    kernel = make_kernel(settings, clock=clock)
     await start_kernel(kernel)
     await kernel.templates.pool.start()  # fork before claiming runs, not during them
     loop = asyncio.get_running_loop()
@@ -162,6 +234,10 @@ async def _worker_main(settings: Settings) -> None:
     # logged, not echoed: with DATAWORKFLOWS_LOG_FORMAT=json stderr is JSON lines only
     log.info("worker %s started (concurrency %d)", kernel.worker.owner, settings.worker_concurrency)
     kernel.engine_start()
+    if ready_line:
+        from dataworkflows.cli.supervisor import READY_LINE
+
+        click.echo(f"{READY_LINE} {kernel.worker.owner}")
     try:
         await kernel.worker.run()
     finally:

@@ -69,11 +69,16 @@ class Database:
         pool_size: int = 10,
         echo: bool = False,
         sqlite_synchronous: str = "FULL",
+        listen_url: str | None = None,
     ) -> None:
         """``sqlite_synchronous``: SQLite's ``PRAGMA synchronous`` on every connection
         (``FULL``: a commit is on disk when it returns; ``NORMAL``: faster, may lose the
-        last commits on power loss). Ignored on PostgreSQL."""
+        last commits on power loss). Ignored on PostgreSQL. ``listen_url``: where the
+        ``LISTEN`` connections go (default ``url``; see :attr:`listen_url`)."""
         self.url = normalise_url(url)
+        #: the URL of ``LISTEN`` connections (PostgreSQL): a session of its own, so behind
+        #: a transaction-mode pooler (PgBouncer) it must reach the server directly
+        self.listen_url = normalise_url(listen_url) if listen_url else self.url
         self.sqlite_synchronous = sqlite_synchronous.strip().upper()
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:

@@ -209,7 +209,7 @@ class Worker:
 
         from dataworkflows.db.database import libpq_url
 
-        url = libpq_url(self.ledger.db.url)
+        url = libpq_url(self.ledger.db.listen_url)
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(url, autocommit=True)

@@ -90,7 +90,7 @@ class EventHub:
             self.listening.clear()
             self._listener = asyncio.create_task(
                 listen_forever(
-                    self.db.url,
+                    self.db.listen_url,
                     [EVENTS_CHANNEL],
                     lambda _channel, _payload: self.wake_all(),
                     on_listening=self._on_listening,

@@ -130,7 +130,7 @@ class Scheduler:
         if not self.triggers.db.is_sqlite:
             listener = asyncio.create_task(
                 listen_forever(
-                    self.triggers.db.url,
+                    self.triggers.db.listen_url,
                     [SCHEDULE_CHANNEL],
                     lambda _channel, _payload: self.wake(),
                     on_listening=self._on_listening,
