@@ -102,6 +102,8 @@ def serve(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Served]]:
             "DATAWORKFLOWS_DATABASE_URL": database_url,
             "DATAWORKFLOWS_PLUGIN_MODULES": "dw_test_actions",
             "DATAWORKFLOWS_POLL_INTERVAL": "0.5",
+            # loopback only: callers are who the headers say, on PostgreSQL too (docs/auth.md)
+            "DATAWORKFLOWS_AUTH_MODE": "loose",
             "PYTHONPATH": os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")]),
             **{f"DATAWORKFLOWS_{k.upper()}": v for k, v in env.items()},
         }

@@ -60,8 +60,8 @@ def serve(
     from aiohttp import web
 
     from dataworkflows.api import create_app
-    from dataworkflows.console import setup_console
     from dataworkflows.cli.supervisor import WorkersFailedToStart
+    from dataworkflows.console import setup_console
     from dataworkflows.kernel import SchemaOutOfDate
 
     settings = settings_or_fail(host=host, port=port, allow_loose_public=allow_loose_public)
