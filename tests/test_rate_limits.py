@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from dataworkflows.service.rate_limits import (
 )
 from dataworkflows.settings import Settings, SettingsError
 from dataworkflows.testing import postgres_only
+from tests.test_serve_workers import serve  # noqa: F401 (fixture: real `serve` processes)
 
 SLOW = 0.001  # requests per second: no refill within a test
 
@@ -192,3 +194,25 @@ async def test_concurrent_requests_of_one_key_share_one_reservation():
     results = await asyncio.gather(*(limiter.check([("k", limit)]) for _ in range(40)))
     assert results == [None] * 40
     assert Counting.calls == 1
+
+
+@postgres_only
+def test_two_serve_processes_share_one_bucket(serve: Any) -> None:  # noqa: F811
+    """Two real ``dataworkflows serve`` processes on one PostgreSQL database: 30 requests
+    sent to both at once, alternating, get the tenant's burst of 10 through in all."""
+    limits = {
+        "rate_limit_tenant_per_second": str(SLOW),
+        "rate_limit_tenant_burst": "10",
+        "serve_workers": "0",
+    }
+    one, two = serve(**limits), serve(**limits)
+    with ThreadPoolExecutor(10) as pool:
+        statuses = list(
+            pool.map(
+                lambda i: (one if i % 2 else two).request("GET", "/api/v1/workflows")[0],
+                range(30),
+            )
+        )
+    assert (statuses.count(200), statuses.count(429)) == (10, 20), statuses
+    assert one.request("GET", "/api/v1/workflows")[0] == 429
+    assert two.request("GET", "/api/v1/workflows")[0] == 429
