@@ -3,9 +3,22 @@
 Feature areas keep their models in their own module; import each one here.
 """
 
-from dataworkflows.db import connector_models, lifecycle_models, models, trigger_models
+from dataworkflows.db import (
+    connector_models,
+    lifecycle_models,
+    models,
+    partition_models,
+    trigger_models,
+)
 from dataworkflows.db.models import Base
 
 metadata = Base.metadata
 
-__all__ = ["connector_models", "lifecycle_models", "metadata", "models", "trigger_models"]
+__all__ = [
+    "connector_models",
+    "lifecycle_models",
+    "metadata",
+    "models",
+    "partition_models",
+    "trigger_models",
+]
