@@ -94,6 +94,9 @@ async def run_prune(
     try:
         db = await prepare_database(ctx, "postgresql", "prune_pg")
         await setup_workflow(db, w1_definition(), webhook=False)
+        result["partitioned"] = ctx.partitioned
+        if ctx.partitioned:
+            await asyncio.to_thread(pg.partition_ledger, db.url)
         engine = EngineProcesses(
             db.url,
             log_dir=ctx.work_dir / "logs",

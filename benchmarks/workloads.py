@@ -121,6 +121,8 @@ class Context:
     warmup: int = 20
     timeout: float = 900.0
     engine_log_level: str = "WARNING"
+    #: W4 and prune on a time-partitioned ledger (``dataworkflows ledger partition``)
+    partitioned: bool = False
     #: more DATAWORKFLOWS_<NAME> settings of the engine (``--engine-setting``)
     extra_settings: dict[str, str] = field(default_factory=dict)
     log: Callable[[str], None] = print
@@ -998,6 +1000,9 @@ async def run_w4(
     engine: EngineProcesses | None = None
     try:
         db = await prepare_database(ctx, "postgresql", "w4_pg")
+        result["partitioned"] = ctx.partitioned
+        if ctx.partitioned:
+            await asyncio.to_thread(pg.partition_ledger, db.url)
         engine = await _engine(ctx, db, "W4-postgresql", processes=1)
         async with http_session() as http:
             for k in range(W4_WORKFLOWS):

@@ -281,6 +281,14 @@ async def test_the_pruner_drops_a_whole_partition_only_when_every_run_in_it_goes
             {"ids": doomed},
         )
         assert requests.scalar_one() == 0
+        left = await conn.execute(
+            sa.text("SELECT count(*) FROM execution_requests WHERE execution_id = ANY(:ids)"),
+            {"ids": others},
+        )
+        assert left.scalar_one() == 0  # the batched deletes take them too
+    # a pruned run's request id is free again (as with the plain table's unique index)
+    summary, created = await kernel.service.execute("ok", trigger={}, request_id=f"old-{others[0]}")
+    assert created and summary["executionId"] != str(others[0])
 
     # once it has finished and aged out, its partition goes whole at the next prune
     async with kernel.db.begin() as conn:

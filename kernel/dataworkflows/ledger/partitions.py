@@ -185,8 +185,8 @@ async def _drop_one(
     await conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
     # no run of the range changes while it is checked and dropped
     await conn.exec_driver_sql(f"LOCK TABLE {runs.name}{part.suffix} IN EXCLUSIVE MODE")
-    ids = doomed.subquery()
     in_range = (runs.c.id >= part.low, runs.c.id < part.high)
+    ids = doomed.where(*in_range).subquery()  # the range only: one partition scanned
     total = (
         await conn.execute(select(func.count()).select_from(runs).where(*in_range))
     ).scalar_one()

@@ -36,6 +36,7 @@ from dataworkflows.db.models import (
     workflow_executions,
     workflows,
 )
+from dataworkflows.db.partition_models import execution_requests
 from dataworkflows.ledger.partitions import drop_prunable
 from dataworkflows.measurements import TableSize
 
@@ -177,6 +178,10 @@ class Pruner:
                 for table in _CHILDREN.values():
                     await conn.execute(delete(table).where(table.c.execution_id.in_(ids)))
                 await conn.execute(delete(workflow_executions).where(_runs.id.in_(ids)))
+                # their request ids (kept here only when the ledger is partitioned)
+                await conn.execute(
+                    delete(execution_requests).where(execution_requests.c.execution_id.in_(ids))
+                )
             report.batches += 1
             if len(ids) < self.batch_size:
                 break
