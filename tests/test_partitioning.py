@@ -6,8 +6,11 @@ dropped when every run in them is past retention and never while one is in fligh
 from __future__ import annotations
 
 import asyncio
+import json
+import shlex
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -337,8 +340,6 @@ def test_cli_partition_on_sqlite_is_a_clear_error(cli):
 def test_cli_partition_enable_list_and_disable(cli):
     result = cli("ledger", "partition", "--enable", "--interval-days", "1", "--json")
     assert result.exit_code == 0, result.output
-    import json
-
     report = json.loads(result.output[result.output.index("{") :])
     assert report["partitioned"] and report["intervalDays"] == 1
     assert len(report["partitions"]) == partitions.AHEAD + 1
@@ -346,3 +347,26 @@ def test_cli_partition_enable_list_and_disable(cli):
     assert again.exit_code == 1 and "already partitioned" in again.output
     off = cli("ledger", "partition", "--disable")
     assert off.exit_code == 0 and "not partitioned" in off.output
+
+
+def walkthrough() -> list[tuple[list[str], str]]:
+    """docs/partitioning.md, "Walk-through": each ``$ dataworkflows`` command with the
+    first line it prints."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "partitioning.md").read_text()
+    section = text.split("## Walk-through", 1)[1]
+    block = section.split("```console\n", 1)[1].split("```", 1)[0].splitlines()
+    steps = []
+    for index, line in enumerate(block):
+        if line.startswith("$ dataworkflows "):
+            steps.append((shlex.split(line[len("$ dataworkflows ") :]), block[index + 1]))
+    return steps
+
+
+@postgres_only
+def test_the_walkthrough_in_the_docs(cli):
+    steps = walkthrough()
+    assert len(steps) == 3
+    for args, first_line in steps:
+        result = cli(*args)
+        assert result.exit_code == 0, result.output
+        assert first_line in result.output.splitlines(), (args, result.output)
