@@ -75,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--ledger-partitioned",
         action="store_true",
-        help="W4 and prune on a ledger partitioned by time (dataworkflows ledger partition"
-        " --enable, weekly, from 41 days back)",
+        help="PostgreSQL workloads (W1, W2, W4, prune, ...) on a ledger partitioned by time"
+        " (dataworkflows ledger partition --enable, weekly, from 41 days back)",
     )
     run.add_argument("--ceiling-seconds", type=float, default=10.0)
     run.add_argument(

@@ -558,6 +558,9 @@ async def run_engine_workload(
     try:
         db = await prepare_database(ctx, backend, f"{name.lower()}_{backend[:2]}")
         setup = await setup_workflow(db, definition, webhook=webhook)
+        if ctx.partitioned and backend == "postgresql":
+            await asyncio.to_thread(pg.partition_ledger, db.url)
+            result["partitioned"] = True
         if ctx.warmup:
             engine = await _engine(ctx, db, f"{name}-{backend}-warmup", processes=processes)
             try:

@@ -370,3 +370,20 @@ def test_the_walkthrough_in_the_docs(cli):
         result = cli(*args)
         assert result.exit_code == 0, result.output
         assert first_line in result.output.splitlines(), (args, result.output)
+
+
+async def test_migration_0020_up_and_down_on_a_plain_ledger(database_url):
+    def tables() -> set[str]:
+        engine = create_engine(sync_url(database_url))
+        try:
+            return set(sa.inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+
+    assert "execution_requests" in tables()
+    await asyncio.to_thread(migrate.downgrade, database_url, "0015_workflow_retention")
+    assert "execution_requests" not in tables()
+    assert "workflow_executions" in tables()
+    await asyncio.to_thread(migrate.upgrade, database_url)
+    assert "execution_requests" in tables()
+    assert await asyncio.to_thread(_diff, database_url) == []
