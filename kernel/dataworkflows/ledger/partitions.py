@@ -17,6 +17,7 @@ longer, ...) is left to the batched deletes.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ from dataworkflows.ledger.partition_layout import PARTITIONED, is_partitioned
 AHEAD = 2
 #: how long maintenance waits for a table lock before giving up until the next cycle
 LOCK_TIMEOUT = "200ms"
+#: tries per partition and cycle when a lock is not granted, and the pause between them
+LOCK_ATTEMPTS = 3
+LOCK_RETRY_PAUSE = 0.5
 _BOUND = re.compile(r"FROM \('([0-9a-f-]{36})'\) TO \('([0-9a-f-]{36})'\)")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -164,18 +168,31 @@ async def drop_prunable(
         candidates = [p for p in await conn.run_sync(list_partitions) if p.end <= ended]
     dropped = []
     for part in candidates:
-        try:
-            empty_ok = empty_before is not None and part.end <= empty_before
-            async with db.begin() as conn:
-                rows = await _drop_one(conn, part, doomed, empty_ok)
-        except Exception as exc:
-            # a lock not granted in time, or another pruner dropped it: next cycle
-            if not any(m in str(exc) for m in ("lock timeout", "does not exist")):
-                raise
-            continue
+        empty_ok = empty_before is not None and part.end <= empty_before
+        rows = await _drop_with_retries(db, part, doomed, empty_ok)
         if rows is not None:
             dropped.append((part, rows))
     return dropped
+
+
+async def _drop_with_retries(
+    db: Any, part: Partition, doomed: Any, empty_ok: bool
+) -> dict[str, int] | None:
+    """:func:`_drop_one` in its own transaction; a lock not granted in time is tried
+    again :data:`LOCK_ATTEMPTS` times, :data:`LOCK_RETRY_PAUSE` seconds apart (the
+    engine's transactions are short), then left to the next cycle."""
+    for attempt in range(LOCK_ATTEMPTS):
+        try:
+            async with db.begin() as conn:
+                return await _drop_one(conn, part, doomed, empty_ok)
+        except Exception as exc:
+            if "does not exist" in str(exc):  # another pruner dropped it
+                return None
+            if "lock timeout" not in str(exc):
+                raise
+        if attempt + 1 < LOCK_ATTEMPTS:
+            await asyncio.sleep(LOCK_RETRY_PAUSE)
+    return None
 
 
 async def _drop_one(
@@ -190,8 +207,13 @@ async def _drop_one(
     total = (
         await conn.execute(select(func.count()).select_from(runs).where(*in_range))
     ).scalar_one()
+    # an anti-join (not NOT IN: a million ids would not fit a hashed subplan)
+    outer = runs.alias("run")
     kept = await conn.execute(
-        select(runs.c.id).where(*in_range, runs.c.id.not_in(select(ids.c.id))).limit(1)
+        select(outer.c.id)
+        .select_from(outer.outerjoin(ids, ids.c.id == outer.c.id))
+        .where(outer.c.id >= part.low, outer.c.id < part.high, ids.c.id.is_(None))
+        .limit(1)
     )
     if kept.first() is not None or (total == 0 and not empty_ok):
         return None
