@@ -32,6 +32,7 @@ from dataworkflows.db.models import (
 from dataworkflows.db.schema import metadata
 from dataworkflows.ledger import partition_layout, partitions
 from dataworkflows.ledger.retention import Pruner, RetentionPolicy
+from dataworkflows.service.pruning import PruneLoop
 from dataworkflows.testing import postgres_only
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -389,3 +390,17 @@ async def test_migration_0020_up_and_down_on_a_plain_ledger(database_url):
     await asyncio.to_thread(migrate.upgrade, database_url)
     assert "execution_requests" in tables()
     assert await asyncio.to_thread(_diff, database_url) == []
+
+
+@postgres_only
+async def test_the_background_pruner_keeps_partitions_ahead(kernel):
+    await kernel.service.apply(echo_workflow("ok"))
+    now = datetime.now(UTC)
+    async with kernel.db.begin() as conn:
+        await conn.run_sync(partition_layout.enable)
+        await conn.run_sync(partitions.create_partitions, now, now, WEEK)
+    loop = PruneLoop(Pruner(kernel.db, RetentionPolicy()), kernel.clock, interval=3600)
+    await loop.cycle()
+    assert loop.cycles == 1
+    expected = [partitions.slot(now + k * WEEK, WEEK).suffix for k in range(partitions.AHEAD + 1)]
+    assert await suffixes(kernel) == expected

@@ -55,7 +55,10 @@ class PruneLoop:
         """One pass; failures are logged and retried at the next interval."""
         try:
             # partitions ahead of the wall clock: run ids are taken from it
-            await maintain(self.pruner.db, datetime.now(UTC))
+            try:
+                await maintain(self.pruner.db, datetime.now(UTC))
+            except Exception:  # pruning goes on: the default partition takes new runs
+                log.exception("creating the ledger's partitions ahead failed")
             report = await self.pruner.prune(self.clock.now(), pause=paced, exclusive=True)
         except Exception:
             log.exception("pruning the ledger failed; retrying in %g s", self.interval)
