@@ -37,7 +37,7 @@ from dataworkflows.db.models import (
     workflows,
 )
 from dataworkflows.db.partition_models import execution_requests
-from dataworkflows.ledger.partitions import drop_prunable
+from dataworkflows.ledger.partition_drop import drop_prunable
 from dataworkflows.measurements import TableSize
 
 _runs = workflow_executions.c
@@ -157,7 +157,7 @@ class Pruner:
         ages = (self.policy.days, self.policy.failed_days)
         # an empty partition goes once it is older than any run the policy keeps by age
         empty_before = now - timedelta(days=max(ages)) if all(ages) else None
-        for part, rows in await drop_prunable(self.db, doomed, now, empty_before):
+        for part, rows in await drop_prunable(self.db, doomed, now, empty_before, pause):
             report.partitions.append(part.suffix)
             report.runs += rows.pop(workflow_executions.name)
             for name, count in rows.items():
