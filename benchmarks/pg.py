@@ -154,10 +154,12 @@ def server_version(admin_url: str) -> str:
 PARTITIONS_FROM_DAYS = 41
 
 
-def partition_ledger(db_url: str) -> str:
+def partition_ledger(db_url: str, *, enable: bool = True) -> str:
     """Partition the ledger of ``db_url`` as a user would (``dataworkflows ledger partition
     --enable``, weekly), with partitions from :data:`PARTITIONS_FROM_DAYS` days ago on;
-    the command's output. Run it before the engine starts (the conversion locks)."""
+    the command's output. Run it before the engine starts (the conversion locks).
+    ``enable=False``: only create the partitions missing from then on (e.g. the one a
+    prune dropped, before old runs are loaded again)."""
     import datetime
     import os
     import subprocess
@@ -167,7 +169,8 @@ def partition_ledger(db_url: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATAWORKFLOWS_")}
     env["DATAWORKFLOWS_DATABASE_URL"] = db_url
     command = [sys.executable, "-m", "dataworkflows.cli.main", "ledger", "partition"]
-    command += ["--enable", "--from", f"{since:%Y-%m-%d}"]
+    command += ["--enable"] if enable else []
+    command += ["--from", f"{since:%Y-%m-%d}"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"ledger partition --enable failed: {done.stderr[-500:]}")

@@ -114,6 +114,8 @@ async def run_prune(
         pruning: list[dict[str, Any]] = []
         prunes: list[dict[str, Any]] = []
         for r in range(rounds):
+            if ctx.partitioned and r:  # the partition the last round dropped, again
+                await asyncio.to_thread(pg.partition_ledger, db.url, enable=False)
             load = await asyncio.to_thread(_w4_load, plain, rows, max_load_seconds, ctx.log)
             alone.append(await _w1_round(ctx, engine, db, n, f"alone-{r}"))
             t0 = time.monotonic()
