@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--prune-rows", type=int, default=1_000_000, help="prune: old runs to load and delete"
     )
     run.add_argument("--prune-rounds", type=int, default=2, help="prune: alone/pruning pairs")
+    run.add_argument(
+        "--ledger-partitioned",
+        action="store_true",
+        help="PostgreSQL workloads (W1, W2, W4, prune, ...) on a ledger partitioned by time"
+        " (dataworkflows ledger partition --enable, weekly, from 41 days back)",
+    )
     run.add_argument("--ceiling-seconds", type=float, default=10.0)
     run.add_argument(
         "--sched-triggers", type=int, default=4, help="sched: triggers firing every second"
@@ -204,6 +210,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         warmup=args.warmup,
         timeout=args.timeout,
         engine_log_level=args.engine_log_level,
+        partitioned=args.ledger_partitioned,
         extra_settings=_engine_settings(args.engine_setting),
         log=_log,
     )

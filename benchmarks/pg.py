@@ -148,3 +148,30 @@ def server_version(admin_url: str) -> str:
     with connect(admin_url) as conn:
         row = conn.execute("SHOW server_version").fetchone()
     return str(row[0]) if row else "?"
+
+
+#: how far back ``partition_ledger`` creates partitions: the loaders' old runs are 40 days old
+PARTITIONS_FROM_DAYS = 41
+
+
+def partition_ledger(db_url: str, *, enable: bool = True) -> str:
+    """Partition the ledger of ``db_url`` as a user would (``dataworkflows ledger partition
+    --enable``, weekly), with partitions from :data:`PARTITIONS_FROM_DAYS` days ago on;
+    the command's output. Run it before the engine starts (the conversion locks).
+    ``enable=False``: only create the partitions missing from then on (e.g. the one a
+    prune dropped, before old runs are loaded again)."""
+    import datetime
+    import os
+    import subprocess
+    import sys
+
+    since = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=PARTITIONS_FROM_DAYS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAWORKFLOWS_")}
+    env["DATAWORKFLOWS_DATABASE_URL"] = db_url
+    command = [sys.executable, "-m", "dataworkflows.cli.main", "ledger", "partition"]
+    command += ["--enable"] if enable else []
+    command += ["--from", f"{since:%Y-%m-%d}"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"ledger partition --enable failed: {done.stderr[-500:]}")
+    return done.stdout

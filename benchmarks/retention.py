@@ -94,6 +94,9 @@ async def run_prune(
     try:
         db = await prepare_database(ctx, "postgresql", "prune_pg")
         await setup_workflow(db, w1_definition(), webhook=False)
+        result["partitioned"] = ctx.partitioned
+        if ctx.partitioned:
+            await asyncio.to_thread(pg.partition_ledger, db.url)
         engine = EngineProcesses(
             db.url,
             log_dir=ctx.work_dir / "logs",
@@ -111,6 +114,8 @@ async def run_prune(
         pruning: list[dict[str, Any]] = []
         prunes: list[dict[str, Any]] = []
         for r in range(rounds):
+            if ctx.partitioned and r:  # the partition the last round dropped, again
+                await asyncio.to_thread(pg.partition_ledger, db.url, enable=False)
             load = await asyncio.to_thread(_w4_load, plain, rows, max_load_seconds, ctx.log)
             alone.append(await _w1_round(ctx, engine, db, n, f"alone-{r}"))
             t0 = time.monotonic()

@@ -121,6 +121,8 @@ class Context:
     warmup: int = 20
     timeout: float = 900.0
     engine_log_level: str = "WARNING"
+    #: W4 and prune on a time-partitioned ledger (``dataworkflows ledger partition``)
+    partitioned: bool = False
     #: more DATAWORKFLOWS_<NAME> settings of the engine (``--engine-setting``)
     extra_settings: dict[str, str] = field(default_factory=dict)
     log: Callable[[str], None] = print
@@ -556,6 +558,9 @@ async def run_engine_workload(
     try:
         db = await prepare_database(ctx, backend, f"{name.lower()}_{backend[:2]}")
         setup = await setup_workflow(db, definition, webhook=webhook)
+        if ctx.partitioned and backend == "postgresql":
+            await asyncio.to_thread(pg.partition_ledger, db.url)
+            result["partitioned"] = True
         if ctx.warmup:
             engine = await _engine(ctx, db, f"{name}-{backend}-warmup", processes=processes)
             try:
@@ -860,19 +865,24 @@ def _count(values: Any) -> dict[str, int]:
 
 W4_WORKFLOWS = 10
 W4_BATCH = 100_000
+#: run ids are UUIDv7 of their created_at, as the engine makes them (time-ordered: the
+#: partition key on PostgreSQL when partitioning is on, docs/partitioning.md)
 _W4_LOAD = """
 WITH ins AS (
   INSERT INTO workflow_executions (
     id, workflow_id, workflow_version, request_id, status, trigger, tenant_id,
     created_at, started_at, ended_at, fencing_token, recovery_count, cancel_requested)
-  SELECT gen_random_uuid(),
+  SELECT encode(set_byte(overlay(r.b PLACING substring(int8send(floor(extract(epoch FROM
+           %(base)s::timestamptz + g * interval '1 ms') * 1000)::bigint) FROM 3) FROM 1 FOR 6),
+           6, (get_byte(r.b, 6) & 15) | 112), 'hex')::uuid,
          'bench-w4-' || lpad((g %% %(workflows)s)::text, 2, '0'),
          1, 'load-' || g, 'Succeeded', jsonb_build_object('i', g), 'default',
          %(base)s::timestamptz + g * interval '1 ms',
          %(base)s::timestamptz + g * interval '1 ms' + interval '2 ms',
          %(base)s::timestamptz + g * interval '1 ms' + interval '9 ms',
          1, 0, false
-  FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS g
+  FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS g,
+       LATERAL (SELECT uuid_send(gen_random_uuid()) AS b WHERE g IS NOT NULL) AS r
   RETURNING id, request_id, started_at
 )
 INSERT INTO action_executions (
@@ -993,6 +1003,9 @@ async def run_w4(
     engine: EngineProcesses | None = None
     try:
         db = await prepare_database(ctx, "postgresql", "w4_pg")
+        result["partitioned"] = ctx.partitioned
+        if ctx.partitioned:
+            await asyncio.to_thread(pg.partition_ledger, db.url)
         engine = await _engine(ctx, db, "W4-postgresql", processes=1)
         async with http_session() as http:
             for k in range(W4_WORKFLOWS):

@@ -101,6 +101,7 @@ async def test_age_rules_keep_failed_runs_longer_and_never_touch_runs_in_flight(
         "runs": 1,
         "rows": {"workflow_executions": 1, "action_executions": 1, "execution_events": 4},
         "batches": 0,
+        "partitions": [],
     }
     assert await counts(kernel) == before  # a dry run deletes nothing
 

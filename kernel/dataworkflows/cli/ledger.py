@@ -90,9 +90,10 @@ def ledger_prune(
     )
     verb = "would delete" if dry_run else "deleted"
     rows = report["rows"]
+    dropped = f", {len(report['partitions'])} whole partition(s)" if report["partitions"] else ""
     click.echo(
         f"{verb} {report['runs']} run(s), {rows['action_executions']} attempt(s), "
-        f"{rows['execution_events']} event(s)  (kept: {rules})"
+        f"{rows['execution_events']} event(s){dropped}  (kept: {rules})"
     )
 
 
@@ -120,3 +121,50 @@ def ledger_stats_cmd(as_json: bool) -> None:
 
 def _per_workflow(max_runs: int) -> str:
     return f"the newest {max_runs} per workflow" if max_runs else "no count limit"
+
+
+@ledger.command("partition")
+@click.option(
+    "--enable", "action", flag_value="enable", help="Partition the ledger (stop the engine first)."
+)
+@click.option("--disable", "action", flag_value="disable", help="Copy it back into plain tables.")
+@click.option(
+    "--interval-days",
+    type=click.IntRange(1, 366),
+    default=None,
+    help="With --enable: days per partition (default 7).",
+)
+@click.option(
+    "--from",
+    "since",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Also create the partitions from this day (UTC) on, e.g. to load old runs into.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the partitions as JSON.")
+def ledger_partition(
+    action: str | None, interval_days: int | None, since: Any, as_json: bool
+) -> None:
+    """Time partitions of runs, attempts and events (PostgreSQL; docs/partitioning.md).
+
+    Without --enable or --disable: lists the partitions. The pruner (``serve``) keeps
+    partitions created ahead and drops whole ones whose every run is past retention.
+    """
+    from dataworkflows.cli.ledger_partition import partition_command
+
+    if interval_days is not None and action != "enable":
+        raise click.UsageError("--interval-days goes with --enable")
+    if action == "disable" and since is not None:
+        raise click.UsageError("--from does not go with --disable")
+    report = with_kernel(lambda kernel: partition_command(kernel, action, interval_days, since))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    if not report["partitioned"]:
+        click.echo("the ledger is not partitioned")
+        return
+    click.echo(f"partitioned by run id, {report['intervalDays']} day(s) per partition")
+    for part in report["partitions"]:
+        click.echo(f"  {part['name']:<12} {part['start']} .. {part['end']}")
+    if report.get("skipped"):
+        click.echo(f"not created (runs from before partitioning there): {report['skipped']}")

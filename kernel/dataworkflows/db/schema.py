@@ -9,6 +9,7 @@ from dataworkflows.db import (
     lifecycle_models,
     limit_models,
     models,
+    partition_models,
     template_models,
     trigger_models,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "limit_models",
     "metadata",
     "models",
+    "partition_models",
     "template_models",
     "trigger_models",
 ]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, text, update
 
+from dataworkflows.common.ids import uuid7
 from dataworkflows.db.models import (
     dead_letters,
     workflow_executions,
@@ -97,7 +98,7 @@ class LedgerEnqueues:
         run is committed.
         """
         check_json(trigger, "$.trigger")
-        execution_id = uuid.uuid4()
+        execution_id = uuid7()
         request = _EnqueueRequest(
             {
                 "id": execution_id,
@@ -279,7 +280,7 @@ class LedgerEnqueues:
                 raise LookupError(str(dead_letter_id))
             if row.requeued_execution_id is not None:
                 raise AlreadyRequeued(row.requeued_execution_id)
-            new_id = uuid.uuid4()
+            new_id = uuid7()
             await conn.execute(
                 workflow_executions.insert().values(
                     id=new_id,

@@ -37,6 +37,8 @@ from dataworkflows.db.models import (
     workflow_executions,
     workflows,
 )
+from dataworkflows.db.partition_models import execution_requests
+from dataworkflows.ledger.partition_drop import drop_prunable
 from dataworkflows.measurements import TableSize
 
 _runs = workflow_executions.c
@@ -66,6 +68,8 @@ class PruneReport:
     runs: int = 0
     rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_CHILDREN, 0))
     batches: int = 0
+    #: the time partitions dropped whole (PostgreSQL, partitioned ledger), e.g. ``_p20261101``
+    partitions: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +77,7 @@ class PruneReport:
             "runs": self.runs,
             "rows": {"workflow_executions": self.runs, **self.rows},
             "batches": self.batches,
+            "partitions": self.partitions,
         }
 
 
@@ -156,6 +161,15 @@ class Pruner:
                 await self._count(conn, doomed, report)
         if doomed is None or dry_run:
             return report
+        # a partitioned ledger: whole time ranges first, what is left batch by batch
+        ages = (self.policy.days, self.policy.failed_days)
+        # an empty partition goes once it is older than any run the policy keeps by age
+        empty_before = now - timedelta(days=max(ages)) if all(ages) else None
+        for part, rows in await drop_prunable(self.db, doomed, now, empty_before, pause):
+            report.partitions.append(part.suffix)
+            report.runs += rows.pop(workflow_executions.name)
+            for name, count in rows.items():
+                report.rows[name] += count
         while max_batches is None or report.batches < max_batches:
             batch_started = time.monotonic()
             async with self.db.begin() as conn:
@@ -172,6 +186,10 @@ class Pruner:
                 for table in _CHILDREN.values():
                     await conn.execute(delete(table).where(table.c.execution_id.in_(ids)))
                 await conn.execute(delete(workflow_executions).where(_runs.id.in_(ids)))
+                # their request ids (kept here only when the ledger is partitioned)
+                await conn.execute(
+                    delete(execution_requests).where(execution_requests.c.execution_id.in_(ids))
+                )
             report.batches += 1
             if len(ids) < self.batch_size:
                 break

@@ -244,6 +244,7 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads, LedgerChildren):
             dead: list[dict[str, Any]] = []
             variables: list[dict[str, Any]] = []
             replaced: list[uuid.UUID] = []
+            replaced_runs: set[uuid.UUID] = set()
             for index, write in todo:
                 run, steps, finish = write.run, write.steps, write.finish
                 if run.id not in held:
@@ -254,6 +255,8 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads, LedgerChildren):
                     for step, row_id in zip(steps, write.row_ids, strict=True)
                 )
                 replaced.extend(write.replaces)
+                if write.replaces:
+                    replaced_runs.add(run.id)
                 variables.extend(variable_rows(run, steps, now))
                 for step in steps:
                     links.extend(
@@ -278,7 +281,9 @@ class RunLedger(LedgerClaims, LedgerEnqueues, LedgerReads, LedgerChildren):
                 )
                 results[index] = recorded
             if replaced:  # Running rows: their attempt's row takes their place (same id)
-                await conn.execute(sql.DELETE_ACTIONS, {"p_ids": replaced})
+                await conn.execute(
+                    sql.DELETE_ACTIONS, {"p_ids": replaced, "p_runs": sorted(replaced_runs)}
+                )
             if actions:
                 await conn.execute(sql.INSERT_ACTIONS, actions)
             if links:

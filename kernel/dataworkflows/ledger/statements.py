@@ -55,9 +55,11 @@ CLAIM_COLUMNS = (
 
 INSERT_EVENTS = execution_events.insert()
 INSERT_ACTIONS = action_executions.insert()
-#: ``Running`` rows replaced by their attempt's next row (``p_ids``)
+#: ``Running`` rows replaced by their attempt's next row (``p_ids``) of the runs
+#: ``p_runs`` (which name the partitions to look in when the ledger is partitioned)
 DELETE_ACTIONS = action_executions.delete().where(
-    action_executions.c.id.in_(bindparam("p_ids", expanding=True))
+    action_executions.c.execution_id.in_(bindparam("p_runs", expanding=True)),
+    action_executions.c.id.in_(bindparam("p_ids", expanding=True)),
 )
 
 #: the published versions of a batch's workflows (``p_ids``: their ids)
@@ -198,12 +200,12 @@ def claim_statement(*, skip_locked: bool, caps: TenantCaps | None = None) -> Any
 
 
 def enqueue_statement(db: Any) -> Any:
-    """INSERT of new runs that skips a (workflow, request id) already taken; returns ids."""
-    return (
-        db.insert(_t)
-        .on_conflict_do_nothing(index_elements=["workflow_id", "request_id"])
-        .returning(_t.c.id)
-    )
+    """INSERT of new runs that skips a (workflow, request id) already taken; returns ids.
+
+    No conflict target: the unique (workflow, request id) index is the arbiter on a plain
+    table; on a partitioned one (which cannot have it) a trigger skips the row instead,
+    through the ``execution_requests`` table (docs/partitioning.md)."""
+    return db.insert(_t).on_conflict_do_nothing().returning(_t.c.id)
 
 
 def upsert_variables_statement(db: Any) -> Any:

@@ -1,5 +1,7 @@
 """The background pruner: every ``DATAWORKFLOWS_PRUNE_INTERVAL_SECONDS`` it deletes the
 finished runs the retention policy no longer keeps (:mod:`dataworkflows.ledger.retention`),
+after dropping the whole time partitions it can on a partitioned PostgreSQL ledger
+(and creating the ones ahead: :mod:`dataworkflows.ledger.partitions`),
 one small batch at a time, pausing between batches as long as the last one took, so
 that the engine's own work keeps at least half of the time.
 
@@ -13,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import UTC, datetime
 
 from dataworkflows.common.clock import Clock
+from dataworkflows.ledger.partitions import maintain
 from dataworkflows.ledger.retention import Pruner
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,11 @@ class PruneLoop:
     async def cycle(self) -> None:
         """One pass; failures are logged and retried at the next interval."""
         try:
+            # partitions ahead of the wall clock: run ids are taken from it
+            try:
+                await maintain(self.pruner.db, datetime.now(UTC))
+            except Exception:  # pruning goes on: the default partition takes new runs
+                log.exception("creating the ledger's partitions ahead failed")
             report = await self.pruner.prune(self.clock.now(), pause=paced, exclusive=True)
         except Exception:
             log.exception("pruning the ledger failed; retrying in %g s", self.interval)
