@@ -21,15 +21,21 @@ from benchmarks.multihost.netns import NetnsUnavailable, require_netns
 from benchmarks.multihost.scenario import Plan, run_scenario
 
 
-def verdicts(result: dict[str, Any]) -> list[str]:
-    """The failed checks (empty: all hold)."""
+def verdicts(result: dict[str, Any], *, short: bool = False) -> list[str]:
+    """The failed checks (empty: all hold).
+
+    Whether a stale holder still tries to renew or write after a partition heals depends on
+    TCP's retransmission timing against the worker's own lease clock: sometimes it notices
+    the lost lease first and tries nothing. The full form requires at least one fencing
+    rejection (the guard was exercised); the short CI form records the count and does not
+    fail on 0 — what fencing protects, no outcome written twice, is the ledger check."""
     failed = []
     ledger, rec = result["ledger"], result["recovery"]
     if ledger["problemCount"]:
         failed.append(f"ledger: {ledger['problemCount']} problems, e.g. {ledger['problems'][:3]}")
     if ledger["resumed"] < 1:
         failed.append("no run was resumed: the faults took no run from its worker")
-    if sum(result["fencingRejected"].values()) < 1:
+    if sum(result["fencingRejected"].values()) < 1 and not short:
         failed.append("no stale write or renewal was rejected: fencing was not exercised")
     back = rec["recoveredSecondsAfterHeal"]
     if back is None or back > rec["lease"]:
@@ -65,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     plan = Plan.short() if args.short else Plan()
     result = asyncio.run(run_scenario(args.database_url, plan, logs))
-    result["failed"] = verdicts(result)
+    result["failed"] = verdicts(result, short=args.short)
     result["logs"] = str(logs)
     text = json.dumps(result, indent=2, default=str)
     print(text)
