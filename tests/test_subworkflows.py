@@ -110,6 +110,7 @@ async def test_a_parent_with_a_waited_and_a_started_child_over_the_api(kernel, a
     assert by_node["wait"]["id"] == waited["executionId"] and by_node["fire"]["id"] == fired
     for child in children["items"]:
         assert (child["parentExecutionId"], child["rootExecutionId"]) == (run_id, run_id)
+        assert uuid.UUID(child["id"]).version == 7  # time-ordered, the partition key
         assert (child["depth"], child["workflowId"]) == (1, "kid")
     assert await final(kernel, fired) == "Succeeded"
     child = await (await api.get(f"/api/v1/executions/{fired}")).json()

@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from dataworkflows.common.ids import uuid7
 from dataworkflows.db.database import Database
 from dataworkflows.db.models import (
     FINAL_RUN_STATUSES,
@@ -137,7 +138,7 @@ class LedgerChildren:
                     conn, child.workflow_id, child.version
                 ):
                     raise VersionNotFound(child.workflow_id, child.version)
-                child_id = uuid.uuid4()
+                child_id = uuid7()  # time-ordered like every run id (docs/partitioning.md)
                 values = {
                     "id": child_id,
                     "workflow_id": child.workflow_id,
