@@ -5,6 +5,7 @@ variable nothing is traced and no header is sent."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import uuid
@@ -268,6 +269,11 @@ async def test_a_child_runs_span_is_below_its_parents_attempt(
     mine = spans_of(spans, run["id"])
     for node, child_id in (("wait", run["actions"][0]["outputs"]["executionId"]), ("fire", fired)):
         step = mine[f"step {node}"]
+        # the run's end is readable in the ledger a moment before observers hear of it
+        deadline = asyncio.get_running_loop().time() + 10
+        while "run echo" not in spans_of(spans, child_id):
+            assert asyncio.get_running_loop().time() < deadline, f"no span of run {child_id}"
+            await asyncio.sleep(0.01)
         child = spans_of(spans, child_id)["run echo"]
         assert child.context.trace_id == step.context.trace_id == uuid.UUID(run["id"]).int
         assert child.parent is not None and child.parent.span_id == step.context.span_id
