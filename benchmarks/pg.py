@@ -175,3 +175,96 @@ def partition_ledger(db_url: str, *, enable: bool = True) -> str:
     if done.returncode != 0:
         raise RuntimeError(f"ledger partition --enable failed: {done.stderr[-500:]}")
     return done.stdout
+
+
+# -- durable commits, read from the WAL itself (issue 22, item 4) --------------------------
+#
+# ``xact_commit`` counts every transaction that ended in COMMIT, read-only ones included;
+# what costs a flush is a transaction that *wrote*: it leaves a ``Transaction/COMMIT``
+# record in the WAL, and a read-only one leaves none. ``pg_walinspect`` (contrib,
+# PostgreSQL 15+) lists the records between two WAL positions, so the harness counts
+# the commit records of transactions that changed a block of the benchmark's own
+# database (``block_ref`` names ``tablespace/database/relation``), plus every commit
+# record of the server in that window, and reads ``pg_stat_wal`` (WAL bytes, flushes)
+# before and after: all from PostgreSQL, none from the engine's own account.
+
+_WAL_STATS = "SELECT wal_records, wal_bytes, wal_write, wal_sync FROM pg_stat_wal"
+
+_WAL_COMMITS = """
+WITH r AS (
+    SELECT xid, resource_manager, record_type, block_ref
+    FROM pg_get_wal_records_info(%(lsn0)s::pg_lsn, %(lsn1)s::pg_lsn)
+), writers AS (
+    SELECT DISTINCT xid FROM r WHERE block_ref LIKE %(pattern)s AND xid <> '0'::xid
+)
+SELECT
+    count(*) FILTER (WHERE r.xid IN (SELECT xid FROM writers)),
+    count(*)
+FROM r
+WHERE r.resource_manager = 'Transaction' AND r.record_type IN ('COMMIT', 'COMMIT_PREPARED')
+"""
+
+
+def wal_mark(admin_url: str) -> dict[str, Any]:
+    """The WAL's flushed position and ``pg_stat_wal`` now (the start or end of a window).
+
+    Creates the ``pg_walinspect`` extension in the admin database if it is missing (needs
+    a superuser; without it :func:`durable_commits` reports an error instead of a count).
+    """
+    with connect(admin_url) as conn:
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+            inspect_error = None
+        except psycopg.Error as exc:
+            inspect_error = f"pg_walinspect unavailable: {str(exc).strip()}"
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        stats = conn.execute(_WAL_STATS).fetchone()
+        lsn = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
+    assert stats is not None and lsn is not None
+    return {
+        "lsn": str(lsn[0]),
+        "records": int(stats[0]),
+        "bytes": int(stats[1]),
+        "writes": int(stats[2]),
+        "syncs": int(stats[3]),
+        "error": inspect_error,
+    }
+
+
+def durable_commits(
+    admin_url: str, name: str, start: dict[str, Any], end: dict[str, Any]
+) -> dict[str, Any]:
+    """Write transactions committed between two :func:`wal_mark` readings.
+
+    ``commits``: commit records of transactions that changed database ``name``;
+    ``server_commits``: every commit record in the window (other databases, autovacuum's
+    analyze); ``wal_bytes``/``wal_syncs``: the server's ``pg_stat_wal`` deltas (a sync is
+    one flush of the WAL to disk, which group commit shares between commits). ``None`` and
+    an ``error`` where the WAL cannot be read.
+    """
+    out: dict[str, Any] = {
+        "commits": None,
+        "server_commits": None,
+        "wal_bytes": end["bytes"] - start["bytes"],
+        "wal_records": end["records"] - start["records"],
+        "wal_syncs": end["syncs"] - start["syncs"],
+    }
+    if start.get("error") or end.get("error"):
+        out["error"] = start.get("error") or end.get("error")
+        return out
+    try:
+        with connect(admin_url) as conn:
+            oid = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if oid is None:
+                raise LookupError(f"no database {name!r}")
+            row = conn.execute(
+                _WAL_COMMITS,
+                {"lsn0": start["lsn"], "lsn1": end["lsn"], "pattern": f"%/{int(oid[0])}/%"},
+            ).fetchone()
+    except (psycopg.Error, LookupError) as exc:
+        out["error"] = f"{type(exc).__name__}: {str(exc).strip()}"
+        return out
+    assert row is not None
+    out["commits"] = int(row[0])
+    out["server_commits"] = int(row[1])
+    return out
