@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--w4-queries", type=int, default=300, help="W4 timed requests per query")
     run.add_argument("--w4-max-load-seconds", type=float, default=180.0)
     run.add_argument(
+        "--w4-database",
+        default=None,
+        help="W4 on this database, loaded by an earlier `--only W4 --keep-databases` run "
+        "(its name on --pg-url's server): no load, and it is not dropped",
+    )
+    run.add_argument(
         "--prune-rows", type=int, default=1_000_000, help="prune: old runs to load and delete"
     )
     run.add_argument("--prune-rounds", type=int, default=2, help="prune: alone/pruning pairs")
@@ -211,6 +217,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         timeout=args.timeout,
         engine_log_level=args.engine_log_level,
         partitioned=args.ledger_partitioned,
+        w4_database=args.w4_database,
         extra_settings=_engine_settings(args.engine_setting),
         log=_log,
     )

@@ -123,6 +123,8 @@ class Context:
     engine_log_level: str = "WARNING"
     #: W4 and prune on a time-partitioned ledger (``dataworkflows ledger partition``)
     partitioned: bool = False
+    #: W4 on this already loaded database (``--w4-database``): no load, never dropped
+    w4_database: str | None = None
     #: more DATAWORKFLOWS_<NAME> settings of the engine (``--engine-setting``)
     extra_settings: dict[str, str] = field(default_factory=dict)
     log: Callable[[str], None] = print
@@ -943,6 +945,26 @@ def _w4_load(url: str, rows: int, max_seconds: float, log: Callable[[str], None]
     }
 
 
+def _w4_reused(url: str, name: str) -> dict[str, Any]:
+    """What a reused W4 database holds (``--w4-database``)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM workflow_executions),"
+            " (SELECT count(*) FROM action_executions),"
+            " pg_size_pretty(pg_database_size(current_database())),"
+            " (SELECT relkind = 'p' FROM pg_class WHERE relname = 'workflow_executions')"
+        ).fetchone()
+    if row is None or not row[0]:
+        raise BenchmarkError(f"--w4-database {name}: it holds no executions")
+    return {
+        "reused_database": name,
+        "executions": int(row[0]),
+        "action_rows": int(row[1]),
+        "database_size": row[2],
+        "partitioned": bool(row[3]),
+    }
+
+
 def _w4_sample_ids(url: str, count: int) -> tuple[list[uuid.UUID], list[str]]:
     with psycopg.connect(url, autocommit=True) as conn:
         ids = [
@@ -982,12 +1004,21 @@ def _w4_sql_timings(
             conn.execute(_W4_ONE_SQL, (key,), prepare=True).fetchall()
             conn.execute(_W4_ACTIONS_SQL, (key,), prepare=True).fetchall()
             one_s.append(time.perf_counter() - t)
+        # as the engine sends them: no server-side prepared statement, planned every time
+        one_unprepared: list[float] = []
+        for i in range(queries):
+            key = ids[i % len(ids)]
+            t = time.perf_counter()
+            conn.execute(_W4_ONE_SQL, (key,), prepare=False).fetchall()
+            conn.execute(_W4_ACTIONS_SQL, (key,), prepare=False).fetchall()
+            one_unprepared.append(time.perf_counter() - t)
         plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + _W4_LIST_SQL, (workflow_id,)).fetchall()
         one_plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + _W4_ACTIONS_SQL, (ids[0],))
         one_plan_rows = one_plan.fetchall()
     return {
         "newest_50": latency_summary(list_s),
         "one_with_actions": latency_summary(one_s),
+        "one_with_actions_unprepared": latency_summary(one_unprepared),
         "newest_50_plan": [r[0] for r in plan],
         "actions_plan": [r[0] for r in one_plan_rows],
     }
@@ -1002,18 +1033,29 @@ async def run_w4(
     db: BenchDB | None = None
     engine: EngineProcesses | None = None
     try:
-        db = await prepare_database(ctx, "postgresql", "w4_pg")
-        result["partitioned"] = ctx.partitioned
-        if ctx.partitioned:
-            await asyncio.to_thread(pg.partition_ledger, db.url)
-        engine = await _engine(ctx, db, "W4-postgresql", processes=1)
-        async with http_session() as http:
-            for k in range(W4_WORKFLOWS):
-                await create_workflow(http, engine.base_url, w1_definition(f"bench-w4-{k:02d}"))
+        if ctx.w4_database is not None:
+            # a ledger an earlier `--only W4 --keep-databases` loaded: loading needs no
+            # quiet machine, the timed reads do
+            db = BenchDB("postgresql", pg.database_url(ctx.pg_admin_url or "", ctx.w4_database))
+            plain = pg.database_url(ctx.pg_admin_url or "", ctx.w4_database, driver=False)
+            result["load"] = await asyncio.to_thread(_w4_reused, plain, ctx.w4_database)
+            result["partitioned"] = result["load"]["partitioned"]
+            engine = await _engine(ctx, db, "W4-postgresql", processes=1)
+        else:
+            db = await prepare_database(ctx, "postgresql", "w4_pg")
+            result["partitioned"] = ctx.partitioned
+            if ctx.partitioned:
+                await asyncio.to_thread(pg.partition_ledger, db.url)
+            engine = await _engine(ctx, db, "W4-postgresql", processes=1)
             plain = pg.database_url(ctx.pg_admin_url or "", db.name or "", driver=False)
-            result["load"] = await asyncio.to_thread(
-                _w4_load, plain, rows, max_load_seconds, ctx.log
-            )
+        async with http_session() as http:
+            if ctx.w4_database is None:
+                for k in range(W4_WORKFLOWS):
+                    definition = w1_definition(f"bench-w4-{k:02d}")
+                    await create_workflow(http, engine.base_url, definition)
+                result["load"] = await asyncio.to_thread(
+                    _w4_load, plain, rows, max_load_seconds, ctx.log
+                )
             ids, workflows = await asyncio.to_thread(_w4_sample_ids, plain, queries)
             if not ids:
                 raise BenchmarkError("no executions were loaded")
@@ -1077,7 +1119,7 @@ async def run_w4(
     finally:
         if engine is not None:
             await asyncio.to_thread(engine.stop)
-        if db is not None:
+        if db is not None and ctx.w4_database is None:
             with contextlib.suppress(Exception):
                 await drop_database(ctx, db)
         result["elapsed_s"] = round(time.monotonic() - started, 1)
