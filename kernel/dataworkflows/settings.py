@@ -45,6 +45,10 @@ class Settings:
     #: ``database_url``. Set it when ``database_url`` goes through PgBouncer in transaction
     #: mode, which does not deliver notifications: LISTEN needs a direct session.
     listen_database_url: str | None = None
+    #: PostgreSQL URL of a read replica for the API's and console's reads of run history
+    #: (runs, their attempts, events, logs, variables, children; docs/scaling.md). None:
+    #: every read goes to ``database_url``. The engine's own reads never use it.
+    read_database_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 1024 * 1024
@@ -225,6 +229,13 @@ class Settings:
             )
         object.__setattr__(self, "sqlite_synchronous", synchronous)
         parse_tenant_overrides(self.tenant_max_running_overrides)  # fail at start-up
+        if self.read_database_url and (
+            self.is_sqlite or not self.read_database_url.startswith("postgres")
+        ):
+            raise SettingsError(
+                "DATAWORKFLOWS_READ_DATABASE_URL: a read replica is for a PostgreSQL database "
+                "(postgresql://...), and DATAWORKFLOWS_DATABASE_URL must be PostgreSQL too"
+            )
         for name in ("rate_limit_tenant_per_second", "rate_limit_principal_per_second"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"DATAWORKFLOWS_{name.upper()}: must not be negative")

@@ -137,7 +137,7 @@ async def get_execution(request: web.Request) -> web.Response:
     """A run with every attempt of every node."""
     kernel = request.app[kernel_key]
     view = await kernel.service.get_execution(
-        request.match_info["execution_id"], tenant_id=tenant(request)
+        request.match_info["execution_id"], tenant_id=tenant(request), replica=True
     )
     return web.json_response(view)
 

@@ -72,7 +72,7 @@ async def _run_context(request: web.Request) -> dict[str, Any]:
     kernel = request.app[kernel_key]
     who = tenant(request)
     execution_id = request.match_info["execution_id"]
-    run = await kernel.service.get_execution(execution_id, tenant_id=who)
+    run = await kernel.service.get_execution(execution_id, tenant_id=who, replica=True)
     logs = await kernel.service.execution_logs(execution_id, tenant_id=who)
     variables = await kernel.service.execution_variables(execution_id, tenant_id=who)
     links = [link_view(r) for r in await kernel.resources.list_for_execution(uuid.UUID(run["id"]))]

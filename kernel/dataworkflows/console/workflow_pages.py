@@ -101,7 +101,9 @@ async def workflow_page(request: web.Request) -> web.Response:
     )
     last_run = None
     if runs["items"]:
-        last_run = await kernel.service.get_execution(runs["items"][0]["id"], tenant_id=who)
+        last_run = await kernel.service.get_execution(
+            runs["items"][0]["id"], tenant_id=who, replica=True
+        )
     statuses = graph.last_statuses(last_run["actions"]) if last_run else {}
     return render(
         request,

@@ -70,11 +70,13 @@ class Database:
         echo: bool = False,
         sqlite_synchronous: str = "FULL",
         listen_url: str | None = None,
+        replica_url: str | None = None,
     ) -> None:
         """``sqlite_synchronous``: SQLite's ``PRAGMA synchronous`` on every connection
         (``FULL``: a commit is on disk when it returns; ``NORMAL``: faster, may lose the
         last commits on power loss). Ignored on PostgreSQL. ``listen_url``: where the
-        ``LISTEN`` connections go (default ``url``; see :attr:`listen_url`)."""
+        ``LISTEN`` connections go (default ``url``; see :attr:`listen_url`). ``replica_url``:
+        a PostgreSQL read replica for the reads that ask for it (:meth:`read`)."""
         self.url = normalise_url(url)
         #: the URL of ``LISTEN`` connections (PostgreSQL): a session of its own, so behind
         #: a transaction-mode pooler (PgBouncer) it must reach the server directly
@@ -105,6 +107,14 @@ class Database:
                 dw_read_only=True, isolation_level="AUTOCOMMIT"
             )
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+        #: the read replica's engine (autocommit), or None: replica reads go to ``url``
+        self._replica_engine: AsyncEngine | None = None
+        if replica_url:
+            if self.is_sqlite:
+                raise DatabaseURLError("a read replica is for a PostgreSQL database")
+            self._replica_engine = create_async_engine(
+                normalise_url(replica_url), **kwargs
+            ).execution_options(dw_read_only=True, isolation_level="AUTOCOMMIT")
 
     @property
     def dialect(self) -> str:
@@ -162,28 +172,48 @@ class Database:
             await conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": channel, "p": payload})
 
     @asynccontextmanager
-    async def connect(self) -> AsyncIterator[AsyncConnection]:
+    async def connect(self, *, replica: bool = False) -> AsyncIterator[AsyncConnection]:
         """A connection for reads: never write through it.
 
         SQLite: a deferred transaction, rolled back at the end (one snapshot for all reads).
         PostgreSQL: autocommit, each statement its own READ COMMITTED snapshot.
+        ``replica``: on the read replica if one is configured (``replica_url``).
         """
-        async with self._read_engine.connect() as conn:
+        engine = self._replica_engine if replica and self._replica_engine else self._read_engine
+        async with engine.connect() as conn:
             yield conn
 
-    async def read(self, query: Callable[[AsyncConnection], Awaitable[T]], what: str = "read") -> T:
+    @property
+    def has_replica(self) -> bool:
+        """True when reads that ask for it go to a read replica."""
+        return self._replica_engine is not None
+
+    async def read(
+        self,
+        query: Callable[[AsyncConnection], Awaitable[T]],
+        what: str = "read",
+        *,
+        replica: bool = False,
+    ) -> T:
         """``await query(conn)`` on a read connection, again on a fresh one after a
         transient error (a connection the server dropped; see
-        :mod:`dataworkflows.db.transient`). ``query`` must only read."""
+        :mod:`dataworkflows.db.transient`). ``query`` must only read.
+
+        ``replica``: the read may be served by the read replica (``replica_url``), which
+        lags the primary: only for reads shown to people (the API's and the console's
+        history), never for a read the engine decides on.
+        """
 
         async def once() -> T:
-            async with self.connect() as conn:
+            async with self.connect(replica=replica) as conn:
                 return await query(conn)
 
         return await retry_transient(once, what=what)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._replica_engine is not None:
+            await self._replica_engine.dispose()
 
 
 def _tune_sqlite(engine: AsyncEngine, *, synchronous: str) -> None:

@@ -292,10 +292,11 @@ class LedgerChildren:
         return await self.db.read(query)
 
     async def list_children(
-        self, execution_id: uuid.UUID, *, recursive: bool = False
+        self, execution_id: uuid.UUID, *, recursive: bool = False, replica: bool = False
     ) -> list[dict[str, Any]]:
         """The runs ``execution_id`` started (oldest first); ``recursive``: the whole
-        subtree, parents before their children."""
+        subtree, parents before their children; ``replica``: may come from the read
+        replica (see Database.read)."""
         found: list[dict[str, Any]] = []
         frontier = [execution_id]
 
@@ -308,7 +309,7 @@ class LedgerChildren:
             return [dict(row._mapping) for row in rows]
 
         while frontier:
-            level = await self.db.read(query)
+            level = await self.db.read(query, replica=replica)
             found.extend(level)
             frontier = [row["id"] for row in level] if recursive else []
         return found

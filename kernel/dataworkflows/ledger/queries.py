@@ -63,9 +63,10 @@ class RunQueries:
         created_to: datetime | None = None,
         after: tuple[datetime, uuid.UUID] | None = None,
         limit: int = 50,
+        replica: bool = False,
     ) -> list[dict[str, Any]]:
         """The tenant's runs, newest first; ``created_from`` inclusive, ``created_to``
-        exclusive."""
+        exclusive; ``replica``: may come from the read replica (see Database.read)."""
         t = workflow_executions
         stmt = select(*(t.c[name] for name in _LIST_COLUMNS)).where(t.c.tenant_id == tenant_id)
         if workflow_id is not None:
@@ -76,7 +77,7 @@ class RunQueries:
             stmt = stmt.where(t.c.created_at >= created_from)
         if created_to is not None:
             stmt = stmt.where(t.c.created_at < created_to)
-        return await self._newest_page(t, stmt, after, limit)
+        return await self._newest_page(t, stmt, after, limit, replica=replica)
 
     async def dead_letters(
         self,
@@ -91,13 +92,19 @@ class RunQueries:
         return await self._newest_page(t, stmt, after, limit)
 
     async def _newest_page(
-        self, t: Any, stmt: Any, after: tuple[datetime, uuid.UUID] | None, limit: int
+        self,
+        t: Any,
+        stmt: Any,
+        after: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+        *,
+        replica: bool = False,
     ) -> list[dict[str, Any]]:
         """``stmt``'s rows newest first, after the keyset ``after``, at most ``limit``."""
         keyset = _newest_first(t, after)
         if keyset is not None:
             stmt = stmt.where(keyset)
         stmt = stmt.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(limit)
-        async with self.db.connect() as conn:
+        async with self.db.connect(replica=replica) as conn:
             rows = await conn.execute(stmt)
         return [dict(r._mapping) for r in rows]

@@ -73,8 +73,11 @@ class LedgerReads:
 
     # -- reads ----------------------------------------------------------------------------
 
-    async def get_execution(self, execution_id: uuid.UUID) -> dict[str, Any] | None:
-        return await self.db.read(lambda conn: _execution_of(conn, execution_id))
+    async def get_execution(
+        self, execution_id: uuid.UUID, *, replica: bool = False
+    ) -> dict[str, Any] | None:
+        """The run's row; ``replica``: may come from the read replica (see Database.read)."""
+        return await self.db.read(lambda conn: _execution_of(conn, execution_id), replica=replica)
 
     async def get_execution_by_request(
         self, workflow_id: str, request_id: str
@@ -92,10 +95,10 @@ class LedgerReads:
         return await self.db.read(lambda conn: _actions_of(conn, execution_id))
 
     async def get_execution_with_actions(
-        self, execution_id: uuid.UUID, *, logs: bool = False
+        self, execution_id: uuid.UUID, *, logs: bool = False, replica: bool = False
     ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         """The run's row and its attempts, on one connection (None, [] if there is none);
-        with ``logs`` their step log lines too."""
+        with ``logs`` their step log lines too; ``replica`` as for :meth:`get_execution`."""
 
         async def query(conn: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
             row = await _execution_of(conn, execution_id)
@@ -103,21 +106,25 @@ class LedgerReads:
                 return None, []
             return row, await _actions_of(conn, execution_id, logs=logs)
 
-        return await self.db.read(query)
+        return await self.db.read(query, replica=replica)
 
-    async def list_variables(self, execution_id: uuid.UUID) -> list[dict[str, Any]]:
-        """The run's variables (``run_variables`` rows), by key."""
+    async def list_variables(
+        self, execution_id: uuid.UUID, *, replica: bool = False
+    ) -> list[dict[str, Any]]:
+        """The run's variables (``run_variables`` rows), by key; ``replica`` as for
+        :meth:`get_execution`."""
         t = run_variables
         statement = select(t).where(t.c.execution_id == execution_id).order_by(t.c.key)
 
         async def query(conn: Any) -> list[dict[str, Any]]:
             return [dict(r._mapping) for r in await conn.execute(statement)]
 
-        return await self.db.read(query)
+        return await self.db.read(query, replica=replica)
 
     async def list_events(
-        self, execution_id: uuid.UUID, after: int = 0, limit: int = 1000
+        self, execution_id: uuid.UUID, after: int = 0, limit: int = 1000, *, replica: bool = False
     ) -> list[dict[str, Any]]:
+        """The run's events after sequence ``after``; ``replica`` as for :meth:`get_execution`."""
         t = execution_events
         statement = (
             select(t)
@@ -129,7 +136,7 @@ class LedgerReads:
         async def query(conn: Any) -> list[dict[str, Any]]:
             return [dict(r._mapping) for r in await conn.execute(statement)]
 
-        return await self.db.read(query)
+        return await self.db.read(query, replica=replica)
 
     async def table_sizes(self) -> list[TableSize]:
         """Rows and bytes of each ledger table (estimates on PostgreSQL; see

@@ -147,16 +147,23 @@ class RunOperations:
             ) from None
         return run_summary(enqueued.execution), enqueued.created
 
-    async def _execution(self, execution_id: str, tenant_id: str | None) -> dict[str, Any]:
-        """The run's row; another tenant's run is "not found" like a missing one."""
-        row = await self.ledger.get_execution(_uuid(execution_id))
+    async def _execution(
+        self, execution_id: str, tenant_id: str | None, *, replica: bool = False
+    ) -> dict[str, Any]:
+        """The run's row; another tenant's run is "not found" like a missing one.
+        ``replica``: a read to show, which the read replica may serve (docs/scaling.md)."""
+        row = await self.ledger.get_execution(_uuid(execution_id), replica=replica)
         return _visible(row, execution_id, tenant_id)
 
     async def get_execution(
-        self, execution_id: str, *, tenant_id: str | None = None
+        self, execution_id: str, *, tenant_id: str | None = None, replica: bool = False
     ) -> dict[str, Any]:
-        """The run with every attempt. ``tenant_id`` None: any tenant (internal callers)."""
-        row, actions = await self.ledger.get_execution_with_actions(_uuid(execution_id))
+        """The run with every attempt. ``tenant_id`` None: any tenant (internal callers).
+        ``replica``: the read replica may serve it (a view to show, which may lag; a caller
+        that just waited for the run's end on the primary reads the primary)."""
+        row, actions = await self.ledger.get_execution_with_actions(
+            _uuid(execution_id), replica=replica
+        )
         return execution_view(_visible(row, execution_id, tenant_id), actions)
 
     async def list_executions(
@@ -179,6 +186,7 @@ class RunOperations:
             created_to=created_to,
             after=page.after,  # type: ignore[arg-type]
             limit=page.limit + 1,
+            replica=True,
         )
         return paged(
             "executions", rows, page, lambda r: [r["created_at"], r["id"]], execution_summary
@@ -249,8 +257,9 @@ class RunOperations:
         self, execution_id: str, *, after: int = 0, tenant_id: str | None = None
     ) -> list[dict[str, Any]]:
         """The run's events after sequence ``after`` (at most 1000)."""
-        row = await self._execution(execution_id, tenant_id)
-        return [event_view(e) for e in await self.ledger.list_events(row["id"], after=after)]
+        row = await self._execution(execution_id, tenant_id, replica=True)
+        events = await self.ledger.list_events(row["id"], after=after, replica=True)
+        return [event_view(e) for e in events]
 
     async def events_page(
         self,
@@ -262,9 +271,11 @@ class RunOperations:
     ) -> dict[str, Any]:
         """A page of the run's events in sequence order, after ``after`` and the cursor."""
         page = page or PageRequest(DEFAULT_LIMIT, None)
-        row = await self._execution(execution_id, tenant_id)
+        row = await self._execution(execution_id, tenant_id, replica=True)
         start = max(after, page.after[0] if page.after else 0)
-        rows = await self.ledger.list_events(row["id"], after=start, limit=page.limit + 1)
+        rows = await self.ledger.list_events(
+            row["id"], after=start, limit=page.limit + 1, replica=True
+        )
         return paged("events", rows, page, lambda e: [e["sequence"]], event_view)
 
     async def execution_logs(
@@ -277,7 +288,9 @@ class RunOperations:
     ) -> dict[str, Any]:
         """The run's step log lines (of one node / attempt if given), in the order the
         attempts ran; another tenant's run is not found."""
-        row, actions = await self.ledger.get_execution_with_actions(_uuid(execution_id), logs=True)
+        row, actions = await self.ledger.get_execution_with_actions(
+            _uuid(execution_id), logs=True, replica=True
+        )
         _visible(row, execution_id, tenant_id)
         selected = [
             a
@@ -293,9 +306,10 @@ class RunOperations:
         """The run's variables by key (``ctx.set_variable``); another tenant's run, like a
         missing one or an id that is not a UUID, is not found (as for the other run routes)."""
         run_id = _uuid(execution_id)
-        row = await self.ledger.get_execution(run_id)
+        row = await self.ledger.get_execution(run_id, replica=True)
         _visible(row, execution_id, tenant_id)
-        return {"items": [variable_view(v) for v in await self.ledger.list_variables(run_id)]}
+        variables = await self.ledger.list_variables(run_id, replica=True)
+        return {"items": [variable_view(v) for v in variables]}
 
     async def execution_children(
         self, execution_id: str, *, tenant_id: str | None = None, recursive: bool = False
@@ -303,8 +317,8 @@ class RunOperations:
         """The runs this run started with subworkflow nodes (``recursive``: the whole
         tree below it, parents first); an unknown or another tenant's run is not found."""
         run_id = _uuid(execution_id)
-        _visible(await self.ledger.get_execution(run_id), execution_id, tenant_id)
-        rows = await self.ledger.list_children(run_id, recursive=recursive)
+        _visible(await self.ledger.get_execution(run_id, replica=True), execution_id, tenant_id)
+        rows = await self.ledger.list_children(run_id, recursive=recursive, replica=True)
         return {"items": [execution_summary(row) for row in rows]}
 
 
