@@ -150,6 +150,11 @@ class Settings:
     #: commits on power loss or an OS crash (never on a process crash) -- figures in
     #: benchmarks/RESULTS.md. Ignored on PostgreSQL.
     sqlite_synchronous: str = "FULL"
+    #: PostgreSQL: statements a connection runs often (5 times) become server-side
+    #: prepared statements, planned once (a third less database CPU per run in W1,
+    #: benchmarks/RESULTS.md). Behind PgBouncer in transaction mode this needs PgBouncer
+    #: 1.21 or later with ``max_prepared_statements`` set; with an older pooler, false.
+    pg_prepared_statements: bool = True
     #: Work budget of one template or condition evaluation (docs/semantics.md, "Templates"):
     #: operations (loop iterations, calls, reads, operators, filter items), characters or
     #: items built, and seconds of wall clock; past any, ``template_budget_exceeded``.
