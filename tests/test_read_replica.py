@@ -91,3 +91,22 @@ def test_a_replica_is_refused_on_sqlite() -> None:
     env = {"DATAWORKFLOWS_READ_DATABASE_URL": "postgresql://h/replica"}
     settings = Settings.from_env({"DATAWORKFLOWS_DATABASE_URL": "postgresql://h/db", **env})
     assert settings.read_database_url == "postgresql://h/replica"
+
+
+def test_prepared_statements_are_off_behind_a_pooler_unless_asked_for() -> None:
+    """A separate LISTEN URL is the PgBouncer recipe (docs/scaling.md); PgBouncer < 1.21
+    in transaction mode cannot keep server-side prepared statements."""
+    direct = Settings(database_url="postgresql://h/db")
+    assert direct.effective_pg_prepared_statements is True
+    pooled = Settings(
+        database_url="postgresql://h:6432/db", listen_database_url="postgresql://h:5432/db"
+    )
+    assert pooled.effective_pg_prepared_statements is False
+    env = {
+        "DATAWORKFLOWS_DATABASE_URL": "postgresql://h:6432/db",
+        "DATAWORKFLOWS_LISTEN_DATABASE_URL": "postgresql://h:5432/db",
+        "DATAWORKFLOWS_PG_PREPARED_STATEMENTS": "true",
+    }
+    assert Settings.from_env(env).effective_pg_prepared_statements is True
+    off = Settings.from_env({"DATAWORKFLOWS_PG_PREPARED_STATEMENTS": "false"})
+    assert off.effective_pg_prepared_statements is False

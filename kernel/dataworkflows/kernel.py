@@ -96,7 +96,7 @@ class Kernel:
             sqlite_synchronous=self.settings.sqlite_synchronous,
             listen_url=self.settings.listen_database_url,
             replica_url=self.settings.read_database_url,
-            prepared_statements=self.settings.pg_prepared_statements,
+            prepared_statements=self.settings.effective_pg_prepared_statements,
         )
         # document templates (docs/templates.md): one renderer for the preview route and
         # ctx.render_document, with the plugins' filters, under the same template budget

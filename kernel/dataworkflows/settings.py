@@ -154,7 +154,9 @@ class Settings:
     #: prepared statements, planned once (a third less database CPU per run in W1,
     #: benchmarks/RESULTS.md). Behind PgBouncer in transaction mode this needs PgBouncer
     #: 1.21 or later with ``max_prepared_statements`` set; with an older pooler, false.
-    pg_prepared_statements: bool = True
+    #: None (auto): on, unless ``listen_database_url`` is set — the mark of a
+    #: transaction pooler in front of ``database_url`` (docs/scaling.md).
+    pg_prepared_statements: bool | None = None
     #: Work budget of one template or condition evaluation (docs/semantics.md, "Templates"):
     #: operations (loop iterations, calls, reads, operators, filter items), characters or
     #: items built, and seconds of wall clock; past any, ``template_budget_exceeded``.
@@ -284,6 +286,14 @@ class Settings:
         if self.auth_mode is not None:
             return self.auth_mode
         return "loose" if self.is_sqlite else "strict"
+
+    @property
+    def effective_pg_prepared_statements(self) -> bool:
+        """``pg_prepared_statements``, or its default: off behind a pooler (a separate
+        ``listen_database_url``), else on."""
+        if self.pg_prepared_statements is not None:
+            return self.pg_prepared_statements
+        return not self.listen_database_url
 
     @property
     def should_auto_migrate(self) -> bool:
