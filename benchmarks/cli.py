@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks import peer_report
 from benchmarks.common import fmt, machine_info, table
 
 WORKLOADS = ("W1", "W2", "W3", "W4", "peer", "ceiling", "sched", "redaction", "startup")
@@ -355,9 +356,8 @@ def _find(
 
 def comparisons(report: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    out |= peer_report.ratios(report)
     ours = _find(report, "W1", "postgresql")
-    for suffix in ("", "-io"):
-        out |= _peer_ratios(report, _find(report, f"W1{suffix}", "postgresql"), suffix)
     ceil = report.get("ceiling") or {}
     if ours and ceil.get("ok"):
         out["w1_steps_per_s_over_ceiling_4_clients"] = round(
@@ -368,47 +368,6 @@ def comparisons(report: dict[str, Any]) -> dict[str, Any]:
             out["w1_commits_per_s"] = round(commits_per_s, 1)
             out["w1_commits_per_s_over_ceiling_4_clients"] = round(
                 commits_per_s / ceil["clients_4_commits_per_s"], 3
-            )
-    return out
-
-
-#: the peers beside W1 (workload name without the "-io" suffix, key in the comparisons)
-PEERS = (
-    ("W1-DBOS", "dbos_sync"),
-    ("W1-DBOS-async", "dbos_async"),
-    ("W1-Procrastinate", "procrastinate"),
-)
-PEERS_DBOS = ("W1-DBOS", "W1-DBOS-async")
-
-
-def fastest_dbos(report: dict[str, Any], suffix: str = "") -> dict[str, Any] | None:
-    """The faster of the successful DBOS results (sync or async API): the headline DBOS."""
-    found = [_find(report, f"{name}{suffix}", "postgresql") for name in PEERS_DBOS]
-    runs = [r for r in found if r]
-    return max(runs, key=lambda r: r["runs_per_s"]) if runs else None
-
-
-def _peer_ratios(
-    report: dict[str, Any], ours: dict[str, Any] | None, suffix: str
-) -> dict[str, Any]:
-    """ours/peer runs/s (and engine CPU per run) for each peer, and for the fastest DBOS."""
-    out: dict[str, Any] = {}
-    if not ours:
-        return out
-    io = suffix.replace("-", "_")
-    peers = [(f"dbos{io}", fastest_dbos(report, suffix))]
-    peers += [(f"{key}{io}", _find(report, f"{name}{suffix}", "postgresql")) for name, key in PEERS]
-    for key, peer in peers:
-        if not peer:
-            continue
-        out[f"w1{io}_ours_over_{key}_runs_per_s"] = round(
-            ours["runs_per_s"] / peer["runs_per_s"], 2
-        )
-        ours_cpu = (ours.get("engine") or {}).get("cpu_ms_per_run")
-        peer_cpu = (peer.get("engine") or {}).get("cpu_ms_per_run")
-        if ours_cpu is not None and peer_cpu is not None:
-            out[f"w1{io}_ours_over_{key}_engine_cpu_per_run"] = round(
-                ours_cpu / max(peer_cpu, 1e-9), 2
             )
     return out
 
@@ -515,49 +474,6 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     return targets
 
 
-def _peer_table(report: dict[str, Any]) -> list[str]:
-    """W1 beside each peer (and its "-io" variant): ours/peer runs/s and the write costs."""
-    rows = []
-    for suffix in ("", "-io"):
-        peers = [r for name, _ in PEERS for r in _results(report, f"{name}{suffix}")]
-        if not peers:
-            continue
-        ours = _find(report, f"W1{suffix}", "postgresql")
-        headline = fastest_dbos(report, suffix)
-        for r in [*_results(report, f"W1{suffix}"), *peers]:
-            ratio = None
-            if ours and r.get("ok") and r is not ours:
-                ratio = round(ours["runs_per_s"] / max(r["runs_per_s"], 1e-9), 2)
-            state = "ok" if r.get("ok") else ("SKIPPED" if r.get("skipped") else "FAILED")
-            rows.append(
-                [
-                    r["workload"] + (" *" if r is headline else ""),
-                    state,
-                    r.get("runs_per_s"),
-                    ratio,
-                    (r.get("latency") or {}).get("p50_ms"),
-                    (r.get("latency") or {}).get("p99_ms"),
-                    (r.get("commits") or {}).get("per_workflow"),
-                    (r.get("durable_commits") or {}).get("per_workflow"),
-                    (r.get("engine") or {}).get("cpu_ms_per_run"),
-                    (r.get("database") or {}).get("cpu_ms_per_run"),
-                ]
-            )
-    if not rows:
-        return []
-    header = ["W1 on PostgreSQL", "", "runs/s", "ours/peer", "p50 ms", "p99 ms"]
-    header += ["commits/wf", "durable/wf", "eng CPU ms/run", "db CPU ms/run"]
-    return ["", "W1 beside the peers (* = DBOS's faster API, the headline):", table(header, rows)]
-
-
-def _results(report: dict[str, Any], workload: str) -> list[dict[str, Any]]:
-    return [
-        r
-        for r in report["results"]
-        if r.get("workload") == workload and r.get("backend") == "postgresql"
-    ]
-
-
 def render(report: dict[str, Any]) -> str:
     """The terminal (and RESULTS.md) view of a report."""
     m = report["machine"]
@@ -611,7 +527,7 @@ def render(report: dict[str, Any]) -> str:
                 rows,
             )
         )
-    lines += _peer_table(report)
+    lines += peer_report.render(report)
     w3 = [r for r in report["results"] if r["workload"] == "W3" and r.get("w3")]
     if w3:
         lines += ["", "W3 webhook latency (open loop):"]

@@ -223,28 +223,15 @@ async def _measure(
     c0b = await asyncio.to_thread(pg.settled_counters, admin, name)
 
     peer = process(n, "run", "measured")
-    await peer.start()
+    hold = await asyncio.to_thread(pg.hold_wal, admin)  # the WAL kept until it is read
     try:
-        await peer.expect("LAUNCHED", 120)
-        assert peer.proc is not None
-        meter = ProcessMeter([peer.proc.pid])
-        db_meter = PostgresMeter(name, admin)
-        result["loadavg_before"] = loadavg()
-        wal0 = await asyncio.to_thread(pg.wal_mark, admin)
-        meter.start()
-        db_meter.start()
-        try:
-            await peer.say()
-            done = await peer.expect("DONE", ctx.timeout + 60)
-        finally:
-            engine_figures = meter.stop()
-            db_figures = db_meter.stop()
-        result["loadavg_after"] = loadavg()
+        done, wal0, wal1 = await _measured_process(peer, name, result)
+        durable = await asyncio.to_thread(pg.durable_commits, admin, name, wal0, wal1)
     finally:
-        await peer.finish()
-    wal1 = await asyncio.to_thread(pg.wal_mark, admin)
+        if hold is not None:
+            hold.close()
+    durable["wal_held"] = hold is not None
     c1 = await asyncio.to_thread(pg.settled_counters, admin, name)
-    durable = await asyncio.to_thread(pg.durable_commits, admin, name, wal0, wal1)
 
     rows, steps, statuses = await asyncio.to_thread(spec.timings, plain, "run")
     if not rows:
@@ -270,8 +257,9 @@ async def _measure(
             "service_latency": latency_summary([r[2] - r[1] for r in rows if r[1] is not None]),
             "client_wall_s": round(done.get("wall_s", 0.0), 3),
             "enqueue_errors": done.get("errors", 0),
-            "engine": engine_figures | {"cpu_ms_per_run": per_run_ms(engine_figures, runs)},
-            "database": db_figures | {"cpu_ms_per_run": per_run_ms(db_figures, runs)},
+            "engine": result["engine"] | {"cpu_ms_per_run": per_run_ms(result["engine"], runs)},
+            "database": result["database"]
+            | {"cpu_ms_per_run": per_run_ms(result["database"], runs)},
             "commits": {
                 "total": total,
                 "engine_start_stop": null_cost,
@@ -293,3 +281,34 @@ async def _measure(
             f"{runs} of {n} {spec.label} workflows recorded (statuses {statuses}); "
             f"first error: {done.get('first_error')}"
         )
+
+
+async def _measured_process(
+    peer: PeerProcess, name: str, result: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Run the measured process: ``@@DONE``'s payload and the WAL marks taken right before
+    the drive and right after the process exited; its CPU/memory and the database's go
+    to ``result["engine"]``/``result["database"]``."""
+    admin = peer.ctx.pg_admin_url
+    assert admin is not None
+    await peer.start()
+    try:
+        await peer.expect("LAUNCHED", 120)
+        assert peer.proc is not None
+        meter = ProcessMeter([peer.proc.pid])
+        db_meter = PostgresMeter(name, admin)
+        result["loadavg_before"] = loadavg()
+        wal0 = await asyncio.to_thread(pg.wal_mark, admin)
+        meter.start()
+        db_meter.start()
+        try:
+            await peer.say()
+            done = await peer.expect("DONE", peer.ctx.timeout + 60)
+        finally:
+            result["engine"] = meter.stop()
+            result["database"] = db_meter.stop()
+        result["loadavg_after"] = loadavg()
+    finally:
+        await peer.finish()
+    wal1 = await asyncio.to_thread(pg.wal_mark, admin)
+    return done, wal0, wal1
