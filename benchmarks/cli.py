@@ -262,11 +262,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             if "W1" in only:
                 _log(f"W1 [{backend}]: {args.n} runs of a 2-step echo workflow")
                 record(await workloads.run_w1(ctx, backend, args.n))
-        if "peer" in only and "W1" not in only:
-            # a peer's figures are read beside ours: W1 on PostgreSQL runs with them
-            _log(f"W1 [postgresql]: {args.n} runs, the reference for the peers")
-            record(await workloads.run_w1(ctx, "postgresql", args.n))
         if "peer" in only:
+            if "W1" not in only:  # a peer's figures are read beside ours
+                _log(f"W1 [postgresql]: {args.n} runs, the reference for the peers")
+                record(await workloads.run_w1(ctx, "postgresql", args.n))
             _log(f"peer: W1 on DBOS Transact (sync and async API), {args.n} runs each")
             for result in await peers.run_dbos_peer(ctx, args.n):
                 record(result)
@@ -527,7 +526,6 @@ def render(report: dict[str, Any]) -> str:
                 rows,
             )
         )
-    lines += peer_report.render(report)
     w3 = [r for r in report["results"] if r["workload"] == "W3" and r.get("w3")]
     if w3:
         lines += ["", "W3 webhook latency (open loop):"]
@@ -560,6 +558,7 @@ def render(report: dict[str, Any]) -> str:
                 ],
             )
         )
+    lines += peer_report.render(report)
     sched = [r for r in report["results"] if r["workload"] == "sched"]
     if any(r.get("ok") for r in sched):
         from benchmarks.schedule_latency import render as render_sched
