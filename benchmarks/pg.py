@@ -12,7 +12,6 @@ they add no commits; ``harness_commits`` stays 0 and is still subtracted.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -269,27 +268,3 @@ def durable_commits(
     out["commits"] = int(row[0])
     out["server_commits"] = int(row[1])
     return out
-
-
-_held = 0
-
-
-def hold_wal(admin_url: str) -> psycopg.Connection[Any] | None:
-    """Keep the server's WAL from now on until the returned connection is closed: a
-    *temporary* physical replication slot that reserves WAL at once (gone with its
-    session, so a harness that dies leaves nothing behind). Without it a busy server may
-    recycle the segments of a long window before :func:`durable_commits` reads them.
-    Take it before the window's first :func:`wal_mark`; None where no slot can be made
-    (no free ``max_replication_slots``, no replication privilege)."""
-    global _held
-    _held += 1
-    conn = connect(admin_url)
-    try:
-        conn.execute(
-            "SELECT pg_create_physical_replication_slot(%s, true, true)",
-            (f"dwbench_wal_{os.getpid()}_{_held}",),
-        )
-    except psycopg.Error:
-        conn.close()
-        return None
-    return conn
