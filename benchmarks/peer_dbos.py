@@ -2,52 +2,43 @@
 
 Run by the harness (``benchmarks.peers``), never imported by it, so that DBOS's CPU and
 memory are measured like the engine's and a missing or broken ``dbos`` cannot take the
-harness down. Protocol on stdin/stdout (lines starting with ``@@``; anything else DBOS
-prints is ignored):
+harness down. Protocol on stdin/stdout: :mod:`benchmarks.peer_process` (``@@LAUNCHED``,
+a line, the drive, ``@@DONE {json}``, a line, shutdown).
 
-1. the process configures DBOS on ``--db-url`` (its system database), launches it, prints
-   ``@@LAUNCHED`` and waits for a line on stdin;
-2. it runs ``--n`` workflows with ``--inflight`` of them in flight at a time (threads, each
-   ``DBOS.start_workflow`` then ``handle.get_result()``: DBOS's own durable-start path),
-   prints ``@@DONE {json}`` and waits for a line on stdin;
-3. it shuts DBOS down and exits.
+Two ways DBOS documents for starting a workflow and waiting for it, chosen by ``--api``:
 
-The workflow ids are ``<tag>-<i>``, so the harness reads each run's timestamps from
-``dbos.workflow_status`` afterwards, exactly as it reads our ledger.
+* ``sync``: ``def`` workflow and steps; ``--inflight`` threads, each in a loop
+  ``DBOS.start_workflow(...)`` then ``handle.get_result()``.
+* ``async``: ``async def`` workflow and steps (the same ``@DBOS.workflow()`` /
+  ``@DBOS.step()`` decorators); ``--inflight`` asyncio tasks on one event loop, each in a
+  loop ``await DBOS.start_workflow_async(...)`` then ``await handle.get_result()``. The
+  workflow runs on the caller's event loop (DBOS's documented behaviour); DBOS's own
+  database calls go to its thread pool.
+
+Either way the closed loop keeps ``--inflight`` workflows unfinished. The workflow ids are
+``<tag>-<i>``, so the harness reads each run's timestamps from ``dbos.workflow_status``
+afterwards, exactly as it reads our ledger. ``--io-url``: each step GETs that URL first
+(``urllib.request`` in ``sync``, one shared ``aiohttp`` session in ``async``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
+import asyncio
 import threading
 import time
 from typing import Any
 
-
-def _say(kind: str, payload: dict[str, Any] | None = None) -> None:
-    sys.stdout.write(f"@@{kind} {json.dumps(payload or {})}\n")
-    sys.stdout.flush()
+from benchmarks.peer_process import AsyncGetter, done_payload, get_sync, parser, say, wait_for_go
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.peer_dbos")
-    parser.add_argument("--db-url", required=True, help="postgresql:// URL (system database)")
-    parser.add_argument("--n", type=int, default=0)
-    parser.add_argument("--inflight", type=int, default=16)
-    parser.add_argument("--tag", default="run")
-    parser.add_argument("--timeout", type=float, default=600.0)
-    args = parser.parse_args(argv)
-
-    try:
-        from dbos import DBOS, SetWorkflowID
-    except ImportError as exc:
-        _say("ERROR", {"message": f"dbos is not installed: {exc}"})
-        return 2
+def _drive_sync(dbos: Any, args: Any) -> dict[str, Any]:
+    DBOS, SetWorkflowID = dbos.DBOS, dbos.SetWorkflowID
+    io_url = args.io_url
 
     @DBOS.step()
     def echo(message: Any) -> dict[str, Any]:
+        if io_url:
+            get_sync(io_url)
         return {"echo": message}
 
     @DBOS.workflow()
@@ -55,17 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         first = echo(i)
         return echo(first["echo"])
 
-    DBOS(
-        config={
-            "name": "dwbench",
-            "system_database_url": args.db_url,
-            "log_level": "WARNING",
-        }
-    )
-    DBOS.launch()
-    _say("LAUNCHED")
-    sys.stdin.readline()
-
+    _launch(DBOS, args)
     lock = threading.Lock()
     counter = iter(range(args.n))
     errors: list[str] = []
@@ -95,18 +76,81 @@ def main(argv: list[str] | None = None) -> int:
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()) + 1)
     wall = time.perf_counter() - started
-    _say(
-        "DONE",
-        {
-            "n": args.n,
-            "errors": len(errors),
-            "first_error": errors[0] if errors else None,
-            "wall_s": wall,
-            "timed_out": time.monotonic() >= deadline,
-        },
+    return done_payload(args.n, errors, wall, time.monotonic() >= deadline)
+
+
+def _drive_async(dbos: Any, args: Any) -> dict[str, Any]:
+    DBOS, SetWorkflowID = dbos.DBOS, dbos.SetWorkflowID
+    getter = AsyncGetter(args.io_url) if args.io_url else None
+
+    @DBOS.step()
+    async def echo(message: Any) -> dict[str, Any]:
+        if getter is not None:
+            await getter.get()
+        return {"echo": message}
+
+    @DBOS.workflow()
+    async def bench_workflow(i: int) -> dict[str, Any]:
+        first = await echo(i)
+        return await echo(first["echo"])
+
+    _launch(DBOS, args)
+
+    async def drive() -> dict[str, Any]:
+        counter = iter(range(args.n))
+        errors: list[str] = []
+
+        async def loop() -> None:
+            while (i := next(counter, None)) is not None:
+                try:
+                    with SetWorkflowID(f"{args.tag}-{i}"):
+                        handle = await DBOS.start_workflow_async(bench_workflow, i)
+                    await handle.get_result()
+                except Exception as exc:
+                    errors.append(repr(exc))
+
+        started = time.perf_counter()
+        timed_out = False
+        try:
+            async with asyncio.timeout(args.timeout):
+                await asyncio.gather(*(loop() for _ in range(max(1, args.inflight))))
+        except TimeoutError:
+            timed_out = True
+        finally:
+            if getter is not None:
+                await getter.close()
+        return done_payload(args.n, errors, time.perf_counter() - started, timed_out)
+
+    return asyncio.run(drive())
+
+
+def _launch(DBOS: Any, args: Any) -> None:
+    DBOS(
+        config={
+            "name": "dwbench",
+            "system_database_url": args.db_url,
+            "log_level": "WARNING",
+        }
     )
-    sys.stdin.readline()
-    DBOS.destroy()
+    DBOS.launch()
+    say("LAUNCHED")
+    wait_for_go()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the peer process (see the module docstring)."""
+    options = parser("python -m benchmarks.peer_dbos")
+    options.add_argument("--api", choices=("sync", "async"), default="sync")
+    args = options.parse_args(argv)
+    try:
+        import dbos
+    except ImportError as exc:
+        say("ERROR", {"message": f"dbos is not installed: {exc}"})
+        return 2
+    drive = _drive_async if args.api == "async" else _drive_sync
+    say("DONE", drive(dbos, args))
+    wait_for_go()
+    dbos.DBOS.destroy()
     return 0
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,14 +56,30 @@ SCHEDSTAT = _schedstat_works()
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """CPU seconds of a process so far (run time from ``schedstat``, else user + system
-    time from ``stat``); None if it is gone."""
+    """CPU seconds of a process so far, all its threads (run time from each thread's
+    ``/proc/<pid>/task/<tid>/schedstat``, else user + system time from ``stat``); None if
+    it is gone. ``/proc/<pid>/schedstat`` alone is the main thread only: a process that
+    works in threads (DBOS's sync API, thread pools) would read as idle. A thread that
+    has exited is no longer listed: :class:`ProcessMeter` also reads :func:`stat_cpu_seconds`
+    (which keeps it) and takes the larger delta."""
     if SCHEDSTAT:
         try:
-            with open(f"/proc/{pid}/schedstat") as fh:
-                return int(fh.read().split()[0]) / 1e9
-        except (OSError, ValueError, IndexError):
+            total = 0
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                        total += int(fh.read().split()[0])
+                except (OSError, ValueError, IndexError):
+                    continue  # the thread ended while being read
+            return total / 1e9
+        except OSError:
             return None
+    return stat_cpu_seconds(pid)
+
+
+def stat_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a whole process from ``/proc/<pid>/stat`` (threads
+    that have ended included; 10 ms ticks); None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
             raw = fh.read()
@@ -117,28 +134,48 @@ class ProcessMeter:
         self.pids = list(pids)
         self._start: dict[int, float] = {}
         self._last: dict[int, float] = {}
+        self._stat_start: dict[int, float] = {}
+        self._stat_last: dict[int, float] = {}
         self._hwm: dict[int, int] = {}
 
     def start(self) -> None:
         for pid in self.pids:
-            value = cpu_seconds(pid)
-            if value is not None:
-                self._start[pid] = value
-                self._last[pid] = value
+            for reader, start, last in self._readers():
+                value = reader(pid)
+                if value is not None:
+                    start[pid] = value
+                    last[pid] = value
+
+    def _readers(
+        self,
+    ) -> list[tuple[Callable[[int], float | None], dict[int, float], dict[int, float]]]:
+        return [
+            (cpu_seconds, self._start, self._last),
+            (stat_cpu_seconds, self._stat_start, self._stat_last),
+        ]
 
     def sample(self) -> None:
         """Record the latest CPU and RSS high-water mark (call before the processes exit)."""
         for pid in self.pids:
-            value = cpu_seconds(pid)
-            if value is not None:
-                self._last[pid] = value
+            for reader, _start, last in self._readers():
+                value = reader(pid)
+                if value is not None:
+                    last[pid] = value
             hwm = memory_kib(pid).get("VmHWM")
             if hwm is not None:
                 self._hwm[pid] = hwm
 
     def stop(self) -> dict[str, Any]:
         self.sample()
-        cpu = sum(self._last.get(p, 0.0) - self._start.get(p, 0.0) for p in self.pids)
+        # per process, the larger of the precise per-thread run time and the whole
+        # process's ticks (which keep the time of threads that ended meanwhile)
+        cpu = sum(
+            max(
+                self._last.get(p, 0.0) - self._start.get(p, 0.0),
+                self._stat_last.get(p, 0.0) - self._stat_start.get(p, 0.0),
+            )
+            for p in self.pids
+        )
         return {
             "processes": len(self.pids),
             "cpu_s": round(cpu, 4),

@@ -71,3 +71,39 @@ def test_an_unreachable_server_is_reported_not_counted_as_zero() -> None:
     assert figures["cpu_s"] is None
     assert figures["backends_seen"] == 0
     assert "OperationalError" in figures["error"]
+
+
+def test_a_process_working_in_threads_is_measured() -> None:
+    """The CPU of every thread counts, of those still running and of those that ended (a
+    peer driven through threads read as idle when only the main thread was read)."""
+    import threading
+    import time
+
+    from benchmarks.procstats import ProcessMeter
+
+    spun = threading.Event()
+    release = threading.Event()
+
+    def spin(then_wait: bool) -> None:
+        started = time.thread_time()
+        while time.thread_time() - started < 0.25:
+            pass
+        if then_wait:
+            spun.set()
+            release.wait(30)
+
+    meter = ProcessMeter([os.getpid()])
+    meter.start()
+    alive = threading.Thread(target=spin, args=(True,))
+    ended = threading.Thread(target=spin, args=(False,))
+    alive.start()
+    ended.start()
+    ended.join()
+    assert spun.wait(30)
+    try:
+        figures = meter.stop()
+    finally:
+        release.set()
+        alive.join()
+    # the main thread only waited: 0.5 s of CPU is the two threads'
+    assert figures["cpu_s"] >= 0.45

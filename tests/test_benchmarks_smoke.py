@@ -3,9 +3,10 @@
 It checks that every workload goes through the real path and that the report has the
 figures the issue asks for; it asserts no timing (benchmarks are not timed tests). The
 PostgreSQL case also runs W4, the insert-commit ceiling, the redaction workload and the
-DBOS peer (which reports "not installed" and is skipped when the ``bench`` extra is
-absent, as in CI), and asserts that the database's CPU was measured — also on a stock
-``initdb`` cluster without ``cluster_name`` (``stock_postgres``).
+peers (DBOS through both APIs and Procrastinate, each reporting "not installed" and
+skipped when the ``bench`` extra is absent, as in CI), and asserts that the database's
+CPU was measured — also on a stock ``initdb`` cluster without ``cluster_name``
+(``stock_postgres``).
 """
 
 from __future__ import annotations
@@ -178,15 +179,25 @@ def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
     assert set(startup["commands"]) == {"help", "plugins"}
     assert all(f["best_s"] > 0 for f in startup["commands"].values())
 
-    peer = _result(report, "W1-DBOS", backend)
-    if importlib.util.find_spec("dbos") is None:
-        assert peer["skipped"]
-        assert "not installed" in peer["error"]
-    else:
+    for workload, package, key in (
+        ("W1-DBOS", "dbos", "dbos_sync"),
+        ("W1-DBOS-async", "dbos", "dbos_async"),
+        ("W1-Procrastinate", "procrastinate", "procrastinate"),
+    ):
+        peer = _result(report, workload, backend)
+        if importlib.util.find_spec(package) is None:
+            assert peer["skipped"]
+            assert "not installed" in peer["error"]
+            continue
         assert peer["ok"], peer.get("error")
         assert peer["runs"] == 4
         assert peer["commits"]["per_workflow"] > 0
+        durable = peer["durable_commits"]
+        assert durable.get("error") or durable["commits"] >= 4, durable
+        assert report["comparisons"][f"w1_ours_over_{key}_runs_per_s"] > 0
+    if importlib.util.find_spec("dbos") is not None:
         assert report["comparisons"]["w1_ours_over_dbos_runs_per_s"] > 0
+        assert _result(report, "W1-DBOS", backend)["dbos_fastest_api"] in {"sync", "async"}
 
     statuses = {t["status"] for t in report["targets"]}
     assert statuses <= {"met", "MISSED", "not measured"}
