@@ -12,6 +12,7 @@ they add no commits; ``harness_commits`` stays 0 and is still subtracted.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -192,17 +193,26 @@ _WAL_STATS = "SELECT wal_records, wal_bytes, wal_write, wal_sync FROM pg_stat_wa
 
 _WAL_COMMITS = """
 WITH r AS (
-    SELECT xid, resource_manager, record_type, block_ref
+    SELECT xid, resource_manager, record_type, block_ref, record_length,
+           resource_manager = 'Transaction' AND record_type IN ('COMMIT', 'COMMIT_PREPARED')
+               AS is_commit
     FROM pg_get_wal_records_info(%(lsn0)s::pg_lsn, %(lsn1)s::pg_lsn)
 ), writers AS (
     SELECT DISTINCT xid FROM r WHERE block_ref LIKE %(pattern)s AND xid <> '0'::xid
 )
 SELECT
-    count(*) FILTER (WHERE r.xid IN (SELECT xid FROM writers)),
-    count(*)
+    count(*) FILTER (WHERE r.is_commit AND r.xid IN (SELECT xid FROM writers)),
+    count(*) FILTER (WHERE r.is_commit),
+    coalesce(sum(r.record_length) FILTER (
+        WHERE r.block_ref LIKE %(pattern)s OR r.xid IN (SELECT xid FROM writers)), 0)
 FROM r
-WHERE r.resource_manager = 'Transaction' AND r.record_type IN ('COMMIT', 'COMMIT_PREPARED')
 """
+
+
+def lsn_int(lsn: str) -> int:
+    """A ``pg_lsn`` (``X/Y``, hexadecimal) as a byte position."""
+    high, _, low = lsn.partition("/")
+    return (int(high, 16) << 32) + int(low, 16)
 
 
 def wal_mark(admin_url: str) -> dict[str, Any]:
@@ -239,7 +249,9 @@ def durable_commits(
     ``commits``: commit records of transactions that changed database ``name``;
     ``server_commits``: every commit record in the window (other databases, autovacuum's
     analyze); ``wal_bytes``/``wal_syncs``: the server's ``pg_stat_wal`` deltas (a sync is
-    one flush of the WAL to disk, which group commit shares between commits). ``None`` and
+    one flush of the WAL to disk, which group commit shares between commits; both count
+    every database of the server); ``database_wal_bytes``: the records that touched
+    ``name``'s blocks or belong to its writing transactions. ``None`` and
     an ``error`` where the WAL cannot be read.
     """
     out: dict[str, Any] = {
@@ -248,9 +260,13 @@ def durable_commits(
         "wal_bytes": end["bytes"] - start["bytes"],
         "wal_records": end["records"] - start["records"],
         "wal_syncs": end["syncs"] - start["syncs"],
+        "database_wal_bytes": None,
     }
     if start.get("error") or end.get("error"):
         out["error"] = start.get("error") or end.get("error")
+        return out
+    if lsn_int(end["lsn"]) <= lsn_int(start["lsn"]):  # nothing was written at all
+        out.update(commits=0, server_commits=0, database_wal_bytes=0)
         return out
     try:
         with connect(admin_url) as conn:
@@ -267,4 +283,29 @@ def durable_commits(
     assert row is not None
     out["commits"] = int(row[0])
     out["server_commits"] = int(row[1])
+    out["database_wal_bytes"] = int(row[2])
     return out
+
+
+_held = 0
+
+
+def hold_wal(admin_url: str) -> psycopg.Connection[Any] | None:
+    """Keep the server's WAL from now on until the returned connection is closed: a
+    *temporary* physical replication slot that reserves WAL at once (gone with its
+    session, so a harness that dies leaves nothing behind). Without it a busy server may
+    recycle the segments of a long window before :func:`durable_commits` reads them.
+    Take it before the window's first :func:`wal_mark`; None where no slot can be made
+    (no free ``max_replication_slots``, no replication privilege)."""
+    global _held
+    _held += 1
+    conn = connect(admin_url)
+    try:
+        conn.execute(
+            "SELECT pg_create_physical_replication_slot(%s, true, true)",
+            (f"dwbench_wal_{os.getpid()}_{_held}",),
+        )
+    except psycopg.Error:
+        conn.close()
+        return None
+    return conn
