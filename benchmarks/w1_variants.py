@@ -36,6 +36,12 @@ from benchmarks.workloads import (
 #: the engine's SSRF guard refuses loopback unless allow-listed: W1io's engines only
 IO_ENGINE_SETTINGS = {"http_allow_networks": "127.0.0.1/32"}
 TERMINAL = ("RunSucceeded", "RunFailed", "RunCancelled")
+#: how W1solo's client waits for a run's end (``--solo-client``)
+SOLO_CLIENTS = {
+    "stream": "one event stream per run (correlationId), opened before the POST",
+    "ledger": "the harness polls the ledger every 1 ms (not through the engine)",
+}
+SOLO_POLL = 0.001
 STREAM_PATH = "/api/v1/events/stream"
 
 
@@ -146,6 +152,34 @@ async def _final_event(stream: aiohttp.ClientResponse, timeout: float) -> dict[s
                 event = None
 
 
+async def _execute(
+    http: aiohttp.ClientSession, base: str, workflow_id: str, key: str, i: int
+) -> tuple[float, float, uuid.UUID]:
+    """``POST .../execute`` (correlation id and request id ``key``): the client's clock
+    before the request and when the 202's headers arrived, and the run's id."""
+    url = f"{base}/api/v1/workflows/{workflow_id}/execute"
+    body = {"trigger": {"i": i}, "requestId": key}
+    t_post = time.perf_counter()
+    async with http.post(url, json=body, headers={"Correlation-Id": key}) as resp:
+        t_202 = time.perf_counter()
+        answer = await resp.json(content_type=None)
+        if resp.status != 202:
+            raise BenchmarkError(f"execute answered {resp.status}: {answer}")
+    return t_post, t_202, uuid.UUID(answer["executionId"])
+
+
+def _record(execution_id: uuid.UUID, status: str, t_post: float, t_202: float) -> dict[str, Any]:
+    t_end = time.perf_counter()
+    return {
+        "id": execution_id,
+        "status": status,
+        "post_to_202": t_202 - t_post,
+        "ack_to_end": t_end - t_202,
+        "post_to_end": t_end - t_post,
+        "end_wall": time.time(),
+    }
+
+
 async def solo_run(
     http: aiohttp.ClientSession, base: str, workflow_id: str, key: str, i: int, timeout: float
 ) -> dict[str, Any]:
@@ -157,28 +191,34 @@ async def solo_run(
         opened = await asyncio.wait_for(stream.content.readline(), timeout)
         if not opened.startswith(b":"):
             raise BenchmarkError(f"the event stream began with {opened[:100]!r}")
-        url = f"{base}/api/v1/workflows/{workflow_id}/execute"
-        body = {"trigger": {"i": i}, "requestId": key}
-        t_post = time.perf_counter()
-        async with http.post(url, json=body, headers={"Correlation-Id": key}) as resp:
-            t_202 = time.perf_counter()
-            answer = await resp.json(content_type=None)
-            if resp.status != 202:
-                raise BenchmarkError(f"execute answered {resp.status}: {answer}")
+        t_post, t_202, execution_id = await _execute(http, base, workflow_id, key, i)
         final = await _final_event(stream, timeout)
-        t_end = time.perf_counter()
-        end_wall = time.time()
-    execution_id = uuid.UUID(answer["executionId"])
+        record = _record(execution_id, final["type"], t_post, t_202)
     if final.get("executionId") != str(execution_id):
         raise BenchmarkError(f"the stream's final event is of another run: {final}")
-    return {
-        "id": execution_id,
-        "status": final["type"],
-        "post_to_202": t_202 - t_post,
-        "ack_to_end": t_end - t_202,
-        "post_to_end": t_end - t_post,
-        "end_wall": end_wall,
-    }
+    return record
+
+
+async def solo_run_ledger(
+    http: aiohttp.ClientSession,
+    base: str,
+    workflow_id: str,
+    key: str,
+    i: int,
+    timeout: float,
+    *,
+    probe: LedgerProbe,
+    poll: float,
+) -> dict[str, Any]:
+    """One run alone, its end seen by polling the ledger every ``poll`` seconds (the
+    harness's own read-only connection; the engine serves nothing for it)."""
+    t_post, t_202, execution_id = await _execute(http, base, workflow_id, key, i)
+    async with asyncio.timeout(timeout):
+        while True:
+            if await probe.finished([execution_id]):
+                break
+            await asyncio.sleep(poll)
+    return _record(execution_id, "final in the ledger", t_post, t_202)
 
 
 async def run_w1solo(ctx: Context, backend: str, n: int) -> dict[str, Any]:
@@ -197,25 +237,28 @@ async def run_w1solo(ctx: Context, backend: str, n: int) -> dict[str, Any]:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 raise BenchmarkError(f"timed out after {ctx.timeout:.0f} s: {i} of {n} runs")
+            args = (http, base, definition["id"], f"{tag}-{i}", i, min(30.0, remaining))
             try:
-                records.append(
-                    await solo_run(
-                        http, base, definition["id"], f"{tag}-{i}", i, min(30.0, remaining)
-                    )
-                )
+                if ctx.solo_client == "ledger":
+                    records.append(await solo_run_ledger(*args, probe=probe, poll=SOLO_POLL))
+                else:
+                    records.append(await solo_run(*args))
             except (aiohttp.ClientError, TimeoutError, BenchmarkError, KeyError) as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
                 if len(errors) > max(3, n // 10):
                     raise BenchmarkError(f"too many failed runs; first: {errors[0]}") from None
         wall = time.perf_counter() - started
-        ended = {t.id: t.ended_at for t in await probe.timings([r["id"] for r in records])}
+        ledger = {t.id: t for t in await probe.timings([r["id"] for r in records])}
         lag = [
-            r["end_wall"] - ended_at.timestamp()
+            r["end_wall"] - t.ended_at.timestamp()
             for r in records
-            if (ended_at := ended.get(r["id"])) is not None
+            if (t := ledger.get(r["id"])) is not None and t.ended_at is not None
         ]
+        for r in records:
+            if ctx.solo_client == "ledger" and r["id"] in ledger:
+                r["status"] = f"Run{ledger[r['id']].status}"
         solo = {
-            "client": "one event stream per run (correlationId), opened before the POST",
+            "client": SOLO_CLIENTS[ctx.solo_client],
             "ack_to_end": latency_summary([r["ack_to_end"] for r in records]),
             "post_to_end": latency_summary([r["post_to_end"] for r in records]),
             "post_to_202": latency_summary([r["post_to_202"] for r in records]),

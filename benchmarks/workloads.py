@@ -130,6 +130,8 @@ class Context:
     #: (shared by every W1io workload, and by peers that want the same I/O)
     io_latency_ms: float = 5.0
     latency_server: LatencyServer | None = None
+    #: W1solo's client: "stream" (the run's event stream) or "ledger" (polls the ledger)
+    solo_client: str = "stream"
     log: Callable[[str], None] = print
     #: migrated once per invocation, copied for each workload (backend -> db name / path)
     templates: dict[str, str] = field(default_factory=dict)

@@ -52,9 +52,18 @@ def _run_harness(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProces
     return proc, data
 
 
-def _result(report: dict[str, Any], workload: str, backend: str) -> dict[str, Any]:
-    found = [r for r in report["results"] if r["workload"] == workload and r["backend"] == backend]
-    assert len(found) == 1, [r["workload"] for r in report["results"]]
+def _result(
+    report: dict[str, Any], workload: str, backend: str, synchronous: str = "FULL"
+) -> dict[str, Any]:
+    """The one result of ``workload`` on ``backend`` (on SQLite: with ``synchronous``)."""
+    found = [
+        r
+        for r in report["results"]
+        if r["workload"] == workload
+        and r["backend"] == backend
+        and r.get("synchronous", synchronous) == synchronous
+    ]
+    assert len(found) == 1, [(r["workload"], r.get("synchronous")) for r in report["results"]]
     return found[0]
 
 
@@ -81,6 +90,18 @@ def _check_database_cpu(result: dict[str, Any]) -> None:
     assert database["cpu_ms_per_run"] > 0, database
 
 
+def _check_durable(result: dict[str, Any]) -> None:
+    """Durable commits read from the WAL: some per run, and never more than
+    pg_stat_database counted in a window that contains the WAL's."""
+    durable = result["durable"]
+    assert "error" not in durable, durable
+    assert durable["commits"] > 0 and durable["per_run"] > 0, durable
+    assert durable["commits"] <= result["commits"]["total"], (durable, result["commits"])
+    assert durable["commits"] <= durable["server_commits"]
+    assert durable["wal_bytes"] > 0 and durable["database_wal_bytes_per_run"] > 0
+    assert durable["engine_stop_commits"] is not None
+
+
 def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
     args = [
         "--backend",
@@ -101,6 +122,8 @@ def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
         "2",
         "--sched-duration",
         "1",
+        "--solo-n",
+        "3",
     ]
     if backend == "postgresql":
         args += [
@@ -141,6 +164,11 @@ def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
 
     if backend == "sqlite":
         assert "commits" not in _result(report, "W1", backend)
+        assert "durable" not in _result(report, "W1", backend)
+        # SQLite runs durable (FULL, the engine's default) and fast (NORMAL) side by side
+        _check_engine_workload(_result(report, "W1", backend, "NORMAL"), 4, 2)
+        _check_engine_workload(_result(report, "W2", backend, "NORMAL"), 2, 7)
+        assert "sqlite (FULL)" in proc.stdout and "sqlite (NORMAL)" in proc.stdout
         return
 
     w1 = _result(report, "W1", backend)
@@ -151,6 +179,7 @@ def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
     assert commits["per_workflow"] >= 1
     for workload in ("W1", "W2", "W3"):
         _check_database_cpu(_result(report, workload, backend))
+        _check_durable(_result(report, workload, backend))
     assert commits["rows_by_table"]["action_executions"]["ins_per_run"] == 2
 
     w4 = _result(report, "W4", backend)
@@ -222,3 +251,54 @@ def test_harness_rejects_a_bad_n(tmp_path: Path, n: str) -> None:
     assert proc.returncode != 0
     assert "--n must be at least 1" in proc.stderr
     assert report is None
+
+
+def test_harness_runs_w1io_and_w1solo(backend: str, tmp_path: Path) -> None:
+    """W1io's steps call the local latency server (exactly 2 requests per run, step 2
+    carrying step 1's answer); W1solo times single runs through their event stream; on
+    PostgreSQL both report durable commits from the WAL."""
+    args = ["--backend", backend, "--only", "W1io,W1solo", "--n", "4", "--solo-n", "3"]
+    args += ["--warmup", "2", "--io-latency-ms", "5"]
+    if backend == "postgresql":
+        args += ["--pg-url", os.environ[POSTGRES_ENV]]
+    else:
+        args += ["--sqlite-synchronous", "FULL"]
+    proc, report = _run_harness(tmp_path, *args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert report is not None
+    assert report["latency_server"]["url"].startswith("http://127.0.0.1:")
+
+    w1io = _result(report, "W1io", backend)
+    _check_engine_workload(w1io, 4, 2)
+    io = w1io["io"]
+    assert io["ok"], io
+    assert io["requests"] == 8 and io["requests_per_run"] == 2
+    assert io["runs_not_exactly_one_per_step"] == 0 and io["bad_prev"] == 0
+    assert io["server_url"] == report["latency_server"]["url"]
+    # each run waited for two 5 ms answers, one after the other
+    assert w1io["service_latency"]["p50_ms"] >= 10
+
+    solo = _result(report, "W1solo", backend)
+    _check_engine_workload(solo, 3, 2)
+    figures = solo["solo"]
+    assert figures["final_statuses"] == ["RunSucceeded"]
+    for key in ("ack_to_end", "post_to_end", "post_to_202", "ledger_end_to_client"):
+        assert figures[key]["count"] == 3, (key, figures)
+    assert figures["post_to_end"]["p50_ms"] >= figures["ack_to_end"]["p50_ms"] > 0
+    assert "W1solo" in proc.stdout and "202->end p50" in proc.stdout
+    targets = {t["target"]: t for t in report["targets"]}
+    label = "PostgreSQL" if backend == "postgresql" else "SQLite (FULL)"
+    assert targets[f"W1solo {label}: one run alone, 202 -> run end p50 <= 6 ms"]["value"]
+
+    if backend == "sqlite":
+        assert "durable" not in solo
+        return
+    for result in (w1io, solo):
+        _check_durable(result)
+    # a run alone writes at least its enqueue, its steps' outcomes and its end: the WAL
+    # cannot show less than one write transaction per run
+    assert solo["durable"]["per_run"] >= 1
+    assert (
+        targets["W1solo PostgreSQL: durable write transactions per 2-step run alone <= 3"]["value"]
+        == solo["durable"]["per_run"]
+    )
