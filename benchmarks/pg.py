@@ -13,6 +13,7 @@ they add no commits; ``harness_commits`` stays 0 and is still subtracted.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -241,8 +242,17 @@ def wal_mark(admin_url: str) -> dict[str, Any]:
     }
 
 
+#: the most WAL :func:`durable_commits` reads (``pg_get_wal_records_info`` materialises
+#: every record of the window; a server shared with bulk loads writes gigabytes)
+MAX_WAL_SCAN = 1 << 30
+
+
 def durable_commits(
-    admin_url: str, name: str, start: dict[str, Any], end: dict[str, Any]
+    admin_url: str,
+    name: str,
+    start: dict[str, Any],
+    end: dict[str, Any],
+    max_wal_bytes: int = MAX_WAL_SCAN,
 ) -> dict[str, Any]:
     """Write transactions committed between two :func:`wal_mark` readings.
 
@@ -251,7 +261,8 @@ def durable_commits(
     analyze); ``wal_bytes``/``wal_syncs``: the server's ``pg_stat_wal`` deltas (a sync is
     one flush of the WAL to disk, which group commit shares between commits; both count
     every database of the server); ``database_wal_bytes``: the records that touched
-    ``name``'s blocks or belong to its writing transactions. ``None`` and
+    ``name``'s blocks or belong to its writing transactions. A window of more than
+    ``max_wal_bytes`` of WAL is not read (an ``error`` says so). ``None`` and
     an ``error`` where the WAL cannot be read.
     """
     out: dict[str, Any] = {
@@ -265,8 +276,15 @@ def durable_commits(
     if start.get("error") or end.get("error"):
         out["error"] = start.get("error") or end.get("error")
         return out
-    if lsn_int(end["lsn"]) <= lsn_int(start["lsn"]):  # nothing was written at all
+    span = lsn_int(end["lsn"]) - lsn_int(start["lsn"])
+    if span <= 0:  # nothing was written at all
         out.update(commits=0, server_commits=0, database_wal_bytes=0)
+        return out
+    if span > max_wal_bytes:
+        out["error"] = (
+            f"not scanned: the window holds {span / 2**30:.1f} GiB of WAL, more than "
+            f"{max_wal_bytes / 2**30:.1f} GiB (the server was busy with other work)"
+        )
         return out
     try:
         with connect(admin_url) as conn:
@@ -290,22 +308,58 @@ def durable_commits(
 _held = 0
 
 
-def hold_wal(admin_url: str) -> psycopg.Connection[Any] | None:
-    """Keep the server's WAL from now on until the returned connection is closed: a
+class WalHold:
+    """Keeps the server's WAL from its creation on, until :meth:`close` (see
+    :func:`hold_wal`); a watchdog thread lets go past ``limit`` bytes held, so a server
+    shared with bulk writers never fills its disk for a benchmark's window."""
+
+    def __init__(self, conn: psycopg.Connection[Any], slot: str, limit: int) -> None:
+        self.slot = slot
+        self.limit = limit
+        #: set when the watchdog let go because more than ``limit`` was held
+        self.overflowed = False
+        self._conn = conn  # used by the watchdog thread only, from here on
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name=f"{slot}-watch", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        try:
+            while not self._stop.wait(2.0):
+                row = self._conn.execute(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)"
+                    " FROM pg_replication_slots WHERE slot_name = %s",
+                    (self.slot,),
+                ).fetchone()
+                if row is None or row[0] is None or float(row[0]) > self.limit:
+                    self.overflowed = True
+                    return
+        except psycopg.Error:
+            return
+        finally:
+            self._conn.close()  # a temporary slot goes with its session
+
+    def close(self) -> None:
+        """Let the WAL go (drops the temporary slot with its connection)."""
+        self._stop.set()
+        self._thread.join(30)
+
+
+def hold_wal(admin_url: str, limit: int = 2 * MAX_WAL_SCAN) -> WalHold | None:
+    """Keep the server's WAL from now on until the returned hold is closed: a
     *temporary* physical replication slot that reserves WAL at once (gone with its
-    session, so a harness that dies leaves nothing behind). Without it a busy server may
-    recycle the segments of a long window before :func:`durable_commits` reads them.
-    Take it before the window's first :func:`wal_mark`; None where no slot can be made
-    (no free ``max_replication_slots``, no replication privilege)."""
+    session, so a harness that dies leaves nothing behind; let go past ``limit`` bytes).
+    Without it a busy server may recycle the segments of a long window before
+    :func:`durable_commits` reads them. Take it before the window's first
+    :func:`wal_mark`; None where no slot can be made (no free ``max_replication_slots``,
+    no replication privilege)."""
     global _held
     _held += 1
+    slot = f"dwbench_wal_{os.getpid()}_{_held}"
     conn = connect(admin_url)
     try:
-        conn.execute(
-            "SELECT pg_create_physical_replication_slot(%s, true, true)",
-            (f"dwbench_wal_{os.getpid()}_{_held}",),
-        )
+        conn.execute("SELECT pg_create_physical_replication_slot(%s, true, true)", (slot,))
     except psycopg.Error:
         conn.close()
         return None
-    return conn
+    return WalHold(conn, slot, limit)
