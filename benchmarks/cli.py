@@ -587,8 +587,8 @@ def render_honest(report: dict[str, Any]) -> list[str]:
                     r["workload"],
                     r.get("runs"),
                     (r.get("commits") or {}).get("per_workflow_raw"),
-                    d.get("per_run"),
-                    d.get("per_run_net"),
+                    _per_run(d.get("per_run")),
+                    _per_run(d.get("per_run_net")),
                     d.get("engine_stop_commits"),
                     d.get("server_commits_per_run"),
                     d.get("database_wal_bytes_per_run"),
@@ -659,7 +659,7 @@ def render_honest(report: dict[str, Any]) -> list[str]:
                     (r.get("latency") or {}).get("p50_ms"),
                     (r.get("latency") or {}).get("p99_ms"),
                     (figures.get("ledger_end_to_client") or {}).get("p50_ms"),
-                    per_run,
+                    _per_run(per_run),
                     _status(ack["p50_ms"], 6),
                     _status(per_run, 3),
                 ]
@@ -687,6 +687,11 @@ def render_honest(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _per_run(value: float | None) -> str | None:
+    """Transactions per run with two decimals (3.03 is not "3.0": it misses <= 3)."""
+    return None if value is None else f"{value:.2f}"
+
+
 def _status(value: float | None, limit: float) -> str:
     return "-" if value is None else ("met" if value <= limit else "MISSED")
 
@@ -704,7 +709,7 @@ def render(report: dict[str, Any]) -> str:
         if r["workload"] in ("W4", "sched"):
             continue
         commits = (r.get("commits") or {}).get("per_workflow")
-        durable = (r.get("durable") or {}).get("per_run")
+        durable = _per_run((r.get("durable") or {}).get("per_run"))
         rows.append(
             [
                 r["workload"],
