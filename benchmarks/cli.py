@@ -864,7 +864,8 @@ def render(report: dict[str, Any]) -> str:
     lines.append(
         table(
             ["target", "value", "limit", "status"],
-            [[t["target"], t["value"], t["limit"], t["status"]] for t in report["targets"]],
+            # two decimals: a value of 3.02 must not print as the limit 3.0 beside MISSED
+            [[t["target"], fmt(t["value"], 2), t["limit"], t["status"]] for t in report["targets"]],
         )
     )
     for r in report["results"]:
