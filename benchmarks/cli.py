@@ -615,6 +615,11 @@ def render_honest(report: dict[str, Any]) -> list[str]:
                 rows,
             )
         )
+        lines.append("what they wrote, per run (the tables each durable transaction changed):")
+        for r in durable:
+            groups = list((r["durable"].get("per_run_by_tables") or {}).items())[:5]
+            text = ", ".join(f"{per_run:.2f} {tables}" for tables, per_run in groups)
+            lines.append(f"  {r['workload']}: {text or '-'}")
     io = [r for r in report["results"] if r.get("io")]
     if io:
         lines += ["", "W1io: requests the latency server saw (exactly 2 per run expected):"]

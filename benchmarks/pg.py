@@ -210,6 +210,66 @@ FROM r
 """
 
 
+#: per committed writer of the database: the relations (file nodes) it changed
+_WAL_WRITER_RELATIONS = """
+WITH r AS (
+    SELECT xid::text AS x, resource_manager, record_type, block_ref
+    FROM pg_get_wal_records_info(%(lsn0)s::pg_lsn, %(lsn1)s::pg_lsn)
+), committed AS (
+    SELECT DISTINCT x FROM r
+    WHERE resource_manager = 'Transaction' AND record_type IN ('COMMIT', 'COMMIT_PREPARED')
+), touched AS (
+    SELECT DISTINCT r.x, m[1]::bigint AS filenode
+    FROM r, regexp_matches(r.block_ref, %(rel)s, 'g') AS m
+    WHERE r.block_ref LIKE %(pattern)s AND r.x <> '0'
+)
+SELECT array_agg(filenode ORDER BY filenode) FROM touched
+WHERE x IN (SELECT x FROM committed)
+GROUP BY x
+"""
+
+_TABLE_OF_FILENODE = """
+SELECT pg_relation_filenode(c.oid), coalesce(t.relname, c.relname), c.relkind
+FROM pg_class c
+LEFT JOIN pg_index i ON i.indexrelid = c.oid
+LEFT JOIN pg_class t ON t.oid = i.indrelid
+WHERE pg_relation_filenode(c.oid) = ANY(%s)
+"""
+
+
+def _writers_by_tables(
+    admin_url: str, name: str, oid: int, start: dict[str, Any], end: dict[str, Any]
+) -> dict[str, int]:
+    """Committed write transactions of database ``name`` in the window, counted by the
+    set of tables they changed (an index counts as its table, a sequence not at all;
+    ``?<filenode>`` where the relation is gone)."""
+    with connect(admin_url) as conn:
+        rows = conn.execute(
+            _WAL_WRITER_RELATIONS,
+            {
+                "lsn0": start["lsn"],
+                "lsn1": end["lsn"],
+                "pattern": f"%/{oid}/%",
+                "rel": rf"rel \d+/{oid}/(\d+)",
+            },
+        ).fetchall()
+    nodes = sorted({int(n) for row in rows for n in row[0]})
+    names: dict[int, str] = {}
+    if nodes:
+        with psycopg.connect(database_url(admin_url, name, driver=False)) as conn:
+            found = conn.execute(_TABLE_OF_FILENODE, (nodes,)).fetchall()
+            conn.rollback()
+        # a sequence's WAL (one record per 32 values) would split the sets: left out
+        names = {int(f): str(t) for f, t, kind in found if kind != "S"}
+        names |= {int(f): "" for f, _, kind in found if kind == "S"}
+    out: dict[str, int] = {}
+    for row in rows:
+        tables = {names.get(int(n), f"?{n}") for n in row[0]} - {""}
+        key = "+".join(sorted(tables)) or "(sequences only)"
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def lsn_int(lsn: str) -> int:
     """A ``pg_lsn`` (``X/Y``, hexadecimal) as a byte position."""
     high, _, low = lsn.partition("/")
@@ -302,6 +362,10 @@ def durable_commits(
     out["commits"] = int(row[0])
     out["server_commits"] = int(row[1])
     out["database_wal_bytes"] = int(row[2])
+    try:
+        out["by_tables"] = _writers_by_tables(admin_url, name, int(oid[0]), start, end)
+    except psycopg.Error as exc:
+        out["by_tables_error"] = f"{type(exc).__name__}: {str(exc).strip()}"
     return out
 
 

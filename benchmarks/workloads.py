@@ -596,6 +596,13 @@ def durable_block(
         "wal_syncs_per_run": per_run(measured["wal_syncs"]),
         "window": "drive start -> measured engine stopped (shutdown included)",
     }
+    if measured.get("by_tables") is not None:
+        # what the durable commits wrote: per run, by the set of tables each changed
+        block["per_run_by_tables"] = {
+            tables: round(count / runs, 3) for tables, count in measured["by_tables"].items()
+        }
+    if measured.get("by_tables_error"):
+        block["by_tables_error"] = measured["by_tables_error"]
     if stop_cost is not None:
         block["engine_stop_commits"] = stop_cost.get("commits")
         if commits is not None and stop_cost.get("commits") is not None:

@@ -105,6 +105,8 @@ def _check_durable(result: dict[str, Any]) -> None:
     assert durable["commits"] <= durable["server_commits"]
     assert durable["wal_bytes"] > 0 and durable["database_wal_bytes_per_run"] > 0
     assert durable["engine_stop_commits"] is not None
+    # what they wrote, from the same WAL: the runs' rows are among it
+    assert any("workflow_executions" in tables for tables in durable["per_run_by_tables"])
 
 
 def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
