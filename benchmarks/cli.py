@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -25,7 +26,22 @@ from typing import Any
 from benchmarks import peer_report
 from benchmarks.common import fmt, machine_info, table
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "peer", "ceiling", "sched", "redaction", "startup")
+WORKLOADS = (
+    "W1",
+    "W1io",
+    "W1solo",
+    "W2",
+    "W3",
+    "W4",
+    "peer",
+    "ceiling",
+    "sched",
+    "redaction",
+    "startup",
+)
+#: SQLite ``synchronous`` settings run side by side unless --sqlite-synchronous picks one:
+#: FULL (durable, the engine's default) and NORMAL (fast, not durable on power loss)
+SQLITE_MODES = ("FULL", "NORMAL")
 #: workloads run only when --only names them (long: they load large backlogs)
 OPT_IN = ("prune",)
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -56,6 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("DATAWORKFLOWS_BENCH_POSTGRES_URL") or DEFAULT_PG_URL,
         help="a PostgreSQL server URL (any database on it): scratch databases are created "
         "next to it (env DATAWORKFLOWS_BENCH_POSTGRES_URL; default %(default)s)",
+    )
+    run.add_argument("--w1io-n", type=int, default=None, help="W1io runs (default n)")
+    run.add_argument(
+        "--io-latency-ms",
+        type=float,
+        default=5.0,
+        help="W1io: the local server's delay before each answer (default 5)",
+    )
+    run.add_argument(
+        "--solo-n", type=int, default=100, help="W1solo: runs, one at a time (default 100)"
+    )
+    run.add_argument(
+        "--solo-client",
+        choices=("stream", "ledger"),
+        default="stream",
+        help="W1solo: how the client sees a run's end: its event stream, opened before the "
+        "POST (default), or polling the ledger every 1 ms (a server shared with long "
+        "writers holds the stream back)",
     )
     run.add_argument("--w2-n", type=int, default=None, help="W2 runs (default n/20, min 2)")
     run.add_argument("--w2-fanout", type=int, default=50, help="W2 branches (default 50)")
@@ -114,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sqlite-synchronous",
         choices=("FULL", "NORMAL"),
         default=None,
-        help="the engine's DATAWORKFLOWS_SQLITE_SYNCHRONOUS (engine default: FULL)",
+        help="only this DATAWORKFLOWS_SQLITE_SYNCHRONOUS (default: W1, W1io, W1solo and W2 on "
+        "SQLite with FULL, the durable engine default, and with NORMAL; W3 and sched FULL)",
     )
     run.add_argument(
         "--processes",
@@ -179,11 +214,13 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks import (
         ceiling,
         cli_startup,
+        latency_server,
         peers,
         profiling,
         redaction,
         retention,
         schedule_latency,
+        w1_variants,
         workloads,
     )
     from benchmarks.common import BenchmarkError
@@ -210,7 +247,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         keep_databases=args.keep_databases,
         concurrency=args.concurrency,
         event_loop=args.event_loop,
-        sqlite_synchronous=args.sqlite_synchronous,
+        sqlite_synchronous=None,
         processes=args.processes,
         inflight=args.inflight,
         poll=args.poll,
@@ -220,8 +257,19 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         partitioned=args.ledger_partitioned,
         w4_database=args.w4_database,
         extra_settings=_engine_settings(args.engine_setting),
+        io_latency_ms=args.io_latency_ms,
+        solo_client=args.solo_client,
         log=_log,
     )
+    sqlite_modes = [args.sqlite_synchronous] if args.sqlite_synchronous else list(SQLITE_MODES)
+
+    def variants(backend: str, *, all_modes: bool = True) -> list[workloads.Context]:
+        """The contexts a workload runs with on ``backend``: one per SQLite mode."""
+        if backend != "sqlite":
+            return [ctx]
+        modes = sqlite_modes if all_modes else sqlite_modes[:1]
+        return [dataclasses.replace(ctx, sqlite_synchronous=mode) for mode in modes]
+
     report: dict[str, Any] = {
         "run_id": stamp,
         "command": " ".join(sys.argv),
@@ -236,7 +284,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         status = "ok" if result.get("ok") else f"FAILED: {result.get('error')}"
         if result.get("skipped"):
             status = f"SKIPPED: {result.get('error')}"
-        _log(f"{result['workload']} [{result.get('backend', '-')}] {status}")
+        _log(f"{result['workload']} [{backend_label(result)}] {status}")
 
     w2_n = args.w2_n or max(2, args.n // 20)
     try:
@@ -265,10 +313,27 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             report["redaction"] = await asyncio.to_thread(
                 redaction.run_redaction, args.redaction_secrets, args.redaction_lines
             )
+        if "W1io" in only:
+            ctx.latency_server = await asyncio.to_thread(
+                latency_server.start_latency_server, args.io_latency_ms / 1e3
+            )
+            report["latency_server"] = {
+                "url": ctx.latency_server.url,
+                "latency_ms": args.io_latency_ms,
+            }
+        w1io_n = args.w1io_n or args.n
         for backend in backends:
-            if "W1" in only:
-                _log(f"W1 [{backend}]: {args.n} runs of a 2-step echo workflow")
-                record(await workloads.run_w1(ctx, backend, args.n))
+            for vctx in variants(backend):
+                label = backend_label({"backend": backend, "synchronous": vctx.sqlite_synchronous})
+                if "W1" in only:
+                    _log(f"W1 [{label}]: {args.n} runs of a 2-step echo workflow")
+                    record(await workloads.run_w1(vctx, backend, args.n))
+                if "W1io" in only:
+                    _log(f"W1io [{label}]: {w1io_n} runs of 2 HTTP calls to a local server")
+                    record(await w1_variants.run_w1io(vctx, backend, w1io_n))
+                if "W1solo" in only:
+                    _log(f"W1solo [{label}]: {args.solo_n} runs of W1, one at a time")
+                    record(await w1_variants.run_w1solo(vctx, backend, args.solo_n))
         if "peer" in only:
             if "W1" not in only:  # a peer's figures are read beside ours
                 _log(f"W1 [postgresql]: {args.n} runs, the reference for the peers")
@@ -278,14 +343,24 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 record(result)
             _log(f"peer: W1 on Procrastinate, {args.n} runs")
             record(await peers.run_procrastinate_peer(ctx, args.n))
+            if ctx.latency_server is not None:  # W1io's real I/O, for the peers too
+                io_url = f"{ctx.latency_server.url}{latency_server.IO_PATH}"
+                _log(f"peer: W1io on DBOS and Procrastinate, {w1io_n} runs each")
+                for result in await peers.run_dbos_peer(ctx, w1io_n, io_url=io_url):
+                    record(result)
+                record(await peers.run_procrastinate_peer(ctx, w1io_n, io_url=io_url))
         for backend in backends:
-            if "W2" in only:
-                _log(f"W2 [{backend}]: {w2_n} runs of 1 -> {args.w2_fanout} -> join")
-                record(await workloads.run_w2(ctx, backend, w2_n, args.w2_fanout))
+            for vctx in variants(backend) if "W2" in only else []:
+                label = backend_label({"backend": backend, "synchronous": vctx.sqlite_synchronous})
+                _log(f"W2 [{label}]: {w2_n} runs of 1 -> {args.w2_fanout} -> join")
+                record(await workloads.run_w2(vctx, backend, w2_n, args.w2_fanout))
         for backend in backends:
-            for rate in w3_rates if "W3" in only else []:
-                _log(f"W3 [{backend}]: {rate:g} req/s for {args.w3_duration:g} s")
-                record(await workloads.run_w3(ctx, backend, rate=rate, duration=args.w3_duration))
+            for vctx in variants(backend, all_modes=False):
+                for rate in w3_rates if "W3" in only else []:
+                    _log(f"W3 [{backend}]: {rate:g} req/s for {args.w3_duration:g} s")
+                    record(
+                        await workloads.run_w3(vctx, backend, rate=rate, duration=args.w3_duration)
+                    )
         for backend in backends if "sched" in only else []:
             _log(
                 f"sched [{backend}]: {args.sched_triggers} schedules every second, "
@@ -338,6 +413,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             record(profiled)
     finally:
+        if ctx.latency_server is not None:
+            await asyncio.to_thread(ctx.latency_server.stop)
         if not args.keep_databases:
             await workloads.drop_templates(ctx)
         if args.keep_databases:
@@ -349,12 +426,26 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def backend_label(result: dict[str, Any]) -> str:
+    """``postgresql``, or ``sqlite (FULL)`` / ``sqlite (NORMAL)``: the SQLite pair apart."""
+    backend = str(result.get("backend", "-"))
+    synchronous = result.get("synchronous")
+    return f"{backend} ({synchronous})" if backend == "sqlite" and synchronous else backend
+
+
 def _find(
-    report: dict[str, Any], workload: str, backend: str, rate: float | None = None
+    report: dict[str, Any],
+    workload: str,
+    backend: str,
+    rate: float | None = None,
+    synchronous: str = "FULL",
 ) -> dict[str, Any] | None:
-    """The successful result of a workload (for W3: the one at ``rate``, else the first)."""
+    """The successful result of a workload (for W3: the one at ``rate``, else the first;
+    on SQLite: the one with ``synchronous``, FULL — durable — unless asked otherwise)."""
     for r in report["results"]:
         if r.get("workload") == workload and r.get("backend") == backend and r.get("ok"):
+            if backend == "sqlite" and r.get("synchronous", synchronous) != synchronous:
+                continue
             if rate is None or r.get("rate") == rate:
                 return r
     return None
@@ -424,7 +515,29 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         0.30,
         True,
     )
-    add("W1 SQLite >= 300 workflows/s", (w1_sqlite or {}).get("runs_per_s"), 300, True)
+    add("W1 SQLite (FULL) >= 300 workflows/s", (w1_sqlite or {}).get("runs_per_s"), 300, True)
+    add(
+        "W1 PostgreSQL durable write transactions per run <= 1 (under load)",
+        ((w1_pg or {}).get("durable") or {}).get("per_run"),
+        1,
+        False,
+    )
+    for backend in ("postgresql", "sqlite"):
+        solo = _find(report, "W1solo", backend)
+        label = "PostgreSQL" if backend == "postgresql" else "SQLite (FULL)"
+        add(
+            f"W1solo {label}: one run alone, 202 -> run end p50 <= 6 ms",
+            ((solo or {}).get("solo") or {}).get("ack_to_end", {}).get("p50_ms"),
+            6,
+            False,
+        )
+    solo_pg = _find(report, "W1solo", "postgresql")
+    add(
+        "W1solo PostgreSQL: durable write transactions per 2-step run alone <= 3",
+        ((solo_pg or {}).get("durable") or {}).get("per_run"),
+        3,
+        False,
+    )
     for backend in ("postgresql", "sqlite"):
         w3 = _find(report, "W3", backend, 200.0) or _find(report, "W3", backend)
         w3_figures = (w3 or {}).get("w3", {})
@@ -480,6 +593,140 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     return targets
 
 
+def render_honest(report: dict[str, Any]) -> list[str]:
+    """Issue 22's tables: durable commits (WAL) beside pg_stat_database's, W1io's I/O
+    check, and W1solo (one run alone) against its targets."""
+    lines: list[str] = []
+    durable = [r for r in report["results"] if r.get("durable")]
+    if durable:
+        lines += [
+            "",
+            "durable commits (commit records in the WAL of transactions that wrote the "
+            "workload's database; drive start -> engine stopped; 'server' columns count "
+            "every database of the server):",
+        ]
+        rows = []
+        for r in durable:
+            d = r["durable"]
+            rows.append(
+                [
+                    r["workload"],
+                    r.get("runs"),
+                    (r.get("commits") or {}).get("per_workflow_raw"),
+                    _per_run(d.get("per_run")),
+                    _per_run(d.get("per_run_net")),
+                    d.get("engine_stop_commits"),
+                    d.get("server_commits_per_run"),
+                    d.get("database_wal_bytes_per_run"),
+                    d.get("wal_bytes_per_run"),
+                    d.get("wal_syncs_per_run"),
+                    d.get("error") or "",
+                ]
+            )
+        lines.append(
+            table(
+                [
+                    "workload",
+                    "runs",
+                    "commits/run raw",
+                    "durable commits/run",
+                    "less stop",
+                    "stop commits",
+                    "server commits/run",
+                    "db WAL B/run",
+                    "server WAL B/run",
+                    "server WAL syncs/run",
+                    "error",
+                ],
+                rows,
+            )
+        )
+        lines.append("what they wrote, per run (the tables each durable transaction changed):")
+        for r in durable:
+            groups = list((r["durable"].get("per_run_by_tables") or {}).items())[:5]
+            text = ", ".join(f"{per_run:.2f} {tables}" for tables, per_run in groups)
+            lines.append(f"  {r['workload']}: {text or '-'}")
+    io = [r for r in report["results"] if r.get("io")]
+    if io:
+        lines += ["", "W1io: requests the latency server saw (exactly 2 per run expected):"]
+        lines.append(
+            table(
+                ["backend", "runs", "I/O ms", "requests/run", "runs not 1 per step", "bad prev"],
+                [
+                    [
+                        backend_label(r),
+                        r.get("runs"),
+                        r["io"]["latency_ms"],
+                        r["io"]["requests_per_run"],
+                        r["io"]["runs_not_exactly_one_per_step"],
+                        r["io"]["bad_prev"],
+                    ]
+                    for r in io
+                ],
+            )
+        )
+    solo = [r for r in report["results"] if r.get("solo")]
+    if solo:
+        lines += [
+            "",
+            "W1solo: one 2-step run at a time (client: "
+            + "; ".join(sorted({r["solo"]["client"] for r in solo}))
+            + "); targets 202 -> end p50 <= 6 ms, <= 3 durable commits/run:",
+        ]
+        rows = []
+        for r in solo:
+            figures = r["solo"]
+            ack = figures["ack_to_end"]
+            per_run = (r.get("durable") or {}).get("per_run")
+            rows.append(
+                [
+                    backend_label(r),
+                    r.get("runs"),
+                    ack["p50_ms"],
+                    ack["p95_ms"],
+                    ack["p99_ms"],
+                    figures["post_to_end"]["p50_ms"],
+                    figures["post_to_end"]["p99_ms"],
+                    (r.get("latency") or {}).get("p50_ms"),
+                    (r.get("latency") or {}).get("p99_ms"),
+                    (figures.get("ledger_end_to_client") or {}).get("p50_ms"),
+                    _per_run(per_run),
+                    _status(ack["p50_ms"], 6),
+                    _status(per_run, 3),
+                ]
+            )
+        lines.append(
+            table(
+                [
+                    "backend",
+                    "runs",
+                    "202->end p50",
+                    "p95",
+                    "p99",
+                    "POST->end p50",
+                    "p99",
+                    "ledger p50",
+                    "p99",
+                    "end->client p50",
+                    "durable/run",
+                    "p50 <= 6 ms",
+                    "<= 3 durable",
+                ],
+                rows,
+            )
+        )
+    return lines
+
+
+def _per_run(value: float | None) -> str | None:
+    """Transactions per run with two decimals (3.03 is not "3.0": it misses <= 3)."""
+    return None if value is None else f"{value:.2f}"
+
+
+def _status(value: float | None, limit: float) -> str:
+    return "-" if value is None else ("met" if value <= limit else "MISSED")
+
+
 def render(report: dict[str, Any]) -> str:
     """The terminal (and RESULTS.md) view of a report."""
     m = report["machine"]
@@ -493,10 +740,11 @@ def render(report: dict[str, Any]) -> str:
         if r["workload"] in ("W4", "sched"):
             continue
         commits = (r.get("commits") or {}).get("per_workflow")
+        durable = _per_run((r.get("durable") or {}).get("per_run"))
         rows.append(
             [
                 r["workload"],
-                r["backend"],
+                backend_label(r),
                 "ok" if r.get("ok") else ("SKIPPED" if r.get("skipped") else "FAILED"),
                 r.get("runs"),
                 r.get("runs_per_s"),
@@ -506,6 +754,7 @@ def render(report: dict[str, Any]) -> str:
                 (r.get("latency") or {}).get("p99_ms"),
                 (r.get("service_latency") or {}).get("p50_ms"),
                 commits,
+                durable,
                 (r.get("engine") or {}).get("cpu_s"),
                 (r.get("engine") or {}).get("peak_rss_mib"),
                 (r.get("database") or {}).get("cpu_s"),
@@ -525,7 +774,8 @@ def render(report: dict[str, Any]) -> str:
                     "p95 ms",
                     "p99 ms",
                     "svc p50",
-                    "commits/wf",
+                    "commits/run",
+                    "durable commits/run",
                     "eng CPU s",
                     "eng RSS MiB",
                     "db CPU s",
@@ -533,6 +783,7 @@ def render(report: dict[str, Any]) -> str:
                 rows,
             )
         )
+    lines += render_honest(report)
     w3 = [r for r in report["results"] if r["workload"] == "W3" and r.get("w3")]
     if w3:
         lines += ["", "W3 webhook latency (open loop):"]
@@ -551,7 +802,7 @@ def render(report: dict[str, Any]) -> str:
                 ],
                 [
                     [
-                        r["backend"],
+                        backend_label(r),
                         "webhook" if not r.get("path_fallback") else "execute (fallback)",
                         r["w3"]["achieved_rate"],
                         r["w3"]["ack_202"]["p50_ms"],
@@ -640,12 +891,13 @@ def render(report: dict[str, Any]) -> str:
     for r in report["results"]:
         if not r.get("ok"):
             state = "SKIPPED" if r.get("skipped") else "FAILED"
-            lines.append(f"\n{r['workload']} [{r.get('backend')}] {state}: {r.get('error')}")
+            lines.append(f"\n{r['workload']} [{backend_label(r)}] {state}: {r.get('error')}")
     lines += ["", "targets:"]
     lines.append(
         table(
             ["target", "value", "limit", "status"],
-            [[t["target"], t["value"], t["limit"], t["status"]] for t in report["targets"]],
+            # two decimals: a value of 3.02 must not print as the limit 3.0 beside MISSED
+            [[t["target"], fmt(t["value"], 2), t["limit"], t["status"]] for t in report["targets"]],
         )
     )
     for r in report["results"]:

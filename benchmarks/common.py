@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -123,6 +125,26 @@ def machine_info(pg_admin_url: str | None) -> dict[str, Any]:
         except Exception as exc:
             info["postgresql"] = f"unreachable: {exc}"
     return info
+
+
+async def until_signalled() -> None:
+    """Return once the process gets SIGINT or SIGTERM (a local server's main loop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def stop_process(proc: subprocess.Popen[Any], sig: int, timeout: float) -> None:
+    """Send ``sig`` to a child process and wait for it; SIGKILL if it outlives ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def fmt(value: Any, digits: int = 1) -> str:

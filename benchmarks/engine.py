@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import aiohttp
 
-from benchmarks.common import BenchmarkError, free_port
+from benchmarks.common import BenchmarkError, free_port, stop_process
 
 #: the repository root: subprocesses run there so ``python -m benchmarks...`` resolves
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -143,13 +143,7 @@ class EngineProcesses:
         """Stop sampling (SIGINT makes py-spy write its output) and wait for it."""
         if self._profiler is None:
             return
-        if self._profiler.poll() is None:
-            self._profiler.send_signal(signal.SIGINT)
-            try:
-                self._profiler.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._profiler.kill()
-                self._profiler.wait(10)
+        stop_process(self._profiler, signal.SIGINT, timeout)
         self._profiler = None
 
     async def _wait_ready(self, timeout: float) -> None:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 
 from aiohttp import web
+
+from benchmarks.common import until_signalled
 
 
 def main() -> None:
@@ -56,12 +57,8 @@ async def serve(port: int) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     print(f"otlp sink on http://127.0.0.1:{port}/v1/traces", flush=True)
-    await stop.wait()
+    await until_signalled()
     await runner.cleanup()
     print(f"otlp sink: {counts['requests']} requests, {counts['spans']} spans", flush=True)
 

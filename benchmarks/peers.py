@@ -223,10 +223,8 @@ async def _measure(
     c0b = await asyncio.to_thread(pg.settled_counters, admin, name)
 
     peer = process(n, "run", "measured")
-    # the WAL kept until it is read (a busy server recycled a window's segments first):
-    # ``pg.hold_wal`` comes with the durable-commit work of the "honest" branch
-    hold_wal = getattr(pg, "hold_wal", None)
-    hold = await asyncio.to_thread(hold_wal, admin) if hold_wal else None
+    # the WAL kept until it is read (a busy server recycled a window's segments first)
+    hold = await asyncio.to_thread(pg.hold_wal, admin)
     try:
         done, wal0, wal1 = await _measured_process(peer, name, result)
         durable = await asyncio.to_thread(pg.durable_commits, admin, name, wal0, wal1)

@@ -12,6 +12,8 @@ they add no commits; ``harness_commits`` stays 0 and is still subtracted.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from typing import Any
 
@@ -192,17 +194,86 @@ _WAL_STATS = "SELECT wal_records, wal_bytes, wal_write, wal_sync FROM pg_stat_wa
 
 _WAL_COMMITS = """
 WITH r AS (
-    SELECT xid, resource_manager, record_type, block_ref
+    SELECT xid, resource_manager, record_type, block_ref, record_length,
+           resource_manager = 'Transaction' AND record_type IN ('COMMIT', 'COMMIT_PREPARED')
+               AS is_commit
     FROM pg_get_wal_records_info(%(lsn0)s::pg_lsn, %(lsn1)s::pg_lsn)
 ), writers AS (
     SELECT DISTINCT xid FROM r WHERE block_ref LIKE %(pattern)s AND xid <> '0'::xid
 )
 SELECT
-    count(*) FILTER (WHERE r.xid IN (SELECT xid FROM writers)),
-    count(*)
+    count(*) FILTER (WHERE r.is_commit AND r.xid IN (SELECT xid FROM writers)),
+    count(*) FILTER (WHERE r.is_commit),
+    coalesce(sum(r.record_length) FILTER (
+        WHERE r.block_ref LIKE %(pattern)s OR r.xid IN (SELECT xid FROM writers)), 0)
 FROM r
-WHERE r.resource_manager = 'Transaction' AND r.record_type IN ('COMMIT', 'COMMIT_PREPARED')
 """
+
+
+#: per committed writer of the database: the relations (file nodes) it changed
+_WAL_WRITER_RELATIONS = """
+WITH r AS (
+    SELECT xid::text AS x, resource_manager, record_type, block_ref
+    FROM pg_get_wal_records_info(%(lsn0)s::pg_lsn, %(lsn1)s::pg_lsn)
+), committed AS (
+    SELECT DISTINCT x FROM r
+    WHERE resource_manager = 'Transaction' AND record_type IN ('COMMIT', 'COMMIT_PREPARED')
+), touched AS (
+    SELECT DISTINCT r.x, m[1]::bigint AS filenode
+    FROM r, regexp_matches(r.block_ref, %(rel)s, 'g') AS m
+    WHERE r.block_ref LIKE %(pattern)s AND r.x <> '0'
+)
+SELECT array_agg(filenode ORDER BY filenode) FROM touched
+WHERE x IN (SELECT x FROM committed)
+GROUP BY x
+"""
+
+_TABLE_OF_FILENODE = """
+SELECT pg_relation_filenode(c.oid), coalesce(t.relname, c.relname), c.relkind
+FROM pg_class c
+LEFT JOIN pg_index i ON i.indexrelid = c.oid
+LEFT JOIN pg_class t ON t.oid = i.indrelid
+WHERE pg_relation_filenode(c.oid) = ANY(%s)
+"""
+
+
+def _writers_by_tables(
+    admin_url: str, name: str, oid: int, start: dict[str, Any], end: dict[str, Any]
+) -> dict[str, int]:
+    """Committed write transactions of database ``name`` in the window, counted by the
+    set of tables they changed (an index counts as its table, a sequence not at all;
+    ``?<filenode>`` where the relation is gone)."""
+    with connect(admin_url) as conn:
+        rows = conn.execute(
+            _WAL_WRITER_RELATIONS,
+            {
+                "lsn0": start["lsn"],
+                "lsn1": end["lsn"],
+                "pattern": f"%/{oid}/%",
+                "rel": rf"rel \d+/{oid}/(\d+)",
+            },
+        ).fetchall()
+    nodes = sorted({int(n) for row in rows for n in row[0]})
+    names: dict[int, str] = {}
+    if nodes:
+        with psycopg.connect(database_url(admin_url, name, driver=False)) as conn:
+            found = conn.execute(_TABLE_OF_FILENODE, (nodes,)).fetchall()
+            conn.rollback()
+        # a sequence's WAL (one record per 32 values) would split the sets: left out
+        names = {int(f): str(t) for f, t, kind in found if kind != "S"}
+        names |= {int(f): "" for f, _, kind in found if kind == "S"}
+    out: dict[str, int] = {}
+    for row in rows:
+        tables = {names.get(int(n), f"?{n}") for n in row[0]} - {""}
+        key = "+".join(sorted(tables)) or "(sequences only)"
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def lsn_int(lsn: str) -> int:
+    """A ``pg_lsn`` (``X/Y``, hexadecimal) as a byte position."""
+    high, _, low = lsn.partition("/")
+    return (int(high, 16) << 32) + int(low, 16)
 
 
 def wal_mark(admin_url: str) -> dict[str, Any]:
@@ -231,15 +302,27 @@ def wal_mark(admin_url: str) -> dict[str, Any]:
     }
 
 
+#: the most WAL :func:`durable_commits` reads (``pg_get_wal_records_info`` materialises
+#: every record of the window; a server shared with bulk loads writes gigabytes)
+MAX_WAL_SCAN = 1 << 30
+
+
 def durable_commits(
-    admin_url: str, name: str, start: dict[str, Any], end: dict[str, Any]
+    admin_url: str,
+    name: str,
+    start: dict[str, Any],
+    end: dict[str, Any],
+    max_wal_bytes: int = MAX_WAL_SCAN,
 ) -> dict[str, Any]:
     """Write transactions committed between two :func:`wal_mark` readings.
 
     ``commits``: commit records of transactions that changed database ``name``;
     ``server_commits``: every commit record in the window (other databases, autovacuum's
     analyze); ``wal_bytes``/``wal_syncs``: the server's ``pg_stat_wal`` deltas (a sync is
-    one flush of the WAL to disk, which group commit shares between commits). ``None`` and
+    one flush of the WAL to disk, which group commit shares between commits; both count
+    every database of the server); ``database_wal_bytes``: the records that touched
+    ``name``'s blocks or belong to its writing transactions. A window of more than
+    ``max_wal_bytes`` of WAL is not read (an ``error`` says so). ``None`` and
     an ``error`` where the WAL cannot be read.
     """
     out: dict[str, Any] = {
@@ -248,9 +331,20 @@ def durable_commits(
         "wal_bytes": end["bytes"] - start["bytes"],
         "wal_records": end["records"] - start["records"],
         "wal_syncs": end["syncs"] - start["syncs"],
+        "database_wal_bytes": None,
     }
     if start.get("error") or end.get("error"):
         out["error"] = start.get("error") or end.get("error")
+        return out
+    span = lsn_int(end["lsn"]) - lsn_int(start["lsn"])
+    if span <= 0:  # nothing was written at all
+        out.update(commits=0, server_commits=0, database_wal_bytes=0)
+        return out
+    if span > max_wal_bytes:
+        out["error"] = (
+            f"not scanned: the window holds {span / 2**30:.1f} GiB of WAL, more than "
+            f"{max_wal_bytes / 2**30:.1f} GiB (the server was busy with other work)"
+        )
         return out
     try:
         with connect(admin_url) as conn:
@@ -267,4 +361,69 @@ def durable_commits(
     assert row is not None
     out["commits"] = int(row[0])
     out["server_commits"] = int(row[1])
+    out["database_wal_bytes"] = int(row[2])
+    try:
+        out["by_tables"] = _writers_by_tables(admin_url, name, int(oid[0]), start, end)
+    except psycopg.Error as exc:
+        out["by_tables_error"] = f"{type(exc).__name__}: {str(exc).strip()}"
     return out
+
+
+_held = 0
+
+
+class WalHold:
+    """Keeps the server's WAL from its creation on, until :meth:`close` (see
+    :func:`hold_wal`); a watchdog thread lets go past ``limit`` bytes held, so a server
+    shared with bulk writers never fills its disk for a benchmark's window."""
+
+    def __init__(self, conn: psycopg.Connection[Any], slot: str, limit: int) -> None:
+        self.slot = slot
+        self.limit = limit
+        #: set when the watchdog let go because more than ``limit`` was held
+        self.overflowed = False
+        self._conn = conn  # used by the watchdog thread only, from here on
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name=f"{slot}-watch", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        try:
+            while not self._stop.wait(2.0):
+                row = self._conn.execute(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)"
+                    " FROM pg_replication_slots WHERE slot_name = %s",
+                    (self.slot,),
+                ).fetchone()
+                if row is None or row[0] is None or float(row[0]) > self.limit:
+                    self.overflowed = True
+                    return
+        except psycopg.Error:
+            return
+        finally:
+            self._conn.close()  # a temporary slot goes with its session
+
+    def close(self) -> None:
+        """Let the WAL go (drops the temporary slot with its connection)."""
+        self._stop.set()
+        self._thread.join(30)
+
+
+def hold_wal(admin_url: str, limit: int = 2 * MAX_WAL_SCAN) -> WalHold | None:
+    """Keep the server's WAL from now on until the returned hold is closed: a
+    *temporary* physical replication slot that reserves WAL at once (gone with its
+    session, so a harness that dies leaves nothing behind; let go past ``limit`` bytes).
+    Without it a busy server may recycle the segments of a long window before
+    :func:`durable_commits` reads them. Take it before the window's first
+    :func:`wal_mark`; None where no slot can be made (no free ``max_replication_slots``,
+    no replication privilege)."""
+    global _held
+    _held += 1
+    slot = f"dwbench_wal_{os.getpid()}_{_held}"
+    conn = connect(admin_url)
+    try:
+        conn.execute("SELECT pg_create_physical_replication_slot(%s, true, true)", (slot,))
+    except psycopg.Error:
+        conn.close()
+        return None
+    return WalHold(conn, slot, limit)

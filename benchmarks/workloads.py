@@ -36,6 +36,7 @@ import psycopg
 from benchmarks import pg
 from benchmarks.common import BenchmarkError, latency_summary, loadavg
 from benchmarks.engine import EngineProcesses
+from benchmarks.latency_server import LatencyServer
 from benchmarks.probe import LedgerProbe, RunTiming
 from benchmarks.procstats import PostgresMeter, ProcessMeter, per_run_ms
 from benchmarks.statements import StatementLog
@@ -127,6 +128,12 @@ class Context:
     w4_database: str | None = None
     #: more DATAWORKFLOWS_<NAME> settings of the engine (``--engine-setting``)
     extra_settings: dict[str, str] = field(default_factory=dict)
+    #: W1io: the local latency server's delay, and the server if the invocation runs one
+    #: (shared by every W1io workload, and by peers that want the same I/O)
+    io_latency_ms: float = 5.0
+    latency_server: LatencyServer | None = None
+    #: W1solo's client: "stream" (the run's event stream) or "ledger" (polls the ledger)
+    solo_client: str = "stream"
     log: Callable[[str], None] = print
     #: migrated once per invocation, copied for each workload (backend -> db name / path)
     templates: dict[str, str] = field(default_factory=dict)
@@ -496,13 +503,14 @@ async def _engine(
     processes: int,
     profile_to: Path | None = None,
     trace_commits_to: Path | None = None,
+    settings: dict[str, str] | None = None,
 ) -> EngineProcesses:
     engine = EngineProcesses(
         db.url,
         log_dir=ctx.work_dir / "logs",
         name=name,
         processes=processes,
-        settings=ctx.engine_settings(),
+        settings=ctx.engine_settings() | (settings or {}),
         profile_to=profile_to,
         trace_commits_to=trace_commits_to,
     )
@@ -520,6 +528,93 @@ async def _settled(ctx: Context, db: BenchDB) -> dict[str, Any] | None:
     return await asyncio.to_thread(pg.settled_counters, ctx.pg_admin_url, db.name)
 
 
+def sqlite_mode(ctx: Context) -> str:
+    """The SQLite ``synchronous`` setting the engines of ``ctx`` run with."""
+    return (ctx.sqlite_synchronous or "FULL").upper()
+
+
+async def _wal_mark(
+    ctx: Context, db: BenchDB, *, quiet: bool = False, holds: list[Any] | None = None
+) -> dict[str, Any] | None:
+    """A :func:`pg.wal_mark` (PostgreSQL only); ``quiet``: once no backend of ``db`` is
+    left (nothing of an engine just stopped is still committing); ``holds``: first keep
+    the WAL from here on (:func:`pg.hold_wal`; the connection is appended, to close)."""
+    if db.name is None or ctx.pg_admin_url is None:
+        return None
+    if quiet:
+        await asyncio.to_thread(pg.wait_no_backends, ctx.pg_admin_url, db.name, 30.0)
+    if holds is not None:
+        hold = await asyncio.to_thread(pg.hold_wal, ctx.pg_admin_url)
+        if hold is not None:
+            holds.append(hold)
+    return await asyncio.to_thread(pg.wal_mark, ctx.pg_admin_url)
+
+
+async def _durable(
+    ctx: Context, db: BenchDB, start: dict[str, Any] | None, holds: list[Any]
+) -> dict[str, Any] | None:
+    """Durable commits of ``db`` from ``start`` to now (after its engine stopped); then
+    the WAL is no longer held."""
+    if start is None or db.name is None or ctx.pg_admin_url is None:
+        return None
+    try:
+        end = await _wal_mark(ctx, db, quiet=True)
+        assert end is not None
+        return await asyncio.to_thread(pg.durable_commits, ctx.pg_admin_url, db.name, start, end)
+    finally:
+        _release(holds)
+
+
+def _release(holds: list[Any]) -> None:
+    while holds:
+        with contextlib.suppress(Exception):
+            holds.pop().close()
+
+
+def durable_block(
+    measured: dict[str, Any], stop_cost: dict[str, Any] | None, runs: int
+) -> dict[str, Any]:
+    """The ``durable`` figures of a result: commit records in the WAL of transactions that
+    wrote the workload's database, from just before the drive until the measured engine
+    stopped (its start-up outside the window, its shutdown inside), per run; raw, and
+    less the shutdown of a null engine (started, idle 1 s, then the same window around
+    its stop) where that was measured."""
+    runs = max(1, runs)
+
+    def per_run(value: int | None, digits: int = 3) -> float | None:
+        return None if value is None else round(value / runs, digits)
+
+    commits = measured.get("commits")
+    block: dict[str, Any] = {
+        "commits": commits,
+        "per_run": per_run(commits),
+        "server_commits": measured.get("server_commits"),
+        "server_commits_per_run": per_run(measured.get("server_commits")),
+        "database_wal_bytes_per_run": per_run(measured.get("database_wal_bytes"), 1),
+        "wal_bytes": measured["wal_bytes"],
+        "wal_bytes_per_run": per_run(measured["wal_bytes"], 1),
+        "wal_records": measured["wal_records"],
+        "wal_syncs": measured["wal_syncs"],
+        "wal_syncs_per_run": per_run(measured["wal_syncs"]),
+        "window": "drive start -> measured engine stopped (shutdown included)",
+    }
+    if measured.get("by_tables") is not None:
+        # what the durable commits wrote: per run, by the set of tables each changed
+        block["per_run_by_tables"] = {
+            tables: round(count / runs, 3) for tables, count in measured["by_tables"].items()
+        }
+    if measured.get("by_tables_error"):
+        block["by_tables_error"] = measured["by_tables_error"]
+    if stop_cost is not None:
+        block["engine_stop_commits"] = stop_cost.get("commits")
+        if commits is not None and stop_cost.get("commits") is not None:
+            block["per_run_net"] = per_run(commits - stop_cost["commits"])
+    error = measured.get("error") or (stop_cost or {}).get("error")
+    if error:
+        block["error"] = error
+    return block
+
+
 async def run_engine_workload(
     ctx: Context,
     backend: str,
@@ -535,8 +630,11 @@ async def run_engine_workload(
     log_statements: bool = False,
     measure_commits: bool = True,
     warm_trigger: Callable[[int], dict[str, Any]] | None = None,
+    settings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run one engine workload through the full measuring lifecycle (module docstring)."""
+    """Run one engine workload through the full measuring lifecycle (module docstring).
+
+    ``settings``: more DATAWORKFLOWS_<NAME> settings of this workload's engines only."""
     processes = processes or ctx.processes
     result: dict[str, Any] = {
         "workload": name,
@@ -553,10 +651,14 @@ async def run_engine_workload(
             "engine_log_level": ctx.engine_log_level,
             "profiled": profile_to is not None,
             "commit_trace": trace_commits_to is not None,
+            "engine_settings": settings or {},
         },
     }
+    if backend == "sqlite":
+        result["synchronous"] = sqlite_mode(ctx)
     started = time.monotonic()
     db: BenchDB | None = None
+    holds: list[Any] = []  # connections keeping the WAL of a durable-commit window
     try:
         db = await prepare_database(ctx, backend, f"{name.lower()}_{backend[:2]}")
         setup = await setup_workflow(db, definition, webhook=webhook)
@@ -564,7 +666,9 @@ async def run_engine_workload(
             await asyncio.to_thread(pg.partition_ledger, db.url)
             result["partitioned"] = True
         if ctx.warmup:
-            engine = await _engine(ctx, db, f"{name}-{backend}-warmup", processes=processes)
+            engine = await _engine(
+                ctx, db, f"{name}-{backend}-warmup", processes=processes, settings=settings
+            )
             try:
                 async with http_session() as http:
                     probe = await LedgerProbe(db.url).open()
@@ -589,13 +693,18 @@ async def run_engine_workload(
                 await asyncio.to_thread(engine.stop)
 
         c0 = c0b = None
+        null_durable = None
         if measure_commits:
             c0 = await _settled(ctx, db)
             if c0 is not None:
-                null = await _engine(ctx, db, f"{name}-{backend}-null", processes=processes)
+                null = await _engine(
+                    ctx, db, f"{name}-{backend}-null", processes=processes, settings=settings
+                )
                 await asyncio.sleep(1.0)  # the idle second is part of what is measured
+                stop_mark = await _wal_mark(ctx, db, holds=holds)
                 await asyncio.to_thread(null.stop)
                 c0b = await _settled(ctx, db)
+                null_durable = await _durable(ctx, db, stop_mark, holds)
 
         statement_log = None
         if log_statements and db.name is not None and ctx.pg_admin_url is not None:
@@ -608,6 +717,7 @@ async def run_engine_workload(
             processes=processes,
             profile_to=profile_to,
             trace_commits_to=trace_commits_to,
+            settings=settings,
         )
         probe = await LedgerProbe(db.url).open()
         probe_pid = probe._pg.info.backend_pid if probe._pg is not None else None
@@ -618,6 +728,7 @@ async def run_engine_workload(
             else None
         )
         result["loadavg_before"] = loadavg()
+        wal_start = await _wal_mark(ctx, db, holds=holds)
         meter.start()
         if db_meter is not None:
             db_meter.start()
@@ -632,6 +743,7 @@ async def run_engine_workload(
             await probe.close()
             await asyncio.to_thread(engine.stop)
         result["loadavg_after"] = loadavg()
+        durable = await _durable(ctx, db, wal_start, holds)
         c1 = await _settled(ctx, db) if measure_commits else None
 
         probe = await LedgerProbe(db.url).open()
@@ -681,6 +793,8 @@ async def run_engine_workload(
                 "settled": bool(c0["stable"] and c0b["stable"] and c1["stable"]),
                 "rows_by_table": pg.table_deltas(c0b["tables"], c1["tables"], runs),
             }
+        if durable is not None:
+            result["durable"] = durable_block(durable, null_durable, summary["runs"])
         # W3: requests the driver dropped (engine not keeping up) started no run
         expected = int(driven.extra.get("expected_runs", n))
         result["runs_expected"] = expected
@@ -696,6 +810,7 @@ async def run_engine_workload(
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
     finally:
+        _release(holds)
         if db is not None:
             with contextlib.suppress(Exception):
                 await drop_database(ctx, db)

@@ -6,7 +6,12 @@ PostgreSQL case also runs W4, the insert-commit ceiling, the redaction workload 
 peers (DBOS through both APIs and Procrastinate, each reporting "not installed" and
 skipped when the ``bench`` extra is absent, as in CI), and asserts that the database's
 CPU was measured — also on a stock ``initdb`` cluster without ``cluster_name``
-(``stock_postgres``).
+(``stock_postgres``). Issue 22: SQLite runs
+with ``synchronous`` FULL and NORMAL side by side; W1io's runs made exactly two requests to
+the local latency server (so each took at least its two 5 ms answers: a bound by
+construction, not a timing); W1solo's client-side figures exist; on PostgreSQL every engine
+workload counts durable commits from the WAL, > 0 and never more than
+``pg_stat_database``'s.
 """
 
 from __future__ import annotations
@@ -53,9 +58,18 @@ def _run_harness(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProces
     return proc, data
 
 
-def _result(report: dict[str, Any], workload: str, backend: str) -> dict[str, Any]:
-    found = [r for r in report["results"] if r["workload"] == workload and r["backend"] == backend]
-    assert len(found) == 1, [r["workload"] for r in report["results"]]
+def _result(
+    report: dict[str, Any], workload: str, backend: str, synchronous: str = "FULL"
+) -> dict[str, Any]:
+    """The one result of ``workload`` on ``backend`` (on SQLite: with ``synchronous``)."""
+    found = [
+        r
+        for r in report["results"]
+        if r["workload"] == workload
+        and r["backend"] == backend
+        and r.get("synchronous", synchronous) == synchronous
+    ]
+    assert len(found) == 1, [(r["workload"], r.get("synchronous")) for r in report["results"]]
     return found[0]
 
 
@@ -82,6 +96,20 @@ def _check_database_cpu(result: dict[str, Any]) -> None:
     assert database["cpu_ms_per_run"] > 0, database
 
 
+def _check_durable(result: dict[str, Any]) -> None:
+    """Durable commits read from the WAL: some per run, and never more than
+    pg_stat_database counted in a window that contains the WAL's."""
+    durable = result["durable"]
+    assert "error" not in durable, durable
+    assert durable["commits"] > 0 and durable["per_run"] > 0, durable
+    assert durable["commits"] <= result["commits"]["total"], (durable, result["commits"])
+    assert durable["commits"] <= durable["server_commits"]
+    assert durable["wal_bytes"] > 0 and durable["database_wal_bytes_per_run"] > 0
+    assert durable["engine_stop_commits"] is not None
+    # what they wrote, from the same WAL: the runs' rows are among it
+    assert any("workflow_executions" in tables for tables in durable["per_run_by_tables"])
+
+
 def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
     args = [
         "--backend",
@@ -102,6 +130,10 @@ def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
         "2",
         "--sched-duration",
         "1",
+        "--solo-n",
+        "3",
+        "--io-latency-ms",
+        "5",
     ]
     if backend == "postgresql":
         args += [
@@ -121,7 +153,7 @@ def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
             "1",
         ]
     else:
-        args += ["--only", "W1,W2,W3,sched"]
+        args += ["--only", "W1,W1io,W1solo,W2,W3,sched"]
     proc, report = _run_harness(tmp_path, *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert report is not None
@@ -129,6 +161,7 @@ def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
 
     _check_engine_workload(_result(report, "W1", backend), 4, 2)
     _check_engine_workload(_result(report, "W2", backend), 2, 7)
+    _check_w1io_and_w1solo(report, proc, backend)
     w3 = _result(report, "W3", backend)
     _check_engine_workload(w3, 10, 2)
     assert w3["w3"]["requests_sent"] == 10
@@ -142,6 +175,13 @@ def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
 
     if backend == "sqlite":
         assert "commits" not in _result(report, "W1", backend)
+        assert "durable" not in _result(report, "W1", backend)
+        # SQLite runs durable (FULL, the engine's default) and fast (NORMAL) side by side
+        _check_engine_workload(_result(report, "W1", backend, "NORMAL"), 4, 2)
+        _check_engine_workload(_result(report, "W2", backend, "NORMAL"), 2, 7)
+        _check_engine_workload(_result(report, "W1io", backend, "NORMAL"), 4, 2)
+        _check_engine_workload(_result(report, "W1solo", backend, "NORMAL"), 3, 2)
+        assert "sqlite (FULL)" in proc.stdout and "sqlite (NORMAL)" in proc.stdout
         return
 
     w1 = _result(report, "W1", backend)
@@ -152,6 +192,7 @@ def test_harness_runs_every_workload(backend: str, tmp_path: Path) -> None:
     assert commits["per_workflow"] >= 1
     for workload in ("W1", "W2", "W3"):
         _check_database_cpu(_result(report, workload, backend))
+        _check_durable(_result(report, workload, backend))
     assert commits["rows_by_table"]["action_executions"]["ins_per_run"] == 2
 
     w4 = _result(report, "W4", backend)
@@ -233,3 +274,47 @@ def test_harness_rejects_a_bad_n(tmp_path: Path, n: str) -> None:
     assert proc.returncode != 0
     assert "--n must be at least 1" in proc.stderr
     assert report is None
+
+
+def _check_w1io_and_w1solo(
+    report: dict[str, Any], proc: subprocess.CompletedProcess[str], backend: str
+) -> None:
+    """W1io's steps called the local latency server (exactly 2 requests per run, step 2
+    carrying step 1's answer); W1solo timed single runs through their event stream; on
+    PostgreSQL both report durable commits from the WAL."""
+    assert report["latency_server"]["url"].startswith("http://127.0.0.1:")
+
+    w1io = _result(report, "W1io", backend)
+    _check_engine_workload(w1io, 4, 2)
+    io = w1io["io"]
+    assert io["ok"], io
+    assert io["requests"] == 8 and io["requests_per_run"] == 2
+    assert io["runs_not_exactly_one_per_step"] == 0 and io["bad_prev"] == 0
+    assert io["server_url"] == report["latency_server"]["url"]
+    # each run waited for two 5 ms answers, one after the other
+    assert w1io["service_latency"]["p50_ms"] >= 10
+
+    solo = _result(report, "W1solo", backend)
+    _check_engine_workload(solo, 3, 2)
+    figures = solo["solo"]
+    assert figures["final_statuses"] == ["RunSucceeded"]
+    for key in ("ack_to_end", "post_to_end", "post_to_202", "ledger_end_to_client"):
+        assert figures[key]["count"] == 3, (key, figures)
+    assert figures["post_to_end"]["p50_ms"] >= figures["ack_to_end"]["p50_ms"] > 0
+    assert "W1solo" in proc.stdout and "202->end p50" in proc.stdout
+    targets = {t["target"]: t for t in report["targets"]}
+    label = "PostgreSQL" if backend == "postgresql" else "SQLite (FULL)"
+    assert targets[f"W1solo {label}: one run alone, 202 -> run end p50 <= 6 ms"]["value"]
+
+    if backend == "sqlite":
+        assert "durable" not in solo
+        return
+    for result in (w1io, solo):
+        _check_durable(result)
+    # a run alone writes at least its enqueue, its steps' outcomes and its end: the WAL
+    # cannot show less than one write transaction per run
+    assert solo["durable"]["per_run"] >= 1
+    assert (
+        targets["W1solo PostgreSQL: durable write transactions per 2-step run alone <= 3"]["value"]
+        == solo["durable"]["per_run"]
+    )
