@@ -23,6 +23,7 @@ setting ``DATAWORKFLOWS_HTTP_ALLOW_NETWORKS`` (comma-separated CIDRs, e.g.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -126,10 +127,14 @@ class AddressPolicy:
 
     @classmethod
     def from_setting(cls, spec: str | None) -> AddressPolicy:
-        return cls(parse_networks(spec))
+        return _policy_of(spec)
 
     def refusal(self, address: str | IPAddress) -> str | None:
-        """Why ``address`` is refused, or None when it may be reached."""
+        """Why ``address`` is refused, or None when it may be reached (a pure function of
+        the policy and the address: remembered, as every request asks it up to 3 times)."""
+        return _refusal(self, address)
+
+    def _refusal(self, address: str | IPAddress) -> str | None:
         if isinstance(address, str):
             try:
                 ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])
@@ -160,6 +165,17 @@ class AddressPolicy:
         reason = self.refusal(address)
         if reason is not None:
             raise DestinationRefused(host, str(address), reason)
+
+
+@functools.lru_cache(maxsize=64)
+def _policy_of(spec: str | None) -> AddressPolicy:
+    """The policy of a ``DATAWORKFLOWS_HTTP_ALLOW_NETWORKS`` value (parsed once)."""
+    return AddressPolicy(parse_networks(spec))
+
+
+@functools.lru_cache(maxsize=4096)
+def _refusal(policy: AddressPolicy, address: str | IPAddress) -> str | None:
+    return policy._refusal(address)
 
 
 class GuardedResolver:
