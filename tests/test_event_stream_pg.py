@@ -118,6 +118,43 @@ async def test_no_event_is_lost_when_transactions_commit_out_of_id_order(
     assert [row["id"] for _, row in page.events] == [x_id, y_id]
 
 
+@postgres_only
+async def test_a_long_transaction_in_another_database_does_not_hold_the_stream_back(
+    kernel_factory, database_url
+):
+    """No shared fate across databases: a bulk load elsewhere on the server (a
+    transaction with an id, open for as long as it likes) must not stall this database's
+    live events; one open in this database still does (it may commit events below)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from dataworkflows.db.database import libpq_url
+
+    kernel = await kernel_factory()
+    feed = kernel.events.feed
+    where = FeedFilter("default")
+    head = await feed.head()
+    other = libpq_url(make_url(database_url).set(database="postgres").render_as_string(False))
+    with psycopg.connect(other) as elsewhere:
+        elsewhere.execute("SELECT pg_current_xact_id()")  # an id, held until the end
+        run = await _queued_run(kernel, "pg-elsewhere")
+        page = await feed.read(head, where)
+        assert not page.held_back
+        assert [row["execution_id"] for _, row in page.events] == [run]
+
+        async with kernel.db.engine.connect() as here:
+            await here.begin()
+            await here.execute(select(execution_events.c.id).limit(1).with_for_update())
+            await here.exec_driver_sql("SELECT pg_current_xact_id()")
+            later = await _queued_run(kernel, "pg-here")
+            page = await feed.read(page.events[-1][0], where)
+            assert page.events == [] and page.held_back, "an open writer here holds back"
+            await here.rollback()
+        page = await feed.read(page.events[-1][0] if page.events else head, where)
+        assert later in [row["execution_id"] for _, row in page.events]
+        elsewhere.rollback()
+
+
 SUPPORT = Path(__file__).parent / "support"
 
 
