@@ -26,7 +26,8 @@ def _copy_database(url: str) -> str:
     """A copy of ``url``'s database, as of now (no connection may be open to it)."""
     parsed = make_url(url)
     name = f"{parsed.database}_replica"
-    with psycopg.connect(libpq_url(url.replace(parsed.database or "", "postgres", 1))) as conn:
+    admin = parsed.set(database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(libpq_url(admin)) as conn:
         conn.autocommit = True
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{parsed.database}"')
