@@ -1105,7 +1105,6 @@ def _w4_sql_timings(
 ) -> dict[str, Any]:
     """The same reads straight on the database (what the API's time is made of)."""
     list_s: list[float] = []
-    one_s: list[float] = []
     with psycopg.connect(url, autocommit=True) as conn:
         for _ in range(10):
             conn.execute(_W4_LIST_SQL, (workflow_id,), prepare=True).fetchall()
@@ -1113,20 +1112,21 @@ def _w4_sql_timings(
             t = time.perf_counter()
             conn.execute(_W4_LIST_SQL, (workflow_id,), prepare=True).fetchall()
             list_s.append(time.perf_counter() - t)
-        for i in range(queries):
-            key = ids[i % len(ids)]
-            t = time.perf_counter()
-            conn.execute(_W4_ONE_SQL, (key,), prepare=True).fetchall()
-            conn.execute(_W4_ACTIONS_SQL, (key,), prepare=True).fetchall()
-            one_s.append(time.perf_counter() - t)
-        # as the engine sends them: no server-side prepared statement, planned every time
-        one_unprepared: list[float] = []
-        for i in range(queries):
-            key = ids[i % len(ids)]
-            t = time.perf_counter()
-            conn.execute(_W4_ONE_SQL, (key,), prepare=False).fetchall()
-            conn.execute(_W4_ACTIONS_SQL, (key,), prepare=False).fetchall()
-            one_unprepared.append(time.perf_counter() - t)
+
+        def one_with_actions(prepare: bool) -> list[float]:
+            timings = []
+            for i in range(queries):
+                key = ids[i % len(ids)]
+                t = time.perf_counter()
+                conn.execute(_W4_ONE_SQL, (key,), prepare=prepare).fetchall()
+                conn.execute(_W4_ACTIONS_SQL, (key,), prepare=prepare).fetchall()
+                timings.append(time.perf_counter() - t)
+            return timings
+
+        one_s = one_with_actions(prepare=True)
+        # unprepared: planned every time, as the engine sent them before
+        # DATAWORKFLOWS_PG_PREPARED_STATEMENTS (and still does behind an old PgBouncer)
+        one_unprepared = one_with_actions(prepare=False)
         plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + _W4_LIST_SQL, (workflow_id,)).fetchall()
         one_plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + _W4_ACTIONS_SQL, (ids[0],))
         one_plan_rows = one_plan.fetchall()
