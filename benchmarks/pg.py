@@ -12,6 +12,7 @@ they add no commits; ``harness_commits`` stays 0 and is still subtracted.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -276,18 +277,26 @@ def lsn_int(lsn: str) -> int:
     return (int(high, 16) << 32) + int(low, 16)
 
 
+@functools.lru_cache(maxsize=8)
+def _walinspect_error(admin_url: str) -> str | None:
+    """Create ``pg_walinspect`` in the admin database once per server and process; why it
+    cannot be, or None."""
+    with connect(admin_url) as conn:
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        except psycopg.Error as exc:
+            return f"pg_walinspect unavailable: {str(exc).strip()}"
+    return None
+
+
 def wal_mark(admin_url: str) -> dict[str, Any]:
     """The WAL's flushed position and ``pg_stat_wal`` now (the start or end of a window).
 
     Creates the ``pg_walinspect`` extension in the admin database if it is missing (needs
     a superuser; without it :func:`durable_commits` reports an error instead of a count).
     """
+    inspect_error = _walinspect_error(admin_url)
     with connect(admin_url) as conn:
-        try:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
-            inspect_error = None
-        except psycopg.Error as exc:
-            inspect_error = f"pg_walinspect unavailable: {str(exc).strip()}"
         conn.execute("SELECT pg_stat_clear_snapshot()")
         stats = conn.execute(_WAL_STATS).fetchone()
         lsn = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
